@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs everything knic needs on a fresh Debian bookworm machine: the kernel source we
+# build the library from (linux-source-6.12, bookworm-backports), the kernel build tools,
+# and the external peers the tests drive (QEMU 10, DPDK testpmd, iperf3, ...).
+# Idempotent: a second run only checks. Needs root (or sudo).
+set -euo pipefail
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null; then exec sudo -E "$0" "$@"; fi
+  log "this step installs Debian packages and needs root: run it as root or install sudo"; exit 1
+fi
+
+. /etc/os-release
+if [ "${VERSION_CODENAME:-}" != bookworm ]; then
+  log "warning: written for Debian bookworm, this is ${PRETTY_NAME:-unknown}; carrying on"
+fi
+
+PACKAGES=(
+  # the kernel as a library
+  linux-source-6.12 build-essential bc bison flex xz-utils ccache python3 binutils
+  # external peers and test tools
+  qemu-system-x86 linux-image-cloud-amd64 busybox-static dpdk iperf3 iproute2 ethtool
+  tcpdump curl openssl procps psmisc
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then log "all packages present"; exit 0; fi
+
+if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  log "adding the bookworm-backports suite (linux-source-6.12, QEMU 10)"
+  cat > /etc/apt/sources.list.d/knic-backports.sources <<SRC
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+fi
+
+log "apt-get update"
+# Third-party lists on some images may be unreachable; only Debian's suites matter here.
+apt-get update -o Acquire::Retries=3 >/dev/null 2>&1 || apt-get update -o Acquire::Retries=3 || true
+log "installing: ${missing[*]}"
+DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+  -t bookworm-backports "${missing[@]}" >/tmp/knic-apt.log 2>&1 || {
+  log "apt-get install failed; the last lines of /tmp/knic-apt.log:"; tail -n 20 /tmp/knic-apt.log >&2; exit 1; }
+log "done"

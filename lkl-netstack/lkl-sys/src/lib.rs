@@ -1,0 +1,1 @@
+//! Raw FFI to the kernel library (filled as the port grows).

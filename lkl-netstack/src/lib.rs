@@ -1,0 +1,1 @@
+//! Safe API over the in-process Linux stack (filled as the port grows).

@@ -1,0 +1,1 @@
+//! Placeholder: filled by the vhost-backend work (packet descriptors and rings).
