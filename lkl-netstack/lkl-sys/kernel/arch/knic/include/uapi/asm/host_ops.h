@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * The contract between the kernel library and the program that embeds it.
+ *
+ * The embedder fills struct knic_host_ops and passes it to knic_start_kernel(). Every
+ * operation may be called from any host thread, must not unwind, and must not call
+ * back into the kernel (knic_syscall() and friends): the calling thread may be the
+ * one running kernel code.
+ */
+#ifndef _UAPI_ASM_KNIC_HOST_OPS_H
+#define _UAPI_ASM_KNIC_HOST_OPS_H
+
+/* Room for the host C library's jmp_buf (glibc: 200 bytes on x86-64, 312 on arm64). */
+struct knic_jmp_buf {
+	unsigned long long buf[64];
+} __attribute__((aligned(16)));
+
+struct knic_host_ops {
+	/* Console output of the kernel log (one or more whole lines). */
+	void (*print)(const char *str, int len);
+	/* The kernel panicked; the host should stop the process. */
+	void (*panic)(void);
+
+	/* Counting semaphores: the hand-over between tasks is built on them. */
+	void *(*sem_alloc)(int count);
+	void (*sem_free)(void *sem);
+	void (*sem_up)(void *sem);
+	void (*sem_down)(void *sem);
+
+	/* A detached host thread running fn(arg); returns 0 on failure. */
+	unsigned long (*thread_create)(void (*fn)(void *), void *arg);
+
+	/* Thread-local keys; the destructor runs at host thread exit for non-NULL values. */
+	long (*tls_alloc)(void (*destructor)(void *));
+	void (*tls_free)(long key);
+	int (*tls_set)(long key, void *data);
+	void *(*tls_get)(long key);
+
+	/* Host memory for bookkeeping that outlives a task, and the kernel's RAM arena. */
+	void *(*mem_alloc)(unsigned long size);
+	void (*mem_free)(void *addr);
+	void *(*page_alloc)(unsigned long size);
+	void (*page_free)(void *addr, unsigned long size);
+
+	/* Monotonic nanoseconds. */
+	unsigned long long (*time_ns)(void);
+	/* One-shot timer calling fn(arg) on a host thread; delta 0 disarms it. */
+	void *(*timer_alloc)(void (*fn)(void *), void *arg);
+	int (*timer_set_oneshot)(void *timer, unsigned long long delta_ns);
+	void (*timer_free)(void *timer);
+
+	/*
+	 * Run fn(arg) with a return point saved in jb: jmp_buf_set() returns when fn
+	 * returns or when jmp_buf_longjmp(jb) is called from below fn. Only C frames
+	 * (kernel and host shim) may lie between the two.
+	 */
+	void (*jmp_buf_set)(struct knic_jmp_buf *jb, void (*fn)(void *), void *arg);
+	void (*jmp_buf_longjmp)(struct knic_jmp_buf *jb) __attribute__((noreturn));
+};
+
+/* Library entry points: the only global symbols of the kernel archive. */
+int knic_start_kernel(const struct knic_host_ops *ops, unsigned long mem_bytes,
+		      const char *cmdline);
+long knic_syscall(long nr, const long *params);
+long knic_halt(void);
+int knic_is_running(void);
+int knic_get_free_irq(const char *name);
+void knic_put_irq(int irq);
+int knic_trigger_irq(int irq);
+
+#endif

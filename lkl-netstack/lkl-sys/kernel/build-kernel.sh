@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Builds Linux as knic's in-process library.
+#
+#   build-kernel.sh OUT_DIR
+#
+# Takes Debian's linux-source-6.12 tarball, extracts it once into a cache keyed by the
+# tarball, overlays knic's architecture port (arch/knic), configures a network-only
+# kernel from knic.config, builds it (all cores, ccache when present) and packages
+# OUT_DIR/lib/libknic_linux.a (one relocatable object whose only global symbols are
+# the knic_* entry points) and OUT_DIR/include (the knic headers). Results are cached
+# by tarball + port content: a second build with nothing changed takes a second.
+#
+# Environment: KNIC_KERNEL_TARBALL (default /usr/src/linux-source-6.12.tar.xz),
+# KNIC_KERNEL_CACHE (default ~/.cache/knic/kernel), KNIC_KERNEL_JOBS (default nproc).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+out=${1:?usage: build-kernel.sh OUT_DIR}
+tarball=${KNIC_KERNEL_TARBALL:-/usr/src/linux-source-6.12.tar.xz}
+cache=${KNIC_KERNEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/knic/kernel}
+jobs=${KNIC_KERNEL_JOBS:-$(nproc)}
+start=$(date +%s)
+
+say() { printf '[knic-kernel %3ss] %s\n' "$(( $(date +%s) - start ))" "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+if [ ! -f "$tarball" ]; then
+  die "the kernel source $tarball is missing. Install it (Debian bookworm) with:
+    sudo deploy/dev/setup-debian.sh
+  which adds bookworm-backports and runs: apt-get install -t bookworm-backports linux-source-6.12
+  or set KNIC_KERNEL_TARBALL to a Linux 6.12 source tarball."
+fi
+for tool in make gcc ld objcopy nm ar flex bison bc xz; do
+  command -v "$tool" >/dev/null || die "'$tool' is needed to build the kernel: run sudo deploy/dev/setup-debian.sh"
+done
+
+tkey=$(stat -L -c '%n %s %Y' "$tarball" | sha256sum | cut -c1-16)
+pkey=$( (cd "$here" && find arch host knic.config build-kernel.sh knic-lib.sh -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16)
+src=$cache/src-$tkey
+obj=$cache/obj-$tkey
+pkg=$cache/pkg-$tkey-$pkey
+
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+flock 9
+
+if [ -f "$pkg/.complete" ]; then
+  say "cached build $tkey-$pkey"
+else
+  if [ ! -f "$src/.extracted" ]; then
+    say "extracting $(basename "$tarball") (once per tarball)"
+    rm -rf "$src" && mkdir -p "$src"
+    tar -xf "$tarball" -C "$src" --strip-components=1
+    touch "$src/.extracted"
+  fi
+
+  # Overlay the port: copy what changed (keeping make's view of time sane), drop what went.
+  mkdir -p "$src/arch/knic"
+  (cd "$here/arch/knic" && find . -type f) | while read -r f; do
+    if ! cmp -s "$here/arch/knic/$f" "$src/arch/knic/$f"; then
+      mkdir -p "$(dirname "$src/arch/knic/$f")"; cp "$here/arch/knic/$f" "$src/arch/knic/$f"
+    fi
+  done
+  (cd "$src/arch/knic" && find . -type f) | while read -r f; do
+    [ -e "$here/arch/knic/$f" ] || rm -f "$src/arch/knic/$f"
+  done
+
+  cc=gcc
+  if command -v ccache >/dev/null; then cc="ccache gcc"; export CCACHE_BASEDIR=$src; fi
+  kmake=(make -C "$src" O="$obj" ARCH=knic CC="$cc" HOSTCC="$cc" -j"$jobs")
+
+  mkdir -p "$obj"
+  if ! cmp -s "$here/knic.config" "$obj/.knic.config" || [ ! -f "$obj/.config" ]; then
+    say "configuring a network-only kernel (knic.config)"
+    KCONFIG_ALLCONFIG="$here/knic.config" "${kmake[@]}" allnoconfig >"$obj/config.log" 2>&1 ||
+      { tail -n 30 "$obj/config.log" >&2; die "kernel configuration failed (log: $obj/config.log)"; }
+    missing=$(grep '^CONFIG_' "$here/knic.config" | while read -r line; do
+      grep -qx "$line" "$obj/.config" || echo "  $line"; done)
+    [ -z "$missing" ] || die "these options of knic.config did not take effect (a dependency is off):
+$missing"
+    cp "$here/knic.config" "$obj/.knic.config"
+  fi
+
+  say "building Linux $(make -s -C "$src" kernelversion) with $jobs jobs$( [ "$cc" = gcc ] || echo ', ccache') (a few minutes the first time)"
+  log=$obj/build.log
+  "${kmake[@]}" vmlinux >"$log" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 10
+    kill -0 "$pid" 2>/dev/null || break
+    say "... $(grep -c '^  CC ' "$log" || true) files compiled"
+  done
+  if ! wait "$pid"; then
+    grep -E 'error|Error|undefined' "$log" | head -n 40 >&2 || true
+    tail -n 15 "$log" >&2
+    die "the kernel build failed (full log: $log)"
+  fi
+
+  say "packaging the library"
+  rm -rf "$pkg.tmp" && mkdir -p "$pkg.tmp"
+  "$here/knic-lib.sh" "$obj" "$src" "$here" "$pkg.tmp"
+  rm -rf "$pkg" && mv "$pkg.tmp" "$pkg" && touch "$pkg/.complete"
+fi
+
+mkdir -p "$out"
+rm -rf "$out/lib" "$out/include"
+cp -r "$pkg/lib" "$pkg/include" "$out/"
+[ -f "$pkg/build-info" ] && cp "$pkg/build-info" "$out/"
+say "library ready: $out/lib/libknic_linux.a"
