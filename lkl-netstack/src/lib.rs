@@ -1,1 +1,12 @@
-//! Safe API over the in-process Linux stack (filled as the port grows).
+//! Linux's network stack as an in-process library: the safe API over `lkl-sys`.
+//!
+//! One kernel per process ([`Kernel::boot`] refuses a second boot). Any number of
+//! host threads may make syscalls at once; each gets its own task inside the kernel,
+//! and all of them share one file-descriptor table (they are threads of PID 1).
+#![deny(unsafe_code)]
+
+mod host;
+mod kernel;
+mod sys;
+
+pub use kernel::{BootConfig, BootError, Kernel};

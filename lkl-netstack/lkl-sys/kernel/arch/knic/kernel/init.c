@@ -51,7 +51,12 @@ static struct linux_binfmt knic_init_format = {
 
 static int __init knic_init_binfmt(void)
 {
-	struct file *file = filp_open(KNIC_INIT_PATH, O_CREAT | O_WRONLY | O_TRUNC, 0700);
+	/*
+	 * Created without write access: PID 1's fput() is deferred to a return to
+	 * user mode that never comes, and an open writer would make the exec fail
+	 * with ETXTBSY.
+	 */
+	struct file *file = filp_open(KNIC_INIT_PATH, O_CREAT | O_RDONLY, 0700);
 
 	if (IS_ERR(file)) {
 		pr_err("knic: cannot create %s: %ld\n", KNIC_INIT_PATH, PTR_ERR(file));

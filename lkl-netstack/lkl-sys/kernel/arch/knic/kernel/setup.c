@@ -44,6 +44,7 @@ static void knic_boot_thread(void *unused)
 	knic_kthread_started();
 	knic_host->jmp_buf_set(&frame->unwind_jb, knic_boot_thread_run, NULL);
 	/* Only a halt brings the idle task's host thread here. */
+	knic_host->sem_free(frame->sched_sem);
 	knic_kthread_frame_release(frame);
 	knic_kthread_gone();
 }

@@ -75,9 +75,11 @@ static void knic_kthread_entry(void *arg)
 	struct knic_kthread_frame *frame = arg;
 
 	knic_host->jmp_buf_set(&frame->unwind_jb, knic_kthread_run, frame);
-	/* The task died, the kernel halted, or the task never ran. */
-	if (frame->aborted)
-		knic_host->sem_free(frame->sched_sem);
+	/*
+	 * The task died, the kernel halted, or the task never ran: either way no
+	 * task will ever be switched to on this semaphore again.
+	 */
+	knic_host->sem_free(frame->sched_sem);
 	knic_kthread_frame_release(frame);
 	knic_kthread_gone();
 }
@@ -131,27 +133,19 @@ free_sem:
 }
 
 /*
- * Called when the task struct is freed. A kernel thread that ran has already
- * unwound its host thread (in __switch_to); one that never ran is still waiting
- * for its first switch and is told to go away.
+ * Called for the current task on exit (nothing to do: its host thread unwinds in
+ * __switch_to) and by fork's error path for a child that never ran: that child's
+ * host thread is still waiting for its first switch and is told to go away.
  */
-void arch_release_task_struct(struct task_struct *tsk)
+void exit_thread(struct task_struct *tsk)
 {
 	struct thread_info *ti = task_thread_info(tsk);
 	struct knic_kthread_frame *frame = ti->kthread_frame;
 
-	if (test_ti_thread_flag(ti, TIF_KNIC_HOST) || !ti->sched_sem)
-		return; /* host tasks' semaphores belong to their host thread */
-	if (frame && READ_ONCE(tsk->__state) != TASK_DEAD) {
-		WRITE_ONCE(frame->aborted, 1);
-		knic_host->sem_up(frame->sched_sem);
+	if (tsk == current || test_ti_thread_flag(ti, TIF_KNIC_HOST) || !frame)
 		return;
-	}
-	knic_host->sem_free(ti->sched_sem);
-}
-
-void exit_thread(struct task_struct *tsk)
-{
+	WRITE_ONCE(frame->aborted, 1);
+	knic_host->sem_up(frame->sched_sem);
 }
 
 void flush_thread(void)

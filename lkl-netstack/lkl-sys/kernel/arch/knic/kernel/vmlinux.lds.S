@@ -25,8 +25,8 @@ SECTIONS
 	}
 	_etext = .;
 
-	_sdata = .;
 	RO_DATA(PAGE_SIZE)
+	_sdata = .;
 	RW_DATA(L1_CACHE_BYTES, PAGE_SIZE, THREAD_SIZE)
 	_edata = .;
 

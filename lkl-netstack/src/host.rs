@@ -1,0 +1,308 @@
+//! The host operations the kernel runs on, written in Rust (only the jump buffer is C).
+//!
+//! Every function here is called by kernel code from arbitrary host threads, often
+//! the one that currently runs the kernel: none may block on kernel progress, unwind
+//! into C, or call back into the kernel.
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, c_int, c_long, c_ulong, c_ulonglong, c_void};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use lkl_sys::knic_host_ops;
+
+/// Host threads that run kernel threads need little stack: kernel code is shallow.
+const KTHREAD_STACK_BYTES: usize = 256 * 1024;
+
+/// The table handed to `knic_start_kernel`; lives for the whole process.
+pub(crate) static HOST_OPS: knic_host_ops = knic_host_ops {
+    print: Some(print),
+    panic: Some(panic),
+    sem_alloc: Some(sem_alloc),
+    sem_free: Some(sem_free),
+    sem_up: Some(sem_up),
+    sem_down: Some(sem_down),
+    thread_create: Some(thread_create),
+    tls_alloc: Some(tls_alloc),
+    tls_free: Some(tls_free),
+    tls_set: Some(tls_set),
+    tls_get: Some(tls_get),
+    mem_alloc: Some(mem_alloc),
+    mem_free: Some(mem_free),
+    page_alloc: Some(page_alloc),
+    page_free: Some(page_free),
+    time_ns: Some(time_ns),
+    timer_alloc: Some(timer_alloc),
+    timer_set_oneshot: Some(timer_set_oneshot),
+    timer_free: Some(timer_free),
+    jmp_buf_set: Some(lkl_sys::knic_host_jmp_buf_set),
+    jmp_buf_longjmp: Some(lkl_sys::knic_host_jmp_buf_longjmp),
+};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere; the counters stay consistent.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Kernel log lines, split out of the console stream and sent to `tracing`.
+static CONSOLE: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+unsafe extern "C" fn print(str: *const c_char, len: c_int) {
+    let Ok(len) = usize::try_from(len) else { return };
+    if str.is_null() {
+        return;
+    }
+    // SAFETY: the kernel's console hands us `len` readable bytes at `str` for the call.
+    let bytes = unsafe { std::slice::from_raw_parts(str.cast::<u8>(), len) };
+    let mut pending = lock(&CONSOLE);
+    pending.extend_from_slice(bytes);
+    while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+        let line: Vec<u8> = pending.drain(..=end).collect();
+        let text = String::from_utf8_lossy(&line[..line.len() - 1]);
+        tracing::info!(target: "linux", "{text}");
+    }
+}
+
+unsafe extern "C" fn panic() {
+    tracing::error!(target: "linux", "the library kernel panicked; stopping the process");
+    std::process::abort();
+}
+
+/// A counting semaphore: the kernel hands the CPU between tasks with these.
+struct Semaphore {
+    count: Mutex<u32>,
+    wakeup: Condvar,
+}
+
+unsafe extern "C" fn sem_alloc(count: c_int) -> *mut c_void {
+    let sem = Box::new(Semaphore {
+        count: Mutex::new(u32::try_from(count).unwrap_or(0)),
+        wakeup: Condvar::new(),
+    });
+    Box::into_raw(sem).cast()
+}
+
+unsafe extern "C" fn sem_free(sem: *mut c_void) {
+    if !sem.is_null() {
+        // SAFETY: `sem` came from `sem_alloc` and the kernel frees it exactly once,
+        // when no thread waits on it anymore.
+        drop(unsafe { Box::from_raw(sem.cast::<Semaphore>()) });
+    }
+}
+
+unsafe extern "C" fn sem_up(sem: *mut c_void) {
+    // SAFETY: `sem` is a live semaphore from `sem_alloc` (kernel invariant).
+    let sem = unsafe { &*sem.cast::<Semaphore>() };
+    *lock(&sem.count) += 1;
+    sem.wakeup.notify_one();
+}
+
+unsafe extern "C" fn sem_down(sem: *mut c_void) {
+    // SAFETY: as in `sem_up`.
+    let sem = unsafe { &*sem.cast::<Semaphore>() };
+    let mut count = lock(&sem.count);
+    while *count == 0 {
+        count = sem.wakeup.wait(count).unwrap_or_else(PoisonError::into_inner);
+    }
+    *count -= 1;
+}
+
+/// A C function and its argument, sent to another thread.
+struct Callback {
+    f: unsafe extern "C" fn(*mut c_void),
+    arg: *mut c_void,
+}
+
+// SAFETY: the kernel hands `arg` to exactly one thread, which owns it from then on.
+unsafe impl Send for Callback {}
+
+impl Callback {
+    fn call(&self) {
+        // SAFETY: `f` is a kernel function taking the `arg` it was registered with.
+        unsafe { (self.f)(self.arg) }
+    }
+}
+
+unsafe extern "C" fn thread_create(f: Option<unsafe extern "C" fn(*mut c_void)>, arg: *mut c_void) -> c_ulong {
+    let Some(f) = f else { return 0 };
+    let callback = Callback { f, arg };
+    let spawned = thread::Builder::new()
+        .name("linux-kthread".into())
+        .stack_size(KTHREAD_STACK_BYTES)
+        .spawn(move || callback.call());
+    match spawned {
+        Ok(_detached) => 1,
+        Err(e) => {
+            tracing::error!("cannot start a host thread for a kernel thread: {e}");
+            0
+        }
+    }
+}
+
+unsafe extern "C" fn tls_alloc(destructor: Option<unsafe extern "C" fn(*mut c_void)>) -> c_long {
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is a valid out pointer; the destructor is a kernel function that
+    // takes the stored value and runs at host-thread exit, as pthread_key_create says.
+    let rc = unsafe { libc::pthread_key_create(&mut key, destructor) };
+    if rc == 0 { c_long::from(key) } else { -c_long::from(rc) }
+}
+
+unsafe extern "C" fn tls_free(key: c_long) {
+    if let Ok(key) = libc::pthread_key_t::try_from(key) {
+        // SAFETY: the key came from `tls_alloc`.
+        unsafe { libc::pthread_key_delete(key) };
+    }
+}
+
+unsafe extern "C" fn tls_set(key: c_long, data: *mut c_void) -> c_int {
+    let Ok(key) = libc::pthread_key_t::try_from(key) else { return libc::EINVAL };
+    // SAFETY: the key came from `tls_alloc`; the value is opaque to pthreads.
+    unsafe { libc::pthread_setspecific(key, data) }
+}
+
+unsafe extern "C" fn tls_get(key: c_long) -> *mut c_void {
+    let Ok(key) = libc::pthread_key_t::try_from(key) else { return std::ptr::null_mut() };
+    // SAFETY: the key came from `tls_alloc`.
+    unsafe { libc::pthread_getspecific(key) }
+}
+
+unsafe extern "C" fn mem_alloc(size: c_ulong) -> *mut c_void {
+    let Ok(size) = usize::try_from(size) else { return std::ptr::null_mut() };
+    // SAFETY: plain malloc; the kernel frees with `mem_free`.
+    unsafe { libc::malloc(size) }
+}
+
+unsafe extern "C" fn mem_free(addr: *mut c_void) {
+    // SAFETY: `addr` came from `mem_alloc` (or is NULL).
+    unsafe { libc::free(addr) }
+}
+
+unsafe extern "C" fn page_alloc(size: c_ulong) -> *mut c_void {
+    let Ok(size) = usize::try_from(size) else { return std::ptr::null_mut() };
+    // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED { std::ptr::null_mut() } else { addr }
+}
+
+unsafe extern "C" fn page_free(addr: *mut c_void, size: c_ulong) {
+    let Ok(size) = usize::try_from(size) else { return };
+    // SAFETY: the kernel unmaps its arena once, after the last kernel thread left it.
+    unsafe { libc::munmap(addr, size) };
+}
+
+unsafe extern "C" fn time_ns() -> c_ulonglong {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The kernel's one-shot clockevent: a thread that sleeps until the deadline.
+struct OneShotTimer {
+    state: Mutex<TimerState>,
+    rearmed: Condvar,
+    thread: Mutex<Option<thread::JoinHandle<()>>>,
+}
+
+struct TimerState {
+    deadline: Option<Instant>,
+    stop: bool,
+}
+
+impl OneShotTimer {
+    fn run(&self, fire: &Callback) {
+        let mut state = lock(&self.state);
+        loop {
+            if state.stop {
+                return;
+            }
+            match state.deadline {
+                None => state = self.rearmed.wait(state).unwrap_or_else(PoisonError::into_inner),
+                Some(at) => {
+                    let now = Instant::now();
+                    if now < at {
+                        state = self
+                            .rearmed
+                            .wait_timeout(state, at - now)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0;
+                        continue;
+                    }
+                    state.deadline = None;
+                    drop(state);
+                    fire.call(); // raises the timer interrupt; never blocks
+                    state = lock(&self.state);
+                }
+            }
+        }
+    }
+}
+
+/// Shares the timer with its thread (the kernel owns the handle until `timer_free`).
+struct TimerRef(*const OneShotTimer);
+// SAFETY: OneShotTimer is Sync (Mutex/Condvar); the box outlives the thread, which
+// `timer_free` joins before freeing it.
+unsafe impl Send for TimerRef {}
+
+unsafe extern "C" fn timer_alloc(f: Option<unsafe extern "C" fn(*mut c_void)>, arg: *mut c_void) -> *mut c_void {
+    let Some(f) = f else { return std::ptr::null_mut() };
+    let timer = Box::into_raw(Box::new(OneShotTimer {
+        state: Mutex::new(TimerState { deadline: None, stop: false }),
+        rearmed: Condvar::new(),
+        thread: Mutex::new(None),
+    }));
+    let fire = Callback { f, arg };
+    let shared = TimerRef(timer);
+    let spawned = thread::Builder::new().name("linux-timer".into()).spawn(move || {
+        let shared = shared;
+        // SAFETY: see TimerRef.
+        unsafe { &*shared.0 }.run(&fire);
+    });
+    match spawned {
+        Ok(handle) => {
+            // SAFETY: `timer` is the live box created above.
+            *lock(&unsafe { &*timer }.thread) = Some(handle);
+            timer.cast()
+        }
+        Err(e) => {
+            tracing::error!("cannot start the kernel's timer thread: {e}");
+            // SAFETY: the thread was not started; we still own the box.
+            drop(unsafe { Box::from_raw(timer) });
+            std::ptr::null_mut()
+        }
+    }
+}
+
+unsafe extern "C" fn timer_set_oneshot(timer: *mut c_void, delta_ns: c_ulonglong) -> c_int {
+    // SAFETY: `timer` came from `timer_alloc` and is not yet freed.
+    let timer = unsafe { &*timer.cast::<OneShotTimer>() };
+    let mut state = lock(&timer.state);
+    state.deadline = (delta_ns != 0).then(|| Instant::now() + Duration::from_nanos(delta_ns));
+    timer.rearmed.notify_one();
+    0
+}
+
+unsafe extern "C" fn timer_free(timer: *mut c_void) {
+    let timer = timer.cast::<OneShotTimer>();
+    {
+        // SAFETY: `timer` came from `timer_alloc`; freed only here.
+        let t = unsafe { &*timer };
+        lock(&t.state).stop = true;
+        t.rearmed.notify_one();
+        if let Some(handle) = lock(&t.thread).take() {
+            let _ = handle.join();
+        }
+    }
+    // SAFETY: the thread has exited; nothing refers to the box anymore.
+    drop(unsafe { Box::from_raw(timer) });
+}

@@ -1,0 +1,140 @@
+//! Booting and halting the library kernel.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use lkl_sys::nr;
+
+use crate::host::HOST_OPS;
+use crate::sys;
+
+/// How to boot the kernel.
+#[derive(Debug, Clone)]
+pub struct BootConfig {
+    /// Size of the kernel's RAM (rounded up to 4 MiB).
+    pub memory_bytes: u64,
+    /// Extra kernel command line, e.g. `"loglevel=4"`.
+    pub cmdline: String,
+}
+
+impl Default for BootConfig {
+    fn default() -> Self {
+        BootConfig { memory_bytes: 256 << 20, cmdline: String::new() }
+    }
+}
+
+/// Why a boot failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error(
+        "a Linux kernel was already booted in this process: the library holds one kernel per \
+         process and boots it once; share the first Kernel, or run another process"
+    )]
+    AlreadyBooted,
+    #[error("the kernel command line contains a NUL byte")]
+    CommandLine,
+    #[error("the library kernel did not come up")]
+    Start(#[source] io::Error),
+    #[error("mounting procfs inside the kernel failed")]
+    MountProc(#[source] io::Error),
+}
+
+static BOOTED: AtomicBool = AtomicBool::new(false);
+
+/// The running kernel. Syscalls may come from any number of host threads at once.
+#[derive(Debug)]
+pub struct Kernel {
+    boot_time: Duration,
+}
+
+impl Kernel {
+    /// Boots Linux inside this process; returns once PID 1 is ready for syscalls.
+    pub fn boot(config: &BootConfig) -> Result<Kernel, BootError> {
+        if BOOTED.swap(true, Ordering::SeqCst) {
+            return Err(BootError::AlreadyBooted);
+        }
+        let cmdline = CString::new(config.cmdline.as_str()).map_err(|_| BootError::CommandLine)?;
+        let started = Instant::now();
+        // SAFETY: HOST_OPS is a static table of functions that honour the host-ops
+        // contract (host.rs); the command line is copied before the call returns.
+        let rc = unsafe { lkl_sys::knic_start_kernel(&HOST_OPS, config.memory_bytes, cmdline.as_ptr()) };
+        if rc != 0 {
+            return Err(BootError::Start(io::Error::from_raw_os_error(-rc)));
+        }
+        let kernel = Kernel { boot_time: started.elapsed() };
+        tracing::info!(
+            "Linux {} booted as a library in {:.1} ms",
+            lkl_sys::KERNEL_VERSION,
+            kernel.boot_time.as_secs_f64() * 1e3
+        );
+        kernel.mount_proc().map_err(BootError::MountProc)?;
+        Ok(kernel)
+    }
+
+    /// How long `boot` took until the kernel accepted syscalls.
+    pub fn boot_time(&self) -> Duration {
+        self.boot_time
+    }
+
+    /// Powers the kernel off: kernel threads end, host threads blocked inside return
+    /// `ESHUTDOWN`, and so does every later call.
+    pub fn halt(self) -> io::Result<()> {
+        // SAFETY: no arguments; the kernel stops every thread it started.
+        let rc = unsafe { lkl_sys::knic_halt() };
+        if rc < 0 { Err(io::Error::from_raw_os_error(-rc as i32)) } else { Ok(()) }
+    }
+
+    /// Whether the kernel still accepts syscalls.
+    pub fn is_running(&self) -> bool {
+        // SAFETY: reads a flag.
+        unsafe { lkl_sys::knic_is_running() != 0 }
+    }
+
+    /// The calling thread's process id inside the kernel (all host threads share PID 1).
+    pub fn getpid(&self) -> io::Result<i64> {
+        sys::syscall_values(nr::GETPID, [0; 6])
+    }
+
+    /// The kernel log so far (the `syslog` syscall, like `dmesg`).
+    pub fn kernel_log(&self) -> io::Result<String> {
+        const SYSLOG_ACTION_READ_ALL: i64 = 3;
+        const SYSLOG_ACTION_SIZE_BUFFER: i64 = 10;
+        let size = sys::syscall_values(nr::SYSLOG, [SYSLOG_ACTION_SIZE_BUFFER, 0, 0, 0, 0, 0])?;
+        let mut buf = vec![0u8; usize::try_from(size).unwrap_or(0).max(4096)];
+        // SAFETY: the kernel writes at most buf.len() bytes into buf.
+        let n = unsafe {
+            sys::syscall(nr::SYSLOG, [SYSLOG_ACTION_READ_ALL, buf.as_mut_ptr() as i64, buf.len() as i64, 0, 0, 0])?
+        };
+        buf.truncate(usize::try_from(n).unwrap_or(0));
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    /// Number of tasks (kernel threads and host-thread tasks) alive in the kernel.
+    pub fn task_count(&self) -> io::Result<u64> {
+        let mut info = std::mem::MaybeUninit::<libc::sysinfo>::zeroed();
+        // SAFETY: `info` is a writable struct sysinfo; same layout as the kernel's on this host.
+        unsafe { sys::syscall(nr::SYSINFO, [info.as_mut_ptr() as i64, 0, 0, 0, 0, 0])? };
+        // SAFETY: the kernel filled it in.
+        Ok(u64::from(unsafe { info.assume_init() }.procs))
+    }
+
+    fn mount_proc(&self) -> io::Result<()> {
+        let dir = c"/proc";
+        // SAFETY: NUL-terminated strings that live across the calls.
+        unsafe {
+            match sys::syscall(nr::MKDIRAT, [libc::AT_FDCWD as i64, dir.as_ptr() as i64, 0o555, 0, 0, 0]) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(e),
+            }
+            sys::syscall(
+                nr::MOUNT,
+                [c"proc".as_ptr() as i64, dir.as_ptr() as i64, c"proc".as_ptr() as i64, 0, 0, 0],
+            )?;
+        }
+        Ok(())
+    }
+}
