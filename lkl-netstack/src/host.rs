@@ -49,7 +49,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 static CONSOLE: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
 unsafe extern "C" fn print(str: *const c_char, len: c_int) {
-    let Ok(len) = usize::try_from(len) else { return };
+    let Ok(len) = usize::try_from(len) else {
+        return;
+    };
     if str.is_null() {
         return;
     }
@@ -103,7 +105,10 @@ unsafe extern "C" fn sem_down(sem: *mut c_void) {
     let sem = unsafe { &*sem.cast::<Semaphore>() };
     let mut count = lock(&sem.count);
     while *count == 0 {
-        count = sem.wakeup.wait(count).unwrap_or_else(PoisonError::into_inner);
+        count = sem
+            .wakeup
+            .wait(count)
+            .unwrap_or_else(PoisonError::into_inner);
     }
     *count -= 1;
 }
@@ -124,7 +129,10 @@ impl Callback {
     }
 }
 
-unsafe extern "C" fn thread_create(f: Option<unsafe extern "C" fn(*mut c_void)>, arg: *mut c_void) -> c_ulong {
+unsafe extern "C" fn thread_create(
+    f: Option<unsafe extern "C" fn(*mut c_void)>,
+    arg: *mut c_void,
+) -> c_ulong {
     let Some(f) = f else { return 0 };
     let callback = Callback { f, arg };
     let spawned = thread::Builder::new()
@@ -145,7 +153,11 @@ unsafe extern "C" fn tls_alloc(destructor: Option<unsafe extern "C" fn(*mut c_vo
     // SAFETY: `key` is a valid out pointer; the destructor is a kernel function that
     // takes the stored value and runs at host-thread exit, as pthread_key_create says.
     let rc = unsafe { libc::pthread_key_create(&mut key, destructor) };
-    if rc == 0 { c_long::from(key) } else { -c_long::from(rc) }
+    if rc == 0 {
+        c_long::from(key)
+    } else {
+        -c_long::from(rc)
+    }
 }
 
 unsafe extern "C" fn tls_free(key: c_long) {
@@ -156,19 +168,25 @@ unsafe extern "C" fn tls_free(key: c_long) {
 }
 
 unsafe extern "C" fn tls_set(key: c_long, data: *mut c_void) -> c_int {
-    let Ok(key) = libc::pthread_key_t::try_from(key) else { return libc::EINVAL };
+    let Ok(key) = libc::pthread_key_t::try_from(key) else {
+        return libc::EINVAL;
+    };
     // SAFETY: the key came from `tls_alloc`; the value is opaque to pthreads.
     unsafe { libc::pthread_setspecific(key, data) }
 }
 
 unsafe extern "C" fn tls_get(key: c_long) -> *mut c_void {
-    let Ok(key) = libc::pthread_key_t::try_from(key) else { return std::ptr::null_mut() };
+    let Ok(key) = libc::pthread_key_t::try_from(key) else {
+        return std::ptr::null_mut();
+    };
     // SAFETY: the key came from `tls_alloc`.
     unsafe { libc::pthread_getspecific(key) }
 }
 
 unsafe extern "C" fn mem_alloc(size: c_ulong) -> *mut c_void {
-    let Ok(size) = usize::try_from(size) else { return std::ptr::null_mut() };
+    let Ok(size) = usize::try_from(size) else {
+        return std::ptr::null_mut();
+    };
     // SAFETY: plain malloc; the kernel frees with `mem_free`.
     unsafe { libc::malloc(size) }
 }
@@ -179,7 +197,9 @@ unsafe extern "C" fn mem_free(addr: *mut c_void) {
 }
 
 unsafe extern "C" fn page_alloc(size: c_ulong) -> *mut c_void {
-    let Ok(size) = usize::try_from(size) else { return std::ptr::null_mut() };
+    let Ok(size) = usize::try_from(size) else {
+        return std::ptr::null_mut();
+    };
     // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
     let addr = unsafe {
         libc::mmap(
@@ -191,17 +211,26 @@ unsafe extern "C" fn page_alloc(size: c_ulong) -> *mut c_void {
             0,
         )
     };
-    if addr == libc::MAP_FAILED { std::ptr::null_mut() } else { addr }
+    if addr == libc::MAP_FAILED {
+        std::ptr::null_mut()
+    } else {
+        addr
+    }
 }
 
 unsafe extern "C" fn page_free(addr: *mut c_void, size: c_ulong) {
-    let Ok(size) = usize::try_from(size) else { return };
+    let Ok(size) = usize::try_from(size) else {
+        return;
+    };
     // SAFETY: the kernel unmaps its arena once, after the last kernel thread left it.
     unsafe { libc::munmap(addr, size) };
 }
 
 unsafe extern "C" fn time_ns() -> c_ulonglong {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid out pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
@@ -227,7 +256,12 @@ impl OneShotTimer {
                 return;
             }
             match state.deadline {
-                None => state = self.rearmed.wait(state).unwrap_or_else(PoisonError::into_inner),
+                None => {
+                    state = self
+                        .rearmed
+                        .wait(state)
+                        .unwrap_or_else(PoisonError::into_inner)
+                }
                 Some(at) => {
                     let now = Instant::now();
                     if now < at {
@@ -254,20 +288,30 @@ struct TimerRef(*const OneShotTimer);
 // `timer_free` joins before freeing it.
 unsafe impl Send for TimerRef {}
 
-unsafe extern "C" fn timer_alloc(f: Option<unsafe extern "C" fn(*mut c_void)>, arg: *mut c_void) -> *mut c_void {
-    let Some(f) = f else { return std::ptr::null_mut() };
+unsafe extern "C" fn timer_alloc(
+    f: Option<unsafe extern "C" fn(*mut c_void)>,
+    arg: *mut c_void,
+) -> *mut c_void {
+    let Some(f) = f else {
+        return std::ptr::null_mut();
+    };
     let timer = Box::into_raw(Box::new(OneShotTimer {
-        state: Mutex::new(TimerState { deadline: None, stop: false }),
+        state: Mutex::new(TimerState {
+            deadline: None,
+            stop: false,
+        }),
         rearmed: Condvar::new(),
         thread: Mutex::new(None),
     }));
     let fire = Callback { f, arg };
     let shared = TimerRef(timer);
-    let spawned = thread::Builder::new().name("linux-timer".into()).spawn(move || {
-        let shared = shared;
-        // SAFETY: see TimerRef.
-        unsafe { &*shared.0 }.run(&fire);
-    });
+    let spawned = thread::Builder::new()
+        .name("linux-timer".into())
+        .spawn(move || {
+            let shared = shared;
+            // SAFETY: see TimerRef.
+            unsafe { &*shared.0 }.run(&fire);
+        });
     match spawned {
         Ok(handle) => {
             // SAFETY: `timer` is the live box created above.

@@ -22,7 +22,10 @@ pub struct BootConfig {
 
 impl Default for BootConfig {
     fn default() -> Self {
-        BootConfig { memory_bytes: 256 << 20, cmdline: String::new() }
+        BootConfig {
+            memory_bytes: 256 << 20,
+            cmdline: String::new(),
+        }
     }
 }
 
@@ -40,6 +43,10 @@ pub enum BootError {
     Start(#[source] io::Error),
     #[error("mounting procfs inside the kernel failed")]
     MountProc(#[source] io::Error),
+    #[error("raising the kernel's open-file limit failed")]
+    FdLimit(#[source] io::Error),
+    #[error("bringing up the loopback interface inside the kernel failed")]
+    Loopback(#[source] io::Error),
 }
 
 static BOOTED: AtomicBool = AtomicBool::new(false);
@@ -60,17 +67,22 @@ impl Kernel {
         let started = Instant::now();
         // SAFETY: HOST_OPS is a static table of functions that honour the host-ops
         // contract (host.rs); the command line is copied before the call returns.
-        let rc = unsafe { lkl_sys::knic_start_kernel(&HOST_OPS, config.memory_bytes, cmdline.as_ptr()) };
+        let rc =
+            unsafe { lkl_sys::knic_start_kernel(&HOST_OPS, config.memory_bytes, cmdline.as_ptr()) };
         if rc != 0 {
             return Err(BootError::Start(io::Error::from_raw_os_error(-rc)));
         }
-        let kernel = Kernel { boot_time: started.elapsed() };
+        let kernel = Kernel {
+            boot_time: started.elapsed(),
+        };
         tracing::info!(
             "Linux {} booted as a library in {:.1} ms",
             lkl_sys::KERNEL_VERSION,
             kernel.boot_time.as_secs_f64() * 1e3
         );
         kernel.mount_proc().map_err(BootError::MountProc)?;
+        kernel.raise_fd_limit().map_err(BootError::FdLimit)?;
+        crate::socket::set_link_up("lo").map_err(BootError::Loopback)?;
         Ok(kernel)
     }
 
@@ -84,7 +96,11 @@ impl Kernel {
     pub fn halt(self) -> io::Result<()> {
         // SAFETY: no arguments; the kernel stops every thread it started.
         let rc = unsafe { lkl_sys::knic_halt() };
-        if rc < 0 { Err(io::Error::from_raw_os_error(-rc as i32)) } else { Ok(()) }
+        if rc < 0 {
+            Err(io::Error::from_raw_os_error(-rc as i32))
+        } else {
+            Ok(())
+        }
     }
 
     /// Whether the kernel still accepts syscalls.
@@ -106,7 +122,17 @@ impl Kernel {
         let mut buf = vec![0u8; usize::try_from(size).unwrap_or(0).max(4096)];
         // SAFETY: the kernel writes at most buf.len() bytes into buf.
         let n = unsafe {
-            sys::syscall(nr::SYSLOG, [SYSLOG_ACTION_READ_ALL, buf.as_mut_ptr() as i64, buf.len() as i64, 0, 0, 0])?
+            sys::syscall(
+                nr::SYSLOG,
+                [
+                    SYSLOG_ACTION_READ_ALL,
+                    buf.as_mut_ptr() as i64,
+                    buf.len() as i64,
+                    0,
+                    0,
+                    0,
+                ],
+            )?
         };
         buf.truncate(usize::try_from(n).unwrap_or(0));
         Ok(String::from_utf8_lossy(&buf).into_owned())
@@ -121,18 +147,53 @@ impl Kernel {
         Ok(u64::from(unsafe { info.assume_init() }.procs))
     }
 
+    /// Host threads share PID 1's limits; a network stack wants the kernel's maximum
+    /// number of descriptors (fs.nr_open), not the 1024 an init process starts with.
+    fn raise_fd_limit(&self) -> io::Result<()> {
+        const NR_OPEN: u64 = 1 << 20;
+        let limit = libc::rlimit64 {
+            rlim_cur: NR_OPEN,
+            rlim_max: NR_OPEN,
+        };
+        // SAFETY: the kernel reads one struct rlimit64 (same layout as the host's).
+        unsafe {
+            sys::syscall(
+                nr::PRLIMIT64,
+                [
+                    0,
+                    i64::from(libc::RLIMIT_NOFILE),
+                    &limit as *const _ as i64,
+                    0,
+                    0,
+                    0,
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
     fn mount_proc(&self) -> io::Result<()> {
         let dir = c"/proc";
         // SAFETY: NUL-terminated strings that live across the calls.
         unsafe {
-            match sys::syscall(nr::MKDIRAT, [libc::AT_FDCWD as i64, dir.as_ptr() as i64, 0o555, 0, 0, 0]) {
+            match sys::syscall(
+                nr::MKDIRAT,
+                [libc::AT_FDCWD as i64, dir.as_ptr() as i64, 0o555, 0, 0, 0],
+            ) {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                 Err(e) => return Err(e),
             }
             sys::syscall(
                 nr::MOUNT,
-                [c"proc".as_ptr() as i64, dir.as_ptr() as i64, c"proc".as_ptr() as i64, 0, 0, 0],
+                [
+                    c"proc".as_ptr() as i64,
+                    dir.as_ptr() as i64,
+                    c"proc".as_ptr() as i64,
+                    0,
+                    0,
+                    0,
+                ],
             )?;
         }
         Ok(())

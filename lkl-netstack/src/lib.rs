@@ -7,6 +7,8 @@
 
 mod host;
 mod kernel;
+mod socket;
 mod sys;
 
 pub use kernel::{BootConfig, BootError, Kernel};
+pub use socket::{Fd, TcpListener, TcpStream, UdpSocket};

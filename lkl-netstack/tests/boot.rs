@@ -17,10 +17,17 @@ fn boots_logs_debian_version_refuses_second_boot_and_halts() {
         log.contains(&format!("Linux version {}", lkl_sys::KERNEL_VERSION)),
         "kernel log lacks the version banner:\n{log}"
     );
-    assert_eq!(kernel.getpid().expect("getpid"), 1, "host threads are threads of PID 1");
+    assert_eq!(
+        kernel.getpid().expect("getpid"),
+        1,
+        "host threads are threads of PID 1"
+    );
 
     let second = Kernel::boot(&BootConfig::default());
-    assert!(matches!(second, Err(BootError::AlreadyBooted)), "{second:?}");
+    assert!(
+        matches!(second, Err(BootError::AlreadyBooted)),
+        "{second:?}"
+    );
 
     kernel.halt().expect("halt");
 }

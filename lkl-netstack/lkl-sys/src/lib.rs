@@ -40,9 +40,15 @@ pub struct knic_host_ops {
     pub sem_free: Option<unsafe extern "C" fn(sem: *mut c_void)>,
     pub sem_up: Option<unsafe extern "C" fn(sem: *mut c_void)>,
     pub sem_down: Option<unsafe extern "C" fn(sem: *mut c_void)>,
-    pub thread_create:
-        Option<unsafe extern "C" fn(f: Option<unsafe extern "C" fn(*mut c_void)>, arg: *mut c_void) -> c_ulong>,
-    pub tls_alloc: Option<unsafe extern "C" fn(destructor: Option<unsafe extern "C" fn(*mut c_void)>) -> c_long>,
+    pub thread_create: Option<
+        unsafe extern "C" fn(
+            f: Option<unsafe extern "C" fn(*mut c_void)>,
+            arg: *mut c_void,
+        ) -> c_ulong,
+    >,
+    pub tls_alloc: Option<
+        unsafe extern "C" fn(destructor: Option<unsafe extern "C" fn(*mut c_void)>) -> c_long,
+    >,
     pub tls_free: Option<unsafe extern "C" fn(key: c_long)>,
     pub tls_set: Option<unsafe extern "C" fn(key: c_long, data: *mut c_void) -> c_int>,
     pub tls_get: Option<unsafe extern "C" fn(key: c_long) -> *mut c_void>,
@@ -51,19 +57,32 @@ pub struct knic_host_ops {
     pub page_alloc: Option<unsafe extern "C" fn(size: c_ulong) -> *mut c_void>,
     pub page_free: Option<unsafe extern "C" fn(addr: *mut c_void, size: c_ulong)>,
     pub time_ns: Option<unsafe extern "C" fn() -> c_ulonglong>,
-    pub timer_alloc:
-        Option<unsafe extern "C" fn(f: Option<unsafe extern "C" fn(*mut c_void)>, arg: *mut c_void) -> *mut c_void>,
-    pub timer_set_oneshot: Option<unsafe extern "C" fn(timer: *mut c_void, delta_ns: c_ulonglong) -> c_int>,
+    pub timer_alloc: Option<
+        unsafe extern "C" fn(
+            f: Option<unsafe extern "C" fn(*mut c_void)>,
+            arg: *mut c_void,
+        ) -> *mut c_void,
+    >,
+    pub timer_set_oneshot:
+        Option<unsafe extern "C" fn(timer: *mut c_void, delta_ns: c_ulonglong) -> c_int>,
     pub timer_free: Option<unsafe extern "C" fn(timer: *mut c_void)>,
     pub jmp_buf_set: Option<
-        unsafe extern "C" fn(jb: *mut knic_jmp_buf, f: Option<unsafe extern "C" fn(*mut c_void)>, arg: *mut c_void),
+        unsafe extern "C" fn(
+            jb: *mut knic_jmp_buf,
+            f: Option<unsafe extern "C" fn(*mut c_void)>,
+            arg: *mut c_void,
+        ),
     >,
     pub jmp_buf_longjmp: Option<unsafe extern "C" fn(jb: *mut knic_jmp_buf) -> !>,
 }
 
 unsafe extern "C" {
     /// Boots the kernel; returns 0 once PID 1 is ready for syscalls, or a negative errno.
-    pub fn knic_start_kernel(ops: *const knic_host_ops, mem_bytes: c_ulong, cmdline: *const c_char) -> c_int;
+    pub fn knic_start_kernel(
+        ops: *const knic_host_ops,
+        mem_bytes: c_ulong,
+        cmdline: *const c_char,
+    ) -> c_int;
     /// Runs syscall `nr` with six arguments as the calling host thread's task.
     pub fn knic_syscall(nr: c_long, params: *const c_long) -> c_long;
     /// Powers the kernel off: every kernel thread ends, later syscalls get -ESHUTDOWN.

@@ -121,5 +121,10 @@ void machine_restart(char *cmd)
 	knic_halt_machine();
 }
 
-void (*pm_power_off)(void);
+static void knic_power_off(void)
+{
+	knic_halt_machine();
+}
+
+void (*pm_power_off)(void) = knic_power_off;
 EXPORT_SYMBOL(pm_power_off);

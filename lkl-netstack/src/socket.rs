@@ -1,0 +1,513 @@
+//! Sockets inside the library kernel, shaped like `std::net`'s.
+//!
+//! Every socket is a file descriptor of the kernel's one fd table (shared by all
+//! host threads), so a socket made on one thread may be used from another. Struct
+//! layouts (`sockaddr_in`, `sockaddr_in6`, `ifreq`) are the host's `libc` ones: the
+//! library has the host's ABI.
+#![allow(unsafe_code)]
+
+use std::io::{self, Read, Write};
+use std::mem::{size_of, zeroed};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+use lkl_sys::nr;
+
+use crate::Kernel;
+use crate::sys;
+
+/// A file descriptor inside the library kernel, closed on drop.
+#[derive(Debug)]
+pub struct Fd(i32);
+
+impl Fd {
+    pub fn raw(&self) -> i32 {
+        self.0
+    }
+}
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        let _ = sys::syscall_values(nr::CLOSE, [i64::from(self.0), 0, 0, 0, 0, 0]);
+    }
+}
+
+/// A socket address in the kernel's wire layout.
+#[repr(C)]
+union RawSockAddr {
+    v4: libc::sockaddr_in,
+    v6: libc::sockaddr_in6,
+    storage: libc::sockaddr_storage,
+}
+
+impl RawSockAddr {
+    fn from_std(addr: &SocketAddr) -> (RawSockAddr, u32) {
+        // SAFETY: all-zero is a valid value of every member.
+        let mut raw: RawSockAddr = unsafe { zeroed() };
+        match addr {
+            SocketAddr::V4(a) => {
+                raw.v4 = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: a.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(a.ip().octets()),
+                    },
+                    sin_zero: [0; 8],
+                };
+                (raw, size_of::<libc::sockaddr_in>() as u32)
+            }
+            SocketAddr::V6(a) => {
+                raw.v6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: a.port().to_be(),
+                    sin6_flowinfo: a.flowinfo(),
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: a.ip().octets(),
+                    },
+                    sin6_scope_id: a.scope_id(),
+                };
+                (raw, size_of::<libc::sockaddr_in6>() as u32)
+            }
+        }
+    }
+
+    fn to_std(&self) -> io::Result<SocketAddr> {
+        // SAFETY: every member starts with the family field.
+        let family = i32::from(unsafe { self.storage.ss_family });
+        match family {
+            libc::AF_INET => {
+                // SAFETY: the kernel wrote a sockaddr_in for AF_INET.
+                let a = unsafe { self.v4 };
+                Ok(SocketAddr::V4(SocketAddrV4::new(
+                    Ipv4Addr::from(a.sin_addr.s_addr.to_ne_bytes()),
+                    u16::from_be(a.sin_port),
+                )))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: the kernel wrote a sockaddr_in6 for AF_INET6.
+                let a = unsafe { self.v6 };
+                Ok(SocketAddr::V6(SocketAddrV6::new(
+                    Ipv6Addr::from(a.sin6_addr.s6_addr),
+                    u16::from_be(a.sin6_port),
+                    a.sin6_flowinfo,
+                    a.sin6_scope_id,
+                )))
+            }
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("address family {family}"),
+            )),
+        }
+    }
+}
+
+fn family(addr: &SocketAddr) -> i64 {
+    i64::from(if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    })
+}
+
+fn socket(domain: i64, kind: i32) -> io::Result<Fd> {
+    let fd = sys::syscall_values(
+        nr::SOCKET,
+        [domain, i64::from(kind | libc::SOCK_CLOEXEC), 0, 0, 0, 0],
+    )?;
+    Ok(Fd(fd as i32))
+}
+
+fn setsockopt(fd: &Fd, level: i32, name: i32, value: &[u8]) -> io::Result<()> {
+    // SAFETY: the kernel reads value.len() bytes from value.
+    unsafe {
+        sys::syscall(
+            nr::SETSOCKOPT,
+            [
+                i64::from(fd.0),
+                i64::from(level),
+                i64::from(name),
+                value.as_ptr() as i64,
+                value.len() as i64,
+                0,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+fn getsockopt(fd: &Fd, level: i32, name: i32, value: &mut [u8]) -> io::Result<usize> {
+    let mut len = value.len() as u32;
+    // SAFETY: the kernel writes at most `len` bytes into value and updates len.
+    unsafe {
+        sys::syscall(
+            nr::GETSOCKOPT,
+            [
+                i64::from(fd.0),
+                i64::from(level),
+                i64::from(name),
+                value.as_mut_ptr() as i64,
+                &mut len as *mut u32 as i64,
+                0,
+            ],
+        )?;
+    }
+    Ok(len as usize)
+}
+
+fn set_int_option(fd: &Fd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    setsockopt(fd, level, name, &value.to_ne_bytes())
+}
+
+fn bind(fd: &Fd, addr: &SocketAddr) -> io::Result<()> {
+    let (raw, len) = RawSockAddr::from_std(addr);
+    // SAFETY: raw holds `len` valid bytes of a socket address.
+    unsafe {
+        sys::syscall(
+            nr::BIND,
+            [
+                i64::from(fd.0),
+                &raw as *const _ as i64,
+                i64::from(len),
+                0,
+                0,
+                0,
+            ],
+        )?
+    };
+    Ok(())
+}
+
+fn connect(fd: &Fd, addr: &SocketAddr) -> io::Result<()> {
+    let (raw, len) = RawSockAddr::from_std(addr);
+    // SAFETY: as in bind.
+    unsafe {
+        sys::syscall(
+            nr::CONNECT,
+            [
+                i64::from(fd.0),
+                &raw as *const _ as i64,
+                i64::from(len),
+                0,
+                0,
+                0,
+            ],
+        )?
+    };
+    Ok(())
+}
+
+fn sock_name(fd: &Fd, call: i64) -> io::Result<SocketAddr> {
+    // SAFETY: all-zero is a valid RawSockAddr.
+    let mut raw: RawSockAddr = unsafe { zeroed() };
+    let mut len = size_of::<RawSockAddr>() as u32;
+    // SAFETY: the kernel writes at most `len` bytes into raw.
+    unsafe {
+        sys::syscall(
+            call,
+            [
+                i64::from(fd.0),
+                &mut raw as *mut _ as i64,
+                &mut len as *mut u32 as i64,
+                0,
+                0,
+                0,
+            ],
+        )?
+    };
+    raw.to_std()
+}
+
+fn read(fd: &Fd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the kernel writes at most buf.len() bytes into buf.
+    let n = unsafe {
+        sys::syscall(
+            nr::READ,
+            [
+                i64::from(fd.0),
+                buf.as_mut_ptr() as i64,
+                buf.len() as i64,
+                0,
+                0,
+                0,
+            ],
+        )?
+    };
+    Ok(n as usize)
+}
+
+fn write(fd: &Fd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: the kernel reads at most buf.len() bytes from buf.
+    let n = unsafe {
+        sys::syscall(
+            nr::WRITE,
+            [
+                i64::from(fd.0),
+                buf.as_ptr() as i64,
+                buf.len() as i64,
+                0,
+                0,
+                0,
+            ],
+        )?
+    };
+    Ok(n as usize)
+}
+
+/// A listening TCP socket inside the library.
+#[derive(Debug)]
+pub struct TcpListener {
+    fd: Fd,
+}
+
+impl TcpListener {
+    pub fn bind(_kernel: &Kernel, addr: SocketAddr) -> io::Result<TcpListener> {
+        let fd = socket(family(&addr), libc::SOCK_STREAM)?;
+        set_int_option(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+        bind(&fd, &addr)?;
+        sys::syscall_values(nr::LISTEN, [i64::from(fd.0), 4096, 0, 0, 0, 0])?;
+        Ok(TcpListener { fd })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        sock_name(&self.fd, nr::GETSOCKNAME)
+    }
+
+    pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        // SAFETY: all-zero is a valid RawSockAddr.
+        let mut raw: RawSockAddr = unsafe { zeroed() };
+        let mut len = size_of::<RawSockAddr>() as u32;
+        // SAFETY: the kernel writes at most `len` bytes into raw.
+        let fd = unsafe {
+            sys::syscall(
+                nr::ACCEPT4,
+                [
+                    i64::from(self.fd.0),
+                    &mut raw as *mut _ as i64,
+                    &mut len as *mut u32 as i64,
+                    i64::from(libc::SOCK_CLOEXEC),
+                    0,
+                    0,
+                ],
+            )?
+        };
+        let stream = TcpStream { fd: Fd(fd as i32) };
+        Ok((stream, raw.to_std()?))
+    }
+
+    pub fn fd(&self) -> &Fd {
+        &self.fd
+    }
+}
+
+/// A connected TCP socket inside the library.
+#[derive(Debug)]
+pub struct TcpStream {
+    fd: Fd,
+}
+
+impl TcpStream {
+    pub fn connect(_kernel: &Kernel, addr: SocketAddr) -> io::Result<TcpStream> {
+        let fd = socket(family(&addr), libc::SOCK_STREAM)?;
+        connect(&fd, &addr)?;
+        Ok(TcpStream { fd })
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        sock_name(&self.fd, nr::GETPEERNAME)
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        sock_name(&self.fd, nr::GETSOCKNAME)
+    }
+
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        set_int_option(
+            &self.fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            i32::from(on),
+        )
+    }
+
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        let how = match how {
+            Shutdown::Read => libc::SHUT_RD,
+            Shutdown::Write => libc::SHUT_WR,
+            Shutdown::Both => libc::SHUT_RDWR,
+        };
+        sys::syscall_values(
+            nr::SHUTDOWN,
+            [i64::from(self.fd.0), i64::from(how), 0, 0, 0, 0],
+        )?;
+        Ok(())
+    }
+
+    /// Sets a socket option from its raw bytes (e.g. `SOL_TLS` crypto info).
+    pub fn set_option(&self, level: i32, name: i32, value: &[u8]) -> io::Result<()> {
+        setsockopt(&self.fd, level, name, value)
+    }
+
+    /// Reads a socket option into `value`; returns its length.
+    pub fn option(&self, level: i32, name: i32, value: &mut [u8]) -> io::Result<usize> {
+        getsockopt(&self.fd, level, name, value)
+    }
+
+    /// Sends `count` bytes of the library file `file` from `offset` (sendfile(2)).
+    pub fn send_file(&self, file: &Fd, offset: &mut i64, count: usize) -> io::Result<usize> {
+        // SAFETY: the kernel reads and updates *offset.
+        let n = unsafe {
+            sys::syscall(
+                nr::SENDFILE,
+                [
+                    i64::from(self.fd.0),
+                    i64::from(file.0),
+                    offset as *mut i64 as i64,
+                    count as i64,
+                    0,
+                    0,
+                ],
+            )?
+        };
+        Ok(n as usize)
+    }
+
+    pub fn fd(&self) -> &Fd {
+        &self.fd
+    }
+}
+
+impl Read for TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        read(&self.fd, buf)
+    }
+}
+
+impl Read for &TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        read(&self.fd, buf)
+    }
+}
+
+impl Write for TcpStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        write(&self.fd, buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Write for &TcpStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        write(&self.fd, buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A UDP socket inside the library.
+#[derive(Debug)]
+pub struct UdpSocket {
+    fd: Fd,
+}
+
+impl UdpSocket {
+    pub fn bind(_kernel: &Kernel, addr: SocketAddr) -> io::Result<UdpSocket> {
+        let fd = socket(family(&addr), libc::SOCK_DGRAM)?;
+        bind(&fd, &addr)?;
+        Ok(UdpSocket { fd })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        sock_name(&self.fd, nr::GETSOCKNAME)
+    }
+
+    pub fn set_recv_buffer_size(&self, bytes: i32) -> io::Result<()> {
+        set_int_option(&self.fd, libc::SOL_SOCKET, libc::SO_RCVBUF, bytes)
+    }
+
+    pub fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        let (raw, len) = RawSockAddr::from_std(&to);
+        // SAFETY: the kernel reads buf.len() bytes from buf and `len` bytes from raw.
+        let n = unsafe {
+            sys::syscall(
+                nr::SENDTO,
+                [
+                    i64::from(self.fd.0),
+                    buf.as_ptr() as i64,
+                    buf.len() as i64,
+                    0,
+                    &raw as *const _ as i64,
+                    i64::from(len),
+                ],
+            )?
+        };
+        Ok(n as usize)
+    }
+
+    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        // SAFETY: all-zero is a valid RawSockAddr.
+        let mut raw: RawSockAddr = unsafe { zeroed() };
+        let mut len = size_of::<RawSockAddr>() as u32;
+        // SAFETY: the kernel writes at most buf.len() bytes into buf and `len` into raw.
+        let n = unsafe {
+            sys::syscall(
+                nr::RECVFROM,
+                [
+                    i64::from(self.fd.0),
+                    buf.as_mut_ptr() as i64,
+                    buf.len() as i64,
+                    0,
+                    &mut raw as *mut _ as i64,
+                    &mut len as *mut u32 as i64,
+                ],
+            )?
+        };
+        Ok((n as usize, raw.to_std()?))
+    }
+}
+
+/// Brings an interface up (SIOCSIFFLAGS with IFF_UP), e.g. `lo` after boot.
+pub(crate) fn set_link_up(name: &str) -> io::Result<()> {
+    let fd = socket(i64::from(libc::AF_INET), libc::SOCK_DGRAM)?;
+    // SAFETY: all-zero is a valid ifreq.
+    let mut req: libc::ifreq = unsafe { zeroed() };
+    if name.len() >= req.ifr_name.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface name too long",
+        ));
+    }
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: the kernel reads and writes one ifreq.
+    unsafe {
+        sys::syscall(
+            nr::IOCTL,
+            [
+                i64::from(fd.0),
+                libc::SIOCGIFFLAGS as i64,
+                &mut req as *mut _ as i64,
+                0,
+                0,
+                0,
+            ],
+        )?;
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as i16;
+        sys::syscall(
+            nr::IOCTL,
+            [
+                i64::from(fd.0),
+                libc::SIOCSIFFLAGS as i64,
+                &mut req as *mut _ as i64,
+                0,
+                0,
+                0,
+            ],
+        )?;
+    }
+    Ok(())
+}
