@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use lkl_sys::nr;
 
 use crate::host::HOST_OPS;
+use crate::socket::Fd;
 use crate::sys;
 
 /// How to boot the kernel.
@@ -50,6 +51,36 @@ pub enum BootError {
 }
 
 static BOOTED: AtomicBool = AtomicBool::new(false);
+
+fn sysctl_path(name: &str) -> String {
+    format!("/proc/sys/{}", name.replace('.', "/"))
+}
+
+/// Opens a path inside the kernel.
+pub(crate) fn open(path: &str, flags: i32) -> io::Result<Fd> {
+    let path = CString::new(path)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    // SAFETY: `path` is NUL-terminated and lives across the call.
+    let fd = unsafe {
+        sys::syscall(
+            nr::OPENAT,
+            [
+                i64::from(libc::AT_FDCWD),
+                path.as_ptr() as i64,
+                i64::from(flags | libc::O_CLOEXEC),
+                0o644,
+                0,
+                0,
+            ],
+        )?
+    };
+    Ok(Fd::from_raw(fd as i32))
+}
+
+pub(crate) fn is_running() -> bool {
+    // SAFETY: reads a flag.
+    unsafe { lkl_sys::knic_is_running() != 0 }
+}
 
 /// The running kernel. Syscalls may come from any number of host threads at once.
 #[derive(Debug)]
@@ -93,7 +124,7 @@ impl Kernel {
 
     /// Powers the kernel off: kernel threads end, host threads blocked inside return
     /// `ESHUTDOWN`, and so does every later call.
-    pub fn halt(self) -> io::Result<()> {
+    pub fn halt(&self) -> io::Result<()> {
         // SAFETY: no arguments; the kernel stops every thread it started.
         let rc = unsafe { lkl_sys::knic_halt() };
         if rc < 0 {
@@ -105,8 +136,7 @@ impl Kernel {
 
     /// Whether the kernel still accepts syscalls.
     pub fn is_running(&self) -> bool {
-        // SAFETY: reads a flag.
-        unsafe { lkl_sys::knic_is_running() != 0 }
+        is_running()
     }
 
     /// The calling thread's process id inside the kernel (all host threads share PID 1).
@@ -136,6 +166,86 @@ impl Kernel {
         };
         buf.truncate(usize::try_from(n).unwrap_or(0));
         Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    /// Tasks bound to host threads right now: the threads of PID 1's process minus
+    /// PID 1 itself (from /proc/1/status inside the kernel).
+    pub fn host_task_count(&self) -> io::Result<u64> {
+        let status = self.read_file("/proc/1/status")?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|threads| threads - 1)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "no Threads: line in /proc/1/status",
+                )
+            })
+    }
+
+    /// Reads a sysctl, e.g. `net.ipv4.tcp_congestion_control` (procfs inside the kernel).
+    pub fn sysctl(&self, name: &str) -> io::Result<String> {
+        Ok(self.read_file(&sysctl_path(name))?.trim_end().to_owned())
+    }
+
+    /// Writes a sysctl, e.g. `("net.core.somaxconn", "4096")`.
+    pub fn set_sysctl(&self, name: &str, value: &str) -> io::Result<()> {
+        self.write_file(&sysctl_path(name), value.as_bytes())
+    }
+
+    /// Reads a whole file of the kernel's own filesystems (procfs, the ramfs root).
+    pub fn read_file(&self, path: &str) -> io::Result<String> {
+        let fd = open(path, libc::O_RDONLY)?;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: the kernel writes at most buf.len() bytes into buf.
+            let n = unsafe {
+                sys::syscall(
+                    nr::READ,
+                    [
+                        i64::from(fd.raw()),
+                        buf.as_mut_ptr() as i64,
+                        buf.len() as i64,
+                        0,
+                        0,
+                        0,
+                    ],
+                )?
+            };
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n as usize]);
+        }
+        String::from_utf8(out).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    /// Writes `data` to a file of the kernel's filesystems (created if missing).
+    pub fn write_file(&self, path: &str, data: &[u8]) -> io::Result<()> {
+        let fd = open(path, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC)?;
+        let mut done = 0;
+        while done < data.len() {
+            let rest = &data[done..];
+            // SAFETY: the kernel reads at most rest.len() bytes from rest.
+            let n = unsafe {
+                sys::syscall(
+                    nr::WRITE,
+                    [
+                        i64::from(fd.raw()),
+                        rest.as_ptr() as i64,
+                        rest.len() as i64,
+                        0,
+                        0,
+                        0,
+                    ],
+                )?
+            };
+            done += n as usize;
+        }
+        Ok(())
     }
 
     /// Number of tasks (kernel threads and host-thread tasks) alive in the kernel.

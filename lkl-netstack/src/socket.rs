@@ -20,6 +20,11 @@ use crate::sys;
 pub struct Fd(i32);
 
 impl Fd {
+    /// Takes ownership of a descriptor the kernel returned.
+    pub(crate) fn from_raw(fd: i32) -> Fd {
+        Fd(fd)
+    }
+
     pub fn raw(&self) -> i32 {
         self.0
     }
