@@ -1,6 +1,8 @@
 //! Boot, syscalls and halt of the library kernel. One kernel per process, so each
 //! test binary boots once; this file holds the boot-and-halt lifecycle.
 
+#![allow(clippy::unwrap_used, clippy::print_stdout)] // test code: a failed unwrap is a failed test; results are reported on stdout
+
 use lkl_netstack::{BootConfig, BootError, Kernel};
 
 #[test]

@@ -2,6 +2,8 @@
 //! threads on both ends. One kernel per process: this binary boots once and runs
 //! its scenarios in order.
 
+#![allow(clippy::unwrap_used, clippy::print_stdout)] // test code: a failed unwrap is a failed test; results are reported on stdout
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::thread;
