@@ -38,7 +38,26 @@ pub(crate) static HOST_OPS: knic_host_ops = knic_host_ops {
     timer_free: Some(timer_free),
     jmp_buf_set: Some(lkl_sys::knic_host_jmp_buf_set),
     jmp_buf_longjmp: Some(lkl_sys::knic_host_jmp_buf_longjmp),
+    memcpy: Some(memcpy),
+    memmove: Some(memmove),
+    memset: Some(memset),
 };
+
+// The C library's vectorised routines, with the kernel's size type.
+unsafe extern "C" fn memcpy(dest: *mut c_void, src: *const c_void, n: c_ulong) -> *mut c_void {
+    // SAFETY: the kernel passes valid, non-overlapping ranges of n bytes.
+    unsafe { libc::memcpy(dest, src, n as usize) }
+}
+
+unsafe extern "C" fn memmove(dest: *mut c_void, src: *const c_void, n: c_ulong) -> *mut c_void {
+    // SAFETY: the kernel passes valid ranges of n bytes.
+    unsafe { libc::memmove(dest, src, n as usize) }
+}
+
+unsafe extern "C" fn memset(s: *mut c_void, c: c_int, n: c_ulong) -> *mut c_void {
+    // SAFETY: the kernel passes a valid range of n bytes.
+    unsafe { libc::memset(s, c, n as usize) }
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A poisoned lock only means a panic elsewhere; the counters stay consistent.

@@ -74,6 +74,13 @@ pub struct knic_host_ops {
         ),
     >,
     pub jmp_buf_longjmp: Option<unsafe extern "C" fn(jb: *mut knic_jmp_buf) -> !>,
+    pub memcpy: Option<
+        unsafe extern "C" fn(dest: *mut c_void, src: *const c_void, n: c_ulong) -> *mut c_void,
+    >,
+    pub memmove: Option<
+        unsafe extern "C" fn(dest: *mut c_void, src: *const c_void, n: c_ulong) -> *mut c_void,
+    >,
+    pub memset: Option<unsafe extern "C" fn(s: *mut c_void, c: c_int, n: c_ulong) -> *mut c_void>,
 }
 
 unsafe extern "C" {

@@ -158,6 +158,7 @@ static const struct knic_host_ops ops = {
 	.time_ns = time_ns, .timer_alloc = timer_alloc, .timer_set_oneshot = timer_set_oneshot,
 	.timer_free = timer_free,
 	.jmp_buf_set = knic_host_jmp_buf_set, .jmp_buf_longjmp = knic_host_jmp_buf_longjmp,
+	.memcpy = (void *(*)(void *, const void *, unsigned long))memcpy,
 };
 
 int main(void)

@@ -56,6 +56,14 @@ struct knic_host_ops {
 	 */
 	void (*jmp_buf_set)(struct knic_jmp_buf *jb, void (*fn)(void *), void *arg);
 	void (*jmp_buf_longjmp)(struct knic_jmp_buf *jb) __attribute__((noreturn));
+
+	/*
+	 * Optional: the host C library's (vectorised) string routines. Every byte the
+	 * stack copies between sockets and host buffers goes through memcpy.
+	 */
+	void *(*memcpy)(void *dest, const void *src, unsigned long n);
+	void *(*memmove)(void *dest, const void *src, unsigned long n);
+	void *(*memset)(void *s, int c, unsigned long n);
 };
 
 /* Library entry points: the only global symbols of the kernel archive. */
