@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use lkl_sys::nr;
 
+use std::net::IpAddr;
+
 use crate::host::HOST_OPS;
+use crate::netlink::{self, Link, Route};
 use crate::socket::Fd;
 use crate::sys;
 
@@ -113,7 +116,7 @@ impl Kernel {
         );
         kernel.mount_proc().map_err(BootError::MountProc)?;
         kernel.raise_fd_limit().map_err(BootError::FdLimit)?;
-        crate::socket::set_link_up("lo").map_err(BootError::Loopback)?;
+        crate::netlink::set_link("lo", Some(true), None).map_err(BootError::Loopback)?;
         Ok(kernel)
     }
 
@@ -166,6 +169,42 @@ impl Kernel {
         };
         buf.truncate(usize::try_from(n).unwrap_or(0));
         Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    /// The kernel's network interfaces (an RTM_GETLINK dump).
+    pub fn links(&self) -> io::Result<Vec<Link>> {
+        netlink::links()
+    }
+
+    /// Brings an interface up or down.
+    pub fn set_link_up(&self, name: &str, up: bool) -> io::Result<()> {
+        netlink::set_link(name, Some(up), None)
+    }
+
+    /// Sets an interface's MTU.
+    pub fn set_link_mtu(&self, name: &str, mtu: u32) -> io::Result<()> {
+        netlink::set_link(name, None, Some(mtu))
+    }
+
+    /// Adds `addr/prefix_len` to an interface (RTM_NEWADDR).
+    pub fn add_address(&self, name: &str, addr: IpAddr, prefix_len: u8) -> io::Result<()> {
+        netlink::add_address(name, addr, prefix_len)
+    }
+
+    /// Adds a route to the main table (RTM_NEWROUTE), via a gateway and/or a device.
+    pub fn add_route(
+        &self,
+        destination: IpAddr,
+        prefix_len: u8,
+        gateway: Option<IpAddr>,
+        dev: Option<&str>,
+    ) -> io::Result<()> {
+        netlink::add_route(destination, prefix_len, gateway, dev)
+    }
+
+    /// The main routing table for IPv4 or IPv6 (an RTM_GETROUTE dump).
+    pub fn routes(&self, ipv6: bool) -> io::Result<Vec<Route>> {
+        netlink::routes(ipv6)
     }
 
     /// Tasks bound to host threads right now: the threads of PID 1's process minus

@@ -7,8 +7,10 @@
 
 mod host;
 mod kernel;
+mod netlink;
 mod socket;
 mod sys;
 
 pub use kernel::{BootConfig, BootError, Kernel};
+pub use netlink::{Link, NetlinkError, Route};
 pub use socket::{Fd, TcpListener, TcpStream, UdpSocket};

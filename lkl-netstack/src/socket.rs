@@ -158,7 +158,7 @@ fn getsockopt(fd: &Fd, level: i32, name: i32, value: &mut [u8]) -> io::Result<us
     Ok(len as usize)
 }
 
-fn set_int_option(fd: &Fd, level: i32, name: i32, value: i32) -> io::Result<()> {
+pub(crate) fn set_int_option(fd: &Fd, level: i32, name: i32, value: i32) -> io::Result<()> {
     setsockopt(fd, level, name, &value.to_ne_bytes())
 }
 
@@ -474,45 +474,26 @@ impl UdpSocket {
     }
 }
 
-/// Brings an interface up (SIOCSIFFLAGS with IFF_UP), e.g. `lo` after boot.
-pub(crate) fn set_link_up(name: &str) -> io::Result<()> {
-    let fd = socket(i64::from(libc::AF_INET), libc::SOCK_DGRAM)?;
-    // SAFETY: all-zero is a valid ifreq.
-    let mut req: libc::ifreq = unsafe { zeroed() };
-    if name.len() >= req.ifr_name.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "interface name too long",
-        ));
-    }
-    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
-        *dst = src as libc::c_char;
-    }
-    // SAFETY: the kernel reads and writes one ifreq.
-    unsafe {
-        sys::syscall(
-            nr::IOCTL,
-            [
-                i64::from(fd.0),
-                libc::SIOCGIFFLAGS as i64,
-                &mut req as *mut _ as i64,
-                0,
-                0,
-                0,
-            ],
-        )?;
-        req.ifr_ifru.ifru_flags |= libc::IFF_UP as i16;
-        sys::syscall(
-            nr::IOCTL,
-            [
-                i64::from(fd.0),
-                libc::SIOCSIFFLAGS as i64,
-                &mut req as *mut _ as i64,
-                0,
-                0,
-                0,
-            ],
-        )?;
-    }
-    Ok(())
+/// A socket of any family, e.g. `AF_NETLINK` for configuration.
+pub(crate) fn raw_socket(domain: i32, kind: i32, protocol: i32) -> io::Result<Fd> {
+    let fd = sys::syscall_values(
+        nr::SOCKET,
+        [
+            i64::from(domain),
+            i64::from(kind | libc::SOCK_CLOEXEC),
+            i64::from(protocol),
+            0,
+            0,
+            0,
+        ],
+    )?;
+    Ok(Fd(fd as i32))
+}
+
+pub(crate) fn send(fd: &Fd, buf: &[u8]) -> io::Result<usize> {
+    write(fd, buf)
+}
+
+pub(crate) fn recv(fd: &Fd, buf: &mut [u8]) -> io::Result<usize> {
+    read(fd, buf)
 }

@@ -1,0 +1,317 @@
+//! Interfaces, addresses and routes inside the library kernel, configured the Linux
+//! way: rtnetlink messages (built with `netlink-packet-route`) on a NETLINK_ROUTE
+//! socket of the kernel, with the kernel's own acknowledgements and errors.
+
+use std::io;
+use std::net::IpAddr;
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use crate::socket::{self, Fd};
+
+/// A network interface as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub mtu: u32,
+    pub up: bool,
+}
+
+/// A route of the main table as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub destination: Option<IpAddr>,
+    pub prefix_len: u8,
+    pub gateway: Option<IpAddr>,
+    pub output_index: Option<u32>,
+}
+
+/// An error the kernel returned for a netlink request, with its reason when given.
+#[derive(Debug, thiserror::Error)]
+#[error("{errno}{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+pub struct NetlinkError {
+    pub errno: io::Error,
+    pub reason: Option<String>,
+}
+
+impl NetlinkError {
+    /// `echo` is the error payload after the code: the request's 16-byte header
+    /// (NETLINK_CAP_ACK) followed by extended-ACK attributes.
+    fn from_reply(errno: i32, echo: &[u8]) -> NetlinkError {
+        const NLMSGERR_ATTR_MSG: u16 = 1;
+        let mut reason = None;
+        let mut attrs = echo.get(16..).unwrap_or_default();
+        while attrs.len() >= 4 {
+            let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
+            let kind = u16::from_ne_bytes([attrs[2], attrs[3]]);
+            if len < 4 || len > attrs.len() {
+                break;
+            }
+            if kind == NLMSGERR_ATTR_MSG {
+                let text = &attrs[4..len];
+                let text = text.split(|&b| b == 0).next().unwrap_or_default();
+                reason = Some(String::from_utf8_lossy(text).into_owned());
+            }
+            attrs = attrs.get((len + 3) & !3..).unwrap_or_default();
+        }
+        NetlinkError {
+            errno: io::Error::from_raw_os_error(errno),
+            reason,
+        }
+    }
+}
+
+impl From<NetlinkError> for io::Error {
+    fn from(e: NetlinkError) -> io::Error {
+        io::Error::new(e.errno.kind(), e)
+    }
+}
+
+/// One request/response conversation with the kernel's rtnetlink.
+struct RouteSocket {
+    fd: Fd,
+    seq: u32,
+}
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+impl RouteSocket {
+    fn open() -> io::Result<RouteSocket> {
+        let fd = socket::raw_socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE)?;
+        // Ask for the kernel's reason with each error (extended ACK), and for errors
+        // that echo only the request's header, so the reason is easy to find.
+        socket::set_int_option(&fd, libc::SOL_NETLINK, libc::NETLINK_EXT_ACK, 1)?;
+        socket::set_int_option(&fd, libc::SOL_NETLINK, libc::NETLINK_CAP_ACK, 1)?;
+        Ok(RouteSocket { fd, seq: 0 })
+    }
+
+    /// Sends one request and collects the replies until the ACK (or dump end).
+    fn request(
+        &mut self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
+        self.seq += 1;
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        header.sequence_number = self.seq;
+        let mut request = NetlinkMessage::new(header, NetlinkPayload::from(message));
+        request.finalize();
+        let mut buf = vec![0u8; request.buffer_len()];
+        request.serialize(&mut buf);
+        socket::send(&self.fd, &buf)?;
+
+        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+        let mut replies = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = socket::recv(&self.fd, &mut buf)?;
+            let mut offset = 0;
+            while offset < n {
+                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[offset..n])
+                    .map_err(|e| invalid(format!("undecodable rtnetlink reply: {e}")))?;
+                let len = reply.header.length as usize;
+                if len == 0 {
+                    return Err(invalid("rtnetlink reply of length 0"));
+                }
+                offset += len;
+                if reply.header.sequence_number != self.seq {
+                    continue;
+                }
+                match reply.payload {
+                    NetlinkPayload::Error(e) => match e.code {
+                        Some(code) => {
+                            return Err(NetlinkError::from_reply(-code.get(), &e.header).into());
+                        }
+                        None if !dump => return Ok(replies), // the ACK
+                        None => {}
+                    },
+                    NetlinkPayload::Done(_) => return Ok(replies),
+                    NetlinkPayload::InnerMessage(m) => replies.push(m),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn links() -> io::Result<Vec<Link>> {
+    let replies = RouteSocket::open()?.request(
+        RouteNetlinkMessage::GetLink(LinkMessage::default()),
+        NLM_F_DUMP,
+    )?;
+    Ok(replies
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewLink(link) => Some(link),
+            _ => None,
+        })
+        .map(|link| {
+            let mut out = Link {
+                index: link.header.index,
+                name: String::new(),
+                mtu: 0,
+                up: link.header.flags.contains(LinkFlags::Up),
+            };
+            for attr in link.attributes {
+                match attr {
+                    LinkAttribute::IfName(name) => out.name = name,
+                    LinkAttribute::Mtu(mtu) => out.mtu = mtu,
+                    _ => {}
+                }
+            }
+            out
+        })
+        .collect())
+}
+
+pub(crate) fn link_index(name: &str) -> io::Result<u32> {
+    links()?
+        .into_iter()
+        .find(|l| l.name == name)
+        .map(|l| l.index)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no interface named {name:?}"),
+            )
+        })
+}
+
+pub(crate) fn set_link(name: &str, up: Option<bool>, mtu: Option<u32>) -> io::Result<()> {
+    let mut link = LinkMessage::default();
+    link.header.index = link_index(name)?;
+    if let Some(up) = up {
+        link.header.change_mask = LinkFlags::Up;
+        link.header.flags = if up {
+            LinkFlags::Up
+        } else {
+            LinkFlags::empty()
+        };
+    }
+    if let Some(mtu) = mtu {
+        link.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    RouteSocket::open()?.request(RouteNetlinkMessage::SetLink(link), 0)?;
+    Ok(())
+}
+
+fn family(addr: &IpAddr) -> AddressFamily {
+    if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    }
+}
+
+pub(crate) fn add_address(name: &str, addr: IpAddr, prefix_len: u8) -> io::Result<()> {
+    let mut msg = AddressMessage::default();
+    msg.header.family = family(&addr);
+    msg.header.prefix_len = prefix_len;
+    msg.header.index = link_index(name)?;
+    if addr.is_ipv4() {
+        msg.attributes.push(AddressAttribute::Local(addr));
+    }
+    msg.attributes.push(AddressAttribute::Address(addr));
+    RouteSocket::open()?.request(
+        RouteNetlinkMessage::NewAddress(msg),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )?;
+    Ok(())
+}
+
+fn route_address(addr: IpAddr) -> RouteAddress {
+    match addr {
+        IpAddr::V4(a) => RouteAddress::Inet(a),
+        IpAddr::V6(a) => RouteAddress::Inet6(a),
+    }
+}
+
+fn ip_of(addr: &RouteAddress) -> Option<IpAddr> {
+    match addr {
+        RouteAddress::Inet(a) => Some(IpAddr::V4(*a)),
+        RouteAddress::Inet6(a) => Some(IpAddr::V6(*a)),
+        _ => None,
+    }
+}
+
+pub(crate) fn add_route(
+    destination: IpAddr,
+    prefix_len: u8,
+    gateway: Option<IpAddr>,
+    dev: Option<&str>,
+) -> io::Result<()> {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = family(&destination);
+    msg.header.destination_prefix_length = prefix_len;
+    msg.header.table = RouteHeader::RT_TABLE_MAIN;
+    msg.header.protocol = RouteProtocol::Static;
+    msg.header.scope = if gateway.is_some() {
+        RouteScope::Universe
+    } else {
+        RouteScope::Link
+    };
+    msg.header.kind = RouteType::Unicast;
+    msg.attributes
+        .push(RouteAttribute::Destination(route_address(destination)));
+    if let Some(gw) = gateway {
+        msg.attributes
+            .push(RouteAttribute::Gateway(route_address(gw)));
+    }
+    if let Some(dev) = dev {
+        msg.attributes.push(RouteAttribute::Oif(link_index(dev)?));
+    }
+    RouteSocket::open()?.request(
+        RouteNetlinkMessage::NewRoute(msg),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )?;
+    Ok(())
+}
+
+pub(crate) fn routes(ipv6: bool) -> io::Result<Vec<Route>> {
+    let mut query = RouteMessage::default();
+    query.header.address_family = if ipv6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let replies = RouteSocket::open()?.request(RouteNetlinkMessage::GetRoute(query), NLM_F_DUMP)?;
+    Ok(replies
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewRoute(r) if r.header.table == RouteHeader::RT_TABLE_MAIN => {
+                Some(r)
+            }
+            _ => None,
+        })
+        .map(|r| {
+            let mut out = Route {
+                destination: None,
+                prefix_len: r.header.destination_prefix_length,
+                gateway: None,
+                output_index: None,
+            };
+            for attr in &r.attributes {
+                match attr {
+                    RouteAttribute::Destination(a) => out.destination = ip_of(a),
+                    RouteAttribute::Gateway(a) => out.gateway = ip_of(a),
+                    RouteAttribute::Oif(i) => out.output_index = Some(*i),
+                    _ => {}
+                }
+            }
+            out
+        })
+        .collect())
+}
