@@ -30,7 +30,7 @@ if [ ! -f "$tarball" ]; then
   which adds bookworm-backports and runs: apt-get install -t bookworm-backports linux-source-6.12
   or set KNIC_KERNEL_TARBALL to a Linux 6.12 source tarball."
 fi
-for tool in make gcc ld objcopy nm ar flex bison bc xz; do
+for tool in make gcc ld objcopy nm ar flex bison bc xz rsync; do
   command -v "$tool" >/dev/null || die "'$tool' is needed to build the kernel: run sudo deploy/dev/setup-debian.sh"
 done
 

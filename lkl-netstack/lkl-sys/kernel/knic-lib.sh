@@ -41,6 +41,16 @@ sed -n 's/^#define __NR\(3264\)\?_\([a-z0-9_]*\)[[:space:]]\+\([0-9]\+\).*/#defi
 rm "$pkg/include/knic/syscalls.h.body"
 grep -q 'KNIC__NR_socket ' "$pkg/include/knic/syscalls.h" || die "no syscall numbers were generated"
 
+# The kernel's whole UAPI under knic/uapi/, every #include rewritten to stay inside
+# that prefix: <knic/uapi/linux/in.h> never picks up libc's <linux/...> or the host
+# architecture's <asm/...> (this kernel's asm is knic's, with asm-generic numbering).
+make -s -C "$src" O="$obj" ARCH=knic INSTALL_HDR_PATH="$pkg/uapi-tmp" headers_install >/dev/null
+mv "$pkg/uapi-tmp/include" "$pkg/include/knic/uapi" && rmdir "$pkg/uapi-tmp"
+find "$pkg/include/knic/uapi" -name '*.h' -exec sed -i -E \
+  's@^([[:space:]]*#[[:space:]]*include[[:space:]]*)<((linux|asm|asm-generic|mtd|rdma|misc|drm|sound|video|xen|scsi)/)@\1<knic/uapi/\2@' {} +
+[ -f "$pkg/include/knic/uapi/linux/tls.h" ] && [ -f "$pkg/include/knic/uapi/asm/unistd_64.h" ] ||
+  die "headers_install did not produce the expected UAPI"
+
 { echo "kernel_version=$(make -s -C "$src" kernelversion)"
   echo "built=$(date -u +%Y-%m-%dT%H:%M:%SZ)"; } > "$pkg/build-info"
 rm -f "$pkg/knic-kernel.o" "$pkg/knic-host.o"

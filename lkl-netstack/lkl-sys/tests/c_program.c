@@ -12,8 +12,11 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+#include <netinet/in.h> /* libc's headers and the library's side by side */
 #include <knic/host_ops.h>
 #include <knic/syscalls.h>
+#include <knic/uapi/linux/tls.h>
+#include <knic/uapi/linux/netlink.h>
 
 extern void knic_host_jmp_buf_set(struct knic_jmp_buf *, void (*)(void *), void *);
 extern void knic_host_jmp_buf_longjmp(struct knic_jmp_buf *) __attribute__((noreturn));
@@ -176,6 +179,9 @@ int main(void)
 	printf("library pid %ld, host pid %d, socket fd %ld\n", pid, (int)getpid(), fd);
 	if (pid != 1 || fd < 0)
 		return 1;
+	/* The library's UAPI is this kernel's: TLS and netlink constants from it. */
+	printf("TLS_CIPHER_AES_GCM_256=%d NETLINK_ROUTE=%d IPPROTO_TCP=%d\n",
+	       TLS_CIPHER_AES_GCM_256, NETLINK_ROUTE, IPPROTO_TCP);
 	if (knic_halt() || knic_is_running())
 		return 1;
 	puts("c_program: ok");
