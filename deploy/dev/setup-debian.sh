@@ -22,7 +22,7 @@ PACKAGES=(
   linux-source-6.12 build-essential bc bison flex xz-utils ccache python3 binutils rsync
   # external peers and test tools
   qemu-system-x86 linux-image-cloud-amd64 busybox-static dpdk iperf3 iproute2 ethtool
-  tcpdump curl openssl procps psmisc
+  tcpdump curl openssl procps psmisc iputils-ping
 )
 
 missing=()

@@ -119,6 +119,7 @@ fn main() {
     let kernel = Kernel::boot(&BootConfig {
         memory_bytes: 512 << 20,
         cmdline: "quiet".into(),
+        ..BootConfig::default()
     })
     .unwrap();
 

@@ -38,6 +38,7 @@ pub(crate) static HOST_OPS: knic_host_ops = knic_host_ops {
     timer_free: Some(timer_free),
     jmp_buf_set: Some(lkl_sys::knic_host_jmp_buf_set),
     jmp_buf_longjmp: Some(lkl_sys::knic_host_jmp_buf_longjmp),
+    iomem_access: Some(crate::device::mmio::iomem_access),
     memcpy: Some(memcpy),
     memmove: Some(memmove),
     memset: Some(memset),
@@ -231,10 +232,11 @@ unsafe extern "C" fn page_alloc(size: c_ulong) -> *mut c_void {
         )
     };
     if addr == libc::MAP_FAILED {
-        std::ptr::null_mut()
-    } else {
-        addr
+        return std::ptr::null_mut();
     }
+    // The kernel asks for pages once: its RAM, where its virtqueues and buffers live.
+    crate::device::memory::register_kernel_ram(addr.cast(), size);
+    addr
 }
 
 unsafe extern "C" fn page_free(addr: *mut c_void, size: c_ulong) {

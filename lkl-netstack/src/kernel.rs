@@ -10,6 +10,9 @@ use lkl_sys::nr;
 
 use std::net::IpAddr;
 
+use std::sync::Arc;
+
+use crate::device::{NetDeviceConfig, NetDeviceStats, VirtioNetDevice, mmio};
 use crate::host::HOST_OPS;
 use crate::netlink::{self, Link, Route};
 use crate::socket::Fd;
@@ -22,6 +25,8 @@ pub struct BootConfig {
     pub memory_bytes: u64,
     /// Extra kernel command line, e.g. `"loglevel=4"`.
     pub cmdline: String,
+    /// Network devices, in order: the kernel names them eth0, eth1, ...
+    pub net_devices: Vec<NetDeviceConfig>,
 }
 
 impl Default for BootConfig {
@@ -29,6 +34,7 @@ impl Default for BootConfig {
         BootConfig {
             memory_bytes: 256 << 20,
             cmdline: String::new(),
+            net_devices: Vec::new(),
         }
     }
 }
@@ -43,6 +49,13 @@ pub enum BootError {
     AlreadyBooted,
     #[error("the kernel command line contains a NUL byte")]
     CommandLine,
+    #[error("network device {index} (TAP {tap}) cannot be created")]
+    NetDevice {
+        index: usize,
+        tap: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("the library kernel did not come up")]
     Start(#[source] io::Error),
     #[error("mounting procfs inside the kernel failed")]
@@ -86,9 +99,18 @@ pub(crate) fn is_running() -> bool {
 }
 
 /// The running kernel. Syscalls may come from any number of host threads at once.
-#[derive(Debug)]
 pub struct Kernel {
     boot_time: Duration,
+    net_devices: Vec<Arc<VirtioNetDevice>>,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel")
+            .field("boot_time", &self.boot_time)
+            .field("net_devices", &self.net_devices.len())
+            .finish()
+    }
 }
 
 impl Kernel {
@@ -97,8 +119,30 @@ impl Kernel {
         if BOOTED.swap(true, Ordering::SeqCst) {
             return Err(BootError::AlreadyBooted);
         }
-        let cmdline = CString::new(config.cmdline.as_str()).map_err(|_| BootError::CommandLine)?;
         let started = Instant::now();
+        let mut cmdline = config.cmdline.clone();
+        let mut net_devices = Vec::with_capacity(config.net_devices.len());
+        for (index, dev) in config.net_devices.iter().enumerate() {
+            let err = |source| BootError::NetDevice {
+                index,
+                tap: dev.tap.name.clone(),
+                source,
+            };
+            // SAFETY: allocates an interrupt line; callable before boot.
+            let irq = unsafe { lkl_sys::knic_get_free_irq(c"virtio-net".as_ptr()) };
+            if irq < 0 {
+                return Err(err(io::Error::from_raw_os_error(-irq)));
+            }
+            let device = VirtioNetDevice::new(dev.clone(), irq).map_err(err)?;
+            let base = mmio::register(device.clone());
+            device.start(&format!("eth{index}")).map_err(err)?;
+            cmdline.push_str(&format!(
+                " virtio_mmio.device={:#x}@{base:#x}:{irq}",
+                mmio::MMIO_SIZE
+            ));
+            net_devices.push(device);
+        }
+        let cmdline = CString::new(cmdline).map_err(|_| BootError::CommandLine)?;
         // SAFETY: HOST_OPS is a static table of functions that honour the host-ops
         // contract (host.rs); the command line is copied before the call returns.
         let rc =
@@ -108,6 +152,7 @@ impl Kernel {
         }
         let kernel = Kernel {
             boot_time: started.elapsed(),
+            net_devices,
         };
         tracing::info!(
             "Linux {} booted as a library in {:.1} ms",
@@ -118,6 +163,11 @@ impl Kernel {
         kernel.raise_fd_limit().map_err(BootError::FdLimit)?;
         crate::netlink::set_link("lo", Some(true), None).map_err(BootError::Loopback)?;
         Ok(kernel)
+    }
+
+    /// Counters of network device `index` (eth`index`).
+    pub fn net_device_stats(&self, index: usize) -> Option<&NetDeviceStats> {
+        self.net_devices.get(index).map(|d| &d.stats)
     }
 
     /// How long `boot` took until the kernel accepted syscalls.

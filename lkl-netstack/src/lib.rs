@@ -5,12 +5,14 @@
 //! and all of them share one file-descriptor table (they are threads of PID 1).
 #![deny(unsafe_code)]
 
+mod device;
 mod host;
 mod kernel;
 mod netlink;
 mod socket;
 mod sys;
 
+pub use device::{NetDeviceConfig, NetDeviceStats, Offloads, TapConfig};
 pub use kernel::{BootConfig, BootError, Kernel};
 pub use netlink::{Link, NetlinkError, Route};
 pub use socket::{Fd, TcpListener, TcpStream, UdpSocket};

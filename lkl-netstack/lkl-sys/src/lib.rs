@@ -74,6 +74,14 @@ pub struct knic_host_ops {
         ),
     >,
     pub jmp_buf_longjmp: Option<unsafe extern "C" fn(jb: *mut knic_jmp_buf) -> !>,
+    pub iomem_access: Option<
+        unsafe extern "C" fn(
+            addr: *const c_void,
+            val: *mut c_void,
+            size: c_int,
+            write: c_int,
+        ) -> c_int,
+    >,
     pub memcpy: Option<
         unsafe extern "C" fn(dest: *mut c_void, src: *const c_void, n: c_ulong) -> *mut c_void,
     >,

@@ -58,6 +58,13 @@ struct knic_host_ops {
 	void (*jmp_buf_longjmp)(struct knic_jmp_buf *jb) __attribute__((noreturn));
 
 	/*
+	 * Device registers: readb/w/l/q and writeb/w/l/q of an address the host
+	 * registered as MMIO (on the kernel command line as virtio_mmio.device=...)
+	 * come here, on the thread that runs kernel code. Returns 0 or -errno.
+	 */
+	int (*iomem_access)(const volatile void *addr, void *val, int size, int write);
+
+	/*
 	 * Optional: the host C library's (vectorised) string routines. Every byte the
 	 * stack copies between sockets and host buffers goes through memcpy.
 	 */
