@@ -1,0 +1,192 @@
+//! The TAP scenario shared by the offloads-on and offloads-off test binaries (one
+//! kernel per process, so each setting needs its own binary).
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)] // test code: a failed unwrap is a failed test; results are reported on stdout
+
+use std::io::{Read, Write};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::Ordering;
+use std::thread;
+
+use lkl_netstack::{
+    BootConfig, Kernel, NetDeviceConfig, Offloads, TapConfig, TcpListener, TcpStream,
+};
+
+const BULK: usize = 64 << 20;
+const HOST_V4: &str = "10.231.0.1";
+const LIB_V4: &str = "10.231.0.2";
+const HOST_V6: &str = "fd00:231::1";
+const LIB_V6: &str = "fd00:231::2";
+
+fn run(cmd: &str) -> Output {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}{}\n(tools come from deploy/dev/setup-debian.sh; the test needs root)",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A network namespace that is deleted again when the test ends, pass or fail.
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
+
+fn crc32(data: &[u8], mut crc: u32) -> u32 {
+    crc = !crc;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (!(crc & 1)).wrapping_add(1));
+        }
+    }
+    !crc
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
+/// Boots a kernel with eth0 on a TAP, pings it both families from a namespace and
+/// moves 64 MiB each way; returns the device's (rx, tx) count of >= 32 KiB frames.
+pub fn tap_scenario(offloads: Offloads) -> (u64, u64) {
+    let id = std::process::id() % 100_000;
+    let ns = Netns(format!("knic-tap-{id}"));
+    let tap = format!("knt{id}");
+    run(&format!("ip netns add {}", ns.0));
+
+    let kernel = Kernel::boot(&BootConfig {
+        net_devices: vec![NetDeviceConfig {
+            tap: TapConfig { name: tap.clone() },
+            mac: [0x52, 0x54, 0x00, 0x6b, 0x6e, 0x01],
+            mtu: 1500,
+            offloads,
+        }],
+        ..BootConfig::default()
+    })
+    .unwrap();
+
+    // Host end of the wire, inside the namespace.
+    run(&format!("ip link set {tap} netns {}", ns.0));
+    run(&format!(
+        "ip -n {0} link set lo up && ip -n {0} link set {tap} up",
+        ns.0
+    ));
+    run(&format!("ip -n {} addr add {HOST_V4}/24 dev {tap}", ns.0));
+    run(&format!(
+        "ip -n {} addr add {HOST_V6}/64 dev {tap} nodad",
+        ns.0
+    ));
+
+    // Library end: the kernel named the virtio-net device eth0.
+    let eth0 = kernel
+        .links()
+        .unwrap()
+        .into_iter()
+        .find(|l| l.name == "eth0")
+        .expect("eth0 probed");
+    assert_eq!(eth0.mtu, 1500, "MTU from the device's config space");
+    kernel
+        .set_sysctl("net.ipv6.conf.eth0.accept_dad", "0")
+        .unwrap();
+    kernel.set_link_up("eth0", true).unwrap();
+    kernel
+        .add_address("eth0", LIB_V4.parse().unwrap(), 24)
+        .unwrap();
+    kernel
+        .add_address("eth0", LIB_V6.parse().unwrap(), 64)
+        .unwrap();
+
+    run(&format!(
+        "ip netns exec {} ping -c 3 -i 0.2 -W 2 {LIB_V4}",
+        ns.0
+    ));
+    run(&format!(
+        "ip netns exec {} ping -6 -c 3 -i 0.2 -W 2 {LIB_V6}",
+        ns.0
+    ));
+
+    // Host -> library: the host's TCP stack hands the TAP 64 KiB TSO frames.
+    let listener = TcpListener::bind(&kernel, format!("{LIB_V4}:5001").parse().unwrap()).unwrap();
+    let data = pattern(BULK);
+    let expected_crc = crc32(&data, 0);
+    thread::scope(|s| {
+        let receiver = s.spawn(|| {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut got = Vec::with_capacity(BULK);
+            conn.read_to_end(&mut got).unwrap();
+            got
+        });
+        run(&format!(
+            "ip netns exec {} /usr/bin/python3 -c \"import socket\n\
+             data = bytes(((i * 2654435761) >> 13) & 0xff for i in range({BULK}))\n\
+             s = socket.create_connection(('{LIB_V4}', 5001)); s.sendall(data); s.close()\"",
+            ns.0
+        ));
+        let got = receiver.join().unwrap();
+        assert_eq!(got.len(), BULK);
+        assert!(got == data, "host -> library content differs");
+    });
+
+    // Library -> host: a Python sink in the namespace reports length and CRC-32.
+    let mut sink = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "/usr/bin/python3", "-c"])
+        .arg(format!(
+            "import socket, zlib\n\
+             l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             l.bind(('{HOST_V4}', 5002)); l.listen(1); print('ready', flush=True)\n\
+             c, _ = l.accept(); n = 0; crc = 0\n\
+             while True:\n    b = c.recv(1 << 20)\n    if not b: break\n    n += len(b); crc = zlib.crc32(b, crc)\n\
+             print(n, crc, flush=True)"
+        ))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = sink.stdout.take().unwrap();
+    let mut ready = [0u8; 6];
+    out.read_exact(&mut ready).unwrap();
+    assert_eq!(&ready, b"ready\n");
+    let mut conn = TcpStream::connect(&kernel, format!("{HOST_V4}:5002").parse().unwrap()).unwrap();
+    conn.write_all(&data).unwrap();
+    drop(conn);
+    let mut report = String::new();
+    out.read_to_string(&mut report).unwrap();
+    assert!(sink.wait().unwrap().success());
+    assert_eq!(
+        report.trim(),
+        format!("{BULK} {expected_crc}"),
+        "library -> host content differs"
+    );
+
+    let stats = kernel.net_device_stats(0).unwrap();
+    let (rx_large, tx_large) = (
+        stats.rx_large_frames.load(Ordering::Relaxed),
+        stats.tx_large_frames.load(Ordering::Relaxed),
+    );
+    println!(
+        "eth0: rx {} frames / {} bytes ({rx_large} >= 32 KiB), tx {} frames / {} bytes ({tx_large} >= 32 KiB), errors rx {} tx {}",
+        stats.rx_packets.load(Ordering::Relaxed),
+        stats.rx_bytes.load(Ordering::Relaxed),
+        stats.tx_packets.load(Ordering::Relaxed),
+        stats.tx_bytes.load(Ordering::Relaxed),
+        stats.rx_errors.load(Ordering::Relaxed),
+        stats.tx_errors.load(Ordering::Relaxed),
+    );
+    kernel.halt().unwrap();
+    (rx_large, tx_large)
+}
