@@ -284,6 +284,11 @@ impl Kernel {
         self.write_file(&sysctl_path(name), value.as_bytes())
     }
 
+    /// Opens a file of the kernel's filesystems for reading (e.g. to `send_file` it).
+    pub fn open_file(&self, path: &str) -> io::Result<Fd> {
+        open(path, libc::O_RDONLY)
+    }
+
     /// Reads a whole file of the kernel's own filesystems (procfs, the ramfs root).
     pub fn read_file(&self, path: &str) -> io::Result<String> {
         let fd = open(path, libc::O_RDONLY)?;

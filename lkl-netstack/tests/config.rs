@@ -195,11 +195,40 @@ fn ktls_tx_record_decrypts(kernel: &Kernel) {
     assert_eq!(clear, plaintext);
 }
 
+/// sendfile(2) from a file in the kernel's ramfs to a TCP socket.
+fn sendfile_from_ramfs(kernel: &Kernel) {
+    let content: Vec<u8> = (0..4u32 << 20).map(|i| (i * 7 + i / 4096) as u8).collect();
+    kernel.write_file("/served", &content).unwrap();
+    let file = kernel.open_file("/served").unwrap();
+    let listener = TcpListener::bind(kernel, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let sender = TcpStream::connect(kernel, listener.local_addr().unwrap()).unwrap();
+    let (mut receiver, _) = listener.accept().unwrap();
+    thread::scope(|s| {
+        s.spawn(|| {
+            let mut offset = 0i64;
+            while (offset as usize) < content.len() {
+                let rest = content.len() - offset as usize;
+                let n = sender.send_file(&file, &mut offset, rest).unwrap();
+                assert!(n > 0);
+            }
+            sender.shutdown(std::net::Shutdown::Write).unwrap();
+        });
+        let mut got = Vec::new();
+        receiver.read_to_end(&mut got).unwrap();
+        assert!(
+            got == content,
+            "sendfile delivered {} bytes that differ",
+            got.len()
+        );
+    });
+}
+
 #[test]
 fn configure_with_netlink_sysctl_and_socket_options() {
     let kernel = Kernel::boot(&BootConfig::default()).unwrap();
     netlink_links_addresses_routes(&kernel);
     sysctl_through_procfs(&kernel);
     ktls_tx_record_decrypts(&kernel);
+    sendfile_from_ramfs(&kernel);
     kernel.halt().unwrap();
 }
