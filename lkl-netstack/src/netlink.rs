@@ -315,3 +315,58 @@ pub(crate) fn routes(ipv6: bool) -> io::Result<Vec<Route>> {
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::NetlinkError;
+
+    fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
+        let len = 4 + value.len();
+        let mut a = (len as u16).to_ne_bytes().to_vec();
+        a.extend_from_slice(&kind.to_ne_bytes());
+        a.extend_from_slice(value);
+        a.resize((len + 3) & !3, 0);
+        a
+    }
+
+    #[test]
+    fn reason_is_found_after_the_echoed_header_and_other_attributes() {
+        let mut echo = vec![0u8; 16];
+        echo.extend(attr(3, &7u32.to_ne_bytes())); // NLMSGERR_ATTR_OFFS
+        echo.extend(attr(
+            1,
+            b"Egress device can not be loopback device for this route\0",
+        ));
+        let e = NetlinkError::from_reply(libc::EINVAL, &echo);
+        assert_eq!(
+            e.reason.as_deref(),
+            Some("Egress device can not be loopback device for this route")
+        );
+        assert_eq!(e.errno.raw_os_error(), Some(libc::EINVAL));
+        assert!(
+            e.to_string()
+                .ends_with(": Egress device can not be loopback device for this route")
+        );
+    }
+
+    #[test]
+    fn malformed_attributes_give_no_reason_and_no_panic() {
+        for echo in [
+            vec![],
+            vec![0u8; 15],
+            {
+                let mut v = vec![0u8; 16];
+                v.extend_from_slice(&[200, 0, 1, 0, b'x']); // length beyond the buffer
+                v
+            },
+            {
+                let mut v = vec![0u8; 16];
+                v.extend_from_slice(&[2, 0, 1, 0]); // length shorter than the attribute header
+                v
+            },
+        ] {
+            let e = NetlinkError::from_reply(libc::EPERM, &echo);
+            assert_eq!(e.reason, None);
+        }
+    }
+}
