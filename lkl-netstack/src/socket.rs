@@ -380,19 +380,13 @@ impl TcpStream {
     }
 }
 
-impl Read for TcpStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        read(&self.fd, buf)
-    }
-}
-
 impl Read for &TcpStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         read(&self.fd, buf)
     }
 }
 
-impl Write for TcpStream {
+impl Write for &TcpStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         write(&self.fd, buf)
     }
@@ -402,9 +396,16 @@ impl Write for TcpStream {
     }
 }
 
-impl Write for &TcpStream {
+// The owned stream reads and writes like a shared one (the kernel serialises).
+impl Read for TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+}
+
+impl Write for TcpStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        write(&self.fd, buf)
+        (&*self).write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
