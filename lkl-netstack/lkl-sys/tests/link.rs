@@ -7,16 +7,28 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+/// Installs the library into a test directory, once per test binary (both tests
+/// need it; two installs at once would race on the copy). lkl-sys's build script has
+/// built it already, so this must be a cache hit: a second build of the same tarball
+/// and port does not run make.
 fn build_dir() -> PathBuf {
-    // OUT_DIR of lkl-sys's build script is not visible here; the build script also
-    // installed the library into the kernel cache, which build-kernel.sh can copy again.
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(install).clone()
+}
+
+fn install() -> PathBuf {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("knic-kernel");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kernel/build-kernel.sh");
-    let status = Command::new(script)
+    let run = Command::new(script)
         .arg(&out)
-        .status()
+        .output()
         .expect("run build-kernel.sh");
-    assert!(status.success(), "build-kernel.sh failed");
+    let log = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "build-kernel.sh failed:\n{log}");
+    assert!(
+        log.contains("cached build"),
+        "a second build did not reuse the cache:\n{log}"
+    );
     out
 }
 
