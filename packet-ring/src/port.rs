@@ -1,0 +1,33 @@
+//! The seam between a queue pair and whatever carries its packets onward (TAP, AF_PACKET, the
+//! kernel library's device, an in-memory peer).
+
+use std::os::fd::RawFd;
+
+use thiserror::Error;
+
+use crate::PacketBatch;
+
+/// Host-side port failures. Per-packet refusals (a full queue, a link that is down) are not
+/// errors: `send` reports them by accepting fewer packets.
+#[derive(Debug, Error)]
+pub enum PortError {
+    #[error("sending to the port failed")]
+    Send(#[source] std::io::Error),
+    #[error("receiving from the port failed")]
+    Recv(#[source] std::io::Error),
+}
+
+/// A source and sink of packets for one queue pair.
+pub trait PacketPort: Send + std::fmt::Debug {
+    /// Offers every packet of `batch`; returns how many were taken. The rest are the caller's to
+    /// count as dropped.
+    fn send(&mut self, batch: &PacketBatch) -> Result<usize, PortError>;
+
+    /// Appends waiting packets to `batch` until it is full or none wait; returns how many were
+    /// appended (0 when none wait).
+    fn recv(&mut self, batch: &mut PacketBatch) -> Result<usize, PortError>;
+
+    /// A file descriptor that becomes readable when `recv` may return packets. Callers register
+    /// it edge-triggered and call `recv` until it returns fewer packets than asked for.
+    fn ready_fd(&self) -> RawFd;
+}
