@@ -1,0 +1,25 @@
+//! knic's vhost-user virtio-net backend device.
+//!
+//! The device serves one guest NIC over a vhost-user socket. Each queue pair ([`QueuePair`])
+//! runs on its own worker thread and moves packets between the guest's split virtqueues and
+//! an uplink ([`packet_ring::PacketPort`]: TAP, AF_PACKET, or in memory). Layout:
+//!
+//! * [`features`], [`config`]: what is offered and what a negotiation means;
+//! * `tx`, `rx`, `ring`: walking guest chains (hostile input, validated);
+//! * [`queue_pair`]: the per-pair data path;
+//! * `backend`: the rust-vmm `VhostUserBackend` glue;
+//! * `uplink` and `sys`: TAP and AF_PACKET ports (the only `unsafe`);
+//! * `daemon`, `stats_server`: serving frontends one after another, exposing counters.
+
+pub mod config;
+pub mod features;
+mod queue_pair;
+mod ratelimit;
+mod ring;
+mod rx;
+pub mod stats;
+mod tx;
+
+pub use queue_pair::{HostError, QueuePair, QueuePairConfig};
+pub use rx::{Placement, RxBuffers, RxChainError};
+pub use tx::{TxChain, TxChainError, TxLimits};
