@@ -21,7 +21,7 @@ pub use batch::{Packet, PacketBatch};
 pub use channel::{PacketReceiver, PacketSender, packet_channel};
 pub use hdr::{GsoKind, HdrError, VirtioNetHdr};
 pub use memory_port::{MemoryPeer, MemoryPort, memory_port_pair};
-pub use port::{PacketPort, PortError};
+pub use port::{GuestOffloads, PacketPort, PortError};
 
 /// Largest frame (without the virtio-net header) any knic buffer holds: a 64 KiB GSO payload plus
 /// Ethernet and VLAN headers. Mirrors the 65550-byte bound the virtio spec gives for

@@ -15,6 +15,19 @@ pub enum PortError {
     Send(#[source] std::io::Error),
     #[error("receiving from the port failed")]
     Recv(#[source] std::io::Error),
+    #[error("configuring the port's offloads failed")]
+    Offloads(#[source] std::io::Error),
+}
+
+/// Offloads the receiving guest accepts, so a port hands over only packets it can take (for a
+/// TAP this becomes `TUNSETOFFLOAD`; the kernel segments or checksums everything else).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GuestOffloads {
+    /// Partial checksums (`VIRTIO_NET_F_GUEST_CSUM`).
+    pub csum: bool,
+    pub tso4: bool,
+    pub tso6: bool,
+    pub ecn: bool,
 }
 
 /// A source and sink of packets for one queue pair.
@@ -30,4 +43,12 @@ pub trait PacketPort: Send + std::fmt::Debug {
     /// A file descriptor that becomes readable when `recv` may return packets. Callers register
     /// it edge-triggered and call `recv` until it returns fewer packets than asked for.
     fn ready_fd(&self) -> RawFd;
+
+    /// Restricts what `recv` may return to what the guest negotiated. Ports that cannot
+    /// restrict (the in-memory one) keep the default, and the queue pair drops what the guest
+    /// cannot take.
+    fn set_guest_offloads(&mut self, offloads: GuestOffloads) -> Result<(), PortError> {
+        let _ = offloads;
+        Ok(())
+    }
 }

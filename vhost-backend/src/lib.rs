@@ -11,15 +11,23 @@
 //! * `uplink` and `sys`: TAP and AF_PACKET ports (the only `unsafe`);
 //! * `daemon`, `stats_server`: serving frontends one after another, exposing counters.
 
+mod backend;
 pub mod config;
+pub mod daemon;
 pub mod features;
 mod queue_pair;
 mod ratelimit;
 mod ring;
 mod rx;
 pub mod stats;
+pub mod stats_server;
+mod sys;
 mod tx;
 
+pub use backend::{
+    BackendError, GuestMem, MAX_QUEUE_PAIRS, NetBackend, NetBackendConfig, NetVring,
+    RX_VRING_EVENT, SharedBackend, TX_VRING_EVENT,
+};
 pub use queue_pair::{HostError, QueuePair, QueuePairConfig};
 pub use rx::{Placement, RxBuffers, RxChainError};
 pub use tx::{TxChain, TxChainError, TxLimits};

@@ -1,0 +1,357 @@
+//! The rust-vmm glue: [`NetBackend`] implements `VhostUserBackend` for the vhost-user daemon.
+//!
+//! Threading: the framework runs one worker per entry of `queues_per_thread`; we give each
+//! queue pair its own worker (RX queue `2i`, TX queue `2i+1`), named `knic-qp<i>`. A pair's
+//! state sits in its own `Mutex`, locked once per event by that pair's worker only (the
+//! frontend-handler thread takes it briefly on renegotiation), so it is uncontended on the
+//! data path. This is why the device implements the interior-mutability `VhostUserBackend`
+//! rather than `VhostUserBackendMut`, which the framework would wrap in one device-wide lock
+//! and so serialise every queue pair.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use packet_ring::{GuestOffloads, PacketPort};
+use tracing::{debug, warn};
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
+use virtio_queue::QueueT;
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
+};
+
+use crate::config::NetConfig;
+use crate::features::{NetFeatures, OFFERED_FEATURES, offered_protocol_features};
+use crate::queue_pair::{HostError, QueuePair, QueuePairConfig};
+use crate::stats::{QueuePairSnapshot, QueuePairStats};
+
+/// Guest memory as the framework hands it over (no dirty-page bitmap).
+pub type GuestMem = GuestMemoryAtomic<GuestMemoryMmap<()>>;
+/// One guest virtqueue as the framework keeps it.
+pub type NetVring = VringRwLock<GuestMem>;
+
+/// Event id of a pair's RX vring inside its worker (the framework numbers a worker's vrings
+/// by their position in its queue mask).
+pub const RX_VRING_EVENT: u16 = 0;
+/// Event id of a pair's TX vring inside its worker.
+pub const TX_VRING_EVENT: u16 = 1;
+
+/// The most queue pairs: the framework's per-worker queue mask is 64 bits, two per pair.
+pub const MAX_QUEUE_PAIRS: usize = 32;
+
+/// What the device is, fixed at start-up.
+#[derive(Debug, Clone, Copy)]
+pub struct NetBackendConfig {
+    pub mac: [u8; 6],
+    pub mtu: u16,
+    pub queue_size: u16,
+    /// Packets moved per uplink call.
+    pub batch: usize,
+}
+
+#[derive(Debug)]
+struct PairSlot {
+    qp: QueuePair,
+    mem: Option<GuestMem>,
+    /// Whether this connection's worker thread has been given its name.
+    named: bool,
+}
+
+/// The vhost-user virtio-net device.
+#[derive(Debug)]
+pub struct NetBackend {
+    config: NetBackendConfig,
+    pairs: Vec<Mutex<PairSlot>>,
+    stats: Vec<Arc<QueuePairStats>>,
+    acked_features: AtomicU64,
+}
+
+/// Why the device could not be built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BackendError {
+    #[error("{0} queue pairs requested; between 1 and {MAX_QUEUE_PAIRS} are supported")]
+    QueuePairs(usize),
+    #[error("queue size {0} is not a power of two between 2 and 32768")]
+    QueueSize(u16),
+}
+
+impl NetBackend {
+    /// One queue pair per uplink port.
+    pub fn new(
+        config: NetBackendConfig,
+        uplinks: Vec<Box<dyn PacketPort>>,
+    ) -> Result<Self, BackendError> {
+        if uplinks.is_empty() || uplinks.len() > MAX_QUEUE_PAIRS {
+            return Err(BackendError::QueuePairs(uplinks.len()));
+        }
+        if !config.queue_size.is_power_of_two() || config.queue_size < 2 {
+            return Err(BackendError::QueueSize(config.queue_size));
+        }
+        let mut pairs = Vec::with_capacity(uplinks.len());
+        let mut stats = Vec::with_capacity(uplinks.len());
+        for (index, uplink) in uplinks.into_iter().enumerate() {
+            let s = Arc::new(QueuePairStats::default());
+            let qp = QueuePair::new(
+                QueuePairConfig {
+                    index,
+                    batch: config.batch,
+                    mtu: config.mtu,
+                    max_queue_size: config.queue_size,
+                },
+                uplink,
+                Arc::clone(&s),
+            );
+            pairs.push(Mutex::new(PairSlot {
+                qp,
+                mem: None,
+                named: false,
+            }));
+            stats.push(s);
+        }
+        Ok(Self {
+            config,
+            pairs,
+            stats,
+            acked_features: AtomicU64::new(0),
+        })
+    }
+
+    pub fn queue_pairs(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Event id of the uplink's readiness fd in every worker: above the framework's reserved
+    /// ids (vrings, then `num_queues` for its exit/vring-enable events).
+    pub fn uplink_event(&self) -> u16 {
+        // num_queues <= 64, so this fits.
+        (self.num_queues() + 1) as u16
+    }
+
+    fn slot(&self, pair: usize) -> Option<MutexGuard<'_, PairSlot>> {
+        // A poisoned lock means a worker panicked; its state is still plain data, so carry on.
+        self.pairs
+            .get(pair)
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The uplink readiness fds, one per pair, for registration in each worker's epoll.
+    pub fn uplink_fds(&self) -> Vec<RawFd> {
+        (0..self.pairs.len())
+            .filter_map(|i| self.slot(i).map(|s| s.qp.uplink().ready_fd()))
+            .collect()
+    }
+
+    /// Forgets everything the last frontend set up: features, pending packets, guest memory
+    /// (dropping the last reference unmaps it). Uplinks stay.
+    pub fn reset(&self) {
+        self.acked_features.store(0, Ordering::Relaxed);
+        for i in 0..self.pairs.len() {
+            if let Some(mut s) = self.slot(i) {
+                s.qp.reset();
+                s.mem = None;
+                s.named = false;
+            }
+        }
+    }
+
+    /// Counters of every pair.
+    pub fn stats(&self) -> Vec<QueuePairSnapshot> {
+        self.stats
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.snapshot(i))
+            .collect()
+    }
+
+    /// Per-pair counters, shared.
+    pub fn pair_stats(&self) -> &[Arc<QueuePairStats>] {
+        &self.stats
+    }
+
+    fn net_config(&self) -> NetConfig {
+        NetConfig {
+            mac: self.config.mac,
+            max_queue_pairs: self.pairs.len() as u16,
+            mtu: self.config.mtu,
+        }
+    }
+
+    fn run_tx(
+        slot: &mut PairSlot,
+        mem: &GuestMemoryMmap<()>,
+        vring: &NetVring,
+    ) -> Result<(), HostError> {
+        let mut state = vring.get_mut();
+        if !state.get_queue().ready() {
+            return Ok(());
+        }
+        let enabled = state.is_enabled();
+        if slot.qp.process_tx(state.get_queue_mut(), mem, enabled)? {
+            state.signal_used_queue().map_err(HostError::Notify)?;
+            slot.qp.stats().tx_notifications.add(1);
+        }
+        Ok(())
+    }
+
+    fn run_rx(
+        slot: &mut PairSlot,
+        mem: &GuestMemoryMmap<()>,
+        vring: &NetVring,
+    ) -> Result<(), HostError> {
+        let mut state = vring.get_mut();
+        if !state.get_queue().ready() {
+            // Not started: leave packets in the uplink; the framework calls us when it starts.
+            return Ok(());
+        }
+        let enabled = state.is_enabled();
+        if slot.qp.process_rx(state.get_queue_mut(), mem, enabled)? {
+            state.signal_used_queue().map_err(HostError::Notify)?;
+            slot.qp.stats().rx_notifications.add(1);
+        }
+        Ok(())
+    }
+}
+
+fn guest_offloads(f: &NetFeatures) -> GuestOffloads {
+    GuestOffloads {
+        csum: f.guest_csum,
+        tso4: f.guest_tso4,
+        tso6: f.guest_tso6,
+        ecn: f.guest_ecn,
+    }
+}
+
+impl VhostUserBackend for NetBackend {
+    type Bitmap = ();
+    type Vring = NetVring;
+
+    fn num_queues(&self) -> usize {
+        2 * self.pairs.len()
+    }
+
+    fn max_queue_size(&self) -> usize {
+        usize::from(self.config.queue_size)
+    }
+
+    fn features(&self) -> u64 {
+        OFFERED_FEATURES
+    }
+
+    fn acked_features(&self, features: u64) {
+        self.acked_features.store(features, Ordering::Relaxed);
+        let nf = NetFeatures::from_acked(features);
+        debug!(features = format_args!("{features:#x}"), "features acked");
+        for i in 0..self.pairs.len() {
+            if let Some(mut s) = self.slot(i) {
+                s.qp.set_features(nf);
+                if let Err(e) = s.qp.uplink_mut().set_guest_offloads(guest_offloads(&nf)) {
+                    warn!(queue_pair = i, "cannot set uplink offloads: {e}");
+                }
+            }
+        }
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        offered_protocol_features()
+    }
+
+    fn reset_device(&self) {
+        self.reset();
+    }
+
+    fn set_event_idx(&self, _enabled: bool) {
+        // The framework sets EVENT_IDX on each queue; the data path reads it from the queue.
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        self.net_config().read(offset, size)
+    }
+
+    fn update_memory(&self, mem: GuestMem) -> io::Result<()> {
+        for i in 0..self.pairs.len() {
+            if let Some(mut s) = self.slot(i) {
+                s.mem = Some(mem.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn queues_per_thread(&self) -> Vec<u64> {
+        (0..self.pairs.len()).map(|i| 0b11u64 << (2 * i)).collect()
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        match new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC) {
+            Ok(pair) => Some(pair),
+            Err(e) => {
+                warn!("cannot create a worker exit event: {e}");
+                None
+            }
+        }
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        _evset: EventSet,
+        vrings: &[NetVring],
+        thread_id: usize,
+    ) -> io::Result<()> {
+        let uplink_event = self.uplink_event();
+        let Some(mut slot) = self.slot(thread_id) else {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        };
+        if !slot.named {
+            crate::sys::set_current_thread_name(&format!("knic-qp{thread_id}"));
+            slot.named = true;
+        }
+        let Some(mem) = slot.mem.clone() else {
+            // No memory table yet (a frontend may kick before SET_MEM_TABLE): nothing to touch.
+            return Ok(());
+        };
+        let mem = mem.memory();
+        let [rx, tx] = vrings else {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        };
+        let result = match device_event {
+            RX_VRING_EVENT => {
+                slot.qp.stats().rx_kicks.add(1);
+                Self::run_rx(&mut slot, &mem, rx)
+            }
+            TX_VRING_EVENT => {
+                slot.qp.stats().tx_kicks.add(1);
+                Self::run_tx(&mut slot, &mem, tx)
+            }
+            e if e == uplink_event => {
+                slot.qp.stats().uplink_events.add(1);
+                Self::run_rx(&mut slot, &mem, rx)
+            }
+            other => {
+                warn!(queue_pair = thread_id, event = other, "unexpected event id");
+                Ok(())
+            }
+        };
+        // The framework stops delivering kicks of a disabled ring, but a started, disabled TX
+        // ring must still be processed and discarded (vhost-user "Ring states"): do it
+        // whenever this worker runs.
+        let result = result.and_then(|()| {
+            let disabled_tx = {
+                let st = tx.get_ref();
+                st.get_queue().ready() && !st.is_enabled()
+            };
+            if device_event != TX_VRING_EVENT && disabled_tx {
+                Self::run_tx(&mut slot, &mem, tx)
+            } else {
+                Ok(())
+            }
+        });
+        result.map_err(io::Error::other)
+    }
+}
+
+/// The backend is shared between the daemon and the stats reader.
+pub type SharedBackend = Arc<NetBackend>;

@@ -1,0 +1,176 @@
+//! Serving frontends one after another.
+//!
+//! Each connection gets a fresh `VhostUserDaemon` (fresh negotiation state, fresh worker
+//! threads); when the frontend goes away the daemon is dropped (its workers exit and are
+//! joined), the device is reset and the guest memory unmapped, and the next frontend is
+//! awaited (server) or dialled (client). Nothing depends on the order of the frontend's
+//! messages: the framework applies each on arrival and the data path only runs once a ring
+//! is started and memory is mapped.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use thiserror::Error;
+use tracing::{info, warn};
+use vhost::vhost_user::Listener;
+use vhost_user_backend::VhostUserDaemon;
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+
+use crate::backend::NetBackend;
+
+/// Who opens the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// We listen on the socket; the frontend (QEMU without `server=on`, DPDK virtio-user)
+    /// connects.
+    Server,
+    /// The frontend listens (QEMU `server=on`); we connect, retrying every `retry`.
+    Client { retry: Duration },
+}
+
+/// How to serve.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub socket: PathBuf,
+    pub role: Role,
+    /// Stop after this many connections (tests); `None` serves until `stop` is set.
+    pub max_connections: Option<usize>,
+}
+
+/// Why serving stopped.
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error(
+        "socket directory {} does not exist: create it (mkdir -p) or choose another --socket",
+        dir.display()
+    )]
+    SocketDirMissing { dir: PathBuf },
+    #[error("cannot listen on {}", path.display())]
+    Listen {
+        path: PathBuf,
+        #[source]
+        source: vhost::vhost_user::Error,
+    },
+    /// The framework's error type carries no `std::error::Error` impl, so its text is kept.
+    #[error("vhost-user framework: {0}")]
+    Framework(String),
+    #[error("cannot watch uplink of queue pair {pair}")]
+    RegisterUplink {
+        pair: usize,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Serves frontends on `config.socket` until `stop` is set (checked between connections) or
+/// `max_connections` is reached.
+pub fn serve(
+    backend: Arc<NetBackend>,
+    config: &ServeConfig,
+    stop: &AtomicBool,
+) -> Result<(), DaemonError> {
+    let mut listener = match config.role {
+        Role::Server => Some(listen(&config.socket)?),
+        Role::Client { .. } => None,
+    };
+    let mut served = 0usize;
+    while !stop.load(Ordering::Relaxed) && config.max_connections.is_none_or(|m| served < m) {
+        let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+        let mut daemon = VhostUserDaemon::new("knic-vhost".to_string(), Arc::clone(&backend), mem)
+            .map_err(|e| DaemonError::Framework(e.to_string()))?;
+        watch_uplinks(&backend, &daemon)?;
+
+        match config.role {
+            Role::Server => {
+                // Made above for the server role.
+                let Some(l) = listener.as_mut() else { break };
+                info!(socket = %config.socket.display(), "waiting for a frontend");
+                daemon
+                    .start(l)
+                    .map_err(|e| DaemonError::Framework(e.to_string()))?;
+            }
+            Role::Client { retry } => {
+                if !dial(&mut daemon, &config.socket, retry, stop) {
+                    break;
+                }
+            }
+        }
+        served += 1;
+        info!(connection = served, "frontend connected");
+        match daemon.wait() {
+            Ok(()) => info!("frontend disconnected"),
+            Err(e) => warn!("frontend connection ended: {e}"),
+        }
+        // Dropping the daemon stops and joins this connection's workers.
+        drop(daemon);
+        backend.reset();
+        info!("device reset; guest memory unmapped");
+    }
+    Ok(())
+}
+
+fn listen(path: &Path) -> Result<Listener, DaemonError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(DaemonError::SocketDirMissing {
+            dir: dir.to_path_buf(),
+        });
+    }
+    Listener::new(path, true).map_err(|source| DaemonError::Listen {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Connects to a listening frontend, retrying until it answers or `stop` is set.
+fn dial(
+    daemon: &mut VhostUserDaemon<Arc<NetBackend>>,
+    path: &Path,
+    retry: Duration,
+    stop: &AtomicBool,
+) -> bool {
+    let Some(path_str) = path.to_str() else {
+        warn!("socket path is not UTF-8: cannot dial it");
+        return false;
+    };
+    let mut logged = false;
+    while !stop.load(Ordering::Relaxed) {
+        match daemon.start_client(path_str) {
+            Ok(()) => return true,
+            Err(e) => {
+                if !logged {
+                    info!(
+                        socket = path_str,
+                        "frontend not reachable yet ({e}); retrying every {retry:?}"
+                    );
+                    logged = true;
+                }
+                std::thread::sleep(retry);
+            }
+        }
+    }
+    false
+}
+
+/// Registers each pair's uplink readiness fd, edge-triggered, in that pair's worker.
+fn watch_uplinks(
+    backend: &NetBackend,
+    daemon: &VhostUserDaemon<Arc<NetBackend>>,
+) -> Result<(), DaemonError> {
+    let event = u64::from(backend.uplink_event());
+    for (pair, (handler, fd)) in daemon
+        .get_epoll_handlers()
+        .iter()
+        .zip(backend.uplink_fds())
+        .enumerate()
+    {
+        handler
+            .register_listener(fd, EventSet::IN | EventSet::EDGE_TRIGGERED, event)
+            .map_err(|source| DaemonError::RegisterUplink { pair, source })?;
+    }
+    Ok(())
+}
