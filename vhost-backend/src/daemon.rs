@@ -112,7 +112,8 @@ pub fn serve(
     Ok(())
 }
 
-fn listen(path: &Path) -> Result<Listener, DaemonError> {
+/// Fails early, with advice, when the directory a socket would be created in is missing.
+pub fn check_socket_dir(path: &Path) -> Result<(), DaemonError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.is_dir()
     {
@@ -120,6 +121,11 @@ fn listen(path: &Path) -> Result<Listener, DaemonError> {
             dir: dir.to_path_buf(),
         });
     }
+    Ok(())
+}
+
+fn listen(path: &Path) -> Result<Listener, DaemonError> {
+    check_socket_dir(path)?;
     Listener::new(path, true).map_err(|source| DaemonError::Listen {
         path: path.to_path_buf(),
         source,

@@ -12,6 +12,7 @@
 //! * `daemon`, `stats_server`: serving frontends one after another, exposing counters.
 
 mod backend;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod features;
@@ -23,6 +24,7 @@ pub mod stats;
 pub mod stats_server;
 mod sys;
 mod tx;
+pub mod uplink;
 
 pub use backend::{
     BackendError, GuestMem, MAX_QUEUE_PAIRS, NetBackend, NetBackendConfig, NetVring,
