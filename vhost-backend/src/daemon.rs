@@ -101,7 +101,10 @@ pub fn serve(
         served += 1;
         info!(connection = served, "frontend connected");
         match daemon.wait() {
-            Ok(()) => info!("frontend disconnected"),
+            Ok(())
+            | Err(vhost_user_backend::Error::HandleRequest(
+                vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage,
+            )) => info!("frontend disconnected"),
             Err(e) => warn!("frontend connection ended: {e}"),
         }
         // Dropping the daemon stops and joins this connection's workers.
