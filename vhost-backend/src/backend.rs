@@ -146,14 +146,22 @@ impl NetBackend {
     }
 
     /// Forgets everything the last frontend set up: features, pending packets, guest memory
-    /// (dropping the last reference unmaps it). Uplinks stay.
+    /// (dropping the last reference unmaps it). Uplinks stay. Called between connections.
     pub fn reset(&self) {
+        self.reset_state(true);
+    }
+
+    /// `RESET_DEVICE` keeps the connection and its memory table (the frontend need not send
+    /// it again), so only the negotiated state goes.
+    fn reset_state(&self, forget_memory: bool) {
         self.acked_features.store(0, Ordering::Relaxed);
         for i in 0..self.pairs.len() {
             if let Some(mut s) = self.slot(i) {
                 s.qp.reset();
-                s.mem = None;
-                s.named = false;
+                if forget_memory {
+                    s.mem = None;
+                    s.named = false;
+                }
             }
         }
     }
@@ -260,7 +268,7 @@ impl VhostUserBackend for NetBackend {
     }
 
     fn reset_device(&self) {
-        self.reset();
+        self.reset_state(false);
     }
 
     fn set_event_idx(&self, _enabled: bool) {

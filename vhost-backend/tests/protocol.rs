@@ -1,164 +1,33 @@
 //! Drives the device through a real vhost-user frontend (the `vhost` crate's `Frontend`) over
 //! a unix socket: negotiation in DPDK's message order (SET_VRING_CALL before SET_FEATURES and
 //! SET_MEM_TABLE), a file-backed shared memory table, kicks and calls, packets both ways
-//! through an in-memory uplink, then a disconnect and a second frontend on the same socket.
+//! through an in-memory uplink, then a disconnect and a second frontend on the same socket
+//! that adds its memory with ADD_MEM_REG (CONFIGURE_MEM_SLOTS).
 
 // Test helpers outside #[test] functions: a failed setup step must fail the test loudly.
 #![allow(clippy::unwrap_used)]
 
-use std::fs::OpenOptions;
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use common::{
+    GuestQueue, MAC, QSIZE, RX, TIMEOUT, TX, frame, scratch_path, shared_memory, tso_hdr,
+    wait_until,
+};
+
 use packet_ring::{MemoryPeer, VirtioNetHdr, memory_port_pair};
 use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserProtocolFeatures};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
-use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo};
 use vhost_backend::daemon::{Role, ServeConfig, serve};
 use vhost_backend::features::OFFERED_FEATURES;
 use vhost_backend::{NetBackend, NetBackendConfig};
-use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-use vm_memory::{
-    Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
-};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
-
-const MEM_SIZE: usize = 0x40_0000;
-const QSIZE: u16 = 256;
-const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
-const RX: usize = 0;
-const TX: usize = 1;
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-fn scratch_path(name: &str) -> PathBuf {
-    let base = if std::path::Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    };
-    base.join(format!("knic-test-{}-{name}", std::process::id()))
-}
-
-/// Guest memory backed by a file both sides map shared, as QEMU's memory-backend-memfd.
-fn shared_memory(name: &str) -> GuestMemoryMmap {
-    let path = scratch_path(name);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .unwrap();
-    file.set_len(MEM_SIZE as u64).unwrap();
-    std::fs::remove_file(&path).unwrap();
-    GuestMemoryMmap::from_ranges_with_files(&[(
-        GuestAddress(0),
-        MEM_SIZE,
-        Some(FileOffset::new(file, 0)),
-    )])
-    .unwrap()
-}
-
-/// The guest driver's view of one split virtqueue.
-struct GuestQueue {
-    desc: u64,
-    avail: u64,
-    used: u64,
-    next_desc: u16,
-    avail_idx: u16,
-}
-
-impl GuestQueue {
-    fn at(base: u64) -> Self {
-        Self {
-            desc: base,
-            avail: base + 0x1000,
-            used: base + 0x2000,
-            next_desc: 0,
-            avail_idx: 0,
-        }
-    }
-
-    fn config(&self, mem: &GuestMemoryMmap) -> VringConfigData {
-        let va = |gpa: u64| mem.get_host_address(GuestAddress(gpa)).unwrap() as u64;
-        VringConfigData {
-            queue_max_size: QSIZE,
-            queue_size: QSIZE,
-            flags: 0,
-            desc_table_addr: va(self.desc),
-            used_ring_addr: va(self.used),
-            avail_ring_addr: va(self.avail),
-            log_addr: None,
-        }
-    }
-
-    /// Publishes a chain of (addr, len, device-writable) descriptors.
-    fn add_chain(&mut self, mem: &GuestMemoryMmap, descs: &[(u64, u32, bool)]) {
-        let head = self.next_desc;
-        for (i, &(addr, len, write)) in descs.iter().enumerate() {
-            let idx = self.next_desc;
-            let last = i + 1 == descs.len();
-            let mut flags = if write { VRING_DESC_F_WRITE as u16 } else { 0 };
-            if !last {
-                flags |= VRING_DESC_F_NEXT as u16;
-            }
-            let at = GuestAddress(self.desc + 16 * u64::from(idx));
-            mem.write_obj(addr, at).unwrap();
-            mem.write_obj(len, GuestAddress(at.0 + 8)).unwrap();
-            mem.write_obj(flags, GuestAddress(at.0 + 12)).unwrap();
-            mem.write_obj((idx + 1) % QSIZE, GuestAddress(at.0 + 14))
-                .unwrap();
-            self.next_desc = (idx + 1) % QSIZE;
-        }
-        let slot = u64::from(self.avail_idx % QSIZE);
-        mem.write_obj(head, GuestAddress(self.avail + 4 + 2 * slot))
-            .unwrap();
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        self.avail_idx = self.avail_idx.wrapping_add(1);
-        mem.write_obj(self.avail_idx, GuestAddress(self.avail + 2))
-            .unwrap();
-    }
-
-    fn used_idx(&self, mem: &GuestMemoryMmap) -> u16 {
-        mem.read_obj(GuestAddress(self.used + 2)).unwrap()
-    }
-
-    fn used_elem(&self, mem: &GuestMemoryMmap, i: u16) -> (u32, u32) {
-        let at = self.used + 4 + 8 * u64::from(i % QSIZE);
-        (
-            mem.read_obj(GuestAddress(at)).unwrap(),
-            mem.read_obj(GuestAddress(at + 4)).unwrap(),
-        )
-    }
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < TIMEOUT, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-fn tso_hdr() -> VirtioNetHdr {
-    VirtioNetHdr {
-        flags: VirtioNetHdr::F_NEEDS_CSUM,
-        gso_type: VirtioNetHdr::GSO_TCPV4,
-        hdr_len: 66,
-        gso_size: 1448,
-        csum_start: 34,
-        csum_offset: 16,
-        num_buffers: 0,
-    }
-}
-
-fn frame(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| seed.wrapping_add((i % 251) as u8))
-        .collect()
-}
 
 /// One frontend session: negotiate, set up both rings, move a packet each way.
 fn session(socket: &PathBuf, peer: &mut MemoryPeer, round: u8, backend: &NetBackend) {
@@ -190,12 +59,15 @@ fn session(socket: &PathBuf, peer: &mut MemoryPeer, round: u8, backend: &NetBack
     ] {
         assert!(proto.contains(needed), "{needed:?} offered");
     }
-    fe.set_protocol_features(
-        VhostUserProtocolFeatures::MQ
-            | VhostUserProtocolFeatures::REPLY_ACK
-            | VhostUserProtocolFeatures::CONFIG,
-    )
-    .unwrap();
+    // The second frontend hands memory over region by region (CONFIGURE_MEM_SLOTS).
+    let mem_slots = round == 2;
+    let mut acked = VhostUserProtocolFeatures::MQ
+        | VhostUserProtocolFeatures::REPLY_ACK
+        | VhostUserProtocolFeatures::CONFIG;
+    if mem_slots {
+        acked |= VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS;
+    }
+    fe.set_protocol_features(acked).unwrap();
     assert_eq!(fe.get_queue_num().unwrap(), 2);
     let (_, cfg) = fe
         .get_config(0, 12, VhostUserConfigFlags::empty(), &[0u8; 12])
@@ -208,7 +80,12 @@ fn session(socket: &PathBuf, peer: &mut MemoryPeer, round: u8, backend: &NetBack
     let region = mem.iter().next().unwrap();
     let info = VhostUserMemoryRegionInfo::from_guest_region(region).unwrap();
     assert_eq!(info.memory_size, region.len());
-    fe.set_mem_table(&[info]).unwrap();
+    if mem_slots {
+        assert!(fe.get_max_mem_slots().unwrap() >= 8);
+        fe.add_mem_region(&info).unwrap();
+    } else {
+        fe.set_mem_table(&[info]).unwrap();
+    }
 
     let mut queues = [GuestQueue::at(0x1_0000), GuestQueue::at(0x2_0000)];
     for q in [RX, TX] {
