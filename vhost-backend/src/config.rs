@@ -15,7 +15,7 @@ impl NetConfig {
     /// Bytes of `virtio_net_config` up to and including `mtu`.
     pub const LEN: usize = 12;
 
-    /// The configuration space in its little-endian wire layout: mac[6], status, max pairs, mtu.
+    /// The configuration space in its little-endian wire layout: `mac[6]`, status, max pairs, mtu.
     pub fn to_bytes(&self) -> [u8; Self::LEN] {
         let mut b = [0u8; Self::LEN];
         b[..6].copy_from_slice(&self.mac);

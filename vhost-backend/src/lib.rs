@@ -6,7 +6,7 @@
 //!
 //! * [`features`], [`config`]: what is offered and what a negotiation means;
 //! * `tx`, `rx`, `ring`: walking guest chains (hostile input, validated);
-//! * [`queue_pair`]: the per-pair data path;
+//! * `queue_pair` ([`QueuePair`]): the per-pair data path;
 //! * `backend`: the rust-vmm `VhostUserBackend` glue;
 //! * `uplink` and `sys`: TAP and AF_PACKET ports (the only `unsafe`);
 //! * `daemon`, `stats_server`: serving frontends one after another, exposing counters.
