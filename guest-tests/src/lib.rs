@@ -206,7 +206,7 @@ impl Drop for Scratch {
     }
 }
 
-/// knic-vhost running in `ns` with a TAP uplink named `tap`, serving `socket`.
+/// knic-vhost running in a namespace, serving `socket`.
 #[derive(Debug)]
 pub struct KnicVhost {
     pub proc: Proc,
@@ -215,7 +215,8 @@ pub struct KnicVhost {
 }
 
 impl KnicVhost {
-    pub fn start(ns: &NetNs, tap: &str, dir: &Path) -> Self {
+    /// Starts knic-vhost in `ns` with `uplink` (`tap:NAME` or `packet:IFNAME`).
+    pub fn start(ns: &NetNs, uplink: &str, dir: &Path) -> Self {
         let socket = dir.join("vhost.sock");
         let stats_socket = dir.join("vhost.stats");
         let log =
@@ -225,7 +226,7 @@ impl KnicVhost {
             .arg(&socket)
             .arg("--stats-socket")
             .arg(&stats_socket)
-            .args(["--uplink", &format!("tap:{tap}"), "--queues", "1"])
+            .args(["--uplink", uplink, "--queues", "1"])
             .env("RUST_LOG", "info")
             .stderr(log);
         let mut proc = Proc::spawn("knic-vhost", &mut cmd);
