@@ -188,37 +188,34 @@ impl NetBackend {
         }
     }
 
-    fn run_tx(
+    /// Processes one ring of the pair (`rx` chooses which) if it is started, then signals the
+    /// guest if the ring's notification rules ask for it.
+    fn run_ring(
         slot: &mut PairSlot,
         mem: &GuestMemoryMmap<()>,
         vring: &NetVring,
+        rx: bool,
     ) -> Result<(), HostError> {
         let mut state = vring.get_mut();
         if !state.get_queue().ready() {
+            // Not started: RX packets wait in the uplink; the framework calls us on start.
             return Ok(());
         }
         let enabled = state.is_enabled();
-        if slot.qp.process_tx(state.get_queue_mut(), mem, enabled)? {
+        let queue = state.get_queue_mut();
+        let notify = if rx {
+            slot.qp.process_rx(queue, mem, enabled)?
+        } else {
+            slot.qp.process_tx(queue, mem, enabled)?
+        };
+        if notify {
             state.signal_used_queue().map_err(HostError::Notify)?;
-            slot.qp.stats().tx_notifications.add(1);
-        }
-        Ok(())
-    }
-
-    fn run_rx(
-        slot: &mut PairSlot,
-        mem: &GuestMemoryMmap<()>,
-        vring: &NetVring,
-    ) -> Result<(), HostError> {
-        let mut state = vring.get_mut();
-        if !state.get_queue().ready() {
-            // Not started: leave packets in the uplink; the framework calls us when it starts.
-            return Ok(());
-        }
-        let enabled = state.is_enabled();
-        if slot.qp.process_rx(state.get_queue_mut(), mem, enabled)? {
-            state.signal_used_queue().map_err(HostError::Notify)?;
-            slot.qp.stats().rx_notifications.add(1);
+            let stats = slot.qp.stats();
+            if rx {
+                stats.rx_notifications.add(1);
+            } else {
+                stats.tx_notifications.add(1);
+            }
         }
         Ok(())
     }
@@ -328,15 +325,15 @@ impl VhostUserBackend for NetBackend {
         let result = match device_event {
             RX_VRING_EVENT => {
                 slot.qp.stats().rx_kicks.add(1);
-                Self::run_rx(&mut slot, &mem, rx)
+                Self::run_ring(&mut slot, &mem, rx, true)
             }
             TX_VRING_EVENT => {
                 slot.qp.stats().tx_kicks.add(1);
-                Self::run_tx(&mut slot, &mem, tx)
+                Self::run_ring(&mut slot, &mem, tx, false)
             }
             e if e == uplink_event => {
                 slot.qp.stats().uplink_events.add(1);
-                Self::run_rx(&mut slot, &mem, rx)
+                Self::run_ring(&mut slot, &mem, rx, true)
             }
             other => {
                 warn!(queue_pair = thread_id, event = other, "unexpected event id");
@@ -352,7 +349,7 @@ impl VhostUserBackend for NetBackend {
                 st.get_queue().ready() && !st.is_enabled()
             };
             if device_event != TX_VRING_EVENT && disabled_tx {
-                Self::run_tx(&mut slot, &mem, tx)
+                Self::run_ring(&mut slot, &mem, tx, false)
             } else {
                 Ok(())
             }

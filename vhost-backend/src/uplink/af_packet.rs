@@ -6,8 +6,9 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use packet_ring::{PacketBatch, PacketPort, PortError, VirtioNetHdr};
+use packet_ring::{PacketBatch, PacketPort, PortError};
 
+use super::frames::{self, HdrLayout};
 use crate::sys;
 
 /// One AF_PACKET socket bound to an interface.
@@ -26,51 +27,19 @@ impl PacketSocketPort {
 
 impl PacketPort for PacketSocketPort {
     fn send(&mut self, batch: &PacketBatch) -> Result<usize, PortError> {
-        let mut sent = 0;
-        for pkt in batch.packets() {
-            let hdr = pkt.hdr.to_legacy_bytes();
-            match sys::write2(self.fd.as_raw_fd(), &hdr, pkt.frame()) {
-                Ok(_) => sent += 1,
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(
-                            libc::EAGAIN
-                                | libc::ENOBUFS
-                                | libc::ENETDOWN
-                                | libc::EMSGSIZE
-                                | libc::EINVAL
-                        )
-                    ) => {}
-                Err(e) => return Err(PortError::Send(e)),
-            }
-        }
-        Ok(sent)
+        frames::send(self.fd.as_raw_fd(), HdrLayout::Legacy, batch, |e| {
+            matches!(
+                e.raw_os_error(),
+                Some(libc::EAGAIN | libc::ENOBUFS | libc::ENETDOWN | libc::EMSGSIZE | libc::EINVAL)
+            )
+        })
     }
 
     fn recv(&mut self, batch: &mut PacketBatch) -> Result<usize, PortError> {
-        let mut got = 0;
-        let mut hdr = [0u8; VirtioNetHdr::LEGACY_LEN];
-        while let Some(slot) = batch.next_slot() {
-            match sys::read2(self.fd.as_raw_fd(), &mut hdr, slot.buf_mut()) {
-                Ok(n) if n > VirtioNetHdr::LEGACY_LEN => {
-                    let Ok(h) = VirtioNetHdr::parse_legacy(&hdr) else {
-                        continue;
-                    };
-                    slot.hdr = h;
-                    if slot.set_len(n - VirtioNetHdr::LEGACY_LEN) {
-                        batch.commit();
-                        got += 1;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => break,
-                Err(e) => return Err(PortError::Recv(e)),
-            }
-        }
-        Ok(got)
+        // An interface going down is not the socket failing: nothing to read for now.
+        frames::recv(self.fd.as_raw_fd(), HdrLayout::Legacy, batch, |e| {
+            e.raw_os_error() == Some(libc::ENETDOWN)
+        })
     }
 
     fn ready_fd(&self) -> RawFd {

@@ -3,6 +3,7 @@
 //! metadata (GSO, partial checksums) passes end to end without touching the payload.
 
 mod af_packet;
+mod frames;
 mod tap;
 
 use std::fmt;
