@@ -103,6 +103,26 @@ fn collect(port: &mut dyn PacketPort, n: usize) -> Vec<(VirtioNetHdr, Vec<u8>)> 
 }
 
 #[test]
+fn multi_queue_tap_opens_one_queue_per_pair() {
+    require_root();
+    let name = format!("knicm{}", std::process::id() % 100_000);
+    let q0 = TapPort::open(&name, true).unwrap();
+    let q1 = TapPort::open(&name, true).unwrap();
+    assert_ne!(q0.ready_fd(), q1.ready_fd());
+    let flags = std::fs::read_to_string(format!("/sys/class/net/{name}/tun_flags")).unwrap();
+    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
+    // IFF_MULTI_QUEUE (0x0100) and IFF_VNET_HDR (0x4000).
+    assert_eq!(flags & 0x4100, 0x4100, "tun_flags {flags:#x}");
+    // A single-queue open of a multi-queue TAP is refused, and reported as busy.
+    let e = vhost_backend::uplink::open_uplinks(
+        &vhost_backend::uplink::UplinkSpec::Tap(name.clone()),
+        1,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("busy"), "{e}");
+}
+
+#[test]
 fn offloads_cross_tap_and_af_packet_in_both_directions() {
     require_root();
     let name = format!("knict{}", std::process::id() % 100_000);
