@@ -135,7 +135,7 @@ impl QueuePair {
         let mut used_any = false;
         'drain: loop {
             if let Err(e) = queue.disable_notification(mem) {
-                self.guest_error(DropReason::RingBroken, &RingError(e));
+                self.guest_error(DropReason::RingBroken, &RingError::Queue(e));
                 break 'drain;
             }
             loop {
@@ -182,7 +182,7 @@ impl QueuePair {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
-                    self.guest_error(DropReason::RingBroken, &RingError(e));
+                    self.guest_error(DropReason::RingBroken, &RingError::Queue(e));
                     break;
                 }
             }
@@ -265,17 +265,23 @@ impl QueuePair {
                     self.rx_next += 1;
                 }
                 Ok(Placement::Aborted) => self.rx_next += 1,
-                Ok(Placement::NoBuffers) => {
-                    // Ask for a kick when buffers arrive; re-check to close the race with a
-                    // guest that added some just now.
+                Ok(Placement::NoBuffers { seen_avail }) => {
+                    // Ask for a kick when buffers arrive; retry at once only if the guest
+                    // added some since the attempt (closing the race with the kick). Buffers
+                    // that were there but too few wait for more: retrying would spin.
                     match queue.enable_notification(mem) {
-                        Ok(true) => {
+                        Ok(true)
+                            if queue
+                                .avail_idx(mem, std::sync::atomic::Ordering::Acquire)
+                                .is_ok_and(|now| now.0 != seen_avail) =>
+                        {
                             let _ = queue.disable_notification(mem);
                             continue;
                         }
+                        Ok(true) => break,
                         Ok(false) => break,
                         Err(e) => {
-                            self.guest_error(DropReason::RingBroken, &RingError(e));
+                            self.guest_error(DropReason::RingBroken, &RingError::Queue(e));
                             break;
                         }
                     }
@@ -310,7 +316,7 @@ impl QueuePair {
                 Ok(false)
             }
             Err(e) => {
-                self.guest_error(DropReason::RingBroken, &RingError(e));
+                self.guest_error(DropReason::RingBroken, &RingError::Queue(e));
                 Ok(false)
             }
         }

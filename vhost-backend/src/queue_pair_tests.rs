@@ -710,3 +710,63 @@ fn broken_ring_is_counted_not_fatal() {
     assert!(!qp.process_tx(&mut q, &mem, true).unwrap());
     assert_eq!(qp.stats().drops(DropReason::RingBroken), 1);
 }
+
+/// Runs `f` on another thread and fails (instead of hanging) if it does not finish in 10 s:
+/// the scenarios below used to spin forever.
+fn within_deadline(f: impl FnOnce() + Send + 'static) {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        f();
+        let _ = done_tx.send(());
+    });
+    done_rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("processing returned instead of spinning");
+}
+
+#[test]
+fn rx_mergeable_too_few_buffers_waits_instead_of_spinning() {
+    within_deadline(|| {
+        let mem = memory();
+        let (mock, mut q) = rx_queue(&mem);
+        let (mut qp, mut peer) = pair(MRG);
+        // 2 x 64 bytes posted, a 300-byte packet needs 5: wait for more, do not spin.
+        add_chains(
+            &mock,
+            0,
+            &[&[D(BUF_BASE, 64, true)], &[D(BUF_BASE + 0x100, 64, true)]],
+        );
+        assert!(peer.send(VirtioNetHdr::default(), &frame(300, 0)).unwrap());
+        assert!(!qp.process_rx(&mut q, &mem, true).unwrap());
+        assert!(used(&mock).is_empty());
+        assert_eq!(qp.rx_pending(), 1);
+        let more: Vec<[D; 1]> = (2..6u64)
+            .map(|i| [D(BUF_BASE + 0x100 * i, 64, true)])
+            .collect();
+        let refs: Vec<&[D]> = more.iter().map(|c| &c[..]).collect();
+        add_chains(&mock, 2, &refs);
+        assert!(qp.process_rx(&mut q, &mem, true).unwrap());
+        assert_eq!(used(&mock).len(), 5);
+        assert_eq!(qp.rx_pending(), 0);
+    });
+}
+
+#[test]
+fn unreadable_avail_entries_are_a_broken_ring_not_a_spin() {
+    within_deadline(|| {
+        let mem = memory();
+        let (_mock, mut q) = tx_queue(&mem);
+        // flags and idx are the last 4 bytes of guest memory; the entries lie beyond it.
+        let avail = (MEM_SIZE - 4) as u64;
+        q.set_avail_ring_address(Some(avail as u32), Some(0));
+        mem.write_obj(3u16, GuestAddress(avail + 2)).unwrap();
+        let (mut qp, _peer) = pair(MRG);
+        assert!(!qp.process_tx(&mut q, &mem, true).unwrap());
+        assert_eq!(qp.stats().drops(DropReason::RingBroken), 1);
+
+        let (mut qp, mut peer) = pair(MRG);
+        assert!(peer.send(VirtioNetHdr::default(), &frame(60, 0)).unwrap());
+        assert!(!qp.process_rx(&mut q, &mem, true).unwrap());
+        assert_eq!(qp.stats().drops(DropReason::RingBroken), 1);
+    });
+}

@@ -1,23 +1,45 @@
 //! Thin helpers over `virtio-queue`'s split ring that turn its failures into one guest-error
 //! type and keep guest-chosen values away from its unrate-limited log lines.
 
+use std::sync::atomic::Ordering;
+
 use thiserror::Error;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemory;
 
-/// The guest's ring itself is unusable (bad ring addresses, an avail index running ahead of
-/// the ring). The queue is left alone until the frontend resets it.
+/// The guest's ring itself is unusable. The queue is left alone for this round; the guest's
+/// next kick tries again.
 #[derive(Debug, Error)]
-#[error("guest ring is unusable")]
-pub struct RingError(#[source] pub virtio_queue::Error);
+pub enum RingError {
+    /// Bad ring addresses, an avail index running ahead of the ring, an unwritable used ring.
+    #[error("guest ring is unusable")]
+    Queue(#[source] virtio_queue::Error),
+    /// The avail index announces chains whose avail ring entries cannot be read: draining
+    /// again would find the same nothing, forever.
+    #[error("avail ring entry {next_avail} is unreadable")]
+    UnreadableEntry { next_avail: u16 },
+}
+
+impl From<virtio_queue::Error> for RingError {
+    fn from(e: virtio_queue::Error) -> Self {
+        Self::Queue(e)
+    }
+}
 
 /// Pops the next available chain, if any.
 pub fn pop_chain<'m, M: GuestMemory>(
     queue: &mut Queue,
     mem: &'m M,
 ) -> Result<Option<DescriptorChain<&'m M>>, RingError> {
-    let mut iter = queue.iter(mem).map_err(RingError)?;
-    Ok(iter.next())
+    let announced = queue.avail_idx(mem, Ordering::Acquire)?;
+    let chain = queue.iter(mem)?.next();
+    let next_avail = queue.next_avail();
+    if chain.is_none() && announced.0 != next_avail {
+        // The iterator stops early only when it cannot read the entry (or the guest moved
+        // its avail index backwards, which is as broken).
+        return Err(RingError::UnreadableEntry { next_avail });
+    }
+    Ok(chain)
 }
 
 /// Puts `head` on the used ring with `len` bytes written. A head index outside the ring (the
@@ -31,7 +53,7 @@ pub fn return_used<M: GuestMemory>(
     if head >= queue.size() {
         return Ok(false);
     }
-    queue.add_used(mem, head, len).map_err(RingError)?;
+    queue.add_used(mem, head, len)?;
     Ok(true)
 }
 

@@ -218,8 +218,9 @@ where
 pub enum Placement {
     /// Written into `buffers` chains, all returned on the used ring.
     Delivered { buffers: usize },
-    /// The guest has not posted enough buffers yet; nothing was consumed.
-    NoBuffers,
+    /// The guest has not posted enough buffers yet; nothing was consumed. `seen_avail` is the
+    /// avail index the attempt ran into, so a retry can tell whether buffers arrived since.
+    NoBuffers { seen_avail: u16 },
     /// The packet cannot fit the guest's buffers (counted under `rx_buffer_too_small`); the
     /// chains tried were put back for later packets.
     TooBig,
@@ -261,7 +262,9 @@ impl RxBuffers {
         if !features.mrg_rxbuf {
             loop {
                 let Some(chain) = pop_chain(queue, mem)? else {
-                    return Ok(Placement::NoBuffers);
+                    return Ok(Placement::NoBuffers {
+                        seen_avail: queue.next_avail(),
+                    });
                 };
                 let chain = RxChain::new(chain);
                 let head = chain.head_index();
@@ -293,8 +296,9 @@ impl RxBuffers {
                 return Ok(Placement::TooBig);
             }
             let Some(chain) = pop_chain(queue, mem)? else {
+                let seen_avail = queue.next_avail();
                 unpop(queue, self.heads.len());
-                return Ok(Placement::NoBuffers);
+                return Ok(Placement::NoBuffers { seen_avail });
             };
             let chain = RxChain::new(chain);
             let head = chain.head_index();
