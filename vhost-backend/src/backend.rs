@@ -158,6 +158,13 @@ impl NetBackend {
         for i in 0..self.pairs.len() {
             if let Some(mut s) = self.slot(i) {
                 s.qp.reset();
+                // Until the next negotiation, ask the uplink for plain frames again.
+                if let Err(e) =
+                    s.qp.uplink_mut()
+                        .set_guest_offloads(GuestOffloads::default())
+                {
+                    warn!(queue_pair = i, "cannot reset uplink offloads: {e}");
+                }
                 if forget_memory {
                     s.mem = None;
                     s.named = false;
