@@ -44,6 +44,13 @@ pub trait PacketPort: Send + std::fmt::Debug {
     /// it edge-triggered and call `recv` until it returns fewer packets than asked for.
     fn ready_fd(&self) -> RawFd;
 
+    /// Packets the kernel dropped on their way to this port (a full socket buffer) since the
+    /// last call. Read by the stats reader, not on the data path. Ports whose drops show in
+    /// interface counters instead (a TAP's `tx_dropped`) keep the default.
+    fn kernel_drops(&mut self) -> u64 {
+        0
+    }
+
     /// Restricts what `recv` may return to what the guest negotiated. Ports that cannot
     /// restrict (the in-memory one) keep the default, and the queue pair drops what the guest
     /// cannot take.

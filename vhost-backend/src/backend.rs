@@ -173,8 +173,15 @@ impl NetBackend {
         }
     }
 
-    /// Counters of every pair.
+    /// Counters of every pair. Also collects the uplinks' kernel-side drop counts, taking
+    /// each pair's lock briefly (the stats reader is rare; the data path never waits on it).
     pub fn stats(&self) -> Vec<QueuePairSnapshot> {
+        for i in 0..self.pairs.len() {
+            if let Some(mut s) = self.slot(i) {
+                let dropped = s.qp.uplink_mut().kernel_drops();
+                s.qp.stats().uplink_kernel_drops.add(dropped);
+            }
+        }
         self.stats
             .iter()
             .enumerate()

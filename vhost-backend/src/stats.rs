@@ -138,6 +138,9 @@ pub struct QueuePairStats {
     pub rx_notifications: Counter,
     /// Notifications EVENT_IDX (or NO_INTERRUPT) let us skip.
     pub notifications_suppressed: Counter,
+    /// Packets the kernel dropped before they reached the uplink port (AF_PACKET socket
+    /// buffer full). Written by the stats reader under the pair's lock, not by the worker.
+    pub uplink_kernel_drops: Counter,
     drops: [Counter; DropReason::ALL.len()],
 }
 
@@ -168,6 +171,7 @@ impl QueuePairStats {
             tx_notifications: self.tx_notifications.get(),
             rx_notifications: self.rx_notifications.get(),
             notifications_suppressed: self.notifications_suppressed.get(),
+            uplink_kernel_drops: self.uplink_kernel_drops.get(),
             drops: DropReason::ALL
                 .iter()
                 .map(|r| (r.name(), self.drops(*r)))
@@ -190,6 +194,7 @@ pub struct QueuePairSnapshot {
     pub tx_notifications: u64,
     pub rx_notifications: u64,
     pub notifications_suppressed: u64,
+    pub uplink_kernel_drops: u64,
     pub drops: std::collections::BTreeMap<&'static str, u64>,
 }
 

@@ -226,3 +226,23 @@ pub fn packet_socket(ifindex: libc::c_int, fanout_group: Option<u16>) -> io::Res
     }
     Ok(fd)
 }
+
+/// Packets the kernel dropped for this packet socket since the last call (`PACKET_STATISTICS`
+/// reads and resets the socket's counters).
+pub fn packet_drops(fd: RawFd) -> io::Result<u64> {
+    // SAFETY: tpacket_stats is plain old data; all-zero is a valid value.
+    let mut st: libc::tpacket_stats = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `st`, a live exclusive local of
+    // exactly that size, and updates `len`, also a live local.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&mut st as *mut libc::tpacket_stats).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(u64::from(st.tp_drops))
+}

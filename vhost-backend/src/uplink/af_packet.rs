@@ -42,6 +42,10 @@ impl PacketPort for PacketSocketPort {
         })
     }
 
+    fn kernel_drops(&mut self) -> u64 {
+        sys::packet_drops(self.fd.as_raw_fd()).unwrap_or(0)
+    }
+
     fn ready_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
