@@ -10,7 +10,7 @@
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use packet_ring::{GuestOffloads, PacketPort};
@@ -25,6 +25,7 @@ use vmm_sys_util::event::{
 };
 
 use crate::config::NetConfig;
+use crate::ctrl::{CtrlQueue, CtrlState};
 use crate::features::{NetFeatures, OFFERED_FEATURES, offered_protocol_features};
 use crate::queue_pair::{HostError, QueuePair, QueuePairConfig};
 use crate::stats::{QueuePairSnapshot, QueuePairStats};
@@ -40,8 +41,12 @@ pub const RX_VRING_EVENT: u16 = 0;
 /// Event id of a pair's TX vring inside its worker.
 pub const TX_VRING_EVENT: u16 = 1;
 
-/// The most queue pairs: the framework's per-worker queue mask is 64 bits, two per pair.
-pub const MAX_QUEUE_PAIRS: usize = 32;
+/// The most queue pairs: the framework's queue masks are 64 bits, two per pair plus the
+/// control queue.
+pub const MAX_QUEUE_PAIRS: usize = 31;
+
+/// Event id of the control queue inside its own worker.
+pub const CTRL_VRING_EVENT: u16 = 0;
 
 /// What the device is, fixed at start-up.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +66,12 @@ struct PairSlot {
     named: bool,
 }
 
+#[derive(Debug, Default)]
+struct CtrlSlot {
+    ctrl: CtrlQueue,
+    mem: Option<GuestMem>,
+}
+
 /// The vhost-user virtio-net device.
 #[derive(Debug)]
 pub struct NetBackend {
@@ -68,6 +79,11 @@ pub struct NetBackend {
     pairs: Vec<Mutex<PairSlot>>,
     stats: Vec<Arc<QueuePairStats>>,
     acked_features: AtomicU64,
+    /// The control queue (last queue), served on its own worker.
+    ctrl: Mutex<CtrlSlot>,
+    /// Pairs that carry traffic: all of them, unless a frontend passing the control queue
+    /// through says otherwise with VQ_PAIRS_SET (it starts at 1, virtio 1.2 §5.1.6.5.5).
+    active_pairs: AtomicUsize,
 }
 
 /// Why the device could not be built.
@@ -112,11 +128,14 @@ impl NetBackend {
             }));
             stats.push(s);
         }
+        let all = pairs.len();
         Ok(Self {
             config,
             pairs,
             stats,
             acked_features: AtomicU64::new(0),
+            ctrl: Mutex::new(CtrlSlot::default()),
+            active_pairs: AtomicUsize::new(all),
         })
     }
 
@@ -155,6 +174,14 @@ impl NetBackend {
     /// it again), so only the negotiated state goes.
     fn reset_state(&self, forget_memory: bool) {
         self.acked_features.store(0, Ordering::Relaxed);
+        self.active_pairs.store(self.pairs.len(), Ordering::Relaxed);
+        {
+            let mut c = self.ctrl_slot();
+            c.ctrl.reset();
+            if forget_memory {
+                c.mem = None;
+            }
+        }
         for i in 0..self.pairs.len() {
             if let Some(mut s) = self.slot(i) {
                 s.qp.reset();
@@ -171,6 +198,19 @@ impl NetBackend {
                 }
             }
         }
+    }
+
+    fn ctrl_slot(&self) -> MutexGuard<'_, CtrlSlot> {
+        self.ctrl.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What the control queue last acknowledged (all defaults unless a frontend passes the
+    /// control queue through), and how many pairs carry traffic.
+    pub fn control_state(&self) -> (CtrlState, usize) {
+        (
+            self.ctrl_slot().ctrl.state(),
+            self.active_pairs.load(Ordering::Relaxed),
+        )
     }
 
     /// Counters of every pair. Also collects the uplinks' kernel-side drop counts, taking
@@ -202,6 +242,37 @@ impl NetBackend {
         }
     }
 
+    fn handle_ctrl_event(&self, device_event: u16, vrings: &[NetVring]) -> io::Result<()> {
+        if device_event != CTRL_VRING_EVENT {
+            return Ok(());
+        }
+        let mut c = self.ctrl_slot();
+        crate::sys::set_current_thread_name("knic-ctrl");
+        let (Some(mem), [vring]) = (c.mem.clone(), vrings) else {
+            return Ok(());
+        };
+        let mem = mem.memory();
+        let mut state = vring.get_mut();
+        if !state.get_queue().ready() || !state.is_enabled() {
+            return Ok(());
+        }
+        match c.ctrl.process(
+            state.get_queue_mut(),
+            &*mem,
+            &self.active_pairs,
+            self.pairs.len(),
+        ) {
+            Ok(true) => {
+                if state.needs_notification().unwrap_or(true) {
+                    state.signal_used_queue()?;
+                }
+            }
+            Ok(false) => {}
+            Err(e) => warn!("control queue: {e}"),
+        }
+        Ok(())
+    }
+
     /// Processes one ring of the pair (`rx` chooses which) if it is started, then signals the
     /// guest if the ring's notification rules ask for it.
     fn run_ring(
@@ -209,13 +280,14 @@ impl NetBackend {
         mem: &GuestMemoryMmap<()>,
         vring: &NetVring,
         rx: bool,
+        pair_active: bool,
     ) -> Result<(), HostError> {
         let mut state = vring.get_mut();
         if !state.get_queue().ready() {
             // Not started: RX packets wait in the uplink; the framework calls us on start.
             return Ok(());
         }
-        let enabled = state.is_enabled();
+        let enabled = state.is_enabled() && pair_active;
         let queue = state.get_queue_mut();
         let notify = if rx {
             slot.qp.process_rx(queue, mem, enabled)?
@@ -249,7 +321,8 @@ impl VhostUserBackend for NetBackend {
     type Vring = NetVring;
 
     fn num_queues(&self) -> usize {
-        2 * self.pairs.len()
+        // RX/TX per pair, then the control queue.
+        2 * self.pairs.len() + 1
     }
 
     fn max_queue_size(&self) -> usize {
@@ -264,6 +337,8 @@ impl VhostUserBackend for NetBackend {
         self.acked_features.store(features, Ordering::Relaxed);
         let nf = NetFeatures::from_acked(features);
         debug!(features = format_args!("{features:#x}"), "features acked");
+        let active = if nf.ctrl_vq { 1 } else { self.pairs.len() };
+        self.active_pairs.store(active, Ordering::Relaxed);
         for i in 0..self.pairs.len() {
             if let Some(mut s) = self.slot(i) {
                 s.qp.set_features(nf);
@@ -291,6 +366,7 @@ impl VhostUserBackend for NetBackend {
     }
 
     fn update_memory(&self, mem: GuestMem) -> io::Result<()> {
+        self.ctrl_slot().mem = Some(mem.clone());
         for i in 0..self.pairs.len() {
             if let Some(mut s) = self.slot(i) {
                 s.mem = Some(mem.clone());
@@ -300,7 +376,11 @@ impl VhostUserBackend for NetBackend {
     }
 
     fn queues_per_thread(&self) -> Vec<u64> {
-        (0..self.pairs.len()).map(|i| 0b11u64 << (2 * i)).collect()
+        let pairs = self.pairs.len();
+        (0..pairs)
+            .map(|i| 0b11u64 << (2 * i))
+            .chain(std::iter::once(1u64 << (2 * pairs)))
+            .collect()
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
@@ -320,7 +400,11 @@ impl VhostUserBackend for NetBackend {
         vrings: &[NetVring],
         thread_id: usize,
     ) -> io::Result<()> {
+        if thread_id == self.pairs.len() {
+            return self.handle_ctrl_event(device_event, vrings);
+        }
         let uplink_event = self.uplink_event();
+        let pair_active = thread_id < self.active_pairs.load(Ordering::Relaxed);
         let Some(mut slot) = self.slot(thread_id) else {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         };
@@ -339,15 +423,15 @@ impl VhostUserBackend for NetBackend {
         let result = match device_event {
             RX_VRING_EVENT => {
                 slot.qp.stats().rx_kicks.add(1);
-                Self::run_ring(&mut slot, &mem, rx, true)
+                Self::run_ring(&mut slot, &mem, rx, true, pair_active)
             }
             TX_VRING_EVENT => {
                 slot.qp.stats().tx_kicks.add(1);
-                Self::run_ring(&mut slot, &mem, tx, false)
+                Self::run_ring(&mut slot, &mem, tx, false, pair_active)
             }
             e if e == uplink_event => {
                 slot.qp.stats().uplink_events.add(1);
-                Self::run_ring(&mut slot, &mem, rx, true)
+                Self::run_ring(&mut slot, &mem, rx, true, pair_active)
             }
             other => {
                 warn!(queue_pair = thread_id, event = other, "unexpected event id");
@@ -358,12 +442,15 @@ impl VhostUserBackend for NetBackend {
         // ring must still be processed and discarded (vhost-user "Ring states"): do it
         // whenever this worker runs.
         let result = result.and_then(|()| {
-            let disabled_tx = {
+            let (disabled_tx, started_tx) = {
                 let st = tx.get_ref();
-                st.get_queue().ready() && !st.is_enabled()
+                (
+                    st.get_queue().ready() && !st.is_enabled(),
+                    st.get_queue().ready(),
+                )
             };
-            if device_event != TX_VRING_EVENT && disabled_tx {
-                Self::run_ring(&mut slot, &mem, tx, false)
+            if device_event != TX_VRING_EVENT && (disabled_tx || (started_tx && !pair_active)) {
+                Self::run_ring(&mut slot, &mem, tx, false, pair_active)
             } else {
                 Ok(())
             }

@@ -4,7 +4,8 @@
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_net::{
-    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_CTRL_MAC_ADDR, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_VQ,
+    VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
     VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
     VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU,
     VIRTIO_NET_F_STATUS,
@@ -17,9 +18,15 @@ const fn bit(b: u32) -> u64 {
     1 << b
 }
 
-/// Every virtio feature the device offers. Control-queue features are absent: QEMU,
-/// cloud-hypervisor and DPDK virtio-user emulate the control queue themselves.
-pub const OFFERED_FEATURES: u64 = bit(VIRTIO_F_VERSION_1)
+/// The control-queue features. QEMU, cloud-hypervisor and DPDK virtio-user emulate the
+/// control queue themselves and never ack these to a backend; a frontend that passes the
+/// queue through acks them and gets the device's control queue (`ctrl`).
+pub const CTRL_FEATURES: u64 =
+    bit(VIRTIO_NET_F_CTRL_VQ) | bit(VIRTIO_NET_F_CTRL_RX) | bit(VIRTIO_NET_F_CTRL_MAC_ADDR);
+
+/// Every virtio feature the device offers.
+pub const OFFERED_FEATURES: u64 = CTRL_FEATURES
+    | bit(VIRTIO_F_VERSION_1)
     | bit(VIRTIO_RING_F_EVENT_IDX)
     | bit(VIRTIO_RING_F_INDIRECT_DESC)
     | bit(VIRTIO_NET_F_MAC)
@@ -54,6 +61,10 @@ pub struct NetFeatures {
     pub hdr_len: usize,
     pub mrg_rxbuf: bool,
     pub event_idx: bool,
+    /// The frontend passes the control queue through (`CTRL_VQ` acked).
+    pub ctrl_vq: bool,
+    /// Multi-queue negotiated (`MQ` acked).
+    pub mq: bool,
     /// Guest may send partial checksums (`CSUM`).
     pub host_csum: bool,
     pub host_tso4: bool,
@@ -80,6 +91,8 @@ impl NetFeatures {
             },
             mrg_rxbuf,
             event_idx: has(VIRTIO_RING_F_EVENT_IDX),
+            ctrl_vq: has(VIRTIO_NET_F_CTRL_VQ),
+            mq: has(VIRTIO_NET_F_MQ),
             host_csum: has(VIRTIO_NET_F_CSUM),
             host_tso4: has(VIRTIO_NET_F_HOST_TSO4),
             host_tso6: has(VIRTIO_NET_F_HOST_TSO6),

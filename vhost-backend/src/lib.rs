@@ -14,6 +14,7 @@
 mod backend;
 pub mod cli;
 pub mod config;
+pub mod ctrl;
 pub mod daemon;
 pub mod features;
 mod queue_pair;
@@ -27,8 +28,8 @@ mod tx;
 pub mod uplink;
 
 pub use backend::{
-    BackendError, GuestMem, MAX_QUEUE_PAIRS, NetBackend, NetBackendConfig, NetVring,
-    RX_VRING_EVENT, SharedBackend, TX_VRING_EVENT,
+    BackendError, CTRL_VRING_EVENT, GuestMem, MAX_QUEUE_PAIRS, NetBackend, NetBackendConfig,
+    NetVring, RX_VRING_EVENT, SharedBackend, TX_VRING_EVENT,
 };
 pub use queue_pair::{HostError, QueuePair, QueuePairConfig};
 pub use rx::{Placement, RxBuffers, RxChainError};

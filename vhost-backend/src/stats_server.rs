@@ -12,18 +12,26 @@ use serde::Serialize;
 use tracing::warn;
 
 use crate::backend::NetBackend;
+use crate::ctrl::CtrlState;
 use crate::stats::QueuePairSnapshot;
 
 /// The document served.
 #[derive(Debug, Serialize)]
 pub struct StatsDocument {
     pub queue_pairs: Vec<QueuePairSnapshot>,
+    /// Pairs carrying traffic (changed only by a frontend passing the control queue through).
+    pub active_queue_pairs: usize,
+    /// The control queue's acknowledged state and command counts.
+    pub control: CtrlState,
 }
 
 /// Renders the current counters as JSON.
 pub fn render(backend: &NetBackend) -> String {
+    let (control, active_queue_pairs) = backend.control_state();
     let doc = StatsDocument {
         queue_pairs: backend.stats(),
+        active_queue_pairs,
+        control,
     };
     serde_json::to_string(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }

@@ -68,7 +68,8 @@ fn session(socket: &PathBuf, peer: &mut MemoryPeer, round: u8, backend: &NetBack
         acked |= VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS;
     }
     fe.set_protocol_features(acked).unwrap();
-    assert_eq!(fe.get_queue_num().unwrap(), 2);
+    // RX + TX + the control queue (this frontend acks CTRL_VQ, so it would be used).
+    assert_eq!(fe.get_queue_num().unwrap(), 3);
     let (_, cfg) = fe
         .get_config(0, 12, VhostUserConfigFlags::empty(), &[0u8; 12])
         .unwrap();

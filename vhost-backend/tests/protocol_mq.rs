@@ -19,7 +19,10 @@ use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserProtocolFeatures
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo};
 use vhost_backend::daemon::{Role, ServeConfig, serve};
-use vhost_backend::features::OFFERED_FEATURES;
+use vhost_backend::features::{CTRL_FEATURES, OFFERED_FEATURES};
+
+/// What QEMU acks: everything but the control-queue features, which it emulates itself.
+const QEMU_LIKE: u64 = OFFERED_FEATURES & !CTRL_FEATURES;
 use vhost_backend::{NetBackend, NetBackendConfig};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
@@ -55,11 +58,13 @@ struct Session {
 }
 
 impl Session {
-    fn negotiate(mut fe: Frontend, nqueues: usize, tag: &str) -> Self {
+    /// Negotiates `features` and sets up queues `0..nqueues` (the control queue is
+    /// `2 * pairs`, so `nqueues = 2 * pairs + 1` includes it).
+    fn negotiate(mut fe: Frontend, pairs: usize, nqueues: usize, tag: &str, features: u64) -> Self {
         let mem = shared_memory(tag);
         fe.set_owner().unwrap();
         assert_eq!(fe.get_features().unwrap(), OFFERED_FEATURES);
-        fe.set_features(OFFERED_FEATURES).unwrap();
+        fe.set_features(features).unwrap();
         fe.set_protocol_features(
             VhostUserProtocolFeatures::MQ
                 | VhostUserProtocolFeatures::REPLY_ACK
@@ -67,13 +72,13 @@ impl Session {
                 | VhostUserProtocolFeatures::RESET_DEVICE,
         )
         .unwrap();
-        assert_eq!(fe.get_queue_num().unwrap(), nqueues as u64);
+        assert_eq!(fe.get_queue_num().unwrap(), 2 * pairs as u64 + 1);
         let (_, cfg) = fe
             .get_config(0, 12, VhostUserConfigFlags::empty(), &[0u8; 12])
             .unwrap();
         assert_eq!(
             usize::from(u16::from_le_bytes([cfg[8], cfg[9]])),
-            nqueues / 2,
+            pairs,
             "max_virtqueue_pairs"
         );
         let region = mem.iter().next().unwrap();
@@ -155,7 +160,14 @@ fn two_queue_pairs_follow_set_vring_enable() {
     let server = std::thread::spawn(move || serve(b, &config, &AtomicBool::new(false)));
     wait_until("the socket", || socket.exists());
 
-    let mut s = Session::negotiate(Frontend::connect(&socket, 4).unwrap(), 4, "mq");
+    // Like QEMU: the control queue stays with the frontend.
+    let mut s = Session::negotiate(
+        Frontend::connect(&socket, 5).unwrap(),
+        2,
+        4,
+        "mq",
+        QEMU_LIKE,
+    );
     s.enable_pair(0, true);
 
     // Pair 1 is started but disabled: its TX is processed and discarded, never forwarded.
@@ -228,7 +240,13 @@ fn client_mode_dials_retries_and_redials() {
 
     for round in 0..2u8 {
         let (stream, _) = listener.accept().unwrap();
-        let mut s = Session::negotiate(Frontend::from_stream(stream, 2), 2, &format!("cl{round}"));
+        let mut s = Session::negotiate(
+            Frontend::from_stream(stream, 3),
+            1,
+            2,
+            &format!("cl{round}"),
+            QEMU_LIKE,
+        );
         s.enable_pair(0, true);
         s.transmit(0, &frame(80, round));
         wait_until("the packet", || {
@@ -239,4 +257,80 @@ fn client_mode_dials_retries_and_redials() {
     }
     client.join().unwrap().unwrap();
     let _ = std::fs::remove_file(&socket);
+}
+
+impl Session {
+    /// Sends one control command (class, command, data) on control queue `q` and returns
+    /// the device's status byte.
+    fn control(&mut self, q: usize, cmd: &[u8]) -> u8 {
+        let at = 0x30_0000;
+        let status = at + 0x100;
+        self.mem.write_slice(cmd, GuestAddress(at)).unwrap();
+        self.mem.write_obj(0xffu8, GuestAddress(status)).unwrap();
+        let used = self.queues[q].used_idx(&self.mem);
+        self.queues[q].add_chain(
+            &self.mem,
+            &[(at, cmd.len() as u32, false), (status, 1, true)],
+        );
+        self.kicks[q].write(1).unwrap();
+        wait_until("the control command's answer", || {
+            self.queues[q].used_idx(&self.mem) == used.wrapping_add(1)
+        });
+        self.mem.read_obj(GuestAddress(status)).unwrap()
+    }
+}
+
+#[test]
+fn passed_through_control_queue_sets_active_pairs() {
+    let (backend, mut peers) = backend(2);
+    let socket = scratch_path("ctrl.sock");
+    let config = ServeConfig {
+        socket: socket.clone(),
+        role: Role::Server,
+        max_connections: Some(1),
+    };
+    let b = Arc::clone(&backend);
+    let server = std::thread::spawn(move || serve(b, &config, &AtomicBool::new(false)));
+    wait_until("the socket", || socket.exists());
+
+    // This frontend acks CTRL_VQ and sets up queue 4, the control queue.
+    let mut s = Session::negotiate(
+        Frontend::connect(&socket, 5).unwrap(),
+        2,
+        5,
+        "ctrl",
+        OFFERED_FEATURES,
+    );
+    s.enable_pair(0, true);
+    s.enable_pair(1, true);
+    s.fe.set_vring_enable(4, true).unwrap();
+    s.barrier();
+
+    // Until VQ_PAIRS_SET only the first pair carries traffic.
+    assert_eq!(backend.control_state().1, 1);
+    s.transmit(1, &frame(100, 1));
+    wait_until("pair 1's TX to be discarded", || {
+        backend.stats()[1].drops["tx_ring_disabled"] == 1
+    });
+    assert!(received(&mut peers[1]).is_empty());
+
+    // VIRTIO_NET_CTRL_MQ / VQ_PAIRS_SET 2: acknowledged, and pair 1 forwards.
+    assert_eq!(s.control(4, &[4, 0, 2, 0]), 0);
+    assert_eq!(backend.control_state().1, 2);
+    s.transmit(1, &frame(120, 2));
+    wait_until("pair 1's packet", || st_tx(&backend, 1) == 2);
+    assert_eq!(received(&mut peers[1]), vec![frame(120, 2)]);
+
+    // Out of range and unknown commands are refused; MAC_ADDR_SET is recorded.
+    assert_eq!(s.control(4, &[4, 0, 3, 0]), 1);
+    assert_eq!(s.control(4, &[9, 9]), 1);
+    assert_eq!(s.control(4, &[1, 1, 2, 0, 0, 0, 0, 7]), 0);
+    let (ctrl, active) = backend.control_state();
+    assert_eq!(active, 2);
+    assert_eq!(ctrl.mac, Some([2, 0, 0, 0, 0, 7]));
+    assert_eq!((ctrl.commands, ctrl.rejected), (4, 2));
+    assert!(thread_names().iter().any(|n| n == "knic-ctrl"));
+
+    drop(s);
+    server.join().unwrap().unwrap();
 }
