@@ -2,7 +2,8 @@
 # Builds the queue-pair fuzz target and runs it for a bounded time.
 #   vhost-backend/fuzz/run.sh [SECONDS]   (default 60)
 # Needs cargo-fuzz (`cargo install cargo-fuzz`); only stable Rust is installed, so the
-# nightly-only sanitizer flags are unlocked with RUSTC_BOOTSTRAP=1.
+# nightly-only sanitizer flags are unlocked with RUSTC_BOOTSTRAP=1. An input that makes
+# processing run for 10 s (a spin) is reported like a crash.
 set -euo pipefail
 secs="${1:-60}"
 cd "$(dirname "$0")/.."
@@ -14,4 +15,4 @@ export RUSTC_BOOTSTRAP=1
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}"
 cargo fuzz build queue_pair
 mkdir -p fuzz/corpus/queue_pair
-cargo fuzz run queue_pair fuzz/corpus/queue_pair -- -max_total_time="$secs" -rss_limit_mb=4096
+cargo fuzz run queue_pair fuzz/corpus/queue_pair -- -max_total_time="$secs" -timeout=10 -rss_limit_mb=4096

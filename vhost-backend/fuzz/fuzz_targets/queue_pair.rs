@@ -1,5 +1,5 @@
 //! Guest memory, ring indices, feature bits and uplink packets all come from the input; the
-//! queue pair then processes its TX and RX rings. Any panic, or any access outside guest
+//! queue pair then processes its TX and RX rings, and the control queue its commands. Any panic, or any access outside guest
 //! memory (ASan), is a finding.
 //!
 //! Input layout: byte 0 selects features, bytes 1..3 the TX avail index, 3..5 the RX avail
@@ -8,6 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use packet_ring::{VirtioNetHdr, memory_port_pair};
+use vhost_backend::ctrl::CtrlQueue;
 use vhost_backend::features::{NetFeatures, OFFERED_FEATURES};
 use vhost_backend::stats::QueuePairStats;
 use vhost_backend::{QueuePair, QueuePairConfig};
@@ -18,6 +19,7 @@ const MEM: usize = 0x1_0000;
 const QSIZE: u16 = 16;
 const TX_RING: u64 = 0x0;
 const RX_RING: u64 = 0x1000;
+const CTRL_RING: u64 = 0x2000;
 
 fn queue(base: u64, mem: &GuestMemoryMmap, avail_idx: u16, event_idx: bool) -> Queue {
     let mut q = Queue::new(QSIZE).expect("queue size is valid");
@@ -84,4 +86,10 @@ fuzz_target!(|data: &[u8]| {
     let mut rxq = queue(RX_RING, &mem, rx_avail, event_idx);
     let _ = qp.process_rx(&mut rxq, &mem, sel & 8 == 0);
     peer.recv_with(usize::MAX, |_| {});
+
+    // The control queue reads commands from the same memory (its ring at CTRL_RING).
+    let mut ctrlq = queue(CTRL_RING, &mem, tx_avail ^ rx_avail, event_idx);
+    let active = std::sync::atomic::AtomicUsize::new(1);
+    let _ = CtrlQueue::default().process(&mut ctrlq, &mem, &active, 4);
+    assert!((1..=4).contains(&active.load(std::sync::atomic::Ordering::Relaxed)));
 });
