@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use packet_ring::{GuestOffloads, PacketPort};
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_queue::QueueT;
@@ -442,20 +442,21 @@ impl VhostUserBackend for NetBackend {
         // ring must still be processed and discarded (vhost-user "Ring states"): do it
         // whenever this worker runs.
         let result = result.and_then(|()| {
-            let (disabled_tx, started_tx) = {
+            let (started, enabled) = {
                 let st = tx.get_ref();
-                (
-                    st.get_queue().ready() && !st.is_enabled(),
-                    st.get_queue().ready(),
-                )
+                (st.get_queue().ready(), st.is_enabled())
             };
-            if device_event != TX_VRING_EVENT && (disabled_tx || (started_tx && !pair_active)) {
+            if device_event != TX_VRING_EVENT && started && !(enabled && pair_active) {
                 Self::run_ring(&mut slot, &mem, tx, false, pair_active)
             } else {
                 Ok(())
             }
         });
-        result.map_err(io::Error::other)
+        result.map_err(|e| {
+            // Returning an error ends this pair's worker; say so where an operator looks.
+            error!(queue_pair = thread_id, "worker stops on a host error: {e}");
+            io::Error::other(e)
+        })
     }
 }
 
