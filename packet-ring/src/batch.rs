@@ -134,6 +134,17 @@ impl PacketBatch {
         self.slots.get_mut(self.len)
     }
 
+    /// Every unused slot, to fill several in place (e.g. one `recvmmsg`); they join the batch
+    /// with [`PacketBatch::commit_n`].
+    pub fn spare_mut(&mut self) -> &mut [Packet] {
+        &mut self.slots[self.len..]
+    }
+
+    /// Adds the first `n` spare slots to the batch (at most as many as there are).
+    pub fn commit_n(&mut self, n: usize) {
+        self.len = (self.len + n).min(self.slots.len());
+    }
+
     /// Adds the slot last returned by [`PacketBatch::next_slot`] to the batch.
     pub fn commit(&mut self) {
         if self.len < self.slots.len() {
@@ -182,5 +193,10 @@ mod tests {
         b.clear();
         assert!(b.is_empty());
         assert_eq!(b.capacity(), 2);
+        assert_eq!(b.spare_mut().len(), 2);
+        b.spare_mut()[0].fill(VirtioNetHdr::default(), &[5]);
+        b.commit_n(5);
+        assert!(b.is_full());
+        assert_eq!(b.packets()[0].frame(), &[5]);
     }
 }

@@ -246,3 +246,102 @@ pub fn packet_drops(fd: RawFd) -> io::Result<u64> {
     })?;
     Ok(u64::from(st.tp_drops))
 }
+
+/// Most datagrams moved per `sendmmsg`/`recvmmsg` call.
+pub const MMSG_BATCH: usize = 64;
+
+/// Sends `packets[i]` as `hdrs[i] + frame` datagrams with one `sendmmsg` (at most
+/// [`MMSG_BATCH`]). Returns how many the kernel took, in order; the first one not taken is
+/// the one the error (if any) is about.
+pub fn send_datagrams(
+    fd: RawFd,
+    hdrs: &[[u8; packet_ring::VirtioNetHdr::LEGACY_LEN]],
+    packets: &[packet_ring::Packet],
+) -> io::Result<usize> {
+    let n = hdrs.len().min(packets.len()).min(MMSG_BATCH);
+    let empty = libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    };
+    let mut iov = [[empty; 2]; MMSG_BATCH];
+    // SAFETY: mmsghdr is plain old data; all-zero (null pointers, zero lengths) is valid.
+    let mut msgs: [libc::mmsghdr; MMSG_BATCH] = unsafe { std::mem::zeroed() };
+    for i in 0..n {
+        iov[i] = [
+            libc::iovec {
+                iov_base: hdrs[i].as_ptr() as *mut libc::c_void,
+                iov_len: hdrs[i].len(),
+            },
+            libc::iovec {
+                iov_base: packets[i].frame().as_ptr() as *mut libc::c_void,
+                iov_len: packets[i].len(),
+            },
+        ];
+        msgs[i].msg_hdr.msg_iov = iov[i].as_mut_ptr();
+        msgs[i].msg_hdr.msg_iovlen = 2;
+    }
+    // SAFETY: the first `n` mmsghdrs each point at two iovecs in `iov`, which point into
+    // `hdrs` and the packets' frames: live shared borrows that sendmmsg only reads, all
+    // outliving the call. No name, control data or flags are passed.
+    let sent = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, 0) };
+    if sent < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(sent as usize)
+    }
+}
+
+/// Receives up to `spare.len()` (at most [`MMSG_BATCH`]) datagrams with one non-blocking
+/// `recvmmsg`, datagram `i` into `hdrs[i]` then `spare[i]`'s buffer; `lens[i]` gets its total
+/// length. Returns how many arrived (an error means none).
+pub fn recv_datagrams(
+    fd: RawFd,
+    hdrs: &mut [[u8; packet_ring::VirtioNetHdr::LEGACY_LEN]],
+    spare: &mut [packet_ring::Packet],
+    lens: &mut [usize],
+) -> io::Result<usize> {
+    let n = hdrs.len().min(spare.len()).min(lens.len()).min(MMSG_BATCH);
+    let empty = libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    };
+    let mut iov = [[empty; 2]; MMSG_BATCH];
+    // SAFETY: mmsghdr is plain old data; all-zero (null pointers, zero lengths) is valid.
+    let mut msgs: [libc::mmsghdr; MMSG_BATCH] = unsafe { std::mem::zeroed() };
+    for (i, (h, p)) in hdrs.iter_mut().zip(spare.iter_mut()).take(n).enumerate() {
+        let buf = p.buf_mut();
+        iov[i] = [
+            libc::iovec {
+                iov_base: h.as_mut_ptr() as *mut libc::c_void,
+                iov_len: h.len(),
+            },
+            libc::iovec {
+                iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+                iov_len: buf.len(),
+            },
+        ];
+        msgs[i].msg_hdr.msg_iov = iov[i].as_mut_ptr();
+        msgs[i].msg_hdr.msg_iovlen = 2;
+    }
+    // SAFETY: the first `n` mmsghdrs each point at two iovecs in `iov`, which point into
+    // distinct `hdrs` entries and distinct packet buffers (exclusive borrows, no overlap)
+    // that recvmmsg may write up to their lengths; all outlive the call. MSG_DONTWAIT keeps
+    // it from blocking; no timeout pointer is passed.
+    let got = unsafe {
+        libc::recvmmsg(
+            fd,
+            msgs.as_mut_ptr(),
+            n as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if got < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let got = got as usize;
+    for (len, m) in lens.iter_mut().zip(&msgs).take(got) {
+        *len = m.msg_len as usize;
+    }
+    Ok(got)
+}

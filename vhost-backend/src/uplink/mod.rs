@@ -3,7 +3,6 @@
 //! metadata (GSO, partial checksums) passes end to end without touching the payload.
 
 mod af_packet;
-mod frames;
 mod tap;
 
 use std::fmt;

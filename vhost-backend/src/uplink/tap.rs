@@ -7,7 +7,6 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use packet_ring::{GuestOffloads, PacketBatch, PacketPort, PortError, VirtioNetHdr};
 
-use super::frames::{self, HdrLayout};
 use crate::sys;
 
 /// One queue of a TAP device.
@@ -36,12 +35,44 @@ fn is_refusal(e: &io::Error) -> bool {
 }
 
 impl PacketPort for TapPort {
+    /// One `writev` per frame: a TAP is a character device, there is no batched write.
     fn send(&mut self, batch: &PacketBatch) -> Result<usize, PortError> {
-        frames::send(self.fd.as_raw_fd(), HdrLayout::V1, batch, is_refusal)
+        let mut sent = 0;
+        for pkt in batch.packets() {
+            let hdr = pkt.hdr.to_bytes();
+            match sys::write2(self.fd.as_raw_fd(), &hdr, pkt.frame()) {
+                Ok(_) => sent += 1,
+                Err(e) if is_refusal(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(PortError::Send(e)),
+            }
+        }
+        Ok(sent)
     }
 
+    /// One `readv` per frame, until the batch is full or the TAP has none.
     fn recv(&mut self, batch: &mut PacketBatch) -> Result<usize, PortError> {
-        frames::recv(self.fd.as_raw_fd(), HdrLayout::V1, batch, |_| false)
+        let mut got = 0;
+        let mut hdr = [0u8; VirtioNetHdr::LEN];
+        while let Some(slot) = batch.next_slot() {
+            match sys::read2(self.fd.as_raw_fd(), &mut hdr, slot.buf_mut()) {
+                Ok(n) if n > VirtioNetHdr::LEN => {
+                    // The kernel wrote this header; an odd one only costs the frame.
+                    let Ok(h) = VirtioNetHdr::parse(&hdr) else {
+                        continue;
+                    };
+                    slot.hdr = h;
+                    if slot.set_len(n - VirtioNetHdr::LEN) {
+                        batch.commit();
+                        got += 1;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(PortError::Recv(e)),
+            }
+        }
+        Ok(got)
     }
 
     fn ready_fd(&self) -> RawFd {
