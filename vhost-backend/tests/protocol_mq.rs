@@ -214,6 +214,7 @@ fn two_queue_pairs_follow_set_vring_enable() {
 
     drop(s);
     server.join().unwrap().unwrap();
+    let _ = std::fs::remove_file(&socket);
 }
 
 fn st_tx(b: &NetBackend, pair: usize) -> u64 {
@@ -333,4 +334,5 @@ fn passed_through_control_queue_sets_active_pairs() {
 
     drop(s);
     server.join().unwrap().unwrap();
+    let _ = std::fs::remove_file(&socket);
 }
