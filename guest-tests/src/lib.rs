@@ -13,6 +13,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+pub mod initramfs;
+
 const SETUP: &str = "deploy/dev/setup-debian.sh";
 
 /// Tests share two cores and DPDK's file prefix space: one at a time.
@@ -201,8 +203,11 @@ impl Scratch {
 }
 
 impl Drop for Scratch {
+    /// Kept for inspection when `KNIC_E2E_KEEP` is set.
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        if std::env::var_os("KNIC_E2E_KEEP").is_none() {
+            let _ = fs::remove_dir_all(&self.0);
+        }
     }
 }
 
