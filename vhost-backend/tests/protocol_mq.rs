@@ -147,18 +147,27 @@ fn thread_names() -> Vec<String> {
         .collect()
 }
 
+/// Serves one frontend on `socket` from a background thread, once the socket exists.
+fn serve_once(
+    backend: &Arc<NetBackend>,
+    socket: &std::path::Path,
+) -> std::thread::JoinHandle<Result<(), vhost_backend::daemon::DaemonError>> {
+    let config = ServeConfig {
+        socket: socket.to_path_buf(),
+        role: Role::Server,
+        max_connections: Some(1),
+    };
+    let b = Arc::clone(backend);
+    let server = std::thread::spawn(move || serve(b, &config, &AtomicBool::new(false)));
+    wait_until("the socket", || socket.exists());
+    server
+}
+
 #[test]
 fn two_queue_pairs_follow_set_vring_enable() {
     let (backend, mut peers) = backend(2);
     let socket = scratch_path("mq.sock");
-    let config = ServeConfig {
-        socket: socket.clone(),
-        role: Role::Server,
-        max_connections: Some(1),
-    };
-    let b = Arc::clone(&backend);
-    let server = std::thread::spawn(move || serve(b, &config, &AtomicBool::new(false)));
-    wait_until("the socket", || socket.exists());
+    let server = serve_once(&backend, &socket);
 
     // Like QEMU: the control queue stays with the frontend.
     let mut s = Session::negotiate(
@@ -285,14 +294,7 @@ impl Session {
 fn passed_through_control_queue_sets_active_pairs() {
     let (backend, mut peers) = backend(2);
     let socket = scratch_path("ctrl.sock");
-    let config = ServeConfig {
-        socket: socket.clone(),
-        role: Role::Server,
-        max_connections: Some(1),
-    };
-    let b = Arc::clone(&backend);
-    let server = std::thread::spawn(move || serve(b, &config, &AtomicBool::new(false)));
-    wait_until("the socket", || socket.exists());
+    let server = serve_once(&backend, &socket);
 
     // This frontend acks CTRL_VQ and sets up queue 4, the control queue.
     let mut s = Session::negotiate(
