@@ -12,8 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use std::os::unix::net::{UnixListener, UnixStream};
 use thiserror::Error;
-use tracing::{info, warn};
+
+use tracing::{debug, info, warn};
 use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
@@ -54,6 +56,14 @@ pub enum DaemonError {
         #[source]
         source: vhost::vhost_user::Error,
     },
+    #[error("cannot listen on {}", path.display())]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("accepting or relaying a frontend connection failed")]
+    Accept(#[source] std::io::Error),
     /// The framework's error type carries no `std::error::Error` impl, so its text is kept.
     #[error("vhost-user framework: {0}")]
     Framework(String),
@@ -67,13 +77,18 @@ pub enum DaemonError {
 
 /// Serves frontends on `config.socket` until `stop` is set (checked between connections) or
 /// `max_connections` is reached.
+///
+/// The frontend's connection goes through [`crate::relay`] to the rust-vmm handler, which
+/// listens on a private socket next to the public one (`.NAME.knic-internal`).
 pub fn serve(
     backend: Arc<NetBackend>,
     config: &ServeConfig,
     stop: &AtomicBool,
 ) -> Result<(), DaemonError> {
-    let mut listener = match config.role {
-        Role::Server => Some(listen(&config.socket)?),
+    let internal = internal_path(&config.socket);
+    let mut fw_listener = listen(&internal)?;
+    let public = match config.role {
+        Role::Server => Some(bind_public(&config.socket)?),
         Role::Client { .. } => None,
     };
     let mut served = 0usize;
@@ -83,21 +98,25 @@ pub fn serve(
             .map_err(|e| DaemonError::Framework(e.to_string()))?;
         watch_uplinks(&backend, &daemon)?;
 
-        match config.role {
-            Role::Server => {
-                // Made above for the server role.
-                let Some(l) = listener.as_mut() else { break };
+        let frontend = match (&public, config.role) {
+            (Some(l), _) => {
                 info!(socket = %config.socket.display(), "waiting for a frontend");
-                daemon
-                    .start(l)
-                    .map_err(|e| DaemonError::Framework(e.to_string()))?;
+                l.accept().map_err(DaemonError::Accept)?.0
             }
-            Role::Client { retry } => {
-                if !dial(&mut daemon, &config.socket, retry, stop) {
-                    break;
-                }
-            }
-        }
+            (None, Role::Client { retry }) => match dial(&config.socket, retry, stop) {
+                Some(s) => s,
+                None => break,
+            },
+            (None, Role::Server) => break,
+        };
+        let handler_side = UnixStream::connect(&internal).map_err(DaemonError::Accept)?;
+        let relay = std::thread::Builder::new()
+            .name("knic-relay".to_string())
+            .spawn(move || crate::relay::relay(frontend, handler_side))
+            .map_err(DaemonError::Accept)?;
+        daemon
+            .start(&mut fw_listener)
+            .map_err(|e| DaemonError::Framework(e.to_string()))?;
         served += 1;
         info!(connection = served, "frontend connected");
         match daemon.wait() {
@@ -109,10 +128,37 @@ pub fn serve(
         }
         // Dropping the daemon stops and joins this connection's workers.
         drop(daemon);
+        match relay.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => debug!("relay ended: {e}"),
+            Err(_) => warn!("relay thread panicked"),
+        }
         backend.reset();
         info!("device reset; guest memory unmapped");
     }
+    let _ = std::fs::remove_file(&internal);
     Ok(())
+}
+
+/// The rust-vmm handler's private socket: hidden, next to the public one.
+fn internal_path(public: &Path) -> PathBuf {
+    let name = public
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "vhost.sock".to_string());
+    public.with_file_name(format!(".{name}.knic-internal"))
+}
+
+fn bind_public(path: &Path) -> Result<UnixListener, DaemonError> {
+    check_socket_dir(path)?;
+    // A socket file left by an earlier run would make bind fail.
+    if path.exists() {
+        let _ = std::fs::remove_file(path);
+    }
+    UnixListener::bind(path).map_err(|source| DaemonError::Bind {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Fails early, with advice, when the directory a socket would be created in is missing.
@@ -136,33 +182,21 @@ fn listen(path: &Path) -> Result<Listener, DaemonError> {
 }
 
 /// Connects to a listening frontend, retrying until it answers or `stop` is set.
-fn dial(
-    daemon: &mut VhostUserDaemon<Arc<NetBackend>>,
-    path: &Path,
-    retry: Duration,
-    stop: &AtomicBool,
-) -> bool {
-    let Some(path_str) = path.to_str() else {
-        warn!("socket path is not UTF-8: cannot dial it");
-        return false;
-    };
+fn dial(path: &Path, retry: Duration, stop: &AtomicBool) -> Option<UnixStream> {
     let mut logged = false;
     while !stop.load(Ordering::Relaxed) {
-        match daemon.start_client(path_str) {
-            Ok(()) => return true,
+        match UnixStream::connect(path) {
+            Ok(s) => return Some(s),
             Err(e) => {
                 if !logged {
-                    info!(
-                        socket = path_str,
-                        "frontend not reachable yet ({e}); retrying every {retry:?}"
-                    );
+                    info!(socket = %path.display(), "frontend not reachable yet ({e}); retrying every {retry:?}");
                     logged = true;
                 }
                 std::thread::sleep(retry);
             }
         }
     }
-    false
+    None
 }
 
 /// Registers each pair's uplink readiness fd, edge-triggered, in that pair's worker.

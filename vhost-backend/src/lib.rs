@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod features;
 mod queue_pair;
 mod ratelimit;
+mod relay;
 mod ring;
 mod rx;
 pub mod stats;

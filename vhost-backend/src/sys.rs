@@ -345,3 +345,92 @@ pub fn recv_datagrams(
     }
     Ok(got)
 }
+
+/// Most file descriptors one vhost-user message carries (the spec's limit is 8 for
+/// SET_MEM_TABLE; headroom for other senders).
+pub const MAX_MSG_FDS: usize = 32;
+
+/// `recvmsg` into `buf`, appending any passed file descriptors to `fds`. Returns the bytes
+/// read (0 at end of stream).
+pub fn recv_with_fds(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+    // u64 elements keep the control buffer aligned for cmsghdr.
+    let mut control = [0u64; 32];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain old data; all-zero is a valid value to fill in.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: `iov` points into `buf` (exclusive, `iov_len` bytes) and `msg_control` into
+    // `control` (exclusive, `msg_controllen` bytes); both outlive the call. MSG_CMSG_CLOEXEC
+    // makes received fds close-on-exec.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `msg` was filled by recvmsg; CMSG_FIRSTHDR/NXTHDR only walk within
+    // `msg_control..+msg_controllen`, and each header's data holds `cmsg_len - CMSG_LEN(0)`
+    // bytes of file descriptors that this process now owns (so wrapping them in OwnedFd is
+    // the single ownership).
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
+                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                for i in 0..bytes / std::mem::size_of::<libc::c_int>() {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok(n as usize)
+}
+
+/// `sendmsg` of `buf` with `fds` attached (at most [`MAX_MSG_FDS`]). Returns bytes sent.
+pub fn send_with_fds(fd: RawFd, buf: &[u8], fds: &[RawFd]) -> io::Result<usize> {
+    if fds.len() > MAX_MSG_FDS {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut control = [0u64; 32];
+    let iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain old data; all-zero is a valid value to fill in.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &iov as *const libc::iovec as *mut libc::iovec;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        let data_len = std::mem::size_of_val(fds) as u32;
+        msg.msg_control = control.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(data_len) } as usize;
+        // SAFETY: `control` (256 bytes) holds CMSG_SPACE(32 * 4) = 144 bytes, so the first
+        // header and its data fit; the fds are copied in, unaligned-safe.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(data_len) as usize;
+            let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
+            for (i, f) in fds.iter().enumerate() {
+                std::ptr::write_unaligned(data.add(i), *f);
+            }
+        }
+    }
+    // SAFETY: `iov` points into `buf` (shared, read only by sendmsg) and the control buffer
+    // was filled above; all outlive the call. MSG_NOSIGNAL: a vanished peer is an EPIPE
+    // error, not a signal.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
