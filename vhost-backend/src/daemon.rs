@@ -78,7 +78,7 @@ pub enum DaemonError {
 /// Serves frontends on `config.socket` until `stop` is set (checked between connections) or
 /// `max_connections` is reached.
 ///
-/// The frontend's connection goes through [`crate::relay`] to the rust-vmm handler, which
+/// The frontend's connection goes through the `relay` module to the rust-vmm handler, which
 /// listens on a private socket next to the public one (`.NAME.knic-internal`).
 pub fn serve(
     backend: Arc<NetBackend>,

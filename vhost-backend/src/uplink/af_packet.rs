@@ -11,7 +11,7 @@ use packet_ring::{PacketBatch, PacketPort, PortError, VirtioNetHdr};
 use crate::sys;
 
 /// One AF_PACKET socket bound to an interface. Batches cross the socket with one
-/// `sendmmsg`/`recvmmsg` per [`sys::MMSG_BATCH`] packets; the header scratch space is part of
+/// `sendmmsg`/`recvmmsg` per 64 packets; the header scratch space is part of
 /// the port, so nothing is allocated per call.
 #[derive(Debug)]
 pub struct PacketSocketPort {
