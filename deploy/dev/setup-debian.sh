@@ -22,6 +22,8 @@ PACKAGES=(
   linux-source-6.12 build-essential bc bison flex xz-utils ccache python3 binutils rsync
   # external peers and test tools
   qemu-system-x86 linux-image-cloud-amd64 busybox-static dpdk iperf3 iproute2 ethtool
+  # dpdk-testpmd (the virtio-user frontend the vhost e2e tests drive) ships in dpdk-dev
+  dpdk-dev
   tcpdump curl openssl procps psmisc iputils-ping
 )
 

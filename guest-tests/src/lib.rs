@@ -1,0 +1,381 @@
+//! Harness for knic's end-to-end tests with real peers.
+//!
+//! Every test needs root (network namespaces, TAP devices) and external tools; a missing one
+//! fails the test with a message naming `deploy/dev/setup-debian.sh`, never a silent pass.
+//! Traffic stays inside network namespaces the tests create. Children are reaped on drop
+//! (SIGTERM, then SIGKILL), namespaces deleted, and every wait has a deadline.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub mod initramfs;
+
+const SETUP: &str = "deploy/dev/setup-debian.sh";
+
+/// Tests share two cores and DPDK's file prefix space: one at a time.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Fails unless running as root.
+pub fn require_root() {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("?");
+    assert_eq!(
+        uid, "0",
+        "end-to-end tests create network namespaces and TAP devices: run them as root \
+         (a development machine is prepared by {SETUP})"
+    );
+}
+
+/// Path of `tool` on PATH, or a failure saying how to install it.
+pub fn require_tool(tool: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("`{tool}` is missing: run {SETUP} as root to install it"))
+}
+
+/// A binary built by this workspace next to the test executable (`target/<profile>/NAME`).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(format!("KNIC_{}", name.to_uppercase().replace('-', "_"))) {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let p = profile_dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} not built: run `cargo build --workspace --bins` (or `cargo test --workspace`)",
+        p.display()
+    );
+    p
+}
+
+/// Runs a command to completion, failing the test with its stderr if it fails.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A network namespace, deleted on drop.
+#[derive(Debug)]
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new(tag: &str) -> Self {
+        let name = format!("knic-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run(Command::new("ip").args(["netns", "add", &name]));
+        run(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
+        Self { name }
+    }
+
+    /// A command that runs inside the namespace.
+    pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// Reads a counter of `ifname` inside the namespace.
+    pub fn if_stat(&self, ifname: &str, stat: &str) -> u64 {
+        let out = run(self
+            .cmd("cat")
+            .arg(format!("/sys/class/net/{ifname}/statistics/{stat}")));
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// A child process stopped (SIGTERM, then SIGKILL after 5 s) and reaped on drop.
+#[derive(Debug)]
+pub struct Proc {
+    pub child: Child,
+    pub what: &'static str,
+}
+
+impl Proc {
+    pub fn spawn(what: &'static str, cmd: &mut Command) -> Self {
+        let child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        Self { child, what }
+    }
+
+    fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .output();
+    }
+
+    /// Sends `sig` and waits up to `timeout` for the exit; false if it did not exit.
+    pub fn stop(&mut self, sig: &str, timeout: Duration) -> bool {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return true;
+        }
+        self.signal(sig);
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Fails the test if the process has already exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited early: {status}", self.what);
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if !self.stop("-TERM", Duration::from_secs(5)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A scratch directory removed on drop.
+#[derive(Debug)]
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("knic-e2e-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).unwrap_or_else(|e| panic!("cannot create {}: {e}", p.display()));
+        Self(p)
+    }
+}
+
+impl Drop for Scratch {
+    /// Kept for inspection when `KNIC_E2E_KEEP` is set.
+    fn drop(&mut self) {
+        if std::env::var_os("KNIC_E2E_KEEP").is_none() {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// knic-vhost running in a namespace, serving `socket`.
+#[derive(Debug)]
+pub struct KnicVhost {
+    pub proc: Proc,
+    pub socket: PathBuf,
+    pub stats_socket: PathBuf,
+}
+
+impl KnicVhost {
+    /// Starts knic-vhost in `ns` with `uplink` (`tap:NAME` or `packet:IFNAME`).
+    pub fn start(ns: &NetNs, uplink: &str, dir: &Path) -> Self {
+        let socket = dir.join("vhost.sock");
+        let stats_socket = dir.join("vhost.stats");
+        let log =
+            fs::File::create(dir.join("knic-vhost.log")).unwrap_or_else(|e| panic!("log: {e}"));
+        let mut cmd = ns.cmd(workspace_bin("knic-vhost"));
+        cmd.arg("--socket")
+            .arg(&socket)
+            .arg("--stats-socket")
+            .arg(&stats_socket)
+            .args(["--uplink", uplink, "--queues", "1"])
+            .env("RUST_LOG", "info")
+            .stderr(log);
+        let mut proc = Proc::spawn("knic-vhost", &mut cmd);
+        wait_for("knic-vhost's socket", Duration::from_secs(10), || {
+            proc.assert_running();
+            socket.exists()
+        });
+        Self {
+            proc,
+            socket,
+            stats_socket,
+        }
+    }
+
+    /// Counters of queue pair 0.
+    pub fn stats(&self) -> serde_json::Value {
+        let mut s =
+            UnixStream::connect(&self.stats_socket).unwrap_or_else(|e| panic!("stats socket: {e}"));
+        let mut body = String::new();
+        s.read_to_string(&mut body)
+            .unwrap_or_else(|e| panic!("stats read: {e}"));
+        let doc: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("stats JSON {body:?}: {e}"));
+        doc["queue_pairs"][0].clone()
+    }
+
+    /// Sum of every drop counter.
+    pub fn total_drops(stats: &serde_json::Value) -> u64 {
+        stats["drops"]
+            .as_object()
+            .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
+            .unwrap_or(u64::MAX)
+    }
+}
+
+/// DPDK testpmd attached to a vhost-user socket through `net_virtio_user`.
+#[derive(Debug)]
+pub struct Testpmd {
+    pub proc: Proc,
+    pub log: PathBuf,
+}
+
+/// Final counters testpmd prints for all ports when it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardStats {
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub tx_dropped: u64,
+}
+
+impl Testpmd {
+    pub fn start(socket: &Path, mode: &str, dir: &Path) -> Self {
+        let bin = require_tool("dpdk-testpmd");
+        let log = dir.join(format!("testpmd-{mode}.log"));
+        let out = fs::File::create(&log).unwrap_or_else(|e| panic!("log: {e}"));
+        let err = out.try_clone().unwrap_or_else(|e| panic!("log: {e}"));
+        let prefix = format!("knic{}{mode}", std::process::id());
+        // Line-buffered, so progress lines reach the log while it runs.
+        let mut cmd = Command::new(require_tool("stdbuf"));
+        cmd.arg("-oL")
+            .arg(bin)
+            .args(["-l", "0-1", "--no-huge", "-m", "512", "--no-pci"])
+            .arg(format!("--file-prefix={prefix}"))
+            .arg("--vdev")
+            .arg(format!(
+                "net_virtio_user0,path={},queues=1",
+                socket.display()
+            ))
+            .arg("--")
+            .arg(format!("--forward-mode={mode}"))
+            .args([
+                "--auto-start",
+                "--total-num-mbufs=8192",
+                "--stats-period",
+                "1",
+            ])
+            .stdout(out)
+            .stderr(err);
+        let proc = Proc::spawn("dpdk-testpmd", &mut cmd);
+        Self { proc, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until testpmd reports forwarding started.
+    pub fn wait_started(&mut self) {
+        wait_for(
+            "testpmd to start forwarding",
+            Duration::from_secs(30),
+            || {
+                if let Ok(Some(status)) = self.proc.child.try_wait() {
+                    panic!("dpdk-testpmd exited early ({status}):\n{}", self.log_text());
+                }
+                self.log_text().contains("start packet forwarding")
+            },
+        );
+    }
+
+    /// Stops testpmd (SIGINT, as at its prompt) and returns its accumulated counters.
+    pub fn stop(mut self) -> ForwardStats {
+        assert!(
+            self.proc.stop("-INT", Duration::from_secs(30)),
+            "dpdk-testpmd did not stop on SIGINT:\n{}",
+            self.log_text()
+        );
+        let text = self.log_text();
+        parse_accumulated(&text)
+            .unwrap_or_else(|| panic!("no accumulated statistics in testpmd output:\n{text}"))
+    }
+}
+
+fn field(block: &str, name: &str) -> Option<u64> {
+    let at = block.find(name)? + name.len();
+    block[at..].split_whitespace().next()?.parse().ok()
+}
+
+/// Parses the "Accumulated forward statistics for all ports" block.
+pub fn parse_accumulated(text: &str) -> Option<ForwardStats> {
+    let at = text.rfind("Accumulated forward statistics for all ports")?;
+    let block = &text[at..];
+    Some(ForwardStats {
+        rx_packets: field(block, "RX-packets:")?,
+        tx_packets: field(block, "TX-packets:")?,
+        tx_dropped: field(block, "TX-dropped:")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_testpmd_final_block() {
+        let text = "  RX-packets: 1  RX-missed: 0\n+++++++++++++++ Accumulated forward statistics for all ports+++++++++++++++\n  RX-packets: 1048576        RX-dropped: 0             RX-total: 1048576\n  TX-packets: 12             TX-dropped: 3             TX-total: 15\n";
+        assert_eq!(
+            parse_accumulated(text),
+            Some(ForwardStats {
+                rx_packets: 1_048_576,
+                tx_packets: 12,
+                tx_dropped: 3
+            })
+        );
+        assert_eq!(parse_accumulated("nothing"), None);
+    }
+}

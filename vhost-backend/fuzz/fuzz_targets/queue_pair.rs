@@ -1,0 +1,95 @@
+//! Guest memory, ring indices, feature bits and uplink packets all come from the input; the
+//! queue pair then processes its TX and RX rings, and the control queue its commands. Any panic, or any access outside guest
+//! memory (ASan), is a finding.
+//!
+//! Input layout: byte 0 selects features, bytes 1..3 the TX avail index, 3..5 the RX avail
+//! index, 5..7 an uplink frame length, then the bytes of guest memory (rings at fixed spots).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use packet_ring::{VirtioNetHdr, memory_port_pair};
+use vhost_backend::ctrl::CtrlQueue;
+use vhost_backend::features::{NetFeatures, OFFERED_FEATURES};
+use vhost_backend::stats::QueuePairStats;
+use vhost_backend::{QueuePair, QueuePairConfig};
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+const MEM: usize = 0x1_0000;
+const QSIZE: u16 = 16;
+const TX_RING: u64 = 0x0;
+const RX_RING: u64 = 0x1000;
+const CTRL_RING: u64 = 0x2000;
+
+fn queue(base: u64, mem: &GuestMemoryMmap, avail_idx: u16, event_idx: bool) -> Queue {
+    let mut q = Queue::new(QSIZE).expect("queue size is valid");
+    q.set_size(QSIZE);
+    q.set_desc_table_address(Some(base as u32), Some(0));
+    q.set_avail_ring_address(Some((base + 0x100) as u32), Some(0));
+    q.set_used_ring_address(Some((base + 0x200) as u32), Some(0));
+    q.set_event_idx(event_idx);
+    q.set_ready(true);
+    let _ = mem.write_obj(avail_idx, GuestAddress(base + 0x102));
+    q
+}
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() < 7 {
+        return;
+    }
+    let sel = data[0];
+    let tx_avail = u16::from_le_bytes([data[1], data[2]]);
+    let rx_avail = u16::from_le_bytes([data[3], data[4]]);
+    let frame_len = usize::from(u16::from_le_bytes([data[5], data[6]]));
+    let body = &data[7..];
+
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM)]).expect("memory");
+    let n = body.len().min(MEM);
+    mem.write_slice(&body[..n], GuestAddress(0))
+        .expect("in range");
+
+    // Feature sets: mergeable or not, VERSION_1 or legacy header, EVENT_IDX or not.
+    let mut features = OFFERED_FEATURES;
+    if sel & 1 != 0 {
+        features &= !(1 << 15); // MRG_RXBUF
+    }
+    if sel & 2 != 0 {
+        features &= !(1 << 32); // VERSION_1
+    }
+    let event_idx = sel & 4 != 0;
+    if !event_idx {
+        features &= !(1 << 29);
+    }
+
+    let (port, mut peer) = memory_port_pair(4, packet_ring::MAX_FRAME_LEN).expect("eventfds");
+    let mut qp = QueuePair::new(
+        QueuePairConfig {
+            index: 0,
+            batch: 4,
+            mtu: 1500,
+            max_queue_size: QSIZE,
+        },
+        Box::new(port),
+        std::sync::Arc::new(QueuePairStats::default()),
+    );
+    qp.set_features(NetFeatures::from_acked(features));
+
+    let mut txq = queue(TX_RING, &mem, tx_avail, event_idx);
+    let _ = qp.process_tx(&mut txq, &mem, sel & 8 == 0);
+
+    // Uplink packets for RX: headers and frames cut from the input.
+    let hdr = VirtioNetHdr::parse(body).unwrap_or_default();
+    let len = frame_len.min(body.len());
+    for _ in 0..(sel >> 4) {
+        let _ = peer.send(hdr, &body[..len]);
+    }
+    let mut rxq = queue(RX_RING, &mem, rx_avail, event_idx);
+    let _ = qp.process_rx(&mut rxq, &mem, sel & 8 == 0);
+    peer.recv_with(usize::MAX, |_| {});
+
+    // The control queue reads commands from the same memory (its ring at CTRL_RING).
+    let mut ctrlq = queue(CTRL_RING, &mem, tx_avail ^ rx_avail, event_idx);
+    let active = std::sync::atomic::AtomicUsize::new(1);
+    let _ = CtrlQueue::default().process(&mut ctrlq, &mem, &active, 4);
+    assert!((1..=4).contains(&active.load(std::sync::atomic::Ordering::Relaxed)));
+});

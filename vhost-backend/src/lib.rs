@@ -1,0 +1,37 @@
+//! knic's vhost-user virtio-net backend device.
+//!
+//! The device serves one guest NIC over a vhost-user socket. Each queue pair ([`QueuePair`])
+//! runs on its own worker thread and moves packets between the guest's split virtqueues and
+//! an uplink ([`packet_ring::PacketPort`]: TAP, AF_PACKET, or in memory). Layout:
+//!
+//! * [`features`], [`config`]: what is offered and what a negotiation means;
+//! * `tx`, `rx`, `ring`: walking guest chains (hostile input, validated);
+//! * `queue_pair` ([`QueuePair`]): the per-pair data path;
+//! * `backend`: the rust-vmm `VhostUserBackend` glue;
+//! * `uplink` and `sys`: TAP and AF_PACKET ports (the only `unsafe`);
+//! * `daemon`, `stats_server`: serving frontends one after another, exposing counters.
+
+mod backend;
+pub mod cli;
+pub mod config;
+pub mod ctrl;
+pub mod daemon;
+pub mod features;
+mod queue_pair;
+mod ratelimit;
+mod relay;
+mod ring;
+mod rx;
+pub mod stats;
+pub mod stats_server;
+mod sys;
+mod tx;
+pub mod uplink;
+
+pub use backend::{
+    BackendError, CTRL_VRING_EVENT, GuestMem, MAX_QUEUE_PAIRS, NetBackend, NetBackendConfig,
+    NetVring, RX_VRING_EVENT, SharedBackend, TX_VRING_EVENT,
+};
+pub use queue_pair::{HostError, QueuePair, QueuePairConfig};
+pub use rx::{Placement, RxBuffers, RxChainError};
+pub use tx::{TxChain, TxChainError, TxLimits};

@@ -1,0 +1,355 @@
+//! One virtio-net queue pair: guest TX ring to uplink, uplink to guest RX ring.
+//!
+//! A `QueuePair` is owned by one worker thread. It works on `virtio_queue::Queue` plus guest
+//! memory only, so the same code runs under the vhost-user framework and under unit tests with
+//! mock queues. Per packet it neither allocates nor locks: chains are walked in place, packets
+//! live in the pair's preallocated batches, counters are single-writer atomics.
+//!
+//! Guest errors (a malformed chain) cost that chain: it is returned with used length 0,
+//! counted by reason, logged rate-limited, and processing continues. A broken ring stops that
+//! ring's processing for this round. Only host errors ([`HostError`]) are returned.
+
+use std::sync::Arc;
+
+use packet_ring::{MAX_FRAME_LEN, PacketBatch, PacketPort, PortError};
+use thiserror::Error;
+use tracing::warn;
+use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestMemory;
+
+use crate::features::NetFeatures;
+use crate::ratelimit::LogLimiter;
+use crate::ring::{RingError, pop_chain, return_used};
+use crate::rx::{Placement, RxBuffers};
+use crate::stats::{DropReason, QueuePairStats};
+use crate::tx::{ETH_VLAN_HLEN, TxChain, TxLimits};
+
+/// Failures of the host side; these end the worker.
+#[derive(Debug, Error)]
+pub enum HostError {
+    #[error("uplink failed")]
+    Uplink(#[from] PortError),
+    #[error("notifying the guest failed")]
+    Notify(#[source] std::io::Error),
+}
+
+/// Sizes fixed when the device is created.
+#[derive(Debug, Clone, Copy)]
+pub struct QueuePairConfig {
+    /// Index of the pair (RX queue `2*index`, TX queue `2*index+1`).
+    pub index: usize,
+    /// Packets moved per uplink call.
+    pub batch: usize,
+    pub mtu: u16,
+    pub max_queue_size: u16,
+}
+
+/// State of one queue pair, owned by its worker.
+#[derive(Debug)]
+pub struct QueuePair {
+    index: usize,
+    mtu: u16,
+    uplink: Box<dyn PacketPort>,
+    features: NetFeatures,
+    tx_limits: TxLimits,
+    tx_batch: PacketBatch,
+    rx_batch: PacketBatch,
+    /// First packet of `rx_batch` not yet given to the guest.
+    rx_next: usize,
+    rx_buffers: RxBuffers,
+    stats: Arc<QueuePairStats>,
+    log: LogLimiter,
+}
+
+impl QueuePair {
+    pub fn new(
+        config: QueuePairConfig,
+        uplink: Box<dyn PacketPort>,
+        stats: Arc<QueuePairStats>,
+    ) -> Self {
+        let features = NetFeatures::default();
+        Self {
+            index: config.index,
+            mtu: config.mtu,
+            uplink,
+            features,
+            tx_limits: Self::tx_limits(features, config.mtu),
+            tx_batch: PacketBatch::new(config.batch, MAX_FRAME_LEN),
+            rx_batch: PacketBatch::new(config.batch, MAX_FRAME_LEN),
+            rx_next: 0,
+            rx_buffers: RxBuffers::new(config.max_queue_size),
+            stats,
+            log: LogLimiter::default(),
+        }
+    }
+
+    fn tx_limits(features: NetFeatures, mtu: u16) -> TxLimits {
+        TxLimits {
+            features,
+            max_plain_frame: usize::from(mtu) + ETH_VLAN_HLEN,
+        }
+    }
+
+    /// Applies a newly negotiated feature set.
+    pub fn set_features(&mut self, features: NetFeatures) {
+        self.features = features;
+        self.tx_limits = Self::tx_limits(features, self.mtu);
+    }
+
+    pub fn features(&self) -> NetFeatures {
+        self.features
+    }
+
+    /// Forgets per-connection state (pending received packets, negotiated features). The
+    /// uplink stays: it outlives frontends.
+    pub fn reset(&mut self) {
+        self.rx_batch.clear();
+        self.rx_next = 0;
+        self.set_features(NetFeatures::default());
+    }
+
+    pub fn uplink(&self) -> &dyn PacketPort {
+        self.uplink.as_ref()
+    }
+
+    pub fn uplink_mut(&mut self) -> &mut dyn PacketPort {
+        self.uplink.as_mut()
+    }
+
+    pub fn stats(&self) -> &Arc<QueuePairStats> {
+        &self.stats
+    }
+
+    fn guest_error(&mut self, reason: DropReason, err: &dyn std::error::Error) {
+        record(&self.stats, &mut self.log, self.index, reason, err);
+    }
+
+    /// Moves every available TX chain to the uplink (or discards it when the ring is started
+    /// but disabled). Returns whether the guest should be notified.
+    pub fn process_tx<M: GuestMemory>(
+        &mut self,
+        queue: &mut Queue,
+        mem: &M,
+        enabled: bool,
+    ) -> Result<bool, HostError> {
+        let mut used_any = false;
+        'drain: loop {
+            if let Err(e) = queue.disable_notification(mem) {
+                self.guest_error(DropReason::RingBroken, &RingError::Queue(e));
+                break 'drain;
+            }
+            loop {
+                self.tx_batch.clear();
+                let mut popped = 0usize;
+                while !self.tx_batch.is_full() {
+                    let chain = match pop_chain(queue, mem) {
+                        Ok(Some(c)) => TxChain::new(c),
+                        Ok(None) => break,
+                        Err(e) => {
+                            self.guest_error(DropReason::RingBroken, &e);
+                            self.flush_tx(enabled)?;
+                            break 'drain;
+                        }
+                    };
+                    popped += 1;
+                    let head = chain.head_index();
+                    let limits = self.tx_limits;
+                    let read = match self.tx_batch.next_slot() {
+                        Some(slot) => chain.read_into(slot, &limits),
+                        None => break,
+                    };
+                    match read {
+                        Ok(()) => self.tx_batch.commit(),
+                        Err(e) => self.guest_error(e.reason(), &e),
+                    }
+                    // The device writes nothing into TX buffers: used length 0 (§2.7.8).
+                    match return_used(queue, mem, head, 0) {
+                        Ok(_) => used_any = true,
+                        Err(e) => {
+                            self.guest_error(DropReason::RingBroken, &e);
+                            self.flush_tx(enabled)?;
+                            break 'drain;
+                        }
+                    }
+                }
+                if popped == 0 {
+                    break;
+                }
+                self.flush_tx(enabled)?;
+            }
+            // Re-enable kicks; if the guest added chains meanwhile, drain again.
+            match queue.enable_notification(mem) {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    self.guest_error(DropReason::RingBroken, &RingError::Queue(e));
+                    break;
+                }
+            }
+        }
+        self.needs_notification(queue, mem, used_any)
+    }
+
+    fn flush_tx(&mut self, enabled: bool) -> Result<(), HostError> {
+        let n = self.tx_batch.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let bytes: usize = self.tx_batch.packets().iter().map(|p| p.len()).sum();
+        self.stats.tx_packets.add(n as u64);
+        self.stats.tx_bytes.add(bytes as u64);
+        if !enabled {
+            self.stats.count_drops(DropReason::TxRingDisabled, n);
+        } else {
+            let sent = self.uplink.send(&self.tx_batch)?;
+            self.stats
+                .count_drops(DropReason::TxUplinkRefused, n.saturating_sub(sent));
+        }
+        self.tx_batch.clear();
+        Ok(())
+    }
+
+    /// Moves packets waiting on the uplink into the guest's RX buffers until either runs dry.
+    /// Returns whether the guest should be notified.
+    pub fn process_rx<M: GuestMemory>(
+        &mut self,
+        queue: &mut Queue,
+        mem: &M,
+        enabled: bool,
+    ) -> Result<bool, HostError> {
+        let mut used_any = false;
+        loop {
+            if self.rx_next >= self.rx_batch.len() {
+                self.rx_batch.clear();
+                self.rx_next = 0;
+                if self.uplink.recv(&mut self.rx_batch)? == 0 {
+                    break;
+                }
+            }
+            if !enabled {
+                self.stats
+                    .count_drops(DropReason::RxRingDisabled, self.rx_pending());
+                self.rx_next = self.rx_batch.len();
+                continue;
+            }
+            let Some(pkt) = self.rx_batch.packets().get(self.rx_next) else {
+                break;
+            };
+            if !self.features.rx_offload_allowed(&pkt.hdr) {
+                self.stats.count_drop(DropReason::RxOffloadNotNegotiated);
+                self.rx_next += 1;
+                continue;
+            }
+            let (stats, log, index) = (&self.stats, &mut self.log, self.index);
+            let mut on_malformed = |e: crate::rx::RxChainError| {
+                used_any = true;
+                record(stats, log, index, e.reason(), &e);
+            };
+            let placed = self.rx_buffers.place(
+                queue,
+                mem,
+                &pkt.hdr,
+                pkt.frame(),
+                &self.features,
+                &mut on_malformed,
+            );
+            match placed {
+                Ok(Placement::Delivered { .. }) => {
+                    used_any = true;
+                    self.stats.rx_packets.add(1);
+                    self.stats.rx_bytes.add(pkt.len() as u64);
+                    self.rx_next += 1;
+                }
+                Ok(Placement::TooBig) => {
+                    self.stats.count_drop(DropReason::RxBufferTooSmall);
+                    self.rx_next += 1;
+                }
+                Ok(Placement::Aborted) => self.rx_next += 1,
+                Ok(Placement::NoBuffers { seen_avail }) => {
+                    // Ask for a kick when buffers arrive; retry at once only if the guest
+                    // added some since the attempt (closing the race with the kick). Buffers
+                    // that were there but too few wait for more: retrying would spin.
+                    match queue.enable_notification(mem) {
+                        Ok(true)
+                            if queue
+                                .avail_idx(mem, std::sync::atomic::Ordering::Acquire)
+                                .is_ok_and(|now| now.0 != seen_avail) =>
+                        {
+                            let _ = queue.disable_notification(mem);
+                            continue;
+                        }
+                        Ok(true) => break,
+                        Ok(false) => break,
+                        Err(e) => {
+                            self.guest_error(DropReason::RingBroken, &RingError::Queue(e));
+                            break;
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.guest_error(DropReason::RingBroken, &e);
+                    break;
+                }
+            }
+        }
+        self.needs_notification(queue, mem, used_any)
+    }
+
+    /// Whether packets are held back waiting for guest RX buffers.
+    pub fn rx_pending(&self) -> usize {
+        self.rx_batch.len() - self.rx_next
+    }
+
+    fn needs_notification<M: GuestMemory>(
+        &mut self,
+        queue: &mut Queue,
+        mem: &M,
+        used_any: bool,
+    ) -> Result<bool, HostError> {
+        if !used_any {
+            return Ok(false);
+        }
+        match queue.needs_notification(mem) {
+            Ok(true) => Ok(true),
+            Ok(false) => {
+                self.stats.notifications_suppressed.add(1);
+                Ok(false)
+            }
+            Err(e) => {
+                self.guest_error(DropReason::RingBroken, &RingError::Queue(e));
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Counts a guest error and logs it, rate-limited.
+fn record(
+    stats: &QueuePairStats,
+    log: &mut LogLimiter,
+    queue_pair: usize,
+    reason: DropReason,
+    err: &dyn std::error::Error,
+) {
+    stats.count_drop(reason);
+    if let Some(suppressed) = log.allow() {
+        match err.source() {
+            Some(cause) => warn!(
+                queue_pair,
+                reason = reason.name(),
+                suppressed,
+                "guest error: {err}: {cause}"
+            ),
+            None => warn!(
+                queue_pair,
+                reason = reason.name(),
+                suppressed,
+                "guest error: {err}"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "queue_pair_tests.rs"]
+mod tests;

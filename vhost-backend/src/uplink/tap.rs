@@ -1,0 +1,99 @@
+//! TAP uplink: `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR` with a 12-byte header, offloads set with
+//! `TUNSETOFFLOAD` from what the guest negotiated so the kernel segments/checksums only what
+//! the guest cannot take.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use packet_ring::{GuestOffloads, PacketBatch, PacketPort, PortError, VirtioNetHdr};
+
+use crate::sys;
+
+/// One queue of a TAP device.
+#[derive(Debug)]
+pub struct TapPort {
+    fd: OwnedFd,
+}
+
+impl TapPort {
+    /// Attaches to TAP `name` (creating it); `multi_queue` for more than one queue pair.
+    pub fn open(name: &str, multi_queue: bool) -> io::Result<Self> {
+        let fd = sys::tap_open(name, multi_queue)?;
+        sys::tap_set_vnet_hdr_size(fd.as_raw_fd(), VirtioNetHdr::LEN as libc::c_int)?;
+        // Until a guest negotiates offloads, ask the kernel for plain frames.
+        sys::tap_set_offload(fd.as_raw_fd(), 0)?;
+        Ok(Self { fd })
+    }
+}
+
+/// Per-packet write failures that only cost that packet.
+fn is_refusal(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAGAIN | libc::ENOBUFS | libc::EIO | libc::EINVAL | libc::EMSGSIZE)
+    )
+}
+
+impl PacketPort for TapPort {
+    /// One `writev` per frame: a TAP is a character device, there is no batched write.
+    fn send(&mut self, batch: &PacketBatch) -> Result<usize, PortError> {
+        let mut sent = 0;
+        for pkt in batch.packets() {
+            let hdr = pkt.hdr.to_bytes();
+            match sys::write2(self.fd.as_raw_fd(), &hdr, pkt.frame()) {
+                Ok(_) => sent += 1,
+                Err(e) if is_refusal(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(PortError::Send(e)),
+            }
+        }
+        Ok(sent)
+    }
+
+    /// One `readv` per frame, until the batch is full or the TAP has none.
+    fn recv(&mut self, batch: &mut PacketBatch) -> Result<usize, PortError> {
+        let mut got = 0;
+        let mut hdr = [0u8; VirtioNetHdr::LEN];
+        while let Some(slot) = batch.next_slot() {
+            match sys::read2(self.fd.as_raw_fd(), &mut hdr, slot.buf_mut()) {
+                Ok(n) if n > VirtioNetHdr::LEN => {
+                    // The kernel wrote this header; an odd one only costs the frame.
+                    let Ok(h) = VirtioNetHdr::parse(&hdr) else {
+                        continue;
+                    };
+                    slot.hdr = h;
+                    if slot.set_len(n - VirtioNetHdr::LEN) {
+                        batch.commit();
+                        got += 1;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(PortError::Recv(e)),
+            }
+        }
+        Ok(got)
+    }
+
+    fn ready_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    fn set_guest_offloads(&mut self, o: GuestOffloads) -> Result<(), PortError> {
+        let mut flags = 0;
+        if o.csum {
+            flags |= libc::TUN_F_CSUM;
+            // Segmentation offloads need partial checksums (the kernel refuses them alone).
+            if o.tso4 {
+                flags |= libc::TUN_F_TSO4;
+            }
+            if o.tso6 {
+                flags |= libc::TUN_F_TSO6;
+            }
+            if (o.tso4 || o.tso6) && o.ecn {
+                flags |= libc::TUN_F_TSO_ECN;
+            }
+        }
+        sys::tap_set_offload(self.fd.as_raw_fd(), flags).map_err(PortError::Offloads)
+    }
+}
