@@ -19,5 +19,15 @@ cargo clippy --workspace --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
 step "tests"
-# Release mode: the stack tests move gigabytes through the library kernel.
-cargo test --workspace --release
+# Release mode: the stack tests move gigabytes through the library kernel. The
+# end-to-end tests (guest-tests) run knic-vhost from target/release, so the binaries
+# are built first; they share two cores, testpmd lcores and namespaces: one at a time.
+cargo build --workspace --bins --release
+cargo test --workspace --release --exclude guest-tests
+cargo test --release -p guest-tests -- --test-threads=1
+
+step "fuzzing (bounded)"
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  cargo install --locked cargo-fuzz
+fi
+vhost-backend/fuzz/run.sh "${KNIC_FUZZ_SECONDS:-60}"
