@@ -18,6 +18,16 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
+step "fuzzing (bounded; log in target/fuzz.log)"
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  cargo install --locked cargo-fuzz
+fi
+mkdir -p target
+if ! vhost-backend/fuzz/run.sh "${KNIC_FUZZ_SECONDS:-60}" >target/fuzz.log 2>&1; then
+  tail -n 40 target/fuzz.log; echo "fuzzing found a problem (see above)"; exit 1
+fi
+grep -E '^Done [0-9]+ runs' target/fuzz.log || tail -n 2 target/fuzz.log
+
 step "tests"
 # Release mode: the stack tests move gigabytes through the library kernel. The
 # end-to-end tests (guest-tests) run knic-vhost from target/release, so the binaries
@@ -25,9 +35,3 @@ step "tests"
 cargo build --workspace --bins --release
 cargo test --workspace --release --exclude guest-tests
 cargo test --release -p guest-tests -- --test-threads=1
-
-step "fuzzing (bounded)"
-if ! command -v cargo-fuzz >/dev/null 2>&1; then
-  cargo install --locked cargo-fuzz
-fi
-vhost-backend/fuzz/run.sh "${KNIC_FUZZ_SECONDS:-60}"
