@@ -10,3 +10,7 @@ lkl-netstack/lkl-sys/kernel/build-kernel.sh target/knic-kernel
 echo
 echo "=== Linux ${KNIC_DEMO_MIB:-1024} MiB over TCP inside this process (lkl-netstack example)"
 cargo run --quiet --release -p lkl-netstack --example tcp-loopback -- "${KNIC_DEMO_MIB:-1024}"
+
+echo
+cargo build --quiet --release -p vhost-backend --bins
+deploy/dev/demo-vhost.sh
