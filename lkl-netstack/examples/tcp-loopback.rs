@@ -13,7 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,linux=warn".into()),
+                .unwrap_or_else(|_| "info,linux=warn,netlink_packet_route=error".into()),
         )
         .init();
     let mib: usize = std::env::args()
