@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use std::sync::Arc;
 
-use crate::device::{NetDeviceConfig, NetDeviceStats, VirtioNetDevice, mmio};
+use crate::device::{NetBackend, NetDeviceConfig, NetDeviceStats, VirtioNetDevice, mmio};
 use crate::host::HOST_OPS;
 use crate::netlink::{self, Link, Route};
 use crate::socket::Fd;
@@ -49,10 +49,10 @@ pub enum BootError {
     AlreadyBooted,
     #[error("the kernel command line contains a NUL byte")]
     CommandLine,
-    #[error("network device {index} (TAP {tap}) cannot be created")]
+    #[error("network device {index} ({backend}) cannot be created")]
     NetDevice {
         index: usize,
-        tap: String,
+        backend: String,
         #[source]
         source: io::Error,
     },
@@ -123,9 +123,13 @@ impl Kernel {
         let mut cmdline = config.cmdline.clone();
         let mut net_devices = Vec::with_capacity(config.net_devices.len());
         for (index, dev) in config.net_devices.iter().enumerate() {
+            let backend = match &dev.backend {
+                NetBackend::Tap(tap) => format!("TAP {}", tap.name),
+                NetBackend::Port(_) => "a packet port".to_owned(),
+            };
             let err = |source| BootError::NetDevice {
                 index,
-                tap: dev.tap.name.clone(),
+                backend: backend.clone(),
                 source,
             };
             // SAFETY: allocates an interrupt line; callable before boot.

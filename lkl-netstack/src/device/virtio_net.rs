@@ -10,7 +10,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -19,7 +19,69 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
+use packet_ring::{GuestOffloads, MAX_FRAME_LEN, Packet, PacketBatch, PacketPort, VirtioNetHdr};
+
 use super::memory::kernel_ram;
+
+/// Copies a TX chain (virtio-net header, then the frame, across any buffer layout)
+/// into a packet: one copy out of the kernel's memory. The header is parsed, not trusted.
+fn gather(bufs: &[libc::iovec], packet: &mut Packet) -> io::Result<()> {
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    let mut hdr = [0u8; VirtioNetHdr::LEN];
+    let (mut hdr_len, mut frame_len) = (0, 0);
+    let dst = packet.buf_mut();
+    for v in bufs {
+        // SAFETY: chain_iovecs checked each buffer against the kernel's RAM; the
+        // kernel does not touch a chain it has handed to the device.
+        let mut src = unsafe { std::slice::from_raw_parts(v.iov_base.cast::<u8>(), v.iov_len) };
+        if hdr_len < hdr.len() {
+            let n = (hdr.len() - hdr_len).min(src.len());
+            hdr[hdr_len..hdr_len + n].copy_from_slice(&src[..n]);
+            hdr_len += n;
+            src = &src[n..];
+        }
+        let end = frame_len + src.len();
+        dst.get_mut(frame_len..end)
+            .ok_or_else(|| invalid("frame larger than a packet"))?
+            .copy_from_slice(src);
+        frame_len = end;
+    }
+    if hdr_len < hdr.len() {
+        return Err(invalid("chain shorter than the virtio-net header"));
+    }
+    packet.hdr =
+        VirtioNetHdr::parse(&hdr).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    packet.set_len(frame_len);
+    Ok(())
+}
+
+/// Copies `parts` in order across an RX chain's buffers; returns the bytes written.
+fn scatter(bufs: &[libc::iovec], parts: &[&[u8]]) -> io::Result<usize> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    if total > bufs.iter().map(|v| v.iov_len).sum::<usize>() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "frame larger than the posted buffers",
+        ));
+    }
+    let mut bufs = bufs.iter();
+    let mut dst: &mut [u8] = &mut [];
+    for mut part in parts.iter().copied() {
+        while !part.is_empty() {
+            if dst.is_empty() {
+                let Some(v) = bufs.next() else { break };
+                // SAFETY: chain_iovecs checked each writable buffer against the kernel's RAM.
+                dst = unsafe { std::slice::from_raw_parts_mut(v.iov_base.cast::<u8>(), v.iov_len) };
+            }
+            let n = dst.len().min(part.len());
+            let (head, rest) = std::mem::take(&mut dst).split_at_mut(n);
+            head.copy_from_slice(&part[..n]);
+            dst = rest;
+            part = &part[n..];
+        }
+    }
+    Ok(total)
+}
 use super::mmio::MmioDevice;
 use super::tap::{Tap, TapConfig, VNET_HDR_LEN};
 
@@ -32,10 +94,23 @@ pub enum Offloads {
     Tso,
 }
 
-/// A network device of the library kernel, attached to a TAP.
+/// Where a device's frames go.
+#[derive(Debug, Clone)]
+pub enum NetBackend {
+    /// A host TAP: frames cross with one `writev`/`readv` of the kernel's own buffers.
+    Tap(TapConfig),
+    /// Any packet port of knic (an in-memory peer, a vhost queue pair, an uplink):
+    /// frames are copied once between the kernel's buffers and the port's packets.
+    Port(SharedPort),
+}
+
+/// A packet port shared by a device's kick (TX) and receive thread (RX).
+pub type SharedPort = Arc<Mutex<Box<dyn PacketPort>>>;
+
+/// A network device of the library kernel.
 #[derive(Debug, Clone)]
 pub struct NetDeviceConfig {
-    pub tap: TapConfig,
+    pub backend: NetBackend,
     pub mac: [u8; 6],
     pub mtu: u16,
     pub offloads: Offloads,
@@ -114,6 +189,27 @@ struct Registers {
     status: u32,
 }
 
+/// The backend as the device drives it.
+enum Wire {
+    Tap(Tap),
+    Port {
+        port: SharedPort,
+        /// The kick's packet (one chain at a time), allocated once.
+        tx: Mutex<PacketBatch>,
+        /// The receive thread's packet, allocated once (uncontended).
+        rx: Mutex<PacketBatch>,
+    },
+}
+
+impl Wire {
+    fn ready_fd(&self) -> RawFd {
+        match self {
+            Wire::Tap(tap) => tap.fd(),
+            Wire::Port { port, .. } => lock(port).ready_fd(),
+        }
+    }
+}
+
 pub(crate) struct VirtioNetDevice {
     config: NetDeviceConfig,
     features: u64,
@@ -121,7 +217,7 @@ pub(crate) struct VirtioNetDevice {
     regs: Mutex<Registers>,
     queues: [Mutex<Queue>; 2],
     interrupt_status: AtomicU32,
-    tap: Tap,
+    wire: Wire,
     /// Kicks the RX thread when the kernel posts receive buffers.
     rx_kick: EventFd,
     pub(crate) stats: NetDeviceStats,
@@ -135,7 +231,25 @@ impl VirtioNetDevice {
     /// Creates the device and its TAP; `irq` is the line it will raise.
     pub(crate) fn new(config: NetDeviceConfig, irq: i32) -> io::Result<Arc<VirtioNetDevice>> {
         let offloads = config.offloads == Offloads::Tso;
-        let tap = Tap::open(&config.tap, offloads)?;
+        let wire = match &config.backend {
+            NetBackend::Tap(tap) => Wire::Tap(Tap::open(tap, offloads)?),
+            NetBackend::Port(port) => {
+                let accepted = GuestOffloads {
+                    csum: offloads,
+                    tso4: offloads,
+                    tso6: offloads,
+                    ecn: false,
+                };
+                lock(port)
+                    .set_guest_offloads(accepted)
+                    .map_err(io::Error::other)?;
+                Wire::Port {
+                    port: Arc::clone(port),
+                    tx: Mutex::new(PacketBatch::new(1, MAX_FRAME_LEN)),
+                    rx: Mutex::new(PacketBatch::new(1, MAX_FRAME_LEN)),
+                }
+            }
+        };
         let mut features = F_VERSION_1 | F_MAC | F_MTU | F_STATUS;
         if offloads {
             features |=
@@ -159,7 +273,7 @@ impl VirtioNetDevice {
             }),
             queues: [queue()?, queue()?],
             interrupt_status: AtomicU32::new(0),
-            tap,
+            wire,
             rx_kick: EventFd::new(EFD_NONBLOCK)?,
             stats: NetDeviceStats::default(),
         }))
@@ -233,8 +347,8 @@ impl VirtioNetDevice {
             match Self::chain_iovecs(mem, chain, false, &mut iov) {
                 Some(bufs) => {
                     let total: usize = bufs.iter().map(|v| v.iov_len).sum();
-                    match self.tap.writev(bufs) {
-                        Ok(_) => {
+                    match self.send(bufs) {
+                        Ok(()) => {
                             let frame = total.saturating_sub(VNET_HDR_LEN);
                             self.stats.tx_packets.fetch_add(1, Ordering::Relaxed);
                             self.stats
@@ -283,7 +397,7 @@ impl VirtioNetDevice {
                 delivered = true;
                 continue;
             };
-            match self.tap.readv(bufs) {
+            match self.receive(bufs) {
                 Ok(n) => {
                     let frame = n.saturating_sub(VNET_HDR_LEN);
                     self.stats.rx_packets.fetch_add(1, Ordering::Relaxed);
@@ -299,6 +413,12 @@ impl VirtioNetDevice {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     queue.go_to_previous_position(); // keep the buffer for the next frame
                     break true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    // A frame from the port that the kernel's buffers cannot hold.
+                    self.stats.rx_errors.fetch_add(1, Ordering::Relaxed);
+                    queue.go_to_previous_position();
+                    continue;
                 }
                 Err(_) => {
                     self.stats.rx_errors.fetch_add(1, Ordering::Relaxed);
@@ -326,7 +446,7 @@ impl VirtioNetDevice {
                     revents: 0,
                 },
                 libc::pollfd {
-                    fd: self.tap.fd(),
+                    fd: self.wire.ready_fd(),
                     events: libc::POLLIN,
                     revents: 0,
                 },
@@ -346,6 +466,43 @@ impl VirtioNetDevice {
             }
             let Some(mem) = kernel_ram() else { continue };
             have_buffers = self.fill_rx(mem, &mut iov);
+        }
+    }
+
+    /// Sends one frame, given as the chain's buffers (virtio-net header first).
+    fn send(&self, bufs: &[libc::iovec]) -> io::Result<()> {
+        match &self.wire {
+            Wire::Tap(tap) => tap.writev(bufs).map(|_| ()),
+            Wire::Port { port, tx, .. } => {
+                let mut batch = lock(tx);
+                batch.clear();
+                let Some(packet) = batch.next_slot() else {
+                    return Err(io::Error::other("no scratch packet"));
+                };
+                gather(bufs, packet)?;
+                batch.commit();
+                match lock(port).send(&batch) {
+                    Ok(1) => Ok(()),
+                    Ok(_) => Err(io::Error::new(io::ErrorKind::WouldBlock, "port full")),
+                    Err(e) => Err(io::Error::other(e)),
+                }
+            }
+        }
+    }
+
+    /// Receives one frame into the chain's buffers; returns header + frame length.
+    fn receive(&self, bufs: &[libc::iovec]) -> io::Result<usize> {
+        match &self.wire {
+            Wire::Tap(tap) => tap.readv(bufs),
+            Wire::Port { port, rx, .. } => {
+                let mut one = lock(rx);
+                one.clear();
+                if lock(port).recv(&mut one).map_err(io::Error::other)? == 0 {
+                    return Err(io::Error::from(io::ErrorKind::WouldBlock));
+                }
+                let packet = &one.packets()[0];
+                scatter(bufs, &[&packet.hdr.to_bytes(), packet.frame()])
+            }
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::thread;
 
 use lkl_netstack::{
-    BootConfig, Kernel, NetDeviceConfig, Offloads, TapConfig, TcpListener, TcpStream,
+    BootConfig, Kernel, NetBackend, NetDeviceConfig, Offloads, TapConfig, TcpListener, TcpStream,
 };
 
 const BULK: usize = 64 << 20;
@@ -72,7 +72,7 @@ pub fn tap_scenario(offloads: Offloads) -> (u64, u64) {
 
     let kernel = Kernel::boot(&BootConfig {
         net_devices: vec![NetDeviceConfig {
-            tap: TapConfig { name: tap.clone() },
+            backend: NetBackend::Tap(TapConfig { name: tap.clone() }),
             mac: [0x52, 0x54, 0x00, 0x6b, 0x6e, 0x01],
             mtu: 1500,
             offloads,
