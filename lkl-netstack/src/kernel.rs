@@ -182,6 +182,10 @@ impl Kernel {
     /// Powers the kernel off: kernel threads end, host threads blocked inside return
     /// `ESHUTDOWN`, and so does every later call.
     pub fn halt(&self) -> io::Result<()> {
+        // Devices' receive threads write into the kernel's RAM, which the halt unmaps.
+        for device in &self.net_devices {
+            device.stop();
+        }
         // SAFETY: no arguments; the kernel stops every thread it started.
         let rc = unsafe { lkl_sys::knic_halt() };
         if rc < 0 {

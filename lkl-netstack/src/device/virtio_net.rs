@@ -220,6 +220,9 @@ pub(crate) struct VirtioNetDevice {
     wire: Wire,
     /// Kicks the RX thread when the kernel posts receive buffers.
     rx_kick: EventFd,
+    /// Tells the RX thread to end (before the kernel's RAM goes away at halt).
+    rx_stop: EventFd,
+    rx_thread: Mutex<Option<thread::JoinHandle<()>>>,
     pub(crate) stats: NetDeviceStats,
 }
 
@@ -275,6 +278,8 @@ impl VirtioNetDevice {
             interrupt_status: AtomicU32::new(0),
             wire,
             rx_kick: EventFd::new(EFD_NONBLOCK)?,
+            rx_stop: EventFd::new(EFD_NONBLOCK)?,
+            rx_thread: Mutex::new(None),
             stats: NetDeviceStats::default(),
         }))
     }
@@ -282,10 +287,20 @@ impl VirtioNetDevice {
     /// Starts the receive thread (it waits until the driver sets the queue up).
     pub(crate) fn start(self: &Arc<Self>, name: &str) -> io::Result<()> {
         let device = Arc::clone(self);
-        thread::Builder::new()
+        let handle = thread::Builder::new()
             .name(format!("{name}-rx"))
             .spawn(move || device.rx_loop())?;
+        *lock(&self.rx_thread) = Some(handle);
         Ok(())
+    }
+
+    /// Ends the receive thread and waits for it: after this the device touches the
+    /// kernel's RAM only from kernel kicks (TX), which end with the kernel.
+    pub(crate) fn stop(&self) {
+        let _ = self.rx_stop.write(1);
+        if let Some(handle) = lock(&self.rx_thread).take() {
+            let _ = handle.join();
+        }
     }
 
     fn raise_interrupt(&self) {
@@ -437,21 +452,19 @@ impl VirtioNetDevice {
     fn rx_loop(&self) {
         let mut iov = Vec::with_capacity(20);
         let mut have_buffers = false;
+        let poll_in = |fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
         loop {
-            // Watch the TAP only while the kernel has buffers posted, or it would spin.
+            // Watch the backend only while the kernel has buffers posted, or it would spin.
             let mut fds = [
-                libc::pollfd {
-                    fd: self.rx_kick.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.wire.ready_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
+                poll_in(self.rx_stop.as_raw_fd()),
+                poll_in(self.rx_kick.as_raw_fd()),
+                poll_in(self.wire.ready_fd()),
             ];
-            let nfds = if have_buffers { 2 } else { 1 };
+            let nfds = if have_buffers { 3 } else { 2 };
             // SAFETY: `fds` holds `nfds` valid pollfds.
             let rc = unsafe { libc::poll(fds.as_mut_ptr(), nfds, -1) };
             if rc < 0 {
@@ -462,6 +475,9 @@ impl VirtioNetDevice {
                 return;
             }
             if fds[0].revents != 0 {
+                return; // the kernel is about to halt
+            }
+            if fds[1].revents != 0 {
                 let _ = self.rx_kick.read();
             }
             let Some(mem) = kernel_ram() else { continue };

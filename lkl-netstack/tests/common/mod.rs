@@ -1,6 +1,7 @@
-//! The TAP scenario shared by the offloads-on and offloads-off test binaries (one
-//! kernel per process, so each setting needs its own binary).
+//! Helpers and the TAP scenario shared by the device test binaries (one kernel per
+//! process, so each scenario needs its own binary).
 
+#![allow(dead_code)] // each test binary uses part of this module
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // test code: a failed unwrap is a failed test; results are reported on stdout
 
 use std::io::{Read, Write};
@@ -18,7 +19,7 @@ const LIB_V4: &str = "10.231.0.2";
 const HOST_V6: &str = "fd00:231::1";
 const LIB_V6: &str = "fd00:231::2";
 
-fn run(cmd: &str) -> Output {
+pub fn run(cmd: &str) -> Output {
     let out = Command::new("sh")
         .arg("-c")
         .arg(cmd)
@@ -35,7 +36,7 @@ fn run(cmd: &str) -> Output {
 }
 
 /// A network namespace that is deleted again when the test ends, pass or fail.
-struct Netns(String);
+pub struct Netns(pub String);
 
 impl Drop for Netns {
     fn drop(&mut self) {
