@@ -224,6 +224,9 @@ impl KnicVhost {
     pub fn start(ns: &NetNs, uplink: &str, dir: &Path) -> Self {
         let socket = dir.join("vhost.sock");
         let stats_socket = dir.join("vhost.stats");
+        // A killed predecessor leaves its socket behind; waiting for the path to appear must
+        // mean this instance listens.
+        let _ = fs::remove_file(&socket);
         let log =
             fs::File::create(dir.join("knic-vhost.log")).unwrap_or_else(|e| panic!("log: {e}"));
         let mut cmd = ns.cmd(workspace_bin("knic-vhost"));
@@ -244,6 +247,16 @@ impl KnicVhost {
             socket,
             stats_socket,
         }
+    }
+
+    /// Kills the daemon with SIGKILL (no cleanup of its own, as in a crash) and reaps it.
+    pub fn kill(&mut self) {
+        self.proc.assert_running();
+        self.proc
+            .child
+            .kill()
+            .unwrap_or_else(|e| panic!("SIGKILL knic-vhost: {e}"));
+        let _ = self.proc.child.wait();
     }
 
     /// Counters of queue pair 0.
