@@ -52,12 +52,14 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(format!("KNIC_{}", name.to_uppercase().replace('-', "_"))) {
         return PathBuf::from(p);
     }
+    // Test executables live in `target/<profile>/deps`, binaries (the bench) beside `name`.
     let exe = std::env::current_exe().unwrap_or_default();
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    let profile_dir = if dir.ends_with("deps") {
+        dir.parent().map(Path::to_path_buf).unwrap_or_default()
+    } else {
+        dir
+    };
     let p = profile_dir.join(name);
     assert!(
         p.is_file(),
