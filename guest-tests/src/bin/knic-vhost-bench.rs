@@ -4,8 +4,9 @@
 //!
 //! Sender: `dpdk-testpmd` `net_virtio_user` in `txonly` mode, busy-polling on CPU 0.
 //! Backends, each alone on CPU 1:
-//! * knic-vhost (this build's profile: run with `--release`) with a TAP uplink in a network
-//!   namespace the bench creates; the TAP is up, the kernel discards the UDP frames.
+//! * knic-vhost (this build's profile: run with `--release`) in a network namespace the bench
+//!   creates, once with a TAP uplink and once with AF_PACKET on a veth pair; the kernel
+//!   discards the UDP frames.
 //! * `dpdk-testpmd --vdev net_vhost0,iface=SOCK,queues=1 -- --forward-mode=rxonly`.
 //!
 //! The rate is the sender's `Tx-pps` (testpmd `--stats-period 1`), averaged over the
@@ -110,11 +111,26 @@ fn measure(
     window.iter().sum::<u64>() as f64 / window.len() as f64
 }
 
-fn knic_side(frame: u32, secs: u64) -> (f64, f64) {
+/// knic-vhost's uplinks: a TAP (one `writev` per frame), or AF_PACKET on one end of a veth
+/// pair (one `sendmmsg` per batch).
+const UPLINKS: [&str; 2] = ["tap", "packet"];
+
+fn knic_side(uplink: &str, frame: u32, secs: u64) -> (f64, f64) {
     let ns = NetNs::new("bench");
-    let dir = Scratch::new(&format!("bench-knic-{frame}"));
-    let kv = KnicVhost::start(&ns, "tap:kvtap0", &dir.0);
-    run(ns.cmd("ip").args(["link", "set", "kvtap0", "up"]));
+    let dir = Scratch::new(&format!("bench-knic-{uplink}-{frame}"));
+    let kv = if uplink == "tap" {
+        let kv = KnicVhost::start(&ns, "tap:kvtap0", &dir.0);
+        run(ns.cmd("ip").args(["link", "set", "kvtap0", "up"]));
+        kv
+    } else {
+        run(ns
+            .cmd("ip")
+            .args(["link", "add", "kva", "type", "veth", "peer", "name", "kvb"]));
+        for ifname in ["kva", "kvb"] {
+            run(ns.cmd("ip").args(["link", "set", ifname, "up"]));
+        }
+        KnicVhost::start(&ns, "packet:kva", &dir.0)
+    };
     // Every thread, and those it starts later (the queue-pair workers), on the backend CPU.
     run(Command::new(require_tool("taskset")).args([
         "-a",
@@ -191,25 +207,32 @@ fn main() {
     };
     let mut rows = Vec::new();
     for frame in FRAMES {
-        let (knic, knic_device) = knic_side(frame, secs);
         let (dpdk, dpdk_rx) = dpdk_side(frame, secs);
-        let ratio = knic / dpdk;
         let _ = writeln!(
             std::io::stdout(),
-            "{frame:>5} B  knic-vhost {:.3} Mpps (device count {:.3})  net_vhost {:.3} Mpps (its Rx-pps {:.3})  ratio {ratio:.3}",
-            knic / 1e6,
-            knic_device / 1e6,
+            "{frame:>5} B  net_vhost {:.3} Mpps (its Rx-pps {:.3})",
             dpdk / 1e6,
             dpdk_rx / 1e6
         );
-        rows.push(serde_json::json!({
+        let mut row = serde_json::json!({
             "frame_bytes": frame,
-            "knic_vhost_mpps": knic / 1e6,
-            "knic_vhost_device_mpps": knic_device / 1e6,
             "dpdk_net_vhost_mpps": dpdk / 1e6,
             "dpdk_net_vhost_rx_mpps": dpdk_rx / 1e6,
-            "ratio": ratio,
-        }));
+        });
+        for uplink in UPLINKS {
+            let (knic, knic_device) = knic_side(uplink, frame, secs);
+            let ratio = knic / dpdk;
+            let _ = writeln!(
+                std::io::stdout(),
+                "{frame:>5} B  knic-vhost {uplink:<6} {:.3} Mpps (device count {:.3})  ratio to net_vhost {ratio:.3}",
+                knic / 1e6,
+                knic_device / 1e6,
+            );
+            row[format!("knic_vhost_{uplink}_mpps")] = (knic / 1e6).into();
+            row[format!("knic_vhost_{uplink}_device_mpps")] = (knic_device / 1e6).into();
+            row[format!("ratio_{uplink}")] = ratio.into();
+        }
+        rows.push(row);
     }
     let line = serde_json::json!({
         "date": date,
@@ -218,7 +241,6 @@ fn main() {
         "seconds": secs,
         "sender": "dpdk-testpmd net_virtio_user txonly, CPU 0",
         "backend_cpu": BACKEND_CPU,
-        "knic_uplink": "tap",
         "results": rows,
     });
     let path = results_dir.join("vhost.jsonl");
