@@ -1,13 +1,14 @@
 //! A minimal initramfs for QEMU guests: static busybox, the virtio-net modules of the host's
 //! cloud kernel (decompressed with `xz`), and an `/init` script. Written as a newc cpio
-//! archive directly, so no cpio tool is needed.
+//! archive directly, so no cpio tool is needed. Dynamically linked host tools (Debian's
+//! `iperf3`) can be added with the libraries `ldd` names for them, at the same paths.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// One archive entry.
 enum Entry {
-    Dir(&'static str),
+    Dir(String),
     File {
         name: String,
         data: Vec<u8>,
@@ -54,7 +55,7 @@ fn cpio(entries: &[Entry]) -> Vec<u8> {
         match e {
             Entry::Dir(name) => push_header(&mut out, ino, 0o040755, 0, (0, 0), name),
             Entry::CharDev { name, major, minor } => {
-                push_header(&mut out, ino, 0o020600, 0, (*major, *minor), name)
+                push_header(&mut out, ino, 0o020666, 0, (*major, *minor), name)
             }
             Entry::File { name, data, mode } => {
                 push_header(&mut out, ino, 0o100000 | mode, data.len(), (0, 0), name);
@@ -109,6 +110,32 @@ fn module(modules: &Path, rel: &str) -> Vec<u8> {
 
 /// Writes an initramfs whose `/init` runs `script` (busybox sh) after loading virtio-net.
 pub fn build(dest: &Path, modules: &Path, script: &str) {
+    build_with_tools(dest, modules, script, &[]);
+}
+
+/// Host files a dynamically linked `tool` needs: itself and what `ldd` resolves (the
+/// loader included), each as an absolute path.
+fn with_libraries(tool: &Path) -> Vec<PathBuf> {
+    let out = Command::new("ldd")
+        .arg(tool)
+        .output()
+        .unwrap_or_else(|e| panic!("ldd is missing ({e}): run deploy/dev/setup-debian.sh"));
+    assert!(out.status.success(), "ldd {}", tool.display());
+    let mut files = vec![tool.to_path_buf()];
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let path = line.rsplit("=> ").next().unwrap_or(line).trim();
+        let path = path.split(" (").next().unwrap_or(path);
+        if path.starts_with('/') {
+            files.push(PathBuf::from(path));
+        }
+    }
+    files
+}
+
+/// Like [`build`], and also puts each of `tools` in `/bin` with its shared libraries at their
+/// host paths, plus a writable `/tmp` (iperf3 keeps its send buffer in a temporary file).
+pub fn build_with_tools(dest: &Path, modules: &Path, script: &str, tools: &[&Path]) {
     let busybox = std::fs::read("/bin/busybox").unwrap_or_else(|e| {
         panic!("/bin/busybox ({e}): run deploy/dev/setup-debian.sh (busybox-static)")
     });
@@ -117,15 +144,27 @@ pub fn build(dest: &Path, modules: &Path, script: &str) {
          mount -t proc proc /proc\nmount -t sysfs sys /sys\n\
          insmod /failover.ko\ninsmod /net_failover.ko\ninsmod /virtio_net.ko\n{script}\npoweroff -f\n"
     );
-    let entries = [
-        Entry::Dir("bin"),
-        Entry::Dir("dev"),
-        Entry::Dir("proc"),
-        Entry::Dir("sys"),
+    let mut entries = vec![
+        Entry::Dir("bin".into()),
+        Entry::Dir("dev".into()),
+        Entry::Dir("proc".into()),
+        Entry::Dir("sys".into()),
+        Entry::Dir("tmp".into()),
         Entry::CharDev {
             name: "dev/console",
             major: 5,
             minor: 1,
+        },
+        Entry::CharDev {
+            name: "dev/null",
+            major: 1,
+            minor: 3,
+        },
+        // iperf3 seeds its cookie from /dev/urandom.
+        Entry::CharDev {
+            name: "dev/urandom",
+            major: 1,
+            minor: 9,
         },
         Entry::File {
             name: "bin/busybox".into(),
@@ -153,5 +192,35 @@ pub fn build(dest: &Path, modules: &Path, script: &str) {
             mode: 0o644,
         },
     ];
+    let mut dirs = std::collections::BTreeSet::new();
+    for tool in tools {
+        for (i, host) in with_libraries(tool).into_iter().enumerate() {
+            let data = std::fs::read(&host).unwrap_or_else(|e| panic!("{}: {e}", host.display()));
+            let name = if i == 0 {
+                let base = host
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default();
+                format!("bin/{base}")
+            } else {
+                let rel = host.to_string_lossy().trim_start_matches('/').to_string();
+                // Parents first: cpio extraction does not create missing directories.
+                let mut parent = Path::new(&rel).parent();
+                while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+                    dirs.insert(p.to_string_lossy().into_owned());
+                    parent = p.parent();
+                }
+                rel
+            };
+            entries.push(Entry::File {
+                name,
+                data,
+                mode: 0o755,
+            });
+        }
+    }
+    // BTreeSet order puts every parent before its children.
+    let dir_entries = dirs.into_iter().map(Entry::Dir);
+    let entries: Vec<Entry> = dir_entries.chain(entries).collect();
     std::fs::write(dest, cpio(&entries)).unwrap_or_else(|e| panic!("{}: {e}", dest.display()));
 }

@@ -52,12 +52,14 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(format!("KNIC_{}", name.to_uppercase().replace('-', "_"))) {
         return PathBuf::from(p);
     }
+    // Test executables live in `target/<profile>/deps`, binaries (the bench) beside `name`.
     let exe = std::env::current_exe().unwrap_or_default();
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    let profile_dir = if dir.ends_with("deps") {
+        dir.parent().map(Path::to_path_buf).unwrap_or_default()
+    } else {
+        dir
+    };
     let p = profile_dir.join(name);
     assert!(
         p.is_file(),
@@ -224,6 +226,9 @@ impl KnicVhost {
     pub fn start(ns: &NetNs, uplink: &str, dir: &Path) -> Self {
         let socket = dir.join("vhost.sock");
         let stats_socket = dir.join("vhost.stats");
+        // A killed predecessor leaves its socket behind; waiting for the path to appear must
+        // mean this instance listens.
+        let _ = fs::remove_file(&socket);
         let log =
             fs::File::create(dir.join("knic-vhost.log")).unwrap_or_else(|e| panic!("log: {e}"));
         let mut cmd = ns.cmd(workspace_bin("knic-vhost"));
@@ -244,6 +249,16 @@ impl KnicVhost {
             socket,
             stats_socket,
         }
+    }
+
+    /// Kills the daemon with SIGKILL (no cleanup of its own, as in a crash) and reaps it.
+    pub fn kill(&mut self) {
+        self.proc.assert_running();
+        self.proc
+            .child
+            .kill()
+            .unwrap_or_else(|e| panic!("SIGKILL knic-vhost: {e}"));
+        let _ = self.proc.child.wait();
     }
 
     /// Counters of queue pair 0.
