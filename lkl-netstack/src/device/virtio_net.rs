@@ -134,6 +134,14 @@ pub struct NetDeviceStats {
 }
 
 const LARGE_FRAME: usize = 32 * 1024;
+
+/// Room for one chain's buffers (see `chain_iovecs`).
+const MAX_CHAIN: usize = 64;
+type IovArray = [libc::iovec; MAX_CHAIN];
+const EMPTY_IOVS: IovArray = [libc::iovec {
+    iov_base: std::ptr::null_mut(),
+    iov_len: 0,
+}; MAX_CHAIN];
 const QUEUE_MAX: u16 = 256;
 const RX_QUEUE: usize = 0;
 const TX_QUEUE: usize = 1;
@@ -329,33 +337,36 @@ impl VirtioNetDevice {
         regs.status = 0;
     }
 
-    /// Gathers a chain's buffers as iovecs over kernel RAM, checking each one.
+    /// Gathers a chain's buffers as iovecs over kernel RAM, checking each one. The
+    /// array lives on the caller's stack: no allocation per kick. A chain longer than it
+    /// (virtio-net uses at most MAX_SKB_FRAGS + 2 = 19) is refused like a malformed one.
     fn chain_iovecs<'a>(
         mem: &GuestMemoryMmap,
         chain: impl Iterator<Item = virtio_queue::desc::split::Descriptor>,
         want_writable: bool,
-        iov: &'a mut Vec<libc::iovec>,
+        iov: &'a mut IovArray,
     ) -> Option<&'a [libc::iovec]> {
-        iov.clear();
+        let mut n = 0;
         for desc in chain {
             if desc.is_write_only() != want_writable {
                 return None;
             }
             let len = desc.len() as usize;
             let slice = mem.get_slice(desc.addr(), len).ok()?;
-            iov.push(libc::iovec {
+            *iov.get_mut(n)? = libc::iovec {
                 iov_base: slice.ptr_guard_mut().as_ptr().cast(),
                 iov_len: len,
-            });
+            };
+            n += 1;
         }
-        Some(iov.as_slice())
+        Some(&iov[..n])
     }
 
     /// The kernel kicked the TX queue: send every available chain to the TAP.
     fn process_tx(&self) {
         let Some(mem) = kernel_ram() else { return };
         let mut queue = lock(&self.queues[TX_QUEUE]);
-        let mut iov = Vec::with_capacity(20);
+        let mut iov = EMPTY_IOVS;
         let mut completed = false;
         while let Some(chain) = queue.pop_descriptor_chain(mem) {
             let head = chain.head_index();
@@ -395,7 +406,7 @@ impl VirtioNetDevice {
 
     /// Receives TAP frames into the kernel's posted buffers until either runs out.
     /// Returns false when the kernel has no buffer posted.
-    fn fill_rx(&self, mem: &GuestMemoryMmap, iov: &mut Vec<libc::iovec>) -> bool {
+    fn fill_rx(&self, mem: &GuestMemoryMmap, iov: &mut IovArray) -> bool {
         let mut queue = lock(&self.queues[RX_QUEUE]);
         if !queue.ready() {
             return false;
@@ -450,7 +461,7 @@ impl VirtioNetDevice {
     }
 
     fn rx_loop(&self) {
-        let mut iov = Vec::with_capacity(20);
+        let mut iov = EMPTY_IOVS;
         let mut have_buffers = false;
         let poll_in = |fd| libc::pollfd {
             fd,
