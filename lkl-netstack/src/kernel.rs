@@ -325,29 +325,28 @@ impl Kernel {
         String::from_utf8(out).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 
+    /// Copies a host file into the kernel's filesystems (ramfs), streaming it, so
+    /// that sockets can `send_file` it; returns its length. The library has no
+    /// view of the host's files otherwise.
+    pub fn import_file(&self, host: &std::path::Path, path: &str) -> io::Result<u64> {
+        let mut source = std::fs::File::open(host)?;
+        let fd = open(path, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC)?;
+        let mut chunk = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        loop {
+            let n = std::io::Read::read(&mut source, &mut chunk)?;
+            if n == 0 {
+                return Ok(total);
+            }
+            write_all(&fd, &chunk[..n])?;
+            total += n as u64;
+        }
+    }
+
     /// Writes `data` to a file of the kernel's filesystems (created if missing).
     pub fn write_file(&self, path: &str, data: &[u8]) -> io::Result<()> {
         let fd = open(path, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC)?;
-        let mut done = 0;
-        while done < data.len() {
-            let rest = &data[done..];
-            // SAFETY: the kernel reads at most rest.len() bytes from rest.
-            let n = unsafe {
-                sys::syscall(
-                    nr::WRITE,
-                    [
-                        i64::from(fd.raw()),
-                        rest.as_ptr() as i64,
-                        rest.len() as i64,
-                        0,
-                        0,
-                        0,
-                    ],
-                )?
-            };
-            done += n as usize;
-        }
-        Ok(())
+        write_all(&fd, data)
     }
 
     /// Number of tasks (kernel threads and host-thread tasks) alive in the kernel.
@@ -410,4 +409,26 @@ impl Kernel {
         }
         Ok(())
     }
+}
+
+/// Writes all of `data` to a library file.
+fn write_all(fd: &Fd, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: the kernel reads at most data.len() bytes from data.
+        let n = unsafe {
+            sys::syscall(
+                nr::WRITE,
+                [
+                    i64::from(fd.raw()),
+                    data.as_ptr() as i64,
+                    data.len() as i64,
+                    0,
+                    0,
+                    0,
+                ],
+            )?
+        };
+        data = &data[n as usize..];
+    }
+    Ok(())
 }

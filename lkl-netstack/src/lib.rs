@@ -11,6 +11,8 @@ mod kernel;
 mod netlink;
 mod socket;
 mod sys;
+pub mod tls;
+mod user_memory;
 
 pub use device::{NetBackend, NetDeviceConfig, NetDeviceStats, Offloads, SharedPort, TapConfig};
 pub use kernel::{BootConfig, BootError, Kernel};

@@ -4,6 +4,9 @@
 #![allow(dead_code)] // each test binary uses part of this module
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // test code: a failed unwrap is a failed test; results are reported on stdout
 
+pub mod http;
+pub mod pki;
+
 use std::io::{Read, Write};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::Ordering;
@@ -57,7 +60,7 @@ fn crc32(data: &[u8], mut crc: u32) -> u32 {
     !crc
 }
 
-fn pattern(len: usize) -> Vec<u8> {
+pub fn pattern(len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect()
