@@ -6,6 +6,7 @@
 
 pub mod http;
 pub mod pki;
+pub mod tap_net;
 
 use std::io::{Read, Write};
 use std::process::{Command, Output, Stdio};

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use lkl_netstack::tls;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, IsCa, KeyPair,
+};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{CipherSuite, ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
 
@@ -21,13 +23,20 @@ impl TestPki {
     pub fn new(names: &[&str]) -> TestPki {
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Distinct names, or OpenSSL takes the server certificate for self-signed.
+        ca_params.distinguished_name = DistinguishedName::new();
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "knic test CA");
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
         let server_key = KeyPair::generate().unwrap();
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let server = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&server_key, &ca)
-            .unwrap();
+        let mut server_params = CertificateParams::new(names).unwrap();
+        server_params.distinguished_name = DistinguishedName::new();
+        server_params
+            .distinguished_name
+            .push(DnType::CommonName, "knic test server");
+        let server = server_params.signed_by(&server_key, &ca).unwrap();
         TestPki {
             ca_pem: ca.pem(),
             ca_der: ca.der().clone(),
