@@ -188,7 +188,65 @@ fn user_space_aes_gcm(key_len: usize) -> Transfer {
     }))
 }
 
+/// Set in the child run that measures the kernel's generic C AES-GCM (one
+/// kernel per process, so the comparison needs a second process).
+const GENERIC_CHILD: &str = "KNIC_BENCH_GENERIC_CRYPTO";
+
+fn ktls_streams(kernel: &Kernel) -> [Transfer; 3] {
+    let aes128 = TrafficCipher::AesGcm128 {
+        key: [1; 16],
+        nonce: [2; 12],
+    };
+    let aes256 = TrafficCipher::AesGcm256 {
+        key: [1; 32],
+        nonce: [2; 12],
+    };
+    [
+        library_stream(kernel, Some(&aes128), false),
+        library_stream(kernel, Some(&aes128), true),
+        library_stream(kernel, Some(&aes256), true),
+    ]
+}
+
+/// The child: kTLS with the generic C AES-GCM; prints "gbit cpu" per stream.
+fn generic_crypto_child() {
+    let kernel = Kernel::boot(&BootConfig {
+        memory_bytes: 1 << 30,
+        cmdline: "quiet".into(),
+        net_devices: Vec::new(),
+        host_crypto: false,
+    })
+    .unwrap();
+    for t in ktls_streams(&kernel) {
+        println!("{} {}", t.gbit_per_s, t.cpu_s_per_gb);
+    }
+    kernel.halt().unwrap();
+}
+
+fn generic_crypto_in_child() -> [Transfer; 3] {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env(GENERIC_CHILD, "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "generic-crypto child failed");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let runs: Vec<Transfer> = text
+        .lines()
+        .map(|line| {
+            let mut v = line.split(' ').map(|x| x.parse::<f64>().unwrap());
+            Transfer {
+                gbit_per_s: v.next().unwrap(),
+                cpu_s_per_gb: v.next().unwrap(),
+            }
+        })
+        .collect();
+    [runs[0], runs[1], runs[2]]
+}
+
 fn main() {
+    if std::env::var_os(GENERIC_CHILD).is_some() {
+        return generic_crypto_child();
+    }
     let id = std::process::id() % 100_000;
     let peers: Vec<Peer> = [241u8, 242]
         .iter()
@@ -205,6 +263,7 @@ fn main() {
     let kernel = Kernel::boot(&BootConfig {
         memory_bytes: 1 << 30,
         cmdline: "quiet".into(),
+        host_crypto: true,
         net_devices: vec![
             NetDeviceConfig {
                 backend: NetBackend::Tap(TapConfig {
@@ -249,21 +308,12 @@ fn main() {
 
     let (on_in, on_out) = tap_tcp(&kernel, &peers[0], 5201);
     let (off_in, off_out) = tap_tcp(&kernel, &peers[1], 5202);
-    let aes128 = TrafficCipher::AesGcm128 {
-        key: [1; 16],
-        nonce: [2; 12],
-    };
-    let aes256 = TrafficCipher::AesGcm256 {
-        key: [1; 32],
-        nonce: [2; 12],
-    };
     let plain = library_stream(&kernel, None, false);
-    let tx128 = library_stream(&kernel, Some(&aes128), false);
-    let both128 = library_stream(&kernel, Some(&aes128), true);
-    let both256 = library_stream(&kernel, Some(&aes256), true);
+    let [tx128, both128, both256] = ktls_streams(&kernel);
     let ring128 = user_space_aes_gcm(16);
     let ring256 = user_space_aes_gcm(32);
     kernel.halt().unwrap();
+    let [gen_tx128, gen_both128, gen_both256] = generic_crypto_in_child();
 
     let run = RunInfo::now();
     let rows = [
@@ -275,6 +325,9 @@ fn main() {
         ("lib_ktls_tx_aes128", tx128),
         ("lib_ktls_txrx_aes128", both128),
         ("lib_ktls_txrx_aes256", both256),
+        ("lib_ktls_tx_aes128_generic_c", gen_tx128),
+        ("lib_ktls_txrx_aes128_generic_c", gen_both128),
+        ("lib_ktls_txrx_aes256_generic_c", gen_both256),
         ("user_ring_aes128_seal", ring128),
         ("user_ring_aes256_seal", ring256),
     ];
@@ -300,10 +353,12 @@ fn main() {
     }
     json.push('}');
     println!(
-        "  offloads on/off: host->lib {:.2}x, lib->host {:.2}x; kTLS AES-128 (TX+RX) / plain TCP: {:.3}",
+        "  offloads on/off: host->lib {:.2}x, lib->host {:.2}x; kTLS AES-128 (TX+RX) / plain TCP: {:.3}; \
+         host AES-GCM / kernel C AES-GCM (kTLS TX+RX 128): {:.1}x",
         on_in.gbit_per_s / off_in.gbit_per_s,
         on_out.gbit_per_s / off_out.gbit_per_s,
-        both128.gbit_per_s / plain.gbit_per_s
+        both128.gbit_per_s / plain.gbit_per_s,
+        both128.gbit_per_s / gen_both128.gbit_per_s
     );
     let log = append_record("devices_ktls", &json);
     let (grey, green, blue, orange) = ("#888", "#2a7", "#37c", "#d83");
@@ -335,6 +390,9 @@ fn main() {
                     ("kTLS TX 128", tx128.gbyte_per_s(), blue),
                     ("kTLS 128", both128.gbyte_per_s(), blue),
                     ("kTLS 256", both256.gbyte_per_s(), blue),
+                    ("C TX 128", gen_tx128.gbyte_per_s(), orange),
+                    ("C 128", gen_both128.gbyte_per_s(), orange),
+                    ("C 256", gen_both256.gbyte_per_s(), orange),
                 ],
             },
             BarGroup {

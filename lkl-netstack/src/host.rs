@@ -17,7 +17,15 @@ use lkl_sys::knic_host_ops;
 const KTHREAD_STACK_BYTES: usize = 256 * 1024;
 
 /// The table handed to `knic_start_kernel`; lives for the whole process.
-pub(crate) static HOST_OPS: knic_host_ops = knic_host_ops {
+pub(crate) static HOST_OPS: knic_host_ops = OPS;
+
+/// The same, leaving AES-GCM to the kernel's generic C code.
+pub(crate) static HOST_OPS_GENERIC_CRYPTO: knic_host_ops = knic_host_ops {
+    aes_gcm: None,
+    ..OPS
+};
+
+const OPS: knic_host_ops = knic_host_ops {
     print: Some(print),
     panic: Some(panic),
     sem_alloc: Some(sem_alloc),
@@ -43,6 +51,7 @@ pub(crate) static HOST_OPS: knic_host_ops = knic_host_ops {
     memcpy: Some(memcpy),
     memmove: Some(memmove),
     memset: Some(memset),
+    aes_gcm: Some(crate::host_crypto::aes_gcm),
 };
 
 // The C library's vectorised routines, with the kernel's size type.

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::device::{NetBackend, NetDeviceConfig, NetDeviceStats, VirtioNetDevice, mmio};
-use crate::host::HOST_OPS;
+use crate::host::{HOST_OPS, HOST_OPS_GENERIC_CRYPTO};
 use crate::netlink::{self, Link, Route};
 use crate::socket::Fd;
 use crate::sys;
@@ -27,6 +27,9 @@ pub struct BootConfig {
     pub cmdline: String,
     /// Network devices, in order: the kernel names them eth0, eth1, ...
     pub net_devices: Vec<NetDeviceConfig>,
+    /// The kernel's AES-GCM (kernel TLS) runs in host code with the CPU's AES
+    /// instructions (true), or as the kernel's generic C code (false: ~100x slower).
+    pub host_crypto: bool,
 }
 
 impl Default for BootConfig {
@@ -35,6 +38,7 @@ impl Default for BootConfig {
             memory_bytes: 256 << 20,
             cmdline: String::new(),
             net_devices: Vec::new(),
+            host_crypto: true,
         }
     }
 }
@@ -147,10 +151,14 @@ impl Kernel {
             net_devices.push(device);
         }
         let cmdline = CString::new(cmdline).map_err(|_| BootError::CommandLine)?;
-        // SAFETY: HOST_OPS is a static table of functions that honour the host-ops
+        let ops = if config.host_crypto {
+            &HOST_OPS
+        } else {
+            &HOST_OPS_GENERIC_CRYPTO
+        };
+        // SAFETY: both tables are statics of functions that honour the host-ops
         // contract (host.rs); the command line is copied before the call returns.
-        let rc =
-            unsafe { lkl_sys::knic_start_kernel(&HOST_OPS, config.memory_bytes, cmdline.as_ptr()) };
+        let rc = unsafe { lkl_sys::knic_start_kernel(ops, config.memory_bytes, cmdline.as_ptr()) };
         if rc != 0 {
             return Err(BootError::Start(io::Error::from_raw_os_error(-rc)));
         }

@@ -7,6 +7,7 @@
 
 mod device;
 mod host;
+mod host_crypto;
 mod kernel;
 mod netlink;
 mod socket;

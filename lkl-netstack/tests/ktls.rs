@@ -226,3 +226,19 @@ fn a_peer_that_hangs_up_mid_handshake_is_reported() {
     .unwrap_err();
     assert!(matches!(err, TlsError::HandshakeEof), "{err:?}");
 }
+
+#[test]
+fn the_kernels_aes_gcm_runs_in_host_code_and_passed_its_self_tests() {
+    let crypto = kernel().read_file("/proc/crypto").unwrap();
+    let ours = crypto
+        .split("\n\n")
+        .find(|block| block.contains("gcm-aes-knic-host"))
+        .unwrap_or_else(|| panic!("no host gcm(aes) in /proc/crypto:\n{crypto}"));
+    for line in [
+        "name         : gcm(aes)",
+        "selftest     : passed",
+        "priority     : 400",
+    ] {
+        assert!(ours.contains(line), "missing `{line}` in:\n{ours}");
+    }
+}

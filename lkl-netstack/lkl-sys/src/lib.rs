@@ -12,7 +12,7 @@
 #![allow(non_camel_case_types)]
 #![allow(unsafe_code)] // this crate is the FFI boundary; the safe wrappers live in lkl-netstack
 
-use std::ffi::{c_char, c_int, c_long, c_ulong, c_ulonglong, c_void};
+use std::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_ulonglong, c_void};
 
 /// Syscall numbers of the library kernel: the asm-generic numbering, which differs
 /// from the host's on x86-64, so never use `libc::SYS_*` with the library.
@@ -89,6 +89,19 @@ pub struct knic_host_ops {
         unsafe extern "C" fn(dest: *mut c_void, src: *const c_void, n: c_ulong) -> *mut c_void,
     >,
     pub memset: Option<unsafe extern "C" fn(s: *mut c_void, c: c_int, n: c_ulong) -> *mut c_void>,
+    pub aes_gcm: Option<
+        unsafe extern "C" fn(
+            encrypt: c_int,
+            key: *const u8,
+            key_len: c_uint,
+            iv: *const u8,
+            aad: *const u8,
+            aad_len: c_uint,
+            data: *mut u8,
+            data_len: c_ulong,
+            tag: *mut u8,
+        ) -> c_int,
+    >,
 }
 
 unsafe extern "C" {

@@ -71,6 +71,19 @@ struct knic_host_ops {
 	void *(*memcpy)(void *dest, const void *src, unsigned long n);
 	void *(*memmove)(void *dest, const void *src, unsigned long n);
 	void *(*memset)(void *s, int c, unsigned long n);
+
+	/*
+	 * Optional: AES-GCM with a 12-byte IV and a 16-byte tag, in host code (AES-NI,
+	 * a crypto engine). With it, the kernel's "gcm(aes)" for 128- and 256-bit keys
+	 * (kernel TLS, IPsec) runs there instead of the generic C code. Encrypting
+	 * replaces data with its ciphertext and writes tag; decrypting checks tag and
+	 * replaces data with the plaintext. Returns 0, -EBADMSG if the tag does not
+	 * match, or -EINVAL for a key length it does not take. Never sleeps.
+	 */
+	int (*aes_gcm)(int encrypt, const unsigned char *key, unsigned int key_len,
+		       const unsigned char *iv, const unsigned char *aad,
+		       unsigned int aad_len, unsigned char *data,
+		       unsigned long data_len, unsigned char *tag);
 };
 
 /* Library entry points: the only global symbols of the kernel archive. */
