@@ -12,7 +12,7 @@ mod netlink;
 mod socket;
 mod sys;
 
-pub use device::{NetBackend, NetDeviceConfig, NetDeviceStats, Offloads, SharedPort, TapConfig};
+pub use device::{DevicePort, NetBackend, NetDeviceConfig, NetDeviceStats, Offloads, TapConfig};
 pub use kernel::{BootConfig, BootError, Kernel};
 pub use netlink::{Link, NetlinkError, Route};
 pub use socket::{Fd, TcpListener, TcpStream, UdpSocket};

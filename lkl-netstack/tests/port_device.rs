@@ -4,11 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // test code: a failed unwrap is a failed test
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lkl_netstack::{BootConfig, Kernel, NetBackend, NetDeviceConfig, Offloads, SharedPort};
-use packet_ring::{MemoryPeer, PacketPort, VirtioNetHdr, memory_port_pair};
+use lkl_netstack::{BootConfig, DevicePort, Kernel, NetBackend, NetDeviceConfig, Offloads};
+use packet_ring::{MemoryPeer, VirtioNetHdr, memory_port_pair};
 
 const KERNEL_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x6b, 0x6e, 0x02];
 const PEER_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
@@ -86,7 +85,7 @@ fn expect_frame(peer: &mut MemoryPeer, what: &str, mut want: impl FnMut(&[u8]) -
 #[test]
 fn kernel_answers_arp_and_ping_through_a_packet_port() {
     let (port, mut peer) = memory_port_pair(256, 2048).unwrap();
-    let port: SharedPort = Arc::new(Mutex::new(Box::new(port) as Box<dyn PacketPort>));
+    let port = DevicePort::new(port);
     let kernel = Kernel::boot(&BootConfig {
         net_devices: vec![NetDeviceConfig {
             backend: NetBackend::Port(port),

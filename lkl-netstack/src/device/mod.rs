@@ -13,4 +13,4 @@ mod virtio_net;
 
 pub use tap::TapConfig;
 pub(crate) use virtio_net::VirtioNetDevice;
-pub use virtio_net::{NetBackend, NetDeviceConfig, NetDeviceStats, Offloads, SharedPort};
+pub use virtio_net::{DevicePort, NetBackend, NetDeviceConfig, NetDeviceStats, Offloads};

@@ -5,7 +5,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 
 /// Which TAP to attach a library device to.
@@ -84,29 +84,44 @@ impl Tap {
         Ok(Tap { file })
     }
 
-    pub(crate) fn fd(&self) -> RawFd {
-        self.file.as_raw_fd()
+    /// The TAP's file, to be shared by the device's two directions (reads and writes
+    /// on one TAP queue need no lock between them).
+    pub(crate) fn into_file(self) -> File {
+        self.file
     }
+}
 
-    /// Writes one frame (virtio-net header first) gathered from `iov`.
-    pub(crate) fn writev(&self, iov: &[libc::iovec]) -> io::Result<usize> {
-        // SAFETY: every iovec points at readable kernel RAM checked by the caller.
-        let n = unsafe { libc::writev(self.fd(), iov.as_ptr(), iov.len() as libc::c_int) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
-    }
+/// Writes one frame (virtio-net header first) gathered from `iov`.
+///
+/// # Safety
+/// Every iovec must point at memory readable for its length during the call.
+pub(crate) unsafe fn writev(tap: &File, iov: &[libc::iovec]) -> io::Result<usize> {
+    // SAFETY: the caller vouches for the buffers' readability.
+    unsafe { transfer(tap, iov, libc::writev) }
+}
 
-    /// Reads one frame (virtio-net header first) scattered into `iov`.
-    pub(crate) fn readv(&self, iov: &[libc::iovec]) -> io::Result<usize> {
-        // SAFETY: every iovec points at writable kernel RAM checked by the caller.
-        let n = unsafe { libc::readv(self.fd(), iov.as_ptr(), iov.len() as libc::c_int) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+/// Reads one frame (virtio-net header first) scattered into `iov`.
+///
+/// # Safety
+/// Every iovec must point at memory writable for its length during the call, that nothing
+/// else reads or writes meanwhile.
+pub(crate) unsafe fn readv(tap: &File, iov: &[libc::iovec]) -> io::Result<usize> {
+    // SAFETY: the caller vouches for the buffers' writability and exclusivity.
+    unsafe { transfer(tap, iov, libc::readv) }
+}
+
+type VectoredIo = unsafe extern "C" fn(libc::c_int, *const libc::iovec, libc::c_int) -> isize;
+
+/// One `readv`/`writev` on the TAP.
+///
+/// # Safety
+/// Every iovec must be valid for what `io` does with it (read or write) during the call.
+unsafe fn transfer(tap: &File, iov: &[libc::iovec], io: VectoredIo) -> io::Result<usize> {
+    // SAFETY: `iov` holds `iov.len()` iovecs whose buffers the caller vouches for.
+    let n = unsafe { io(tap.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }

@@ -7,8 +7,13 @@
 //! `readv`s TAP frames straight into the buffers the kernel posted and raises the
 //! device's interrupt. Chains are walked with `virtio-queue` over the kernel's RAM
 //! (device/memory.rs), which checks every address and length.
+//!
+//! The two directions share no backend state: the kick owns the sending half
+//! ([`TxWire`]) and the receive thread owns the receiving half ([`RxWire`]) outright,
+//! so the receive thread takes no lock to reach its fd or its scratch packet.
 #![allow(unsafe_code)]
 
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -19,7 +24,10 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
-use packet_ring::{GuestOffloads, MAX_FRAME_LEN, Packet, PacketBatch, PacketPort, VirtioNetHdr};
+use packet_ring::{
+    GuestOffloads, MAX_FRAME_LEN, Packet, PacketBatch, PacketPort, PacketSink, PacketSource,
+    VirtioNetHdr,
+};
 
 use super::memory::kernel_ram;
 
@@ -83,7 +91,7 @@ fn scatter(bufs: &[libc::iovec], parts: &[&[u8]]) -> io::Result<usize> {
     Ok(total)
 }
 use super::mmio::MmioDevice;
-use super::tap::{Tap, TapConfig, VNET_HDR_LEN};
+use super::tap::{Tap, TapConfig, VNET_HDR_LEN, readv, writev};
 
 /// Offloads the device offers (and asks the TAP for).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,11 +109,30 @@ pub enum NetBackend {
     Tap(TapConfig),
     /// Any packet port of knic (an in-memory peer, a vhost queue pair, an uplink):
     /// frames are copied once between the kernel's buffers and the port's packets.
-    Port(SharedPort),
+    Port(DevicePort),
 }
 
-/// A packet port shared by a device's kick (TX) and receive thread (RX).
-pub type SharedPort = Arc<Mutex<Box<dyn PacketPort>>>;
+/// A packet port handed to a device at boot. The device takes it and splits it: the
+/// sending half goes to the kernel's queue kick, the receiving half to the device's
+/// receive thread, and the two never share a lock. Cloning shares the hand-off (so a
+/// `BootConfig` stays `Clone`); only the first device booted with it gets the port.
+#[derive(Debug, Clone)]
+pub struct DevicePort(Arc<Mutex<Option<Box<dyn PacketPort>>>>);
+
+impl DevicePort {
+    pub fn new(port: impl PacketPort + 'static) -> DevicePort {
+        DevicePort(Arc::new(Mutex::new(Some(Box::new(port)))))
+    }
+
+    fn take(&self) -> io::Result<Box<dyn PacketPort>> {
+        lock(&self.0).take().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the packet port was already taken by another device",
+            )
+        })
+    }
+}
 
 /// A network device of the library kernel.
 #[derive(Debug, Clone)]
@@ -197,23 +224,31 @@ struct Registers {
     status: u32,
 }
 
-/// The backend as the device drives it.
-enum Wire {
-    Tap(Tap),
+/// The sending half of the backend, driven by the kernel's TX kick.
+enum TxWire {
+    Tap(File),
     Port {
-        port: SharedPort,
+        sink: Box<dyn PacketSink>,
         /// The kick's packet (one chain at a time), allocated once.
-        tx: Mutex<PacketBatch>,
-        /// The receive thread's packet, allocated once (uncontended).
-        rx: Mutex<PacketBatch>,
+        packet: PacketBatch,
     },
 }
 
-impl Wire {
+/// The receiving half of the backend, owned by the receive thread.
+enum RxWire {
+    Tap(File),
+    Port {
+        source: Box<dyn PacketSource>,
+        /// The receive thread's packet, allocated once.
+        packet: PacketBatch,
+    },
+}
+
+impl RxWire {
     fn ready_fd(&self) -> RawFd {
         match self {
-            Wire::Tap(tap) => tap.fd(),
-            Wire::Port { port, .. } => lock(port).ready_fd(),
+            RxWire::Tap(tap) => tap.as_raw_fd(),
+            RxWire::Port { source, .. } => source.ready_fd(),
         }
     }
 }
@@ -225,7 +260,10 @@ pub(crate) struct VirtioNetDevice {
     regs: Mutex<Registers>,
     queues: [Mutex<Queue>; 2],
     interrupt_status: AtomicU32,
-    wire: Wire,
+    /// Taken by the TX kick once per kick; the receive thread never touches it.
+    tx_wire: Mutex<TxWire>,
+    /// Moved into the receive thread when it starts.
+    rx_wire: Mutex<Option<RxWire>>,
     /// Kicks the RX thread when the kernel posts receive buffers.
     rx_kick: EventFd,
     /// Tells the RX thread to end (before the kernel's RAM goes away at halt).
@@ -242,23 +280,32 @@ impl VirtioNetDevice {
     /// Creates the device and its TAP; `irq` is the line it will raise.
     pub(crate) fn new(config: NetDeviceConfig, irq: i32) -> io::Result<Arc<VirtioNetDevice>> {
         let offloads = config.offloads == Offloads::Tso;
-        let wire = match &config.backend {
-            NetBackend::Tap(tap) => Wire::Tap(Tap::open(tap, offloads)?),
+        let (tx_wire, rx_wire) = match &config.backend {
+            NetBackend::Tap(tap) => {
+                let tap = Tap::open(tap, offloads)?.into_file();
+                (TxWire::Tap(tap.try_clone()?), RxWire::Tap(tap))
+            }
             NetBackend::Port(port) => {
+                let (sink, mut source) = port.take()?.split();
                 let accepted = GuestOffloads {
                     csum: offloads,
                     tso4: offloads,
                     tso6: offloads,
                     ecn: false,
                 };
-                lock(port)
+                source
                     .set_guest_offloads(accepted)
                     .map_err(io::Error::other)?;
-                Wire::Port {
-                    port: Arc::clone(port),
-                    tx: Mutex::new(PacketBatch::new(1, MAX_FRAME_LEN)),
-                    rx: Mutex::new(PacketBatch::new(1, MAX_FRAME_LEN)),
-                }
+                (
+                    TxWire::Port {
+                        sink,
+                        packet: PacketBatch::new(1, MAX_FRAME_LEN),
+                    },
+                    RxWire::Port {
+                        source,
+                        packet: PacketBatch::new(1, MAX_FRAME_LEN),
+                    },
+                )
             }
         };
         let mut features = F_VERSION_1 | F_MAC | F_MTU | F_STATUS;
@@ -284,7 +331,8 @@ impl VirtioNetDevice {
             }),
             queues: [queue()?, queue()?],
             interrupt_status: AtomicU32::new(0),
-            wire,
+            tx_wire: Mutex::new(tx_wire),
+            rx_wire: Mutex::new(Some(rx_wire)),
             rx_kick: EventFd::new(EFD_NONBLOCK)?,
             rx_stop: EventFd::new(EFD_NONBLOCK)?,
             rx_thread: Mutex::new(None),
@@ -295,9 +343,15 @@ impl VirtioNetDevice {
     /// Starts the receive thread (it waits until the driver sets the queue up).
     pub(crate) fn start(self: &Arc<Self>, name: &str) -> io::Result<()> {
         let device = Arc::clone(self);
+        let wire = lock(&self.rx_wire).take().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "receive thread already started",
+            )
+        })?;
         let handle = thread::Builder::new()
             .name(format!("{name}-rx"))
-            .spawn(move || device.rx_loop())?;
+            .spawn(move || device.rx_loop(wire))?;
         *lock(&self.rx_thread) = Some(handle);
         Ok(())
     }
@@ -366,6 +420,7 @@ impl VirtioNetDevice {
     fn process_tx(&self) {
         let Some(mem) = kernel_ram() else { return };
         let mut queue = lock(&self.queues[TX_QUEUE]);
+        let mut wire = lock(&self.tx_wire);
         let mut iov = EMPTY_IOVS;
         let mut completed = false;
         while let Some(chain) = queue.pop_descriptor_chain(mem) {
@@ -373,7 +428,7 @@ impl VirtioNetDevice {
             match Self::chain_iovecs(mem, chain, false, &mut iov) {
                 Some(bufs) => {
                     let total: usize = bufs.iter().map(|v| v.iov_len).sum();
-                    match self.send(bufs) {
+                    match Self::send(&mut wire, bufs) {
                         Ok(()) => {
                             let frame = total.saturating_sub(VNET_HDR_LEN);
                             self.stats.tx_packets.fetch_add(1, Ordering::Relaxed);
@@ -398,6 +453,7 @@ impl VirtioNetDevice {
             }
             completed = true;
         }
+        drop(wire);
         drop(queue);
         if completed {
             self.raise_interrupt();
@@ -406,7 +462,7 @@ impl VirtioNetDevice {
 
     /// Receives TAP frames into the kernel's posted buffers until either runs out.
     /// Returns false when the kernel has no buffer posted.
-    fn fill_rx(&self, mem: &GuestMemoryMmap, iov: &mut IovArray) -> bool {
+    fn fill_rx(&self, mem: &GuestMemoryMmap, wire: &mut RxWire, iov: &mut IovArray) -> bool {
         let mut queue = lock(&self.queues[RX_QUEUE]);
         if !queue.ready() {
             return false;
@@ -423,7 +479,7 @@ impl VirtioNetDevice {
                 delivered = true;
                 continue;
             };
-            match self.receive(bufs) {
+            match Self::receive(wire, bufs) {
                 Ok(n) => {
                     let frame = n.saturating_sub(VNET_HDR_LEN);
                     self.stats.rx_packets.fetch_add(1, Ordering::Relaxed);
@@ -460,7 +516,7 @@ impl VirtioNetDevice {
         has_buffers
     }
 
-    fn rx_loop(&self) {
+    fn rx_loop(&self, mut wire: RxWire) {
         let mut iov = EMPTY_IOVS;
         let mut have_buffers = false;
         let poll_in = |fd| libc::pollfd {
@@ -473,7 +529,7 @@ impl VirtioNetDevice {
             let mut fds = [
                 poll_in(self.rx_stop.as_raw_fd()),
                 poll_in(self.rx_kick.as_raw_fd()),
-                poll_in(self.wire.ready_fd()),
+                poll_in(wire.ready_fd()),
             ];
             let nfds = if have_buffers { 3 } else { 2 };
             // SAFETY: `fds` holds `nfds` valid pollfds.
@@ -492,23 +548,24 @@ impl VirtioNetDevice {
                 let _ = self.rx_kick.read();
             }
             let Some(mem) = kernel_ram() else { continue };
-            have_buffers = self.fill_rx(mem, &mut iov);
+            have_buffers = self.fill_rx(mem, &mut wire, &mut iov);
         }
     }
 
     /// Sends one frame, given as the chain's buffers (virtio-net header first).
-    fn send(&self, bufs: &[libc::iovec]) -> io::Result<()> {
-        match &self.wire {
-            Wire::Tap(tap) => tap.writev(bufs).map(|_| ()),
-            Wire::Port { port, tx, .. } => {
-                let mut batch = lock(tx);
-                batch.clear();
-                let Some(packet) = batch.next_slot() else {
+    fn send(wire: &mut TxWire, bufs: &[libc::iovec]) -> io::Result<()> {
+        match wire {
+            // SAFETY: chain_iovecs checked each buffer against the kernel's RAM, and the
+            // kernel does not touch a chain it has handed to the device until it is used.
+            TxWire::Tap(tap) => unsafe { writev(tap, bufs) }.map(|_| ()),
+            TxWire::Port { sink, packet } => {
+                packet.clear();
+                let Some(slot) = packet.next_slot() else {
                     return Err(io::Error::other("no scratch packet"));
                 };
-                gather(bufs, packet)?;
-                batch.commit();
-                match lock(port).send(&batch) {
+                gather(bufs, slot)?;
+                packet.commit();
+                match sink.send(packet) {
                     Ok(1) => Ok(()),
                     Ok(_) => Err(io::Error::new(io::ErrorKind::WouldBlock, "port full")),
                     Err(e) => Err(io::Error::other(e)),
@@ -518,16 +575,17 @@ impl VirtioNetDevice {
     }
 
     /// Receives one frame into the chain's buffers; returns header + frame length.
-    fn receive(&self, bufs: &[libc::iovec]) -> io::Result<usize> {
-        match &self.wire {
-            Wire::Tap(tap) => tap.readv(bufs),
-            Wire::Port { port, rx, .. } => {
-                let mut one = lock(rx);
-                one.clear();
-                if lock(port).recv(&mut one).map_err(io::Error::other)? == 0 {
+    fn receive(wire: &mut RxWire, bufs: &[libc::iovec]) -> io::Result<usize> {
+        match wire {
+            // SAFETY: chain_iovecs checked each writable buffer against the kernel's RAM;
+            // the kernel posted them for the device and reads them only once used.
+            RxWire::Tap(tap) => unsafe { readv(tap, bufs) },
+            RxWire::Port { source, packet } => {
+                packet.clear();
+                if source.recv(packet).map_err(io::Error::other)? == 0 {
                     return Err(io::Error::from(io::ErrorKind::WouldBlock));
                 }
-                let packet = &one.packets()[0];
+                let packet = &packet.packets()[0];
                 scatter(bufs, &[&packet.hdr.to_bytes(), packet.frame()])
             }
         }
