@@ -12,7 +12,10 @@ mod netlink;
 mod socket;
 mod sys;
 
-pub use device::{DevicePort, NetBackend, NetDeviceConfig, NetDeviceStats, Offloads, TapConfig};
+pub use device::{
+    DevicePort, DropReason, MAX_QUEUE_PAIRS, NetBackend, NetDeviceConfig, NetDeviceStats, Offloads,
+    QueuePairStats, TapConfig,
+};
 pub use kernel::{BootConfig, BootError, Kernel};
 pub use netlink::{Link, NetlinkError, Route};
 pub use socket::{Fd, TcpListener, TcpStream, UdpSocket};

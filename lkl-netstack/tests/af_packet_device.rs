@@ -45,6 +45,7 @@ fn af_packet_device_answers_ping_and_receives_tcp() {
             // The host's TCP over veth leaves checksums partial (NEEDS_CSUM in the
             // vnet header): the kernel's device must accept that (GUEST_CSUM).
             offloads: Offloads::Tso,
+            queue_pairs: 1,
         }],
         ..BootConfig::default()
     })

@@ -92,6 +92,7 @@ fn kernel_answers_arp_and_ping_through_a_packet_port() {
             mac: KERNEL_MAC,
             mtu: 1500,
             offloads: Offloads::Off,
+            queue_pairs: 1,
         }],
         ..BootConfig::default()
     })

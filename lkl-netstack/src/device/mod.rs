@@ -6,11 +6,19 @@
 //! `virtio-queue` ([`virtio_net`]), and frames go to and from a backend (a TAP
 //! with a virtio-net header, so TSO/checksum offloads cross intact: [`tap`]).
 
+mod ethtool;
+mod features;
 pub(crate) mod memory;
 pub(crate) mod mmio;
+mod net_queue;
 mod tap;
 mod virtio_net;
 
+pub(crate) use ethtool::set_combined_channels;
+pub use net_queue::DropReason;
 pub use tap::TapConfig;
 pub(crate) use virtio_net::VirtioNetDevice;
-pub use virtio_net::{DevicePort, NetBackend, NetDeviceConfig, NetDeviceStats, Offloads};
+pub use virtio_net::{
+    DevicePort, MAX_QUEUE_PAIRS, NetBackend, NetDeviceConfig, NetDeviceStats, Offloads,
+    QueuePairStats,
+};
