@@ -35,6 +35,25 @@ fn flows_spread_over_queue_pairs() {
         before.active_queue_pairs, 1,
         "one pair per CPU until told otherwise"
     );
+    kernel.set_link_up("eth0", true).unwrap();
+    kernel
+        .add_address("eth0", LIB.parse().unwrap(), 24)
+        .unwrap();
+    // With one pair enabled the TAP's other queues are detached: the host steers every
+    // frame to pair 0 (a frame hashed to a pair nobody serves would be lost).
+    run(&format!(
+        "ip netns exec {} ping -c 3 -i 0.2 -W 2 {LIB}",
+        ns.0
+    ));
+    let one = kernel.net_device_stats(0).unwrap();
+    assert!(one.queue_pairs[0].rx_packets > 0);
+    assert!(
+        one.queue_pairs[1..]
+            .iter()
+            .all(|q| q.rx_packets == 0 && q.tx_packets == 0),
+        "disabled pairs carry nothing: {one:?}"
+    );
+
     kernel.set_queue_pairs("eth0", u32::from(PAIRS)).unwrap();
     assert_eq!(
         kernel.net_device_stats(0).unwrap().active_queue_pairs,
@@ -46,10 +65,6 @@ fn flows_spread_over_queue_pairs() {
             .is_err(),
         "more pairs than max_virtqueue_pairs is refused"
     );
-    kernel.set_link_up("eth0", true).unwrap();
-    kernel
-        .add_address("eth0", LIB.parse().unwrap(), 24)
-        .unwrap();
     run(&format!(
         "ip netns exec {} ping -c 2 -i 0.2 -W 2 {LIB}",
         ns.0

@@ -227,9 +227,15 @@ impl RxWire {
     pub(crate) fn apply(&mut self, f: NetFeatures, enabled: bool) -> io::Result<()> {
         let accepted = f.guest_offloads();
         match self {
-            RxWire::Tap(tap) => {
-                set_tap_queue_attached(tap, enabled)?;
+            // A detached TAP queue takes no ioctl but TUNSETQUEUE (EBADFD): set the
+            // offloads while it is attached.
+            RxWire::Tap(tap) if enabled => {
+                set_tap_queue_attached(tap, true)?;
                 set_tap_offloads(tap, accepted)
+            }
+            RxWire::Tap(tap) => {
+                set_tap_offloads(tap, accepted)?;
+                set_tap_queue_attached(tap, false)
             }
             RxWire::Port { source, .. } => source
                 .set_guest_offloads(accepted)
