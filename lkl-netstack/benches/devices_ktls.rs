@@ -272,6 +272,7 @@ fn main() {
                 mac: [0x52, 0x54, 0x00, 0x6b, 0x6e, 0x41],
                 mtu: 1500,
                 offloads: Offloads::Tso,
+                queue_pairs: 1,
             },
             NetDeviceConfig {
                 backend: NetBackend::Tap(TapConfig {
@@ -280,6 +281,7 @@ fn main() {
                 mac: [0x52, 0x54, 0x00, 0x6b, 0x6e, 0x42],
                 mtu: 1500,
                 offloads: Offloads::Off,
+                queue_pairs: 1,
             },
         ],
     })

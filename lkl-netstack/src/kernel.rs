@@ -177,9 +177,26 @@ impl Kernel {
         Ok(kernel)
     }
 
-    /// Counters of network device `index` (eth`index`).
-    pub fn net_device_stats(&self, index: usize) -> Option<&NetDeviceStats> {
-        self.net_devices.get(index).map(|d| &d.stats)
+    /// Counters and state of network device `index` (eth`index`), per queue pair and
+    /// in total.
+    pub fn net_device_stats(&self, index: usize) -> Option<NetDeviceStats> {
+        self.net_devices.get(index).map(|d| d.stats())
+    }
+
+    /// Sets the link state network device `index` reports. The driver hears of it by a
+    /// configuration-change interrupt and turns the carrier on or off (IFF_LOWER_UP,
+    /// `Link::carrier`). Returns false for an unknown device.
+    pub fn set_net_device_link(&self, index: usize, up: bool) -> bool {
+        self.net_devices
+            .get(index)
+            .map(|d| d.set_link(up))
+            .is_some()
+    }
+
+    /// Sets how many queue pairs interface `name` uses (`ethtool -L NAME combined N`);
+    /// the kernel starts a multi-queue virtio-net device with one pair per CPU.
+    pub fn set_queue_pairs(&self, name: &str, pairs: u32) -> io::Result<()> {
+        crate::device::set_combined_channels(name, pairs)
     }
 
     /// How long `boot` took until the kernel accepted syscalls.

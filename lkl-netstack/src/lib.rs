@@ -15,7 +15,10 @@ mod sys;
 pub mod tls;
 mod user_memory;
 
-pub use device::{NetBackend, NetDeviceConfig, NetDeviceStats, Offloads, SharedPort, TapConfig};
+pub use device::{
+    DevicePort, DropReason, MAX_QUEUE_PAIRS, NetBackend, NetDeviceConfig, NetDeviceStats, Offloads,
+    QueuePairStats, TapConfig,
+};
 pub use kernel::{BootConfig, BootError, Kernel};
 pub use netlink::{Link, NetlinkError, Route};
 pub use socket::{Fd, TcpListener, TcpStream, UdpSocket};

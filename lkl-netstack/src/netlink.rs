@@ -25,6 +25,8 @@ pub struct Link {
     pub name: String,
     pub mtu: u32,
     pub up: bool,
+    /// The driver reports a carrier (IFF_LOWER_UP): the device's link is up.
+    pub carrier: bool,
 }
 
 /// A route of the main table as the kernel reports it.
@@ -164,6 +166,7 @@ pub(crate) fn links() -> io::Result<Vec<Link>> {
                 name: String::new(),
                 mtu: 0,
                 up: link.header.flags.contains(LinkFlags::Up),
+                carrier: link.header.flags.contains(LinkFlags::LowerUp),
             };
             for attr in link.attributes {
                 match attr {

@@ -8,14 +8,12 @@
 mod common;
 
 use std::io::Read;
-use std::sync::{Arc, Mutex};
 use std::thread;
 
 use common::{Netns, run};
 use lkl_netstack::{
-    BootConfig, Kernel, NetBackend, NetDeviceConfig, Offloads, SharedPort, TcpListener,
+    BootConfig, DevicePort, Kernel, NetBackend, NetDeviceConfig, Offloads, TcpListener,
 };
-use packet_ring::PacketPort;
 use vhost_backend::uplink::PacketSocketPort;
 
 #[test]
@@ -38,7 +36,7 @@ fn af_packet_device_answers_ping_and_receives_tcp() {
         .parse()
         .unwrap();
     let port = PacketSocketPort::open(ifindex, None).unwrap();
-    let port: SharedPort = Arc::new(Mutex::new(Box::new(port) as Box<dyn PacketPort>));
+    let port = DevicePort::new(port);
     let kernel = Kernel::boot(&BootConfig {
         net_devices: vec![NetDeviceConfig {
             backend: NetBackend::Port(port),
@@ -47,6 +45,7 @@ fn af_packet_device_answers_ping_and_receives_tcp() {
             // The host's TCP over veth leaves checksums partial (NEEDS_CSUM in the
             // vnet header): the kernel's device must accept that (GUEST_CSUM).
             offloads: Offloads::Tso,
+            queue_pairs: 1,
         }],
         ..BootConfig::default()
     })

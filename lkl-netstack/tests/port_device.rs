@@ -4,11 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // test code: a failed unwrap is a failed test
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lkl_netstack::{BootConfig, Kernel, NetBackend, NetDeviceConfig, Offloads, SharedPort};
-use packet_ring::{MemoryPeer, PacketPort, VirtioNetHdr, memory_port_pair};
+use lkl_netstack::{BootConfig, DevicePort, Kernel, NetBackend, NetDeviceConfig, Offloads};
+use packet_ring::{MemoryPeer, VirtioNetHdr, memory_port_pair};
 
 const KERNEL_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x6b, 0x6e, 0x02];
 const PEER_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
@@ -83,16 +82,67 @@ fn expect_frame(peer: &mut MemoryPeer, what: &str, mut want: impl FnMut(&[u8]) -
     panic!("no {what} from the kernel within 10 s (other frames seen: {seen:?})");
 }
 
+/// One echo request from the peer and the kernel's checked reply.
+fn ping(peer: &mut MemoryPeer, seq: u16, payload: &[u8]) {
+    assert!(
+        peer.send(VirtioNetHdr::default(), &icmp_echo(0x4b4e, seq, payload))
+            .unwrap()
+    );
+    let pong = expect_frame(peer, "ICMP echo reply", |f| {
+        // An echo reply for this sequence (one for an earlier request may still come).
+        f.len() >= 42
+            && f[12..14] == [8, 0]
+            && f[23] == 1
+            && f[34] == 0
+            && f[40..42] == seq.to_be_bytes()
+    });
+    assert_eq!(&pong[26..30], &KERNEL_IP, "source");
+    assert_eq!(&pong[30..34], &PEER_IP, "destination");
+    assert_eq!(
+        u16::from_be_bytes([pong[38], pong[39]]),
+        0x4b4e,
+        "identifier"
+    );
+    assert_eq!(u16::from_be_bytes([pong[40], pong[41]]), seq, "sequence");
+    assert_eq!(&pong[42..], payload, "payload echoed");
+    assert_eq!(
+        checksum(&pong[34..]),
+        0,
+        "ICMP checksum of the kernel's reply"
+    );
+}
+
+/// Waits until the kernel reports eth0's carrier as `up` (IFF_LOWER_UP over rtnetlink).
+fn wait_for_carrier(kernel: &Kernel, up: bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let eth0 = kernel
+            .links()
+            .unwrap()
+            .into_iter()
+            .find(|l| l.name == "eth0");
+        if eth0.as_ref().is_some_and(|l| l.carrier == up) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "carrier never became {up}: {eth0:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn kernel_answers_arp_and_ping_through_a_packet_port() {
     let (port, mut peer) = memory_port_pair(256, 2048).unwrap();
-    let port: SharedPort = Arc::new(Mutex::new(Box::new(port) as Box<dyn PacketPort>));
+    let port = DevicePort::new(port);
     let kernel = Kernel::boot(&BootConfig {
         net_devices: vec![NetDeviceConfig {
             backend: NetBackend::Port(port),
             mac: KERNEL_MAC,
             mtu: 1500,
             offloads: Offloads::Off,
+            queue_pairs: 1,
         }],
         ..BootConfig::default()
     })
@@ -116,28 +166,41 @@ fn kernel_answers_arp_and_ping_through_a_packet_port() {
 
     let payload: Vec<u8> = (0..56u8).collect();
     for seq in 1..=3u16 {
-        assert!(
-            peer.send(VirtioNetHdr::default(), &icmp_echo(0x4b4e, seq, &payload))
-                .unwrap()
-        );
-        let pong = expect_frame(&mut peer, "ICMP echo reply", |f| {
-            f.len() >= 42 && f[12..14] == [8, 0] && f[23] == 1 && f[34] == 0
-        });
-        assert_eq!(&pong[26..30], &KERNEL_IP, "source");
-        assert_eq!(&pong[30..34], &PEER_IP, "destination");
-        assert_eq!(
-            u16::from_be_bytes([pong[38], pong[39]]),
-            0x4b4e,
-            "identifier"
-        );
-        assert_eq!(u16::from_be_bytes([pong[40], pong[41]]), seq, "sequence");
-        assert_eq!(&pong[42..], &payload[..], "payload echoed");
-        assert_eq!(
-            checksum(&pong[34..]),
-            0,
-            "ICMP checksum of the kernel's reply"
-        );
+        ping(&mut peer, seq, &payload);
     }
+
+    // Link down: the driver hears of it by a config-change interrupt and drops the
+    // carrier, so the kernel answers nothing; link up brings both back.
+    assert!(kernel.set_net_device_link(0, false));
+    wait_for_carrier(&kernel, false);
+    let stats = kernel.net_device_stats(0).unwrap();
+    assert!(!stats.link_up);
+    assert_eq!(stats.config_interrupts, 1);
+    // The kernel stops its queues from linkwatch work, which runs up to 1 s after a
+    // carrier loss (linkwatch_fire_event: not urgent).
+    std::thread::sleep(Duration::from_millis(1500));
+    peer.recv_with(256, |_| {}); // frames sent before the carrier went
+    let sent_before = kernel.net_device_stats(0).unwrap().total.tx_packets;
+    assert!(
+        peer.send(VirtioNetHdr::default(), &icmp_echo(0x4b4e, 9, &payload))
+            .unwrap()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut frames = Vec::new();
+    peer.recv_with(64, |p| frames.push(p.frame().len()));
+    assert!(frames.is_empty(), "no carrier, no transmission: {frames:?}");
+    assert_eq!(
+        kernel.net_device_stats(0).unwrap().total.tx_packets,
+        sent_before
+    );
+    assert!(kernel.set_net_device_link(0, true));
+    wait_for_carrier(&kernel, true);
+    assert_eq!(kernel.net_device_stats(0).unwrap().config_interrupts, 2);
+    // The kernel forgot the peer's MAC while the link was down (it now asks by ARP,
+    // which this peer does not answer); the peer's own ARP request teaches it again.
+    assert!(peer.send(VirtioNetHdr::default(), &arp_request()).unwrap());
+    ping(&mut peer, 10, &payload);
+
     let stats = kernel.net_device_stats(0).unwrap();
     println!("eth0 over a packet port: {stats:?}");
     kernel.halt().unwrap();

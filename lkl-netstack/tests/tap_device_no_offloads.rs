@@ -7,10 +7,11 @@ use lkl_netstack::Offloads;
 
 #[test]
 fn tap_device_without_offloads_carries_no_large_frames() {
-    let (rx_large, tx_large) = common::tap_scenario(Offloads::Off);
+    let stats = common::tap_scenario(Offloads::Off);
     assert_eq!(
-        (rx_large, tx_large),
+        (stats.total.rx_large_frames, stats.total.tx_large_frames),
         (0, 0),
         "offloads are off: every frame fits the MTU"
     );
+    assert_eq!(stats.total.rx_dropped() + stats.total.tx_dropped(), 0);
 }

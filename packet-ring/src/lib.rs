@@ -7,8 +7,10 @@
 //! ([`spsc`]); nothing on the per-packet path allocates.
 //!
 //! The seam between a queue pair and whatever carries its packets onward is the [`PacketPort`]
-//! trait. [`MemoryPort`] is the in-memory implementation (a pair of packet channels plus an
-//! eventfd for readiness) used by tests and by in-process peers.
+//! trait: a [`PacketSink`] and a [`PacketSource`] that [`PacketPort::split`] separates for
+//! devices whose sending and receiving run on different threads. [`MemoryPort`] is the
+//! in-memory implementation (a pair of packet channels plus an eventfd for readiness) used by
+//! tests and by in-process peers.
 
 mod batch;
 mod channel;
@@ -20,8 +22,8 @@ pub mod spsc;
 pub use batch::{Packet, PacketBatch};
 pub use channel::{PacketReceiver, PacketSender, packet_channel};
 pub use hdr::{GsoKind, HdrError, VirtioNetHdr};
-pub use memory_port::{MemoryPeer, MemoryPort, memory_port_pair};
-pub use port::{GuestOffloads, PacketPort, PortError};
+pub use memory_port::{MemoryPeer, MemoryPort, MemorySink, MemorySource, memory_port_pair};
+pub use port::{GuestOffloads, PacketPort, PacketSink, PacketSource, PortError};
 
 /// Largest frame (without the virtio-net header) any knic buffer holds: a 64 KiB GSO payload plus
 /// Ethernet and VLAN headers. Mirrors the 65550-byte bound the virtio spec gives for

@@ -9,7 +9,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::{
-    PacketBatch, PacketPort, PacketReceiver, PacketSender, PortError, VirtioNetHdr, packet_channel,
+    PacketBatch, PacketReceiver, PacketSender, PacketSink, PacketSource, PortError, VirtioNetHdr,
+    packet_channel,
 };
 
 /// Makes a connected port/peer pair whose rings hold `capacity` packets of `buf_size` bytes in
@@ -24,10 +25,14 @@ pub fn memory_port_pair(
     let peer_ready = EventFd::new(EFD_NONBLOCK)?;
     Ok((
         MemoryPort {
-            tx: to_peer,
-            rx: from_peer,
-            ready: port_ready.try_clone()?,
-            peer_ready: peer_ready.try_clone()?,
+            sink: MemorySink {
+                tx: to_peer,
+                peer_ready: peer_ready.try_clone()?,
+            },
+            source: MemorySource {
+                rx: from_peer,
+                ready: port_ready.try_clone()?,
+            },
         },
         MemoryPeer {
             tx: to_port,
@@ -41,13 +46,25 @@ pub fn memory_port_pair(
 /// The queue-pair side of an in-memory uplink.
 #[derive(Debug)]
 pub struct MemoryPort {
+    sink: MemorySink,
+    source: MemorySource,
+}
+
+/// The sending half of a [`MemoryPort`]: publishes to the peer and wakes it.
+#[derive(Debug)]
+pub struct MemorySink {
     tx: PacketSender,
-    rx: PacketReceiver,
-    ready: EventFd,
     peer_ready: EventFd,
 }
 
-impl PacketPort for MemoryPort {
+/// The receiving half of a [`MemoryPort`]: what the peer sent, with the port's readiness fd.
+#[derive(Debug)]
+pub struct MemorySource {
+    rx: PacketReceiver,
+    ready: EventFd,
+}
+
+impl PacketSink for MemorySink {
     fn send(&mut self, batch: &PacketBatch) -> Result<usize, PortError> {
         let n = self.tx.send_batch(batch);
         if n > 0 {
@@ -55,7 +72,9 @@ impl PacketPort for MemoryPort {
         }
         Ok(n)
     }
+}
 
+impl PacketSource for MemorySource {
     fn recv(&mut self, batch: &mut PacketBatch) -> Result<usize, PortError> {
         // Reset readiness before looking, so a packet published after the look re-arms it.
         if let Err(e) = self.ready.read()
@@ -70,6 +89,8 @@ impl PacketPort for MemoryPort {
         self.ready.as_raw_fd()
     }
 }
+
+crate::port_from_halves!(MemoryPort);
 
 /// The far side of an in-memory uplink: what a test or an in-process peer holds.
 #[derive(Debug)]
@@ -108,6 +129,7 @@ impl MemoryPeer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::PacketPort;
 
     #[test]
     fn packets_cross_both_ways_and_readiness_follows() {
@@ -118,7 +140,7 @@ mod tests {
             ..Default::default()
         };
         assert!(peer.send(hdr, b"hello").unwrap());
-        assert_eq!(port.ready.read().unwrap(), 1);
+        assert_eq!(port.source.ready.read().unwrap(), 1);
         let mut batch = PacketBatch::new(4, 128);
         assert_eq!(port.recv(&mut batch).unwrap(), 1);
         assert_eq!(batch.packets()[0].frame(), b"hello");
@@ -132,5 +154,36 @@ mod tests {
             1
         );
         assert_eq!(got, vec![(hdr, b"hello".to_vec())]);
+    }
+
+    #[test]
+    fn split_halves_work_from_two_threads() {
+        let (port, mut peer) = memory_port_pair(64, 128).unwrap();
+        let (mut sink, mut source) = (Box::new(port) as Box<dyn PacketPort>).split();
+        let receiver = std::thread::spawn(move || {
+            let mut batch = PacketBatch::new(64, 128);
+            while batch.len() < 32 {
+                source.recv(&mut batch).unwrap();
+                std::thread::yield_now();
+            }
+            batch
+                .packets()
+                .iter()
+                .map(|p| p.frame()[0])
+                .collect::<Vec<_>>()
+        });
+        for i in 0..32u8 {
+            assert!(peer.send(VirtioNetHdr::default(), &[i]).unwrap());
+        }
+        let mut out = PacketBatch::new(1, 128);
+        assert!(out.push(VirtioNetHdr::default(), b"out"));
+        assert_eq!(sink.send(&out).unwrap(), 1);
+        assert_eq!(receiver.join().unwrap(), (0..32).collect::<Vec<u8>>());
+        let mut got = 0;
+        peer.recv_with(8, |p| {
+            assert_eq!(p.frame(), b"out");
+            got += 1;
+        });
+        assert_eq!(got, 1);
     }
 }

@@ -1,5 +1,12 @@
 //! The seam between a queue pair and whatever carries its packets onward (TAP, AF_PACKET, the
 //! kernel library's device, an in-memory peer).
+//!
+//! A port has two halves that share nothing a caller must lock: a [`PacketSink`] that takes
+//! packets out through the port and a [`PacketSource`] that yields the packets coming in. A
+//! worker that does both on one thread (a vhost queue pair) holds the whole [`PacketPort`]; a
+//! device whose transmit and receive run on different threads (the library kernel's device:
+//! TX in the kernel's queue kick, RX on its own thread) [`split`](PacketPort::split)s it and
+//! gives each thread its half.
 
 use std::os::fd::RawFd;
 
@@ -30,12 +37,15 @@ pub struct GuestOffloads {
     pub ecn: bool,
 }
 
-/// A source and sink of packets for one queue pair.
-pub trait PacketPort: Send + std::fmt::Debug {
+/// The sending half of a port: packets leave through it.
+pub trait PacketSink: Send + std::fmt::Debug {
     /// Offers every packet of `batch`; returns how many were taken. The rest are the caller's to
     /// count as dropped.
     fn send(&mut self, batch: &PacketBatch) -> Result<usize, PortError>;
+}
 
+/// The receiving half of a port: packets arrive through it.
+pub trait PacketSource: Send + std::fmt::Debug {
     /// Appends waiting packets to `batch` until it is full or none wait; returns how many were
     /// appended (0 when none wait).
     fn recv(&mut self, batch: &mut PacketBatch) -> Result<usize, PortError>;
@@ -58,4 +68,66 @@ pub trait PacketPort: Send + std::fmt::Debug {
         let _ = offloads;
         Ok(())
     }
+}
+
+/// A source and sink of packets for one queue pair.
+pub trait PacketPort: PacketSink + PacketSource {
+    /// Separates the halves so that sending and receiving can run on different threads with
+    /// no lock between them. Both halves keep the port's underlying resource (fd, rings) alive.
+    fn split(self: Box<Self>) -> (Box<dyn PacketSink>, Box<dyn PacketSource>);
+}
+
+/// Implements [`PacketSink`], [`PacketSource`] and [`PacketPort`] for a port struct made of a
+/// `sink` field and a `source` field (its halves), by delegation: the whole port and its split
+/// halves then run the very same code.
+#[macro_export]
+macro_rules! port_from_halves {
+    ($port:ty) => {
+        impl $crate::PacketSink for $port {
+            fn send(
+                &mut self,
+                batch: &$crate::PacketBatch,
+            ) -> ::std::result::Result<usize, $crate::PortError> {
+                $crate::PacketSink::send(&mut self.sink, batch)
+            }
+        }
+
+        impl $crate::PacketSource for $port {
+            fn recv(
+                &mut self,
+                batch: &mut $crate::PacketBatch,
+            ) -> ::std::result::Result<usize, $crate::PortError> {
+                $crate::PacketSource::recv(&mut self.source, batch)
+            }
+
+            fn ready_fd(&self) -> ::std::os::fd::RawFd {
+                $crate::PacketSource::ready_fd(&self.source)
+            }
+
+            fn kernel_drops(&mut self) -> u64 {
+                $crate::PacketSource::kernel_drops(&mut self.source)
+            }
+
+            fn set_guest_offloads(
+                &mut self,
+                offloads: $crate::GuestOffloads,
+            ) -> ::std::result::Result<(), $crate::PortError> {
+                $crate::PacketSource::set_guest_offloads(&mut self.source, offloads)
+            }
+        }
+
+        impl $crate::PacketPort for $port {
+            fn split(
+                self: ::std::boxed::Box<Self>,
+            ) -> (
+                ::std::boxed::Box<dyn $crate::PacketSink>,
+                ::std::boxed::Box<dyn $crate::PacketSource>,
+            ) {
+                (
+                    ::std::boxed::Box::new(self.sink),
+                    ::std::boxed::Box::new(self.source),
+                )
+            }
+        }
+    };
 }

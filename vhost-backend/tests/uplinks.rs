@@ -10,7 +10,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use packet_ring::{GuestOffloads, PacketBatch, PacketPort, VirtioNetHdr};
+use packet_ring::{GuestOffloads, PacketBatch, PacketPort, PacketSink, PacketSource, VirtioNetHdr};
 use vhost_backend::uplink::{PacketSocketPort, TapPort};
 
 const SRC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];

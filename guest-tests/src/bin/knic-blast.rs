@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use packet_ring::{PacketBatch, PacketPort, VirtioNetHdr};
+use packet_ring::{PacketBatch, PacketSink, VirtioNetHdr};
 use vhost_backend::uplink::PacketSocketPort;
 
 fn frame() -> Vec<u8> {

@@ -1,96 +1,46 @@
 //! A virtio-net device on virtio-mmio (virtio 1.2 §4.2, §5.1) for the library
 //! kernel's stock `virtio_net` driver.
 //!
-//! TX runs in the kernel's queue kick (the MMIO write to QueueNotify, on the thread
-//! that runs kernel code): each chain's buffers are the kernel's skb memory and go
-//! to the TAP with one `writev`, no copy. RX runs on a thread per device that
-//! `readv`s TAP frames straight into the buffers the kernel posted and raises the
-//! device's interrupt. Chains are walked with `virtio-queue` over the kernel's RAM
-//! (device/memory.rs), which checks every address and length.
+//! The device has one or more queue pairs (RX queue `2p`, TX queue `2p + 1`) and, with
+//! more than one, a control queue after them. Each pair's TX runs in the kernel's queue
+//! kick (the MMIO write to QueueNotify, on the thread that runs kernel code). Each
+//! pair's RX runs on a thread of its own (`eth0-rx1`) that owns the pair's receiving
+//! half of the backend outright; the two directions share no lock. The data path itself
+//! (chains, used ring, notification decisions) is [`super::net_queue`].
+//!
+//! Control queue (virtio 1.2 §5.1.6.5): VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET is handled in
+//! the kick, before the driver's busy wait for the answer; other classes are refused
+//! (they are not offered). Link state: [`VirtioNetDevice::set_link`] flips
+//! VIRTIO_NET_S_LINK_UP in the config space and raises a configuration-change
+//! interrupt, on which the driver re-reads it and sets the carrier.
 #![allow(unsafe_code)]
 
-use std::io;
-use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
+use packet_ring::PacketPort;
+use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
-use packet_ring::{GuestOffloads, MAX_FRAME_LEN, Packet, PacketBatch, PacketPort, VirtioNetHdr};
-
+use super::features::{BASE_FEATURES, MQ_FEATURES, NetFeatures, OFFLOAD_FEATURES};
 use super::memory::kernel_ram;
-
-/// Copies a TX chain (virtio-net header, then the frame, across any buffer layout)
-/// into a packet: one copy out of the kernel's memory. The header is parsed, not trusted.
-fn gather(bufs: &[libc::iovec], packet: &mut Packet) -> io::Result<()> {
-    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
-    let mut hdr = [0u8; VirtioNetHdr::LEN];
-    let (mut hdr_len, mut frame_len) = (0, 0);
-    let dst = packet.buf_mut();
-    for v in bufs {
-        // SAFETY: chain_iovecs checked each buffer against the kernel's RAM; the
-        // kernel does not touch a chain it has handed to the device.
-        let mut src = unsafe { std::slice::from_raw_parts(v.iov_base.cast::<u8>(), v.iov_len) };
-        if hdr_len < hdr.len() {
-            let n = (hdr.len() - hdr_len).min(src.len());
-            hdr[hdr_len..hdr_len + n].copy_from_slice(&src[..n]);
-            hdr_len += n;
-            src = &src[n..];
-        }
-        let end = frame_len + src.len();
-        dst.get_mut(frame_len..end)
-            .ok_or_else(|| invalid("frame larger than a packet"))?
-            .copy_from_slice(src);
-        frame_len = end;
-    }
-    if hdr_len < hdr.len() {
-        return Err(invalid("chain shorter than the virtio-net header"));
-    }
-    packet.hdr =
-        VirtioNetHdr::parse(&hdr).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    packet.set_len(frame_len);
-    Ok(())
-}
-
-/// Copies `parts` in order across an RX chain's buffers; returns the bytes written.
-fn scatter(bufs: &[libc::iovec], parts: &[&[u8]]) -> io::Result<usize> {
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    if total > bufs.iter().map(|v| v.iov_len).sum::<usize>() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "frame larger than the posted buffers",
-        ));
-    }
-    let mut bufs = bufs.iter();
-    let mut dst: &mut [u8] = &mut [];
-    for mut part in parts.iter().copied() {
-        while !part.is_empty() {
-            if dst.is_empty() {
-                let Some(v) = bufs.next() else { break };
-                // SAFETY: chain_iovecs checked each writable buffer against the kernel's RAM.
-                dst = unsafe { std::slice::from_raw_parts_mut(v.iov_base.cast::<u8>(), v.iov_len) };
-            }
-            let n = dst.len().min(part.len());
-            let (head, rest) = std::mem::take(&mut dst).split_at_mut(n);
-            head.copy_from_slice(&part[..n]);
-            dst = rest;
-            part = &part[n..];
-        }
-    }
-    Ok(total)
-}
 use super::mmio::MmioDevice;
-use super::tap::{Tap, TapConfig, VNET_HDR_LEN};
+use super::net_queue::{
+    DropReason, QUEUE_MAX, QueueCounters, RxPath, RxQueue, RxWait, RxWire, TxWire, needs_interrupt,
+    transmit,
+};
+use super::tap::{Tap, TapConfig};
 
-/// Offloads the device offers (and asks the TAP for).
+/// Offloads the device offers (and asks the backend for).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offloads {
     /// No checksum or segmentation offload: every frame fits the MTU.
     Off,
-    /// CSUM/GUEST_CSUM and TSO4/6 both ways: 64 KiB frames cross the device.
+    /// CSUM/GUEST_CSUM, TSO4/6 and ECN both ways: 64 KiB frames cross the device.
     Tso,
 }
 
@@ -98,14 +48,45 @@ pub enum Offloads {
 #[derive(Debug, Clone)]
 pub enum NetBackend {
     /// A host TAP: frames cross with one `writev`/`readv` of the kernel's own buffers.
+    /// With more than one queue pair the TAP is multi-queue, one TAP queue per pair.
     Tap(TapConfig),
-    /// Any packet port of knic (an in-memory peer, a vhost queue pair, an uplink):
-    /// frames are copied once between the kernel's buffers and the port's packets.
-    Port(SharedPort),
+    /// Packet ports of knic (an in-memory peer, a vhost queue pair, an uplink), one per
+    /// queue pair: frames are copied once between the kernel's buffers and the port's
+    /// packets.
+    Port(DevicePort),
 }
 
-/// A packet port shared by a device's kick (TX) and receive thread (RX).
-pub type SharedPort = Arc<Mutex<Box<dyn PacketPort>>>;
+/// Packet ports handed to a device at boot, one per queue pair. The device takes them
+/// and splits each: the sending half goes to the kernel's queue kick, the receiving half
+/// to the pair's receive thread, and the two never share a lock. Cloning shares the
+/// hand-off (so a `BootConfig` stays `Clone`); only the first device booted with it gets
+/// the ports.
+#[derive(Debug, Clone)]
+pub struct DevicePort(Arc<Mutex<Option<PortsPerPair>>>);
+
+/// Ports in queue-pair order, until a device takes them.
+type PortsPerPair = Vec<Box<dyn PacketPort>>;
+
+impl DevicePort {
+    /// One port, for a device with one queue pair.
+    pub fn new(port: impl PacketPort + 'static) -> DevicePort {
+        DevicePort::per_queue_pair(vec![Box::new(port)])
+    }
+
+    /// One port per queue pair, in order.
+    pub fn per_queue_pair(ports: Vec<Box<dyn PacketPort>>) -> DevicePort {
+        DevicePort(Arc::new(Mutex::new(Some(ports))))
+    }
+
+    fn take(&self) -> io::Result<Vec<Box<dyn PacketPort>>> {
+        lock(&self.0).take().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the packet ports were already taken by another device",
+            )
+        })
+    }
+}
 
 /// A network device of the library kernel.
 #[derive(Debug, Clone)]
@@ -114,37 +95,120 @@ pub struct NetDeviceConfig {
     pub mac: [u8; 6],
     pub mtu: u16,
     pub offloads: Offloads,
+    /// Queue pairs (1 to [`MAX_QUEUE_PAIRS`]). With more than one the device offers
+    /// VIRTIO_NET_F_MQ and a control queue; the kernel starts with one pair per CPU and
+    /// `Kernel::set_queue_pairs` (ethtool's `-L combined`) enables the rest.
+    pub queue_pairs: u16,
 }
 
-/// Counters of one device, from the device's point of view.
-#[derive(Debug, Default)]
-pub struct NetDeviceStats {
-    /// Frames the kernel sent (to the TAP).
-    pub tx_packets: AtomicU64,
-    pub tx_bytes: AtomicU64,
-    /// Frames the kernel received (from the TAP).
-    pub rx_packets: AtomicU64,
-    pub rx_bytes: AtomicU64,
+/// Most queue pairs a device offers: queue indices and the MMIO window stay small.
+pub const MAX_QUEUE_PAIRS: u16 = 16;
+
+/// Counters of one queue pair (or their sum over a device).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueuePairStats {
+    /// Frames the kernel sent, and their bytes (without the virtio-net header).
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Frames the kernel received, and their bytes.
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
     /// Frames of 32 KiB or more, each way: segmentation offload at work.
-    pub tx_large_frames: AtomicU64,
-    pub rx_large_frames: AtomicU64,
-    /// Frames dropped: the TAP refused a write / a chain was malformed.
-    pub tx_errors: AtomicU64,
-    pub rx_errors: AtomicU64,
+    pub tx_large_frames: u64,
+    pub rx_large_frames: u64,
+    /// Received frames that spanned more than one receive buffer (MRG_RXBUF).
+    pub rx_merged_frames: u64,
+    /// Kicks from the driver on the TX and RX queue.
+    pub tx_kicks: u64,
+    pub rx_kicks: u64,
+    /// Interrupts raised for the pair, and those the driver's event index (or its
+    /// NO_INTERRUPT flag) let the device skip.
+    pub interrupts: u64,
+    pub interrupts_suppressed: u64,
+    /// Drops by reason, indexed like [`DropReason::ALL`].
+    pub drops: [u64; DropReason::ALL.len()],
 }
 
-const LARGE_FRAME: usize = 32 * 1024;
+impl QueuePairStats {
+    /// Frames dropped for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
 
-/// Room for one chain's buffers (see `chain_iovecs`).
-const MAX_CHAIN: usize = 64;
-type IovArray = [libc::iovec; MAX_CHAIN];
-const EMPTY_IOVS: IovArray = [libc::iovec {
-    iov_base: std::ptr::null_mut(),
-    iov_len: 0,
-}; MAX_CHAIN];
-const QUEUE_MAX: u16 = 256;
-const RX_QUEUE: usize = 0;
-const TX_QUEUE: usize = 1;
+    /// Frames dropped on the way out (kernel to backend), any reason.
+    pub fn tx_dropped(&self) -> u64 {
+        self.sum_drops(|r| r.name().starts_with("tx_"))
+    }
+
+    /// Frames dropped on the way in (backend to kernel), any reason.
+    pub fn rx_dropped(&self) -> u64 {
+        self.sum_drops(|r| !r.name().starts_with("tx_"))
+    }
+
+    fn sum_drops(&self, pick: impl Fn(DropReason) -> bool) -> u64 {
+        DropReason::ALL
+            .iter()
+            .filter(|r| pick(**r))
+            .map(|r| self.dropped(*r))
+            .sum()
+    }
+
+    fn read(c: &QueueCounters) -> QueuePairStats {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut drops = [0; DropReason::ALL.len()];
+        for (d, r) in drops.iter_mut().zip(DropReason::ALL) {
+            *d = c.drops(r);
+        }
+        QueuePairStats {
+            tx_packets: get(&c.tx_packets),
+            tx_bytes: get(&c.tx_bytes),
+            rx_packets: get(&c.rx_packets),
+            rx_bytes: get(&c.rx_bytes),
+            tx_large_frames: get(&c.tx_large_frames),
+            rx_large_frames: get(&c.rx_large_frames),
+            rx_merged_frames: get(&c.rx_merged_frames),
+            tx_kicks: get(&c.tx_kicks),
+            rx_kicks: get(&c.rx_kicks),
+            interrupts: get(&c.interrupts),
+            interrupts_suppressed: get(&c.interrupts_suppressed),
+            drops,
+        }
+    }
+
+    fn add(&mut self, o: &QueuePairStats) {
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+        self.tx_large_frames += o.tx_large_frames;
+        self.rx_large_frames += o.rx_large_frames;
+        self.rx_merged_frames += o.rx_merged_frames;
+        self.tx_kicks += o.tx_kicks;
+        self.rx_kicks += o.rx_kicks;
+        self.interrupts += o.interrupts;
+        self.interrupts_suppressed += o.interrupts_suppressed;
+        for (d, s) in self.drops.iter_mut().zip(o.drops) {
+            *d += s;
+        }
+    }
+}
+
+/// A snapshot of one device's counters and state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetDeviceStats {
+    /// The sum over all queue pairs.
+    pub total: QueuePairStats,
+    /// Per queue pair, in order.
+    pub queue_pairs: Vec<QueuePairStats>,
+    /// Configuration-change interrupts (link state changes).
+    pub config_interrupts: u64,
+    /// Feature bits the kernel's driver accepted (virtio 1.2 §5.1.3 numbering).
+    pub negotiated_features: u64,
+    /// Queue pairs the driver enabled (VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET; 1 without MQ).
+    pub active_queue_pairs: u16,
+    /// Whether the device reports its link up (VIRTIO_NET_S_LINK_UP).
+    pub link_up: bool,
+}
 
 // virtio-mmio v2 registers (virtio 1.2 §4.2.2).
 const MAGIC_VALUE: u64 = 0x000;
@@ -175,19 +239,17 @@ const CONFIG: u64 = 0x100;
 const VIRTIO_ID_NET: u32 = 1;
 const MMIO_MAGIC: u32 = 0x7472_6976; // "virt"
 const INTERRUPT_USED_BUFFER: u32 = 1;
-
-// Feature bits (virtio 1.2 §5.1.3, §6).
-const F_CSUM: u64 = 1 << 0;
-const F_GUEST_CSUM: u64 = 1 << 1;
-const F_MTU: u64 = 1 << 3;
-const F_MAC: u64 = 1 << 5;
-const F_GUEST_TSO4: u64 = 1 << 7;
-const F_GUEST_TSO6: u64 = 1 << 8;
-const F_HOST_TSO4: u64 = 1 << 11;
-const F_HOST_TSO6: u64 = 1 << 12;
-const F_STATUS: u64 = 1 << 16;
-const F_VERSION_1: u64 = 1 << 32;
+/// VIRTIO_MMIO_INT_CONFIG: the driver re-reads the config space (link state).
+const INTERRUPT_CONFIG_CHANGE: u32 = 2;
+/// Device status DRIVER_OK (virtio 1.2 §2.1): features are final, queues may run.
+const STATUS_DRIVER_OK: u32 = 4;
 const NET_S_LINK_UP: u16 = 1;
+
+// Control queue (virtio 1.2 §5.1.6.5).
+const CTRL_CLASS_MQ: u8 = 4;
+const CTRL_MQ_VQ_PAIRS_SET: u8 = 0;
+const CTRL_OK: u8 = 0;
+const CTRL_ERR: u8 = 1;
 
 struct Registers {
     device_features_sel: u32,
@@ -197,25 +259,39 @@ struct Registers {
     status: u32,
 }
 
-/// The backend as the device drives it.
-enum Wire {
-    Tap(Tap),
-    Port {
-        port: SharedPort,
-        /// The kick's packet (one chain at a time), allocated once.
-        tx: Mutex<PacketBatch>,
-        /// The receive thread's packet, allocated once (uncontended).
-        rx: Mutex<PacketBatch>,
-    },
+/// What a queue side knows of the negotiation.
+#[derive(Debug, Clone, Copy, Default)]
+struct Negotiated {
+    /// DRIVER_OK was set and no reset since: the queue may run.
+    running: bool,
+    features: NetFeatures,
+    /// Bumped whenever the above or the enabled pairs change, so the receive thread
+    /// re-applies offloads and queue attachment.
+    epoch: u64,
+    /// Whether this pair is among those the driver enabled.
+    enabled: bool,
 }
 
-impl Wire {
-    fn ready_fd(&self) -> RawFd {
-        match self {
-            Wire::Tap(tap) => tap.fd(),
-            Wire::Port { port, .. } => lock(port).ready_fd(),
-        }
-    }
+struct TxSide {
+    queue: Queue,
+    wire: TxWire,
+    state: Negotiated,
+}
+
+struct RxSide {
+    queue: Queue,
+    state: Negotiated,
+}
+
+/// One RX/TX queue pair. The TX side is locked by the kernel's kick, the RX side by the
+/// pair's receive thread, each once per batch; register writes take them only while
+/// the driver sets queues up or resets the device.
+struct QueuePair {
+    tx: Mutex<TxSide>,
+    rx: Mutex<RxSide>,
+    /// Kicks the receive thread when the kernel posts receive buffers.
+    rx_kick: EventFd,
+    counters: QueueCounters,
 }
 
 pub(crate) struct VirtioNetDevice {
@@ -223,53 +299,91 @@ pub(crate) struct VirtioNetDevice {
     features: u64,
     irq: i32,
     regs: Mutex<Registers>,
-    queues: [Mutex<Queue>; 2],
+    pairs: Box<[QueuePair]>,
+    /// The control queue (index 2 × pairs), when MQ is offered.
+    ctrl: Option<Mutex<Queue>>,
+    active_pairs: AtomicU16,
     interrupt_status: AtomicU32,
-    wire: Wire,
-    /// Kicks the RX thread when the kernel posts receive buffers.
-    rx_kick: EventFd,
-    /// Tells the RX thread to end (before the kernel's RAM goes away at halt).
+    link_up: AtomicBool,
+    config_generation: AtomicU32,
+    config_interrupts: AtomicU64,
+    negotiated: AtomicU64,
+    /// Receiving halves, moved into the receive threads when they start.
+    rx_paths: Mutex<Vec<RxPath>>,
+    /// Tells the receive threads to end (before the kernel's RAM goes away at halt).
     rx_stop: EventFd,
-    rx_thread: Mutex<Option<thread::JoinHandle<()>>>,
-    pub(crate) stats: NetDeviceStats,
+    rx_threads: Mutex<Vec<thread::JoinHandle<()>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+fn new_queue() -> io::Result<Queue> {
+    Queue::new(QUEUE_MAX).map_err(|e| io::Error::other(format!("virtqueue: {e:?}")))
+}
+
 impl VirtioNetDevice {
-    /// Creates the device and its TAP; `irq` is the line it will raise.
+    /// Creates the device and its backend; `irq` is the line it will raise.
     pub(crate) fn new(config: NetDeviceConfig, irq: i32) -> io::Result<Arc<VirtioNetDevice>> {
-        let offloads = config.offloads == Offloads::Tso;
-        let wire = match &config.backend {
-            NetBackend::Tap(tap) => Wire::Tap(Tap::open(tap, offloads)?),
-            NetBackend::Port(port) => {
-                let accepted = GuestOffloads {
-                    csum: offloads,
-                    tso4: offloads,
-                    tso6: offloads,
-                    ecn: false,
-                };
-                lock(port)
-                    .set_guest_offloads(accepted)
-                    .map_err(io::Error::other)?;
-                Wire::Port {
-                    port: Arc::clone(port),
-                    tx: Mutex::new(PacketBatch::new(1, MAX_FRAME_LEN)),
-                    rx: Mutex::new(PacketBatch::new(1, MAX_FRAME_LEN)),
+        let pairs = config.queue_pairs;
+        if pairs == 0 || pairs > MAX_QUEUE_PAIRS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{pairs} queue pairs; a device has 1 to {MAX_QUEUE_PAIRS}"),
+            ));
+        }
+        let mut wires = Vec::with_capacity(usize::from(pairs));
+        match &config.backend {
+            NetBackend::Tap(tap) => {
+                for _ in 0..pairs {
+                    let file = Tap::open(tap, pairs > 1)?.into_file();
+                    wires.push((TxWire::Tap(file.try_clone()?), RxWire::Tap(file)));
                 }
             }
-        };
-        let mut features = F_VERSION_1 | F_MAC | F_MTU | F_STATUS;
-        if offloads {
-            features |=
-                F_CSUM | F_GUEST_CSUM | F_HOST_TSO4 | F_HOST_TSO6 | F_GUEST_TSO4 | F_GUEST_TSO6;
+            NetBackend::Port(ports) => {
+                let ports = ports.take()?;
+                if ports.len() != usize::from(pairs) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("{} packet ports for {pairs} queue pairs", ports.len()),
+                    ));
+                }
+                for port in ports {
+                    let (sink, source) = port.split();
+                    wires.push((TxWire::port(sink), RxWire::port(source)));
+                }
+            }
         }
-        let queue = || {
-            Queue::new(QUEUE_MAX)
-                .map(Mutex::new)
-                .map_err(|e| io::Error::other(format!("{e:?}")))
+        let mut features = BASE_FEATURES;
+        if config.offloads == Offloads::Tso {
+            features |= OFFLOAD_FEATURES;
+        }
+        if pairs > 1 {
+            features |= MQ_FEATURES;
+        }
+        let mut queue_pairs = Vec::with_capacity(wires.len());
+        let mut rx_paths = Vec::with_capacity(wires.len());
+        for (tx_wire, rx_wire) in wires {
+            queue_pairs.push(QueuePair {
+                tx: Mutex::new(TxSide {
+                    queue: new_queue()?,
+                    wire: tx_wire,
+                    state: Negotiated::default(),
+                }),
+                rx: Mutex::new(RxSide {
+                    queue: new_queue()?,
+                    state: Negotiated::default(),
+                }),
+                rx_kick: EventFd::new(EFD_NONBLOCK)?,
+                counters: QueueCounters::default(),
+            });
+            rx_paths.push(RxPath::new(rx_wire));
+        }
+        let ctrl = if pairs > 1 {
+            Some(Mutex::new(new_queue()?))
+        } else {
+            None
         };
         Ok(Arc::new(VirtioNetDevice {
             config,
@@ -282,187 +396,240 @@ impl VirtioNetDevice {
                 queue_sel: 0,
                 status: 0,
             }),
-            queues: [queue()?, queue()?],
+            pairs: queue_pairs.into_boxed_slice(),
+            ctrl,
+            active_pairs: AtomicU16::new(1),
             interrupt_status: AtomicU32::new(0),
-            wire,
-            rx_kick: EventFd::new(EFD_NONBLOCK)?,
+            link_up: AtomicBool::new(true),
+            config_generation: AtomicU32::new(0),
+            config_interrupts: AtomicU64::new(0),
+            negotiated: AtomicU64::new(0),
+            rx_paths: Mutex::new(rx_paths),
             rx_stop: EventFd::new(EFD_NONBLOCK)?,
-            rx_thread: Mutex::new(None),
-            stats: NetDeviceStats::default(),
+            rx_threads: Mutex::new(Vec::new()),
         }))
     }
 
-    /// Starts the receive thread (it waits until the driver sets the queue up).
+    /// Starts one receive thread per queue pair (each waits until the driver is ready).
     pub(crate) fn start(self: &Arc<Self>, name: &str) -> io::Result<()> {
-        let device = Arc::clone(self);
-        let handle = thread::Builder::new()
-            .name(format!("{name}-rx"))
-            .spawn(move || device.rx_loop())?;
-        *lock(&self.rx_thread) = Some(handle);
+        let paths = std::mem::take(&mut *lock(&self.rx_paths));
+        let mut threads = lock(&self.rx_threads);
+        for (index, path) in paths.into_iter().enumerate() {
+            let device = Arc::clone(self);
+            threads.push(
+                thread::Builder::new()
+                    .name(format!("{name}-rx{index}"))
+                    .spawn(move || device.rx_loop(index, path))?,
+            );
+        }
         Ok(())
     }
 
-    /// Ends the receive thread and waits for it: after this the device touches the
+    /// Ends the receive threads and waits for them: after this the device touches the
     /// kernel's RAM only from kernel kicks (TX), which end with the kernel.
     pub(crate) fn stop(&self) {
         let _ = self.rx_stop.write(1);
-        if let Some(handle) = lock(&self.rx_thread).take() {
+        for handle in lock(&self.rx_threads).drain(..) {
             let _ = handle.join();
         }
+    }
+
+    /// A snapshot of the device's counters.
+    pub(crate) fn stats(&self) -> NetDeviceStats {
+        let queue_pairs: Vec<_> = self
+            .pairs
+            .iter()
+            .map(|p| QueuePairStats::read(&p.counters))
+            .collect();
+        let mut total = QueuePairStats::default();
+        for q in &queue_pairs {
+            total.add(q);
+        }
+        NetDeviceStats {
+            total,
+            queue_pairs,
+            config_interrupts: self.config_interrupts.load(Ordering::Relaxed),
+            negotiated_features: self.negotiated.load(Ordering::Relaxed),
+            active_queue_pairs: self.active_pairs.load(Ordering::Relaxed),
+            link_up: self.link_up.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sets the link state the device reports (VIRTIO_NET_S_LINK_UP) and tells the
+    /// driver with a configuration-change interrupt (virtio 1.2 §4.2.2: the config
+    /// generation changes with it).
+    pub(crate) fn set_link(&self, up: bool) {
+        if self.link_up.swap(up, Ordering::SeqCst) == up {
+            return;
+        }
+        self.config_generation.fetch_add(1, Ordering::SeqCst);
+        self.config_interrupts.fetch_add(1, Ordering::Relaxed);
+        self.interrupt_status
+            .fetch_or(INTERRUPT_CONFIG_CHANGE, Ordering::SeqCst);
+        // SAFETY: raising an interrupt only sets a pending bit in the kernel; any host
+        // thread may call it.
+        unsafe { lkl_sys::knic_trigger_irq(self.irq) };
     }
 
     fn raise_interrupt(&self) {
         self.interrupt_status
             .fetch_or(INTERRUPT_USED_BUFFER, Ordering::SeqCst);
-        // SAFETY: raising an interrupt only sets a pending bit in the kernel.
+        // SAFETY: raising an interrupt only sets a pending bit in the kernel; any host
+        // thread may call it.
         unsafe { lkl_sys::knic_trigger_irq(self.irq) };
     }
 
+    /// `struct virtio_net_config`: mac, status, max_virtqueue_pairs, mtu.
     fn config_space(&self) -> [u8; 12] {
         let mut c = [0u8; 12];
         c[..6].copy_from_slice(&self.config.mac);
-        c[6..8].copy_from_slice(&NET_S_LINK_UP.to_le_bytes());
-        c[8..10].copy_from_slice(&1u16.to_le_bytes()); // max_virtqueue_pairs
+        let status = if self.link_up.load(Ordering::SeqCst) {
+            NET_S_LINK_UP
+        } else {
+            0
+        };
+        c[6..8].copy_from_slice(&status.to_le_bytes());
+        c[8..10].copy_from_slice(&self.config.queue_pairs.to_le_bytes());
         c[10..12].copy_from_slice(&self.config.mtu.to_le_bytes());
         c
     }
 
-    fn reset(&self) {
-        for q in &self.queues {
-            lock(q).reset();
+    /// Applies `f` to every queue side's negotiation state, bumping its epoch.
+    fn renegotiate(&self, f: impl Fn(usize, &mut Negotiated)) {
+        let update = |i: usize, state: &mut Negotiated, queue: &mut Queue| {
+            f(i, state);
+            state.epoch += 1;
+            queue.set_event_idx(state.features.event_idx);
+        };
+        for (i, pair) in self.pairs.iter().enumerate() {
+            let tx = &mut *lock(&pair.tx);
+            update(i, &mut tx.state, &mut tx.queue);
+            let rx = &mut *lock(&pair.rx);
+            update(i, &mut rx.state, &mut rx.queue);
+            let _ = pair.rx_kick.write(1);
         }
+    }
+
+    fn driver_ok(&self) {
+        let accepted = lock(&self.regs).driver_features & self.features;
+        self.negotiated.store(accepted, Ordering::Relaxed);
+        let features = NetFeatures::from_bits(accepted);
+        if let Some(ctrl) = &self.ctrl {
+            lock(ctrl).set_event_idx(features.event_idx);
+        }
+        let active = usize::from(self.active_pairs.load(Ordering::SeqCst));
+        self.renegotiate(|i, n| {
+            n.running = true;
+            n.features = features;
+            n.enabled = i < active;
+        });
+    }
+
+    fn reset(&self) {
+        self.renegotiate(|_, n| {
+            n.running = false;
+            n.enabled = false;
+        });
+        for pair in self.pairs.iter() {
+            lock(&pair.tx).queue.reset();
+            lock(&pair.rx).queue.reset();
+        }
+        if let Some(ctrl) = &self.ctrl {
+            lock(ctrl).reset();
+        }
+        self.active_pairs.store(1, Ordering::SeqCst);
+        self.negotiated.store(0, Ordering::Relaxed);
         self.interrupt_status.store(0, Ordering::SeqCst);
         let mut regs = lock(&self.regs);
         regs.driver_features = 0;
         regs.status = 0;
     }
 
-    /// Gathers a chain's buffers as iovecs over kernel RAM, checking each one. The
-    /// array lives on the caller's stack: no allocation per kick. A chain longer than it
-    /// (virtio-net uses at most MAX_SKB_FRAGS + 2 = 19) is refused like a malformed one.
-    fn chain_iovecs<'a>(
-        mem: &GuestMemoryMmap,
-        chain: impl Iterator<Item = virtio_queue::desc::split::Descriptor>,
-        want_writable: bool,
-        iov: &'a mut IovArray,
-    ) -> Option<&'a [libc::iovec]> {
-        let mut n = 0;
-        for desc in chain {
-            if desc.is_write_only() != want_writable {
-                return None;
+    /// The kernel kicked queue `index`.
+    fn notify(&self, index: usize) {
+        let pair = index / 2;
+        if let Some(p) = self.pairs.get(pair) {
+            if index % 2 == 1 {
+                p.counters.tx_kicks.fetch_add(1, Ordering::Relaxed);
+                self.process_tx(p);
+            } else {
+                p.counters.rx_kicks.fetch_add(1, Ordering::Relaxed);
+                let _ = p.rx_kick.write(1);
             }
-            let len = desc.len() as usize;
-            let slice = mem.get_slice(desc.addr(), len).ok()?;
-            *iov.get_mut(n)? = libc::iovec {
-                iov_base: slice.ptr_guard_mut().as_ptr().cast(),
-                iov_len: len,
-            };
-            n += 1;
+        } else if index == 2 * self.pairs.len() {
+            self.process_ctrl();
         }
-        Some(&iov[..n])
     }
 
-    /// The kernel kicked the TX queue: send every available chain to the TAP.
-    fn process_tx(&self) {
+    fn process_tx(&self, pair: &QueuePair) {
         let Some(mem) = kernel_ram() else { return };
-        let mut queue = lock(&self.queues[TX_QUEUE]);
-        let mut iov = EMPTY_IOVS;
-        let mut completed = false;
+        let mut tx = lock(&pair.tx);
+        if !tx.state.running {
+            return;
+        }
+        let TxSide { queue, wire, state } = &mut *tx;
+        let interrupt = transmit(queue, mem, wire, state.features, &pair.counters);
+        drop(tx);
+        if interrupt {
+            self.raise_interrupt();
+        }
+    }
+
+    /// Answers control-queue commands (the driver busy-waits for each answer).
+    fn process_ctrl(&self) {
+        let (Some(mem), Some(ctrl)) = (kernel_ram(), &self.ctrl) else {
+            return;
+        };
+        let mut queue = lock(ctrl);
+        let old_used = queue.next_used();
         while let Some(chain) = queue.pop_descriptor_chain(mem) {
             let head = chain.head_index();
-            match Self::chain_iovecs(mem, chain, false, &mut iov) {
-                Some(bufs) => {
-                    let total: usize = bufs.iter().map(|v| v.iov_len).sum();
-                    match self.send(bufs) {
-                        Ok(()) => {
-                            let frame = total.saturating_sub(VNET_HDR_LEN);
-                            self.stats.tx_packets.fetch_add(1, Ordering::Relaxed);
-                            self.stats
-                                .tx_bytes
-                                .fetch_add(frame as u64, Ordering::Relaxed);
-                            if frame >= LARGE_FRAME {
-                                self.stats.tx_large_frames.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        Err(_) => {
-                            self.stats.tx_errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-                None => {
-                    self.stats.tx_errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            if queue.add_used(mem, head, 0).is_err() {
-                self.stats.tx_errors.fetch_add(1, Ordering::Relaxed);
-            }
-            completed = true;
+            let written = self.ctrl_command(mem, chain).unwrap_or(0);
+            let _ = queue.add_used(mem, head, written);
         }
+        let _ = queue.enable_notification(mem);
+        let interrupt = needs_interrupt(&queue, mem, old_used);
         drop(queue);
-        if completed {
+        if interrupt {
             self.raise_interrupt();
         }
     }
 
-    /// Receives TAP frames into the kernel's posted buffers until either runs out.
-    /// Returns false when the kernel has no buffer posted.
-    fn fill_rx(&self, mem: &GuestMemoryMmap, iov: &mut IovArray) -> bool {
-        let mut queue = lock(&self.queues[RX_QUEUE]);
-        if !queue.ready() {
-            return false;
-        }
-        let mut delivered = false;
-        let has_buffers = loop {
-            let Some(chain) = queue.pop_descriptor_chain(mem) else {
-                break false;
-            };
-            let head = chain.head_index();
-            let Some(bufs) = Self::chain_iovecs(mem, chain, true, iov) else {
-                self.stats.rx_errors.fetch_add(1, Ordering::Relaxed);
-                let _ = queue.add_used(mem, head, 0);
-                delivered = true;
-                continue;
-            };
-            match self.receive(bufs) {
-                Ok(n) => {
-                    let frame = n.saturating_sub(VNET_HDR_LEN);
-                    self.stats.rx_packets.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .rx_bytes
-                        .fetch_add(frame as u64, Ordering::Relaxed);
-                    if frame >= LARGE_FRAME {
-                        self.stats.rx_large_frames.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let _ = queue.add_used(mem, head, n as u32);
-                    delivered = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    queue.go_to_previous_position(); // keep the buffer for the next frame
-                    break true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                    // A frame from the port that the kernel's buffers cannot hold.
-                    self.stats.rx_errors.fetch_add(1, Ordering::Relaxed);
-                    queue.go_to_previous_position();
-                    continue;
-                }
-                Err(_) => {
-                    self.stats.rx_errors.fetch_add(1, Ordering::Relaxed);
-                    queue.go_to_previous_position();
-                    break true;
+    /// One command: `{class, command}` and its data readable, then the one-byte ack
+    /// writable. Returns the bytes written (the ack), or None for a malformed chain.
+    fn ctrl_command(
+        &self,
+        mem: &GuestMemoryMmap,
+        chain: virtio_queue::DescriptorChain<&GuestMemoryMmap>,
+    ) -> Option<u32> {
+        let mut reader = chain.clone().reader(mem).ok()?;
+        let mut writer = chain.writer(mem).ok()?;
+        let mut hdr = [0u8; 2];
+        reader.read_exact(&mut hdr).ok()?;
+        let ack = match (hdr[0], hdr[1]) {
+            (CTRL_CLASS_MQ, CTRL_MQ_VQ_PAIRS_SET) => {
+                let mut pairs = [0u8; 2];
+                reader.read_exact(&mut pairs).ok()?;
+                let pairs = u16::from_le_bytes(pairs);
+                if (1..=self.config.queue_pairs).contains(&pairs) {
+                    self.active_pairs.store(pairs, Ordering::SeqCst);
+                    let active = usize::from(pairs);
+                    self.renegotiate(|i, n| n.enabled = n.running && i < active);
+                    CTRL_OK
+                } else {
+                    CTRL_ERR
                 }
             }
+            _ => CTRL_ERR,
         };
-        drop(queue);
-        if delivered {
-            self.raise_interrupt();
-        }
-        has_buffers
+        writer.write_all(&[ack]).ok()?;
+        Some(1)
     }
 
-    fn rx_loop(&self) {
-        let mut iov = EMPTY_IOVS;
-        let mut have_buffers = false;
+    fn rx_loop(&self, index: usize, mut path: RxPath) {
+        let pair = &self.pairs[index];
+        let mut wait = RxWait::Buffers;
+        let mut applied_epoch = 0;
         let poll_in = |fd| libc::pollfd {
             fd,
             events: libc::POLLIN,
@@ -472,12 +639,16 @@ impl VirtioNetDevice {
             // Watch the backend only while the kernel has buffers posted, or it would spin.
             let mut fds = [
                 poll_in(self.rx_stop.as_raw_fd()),
-                poll_in(self.rx_kick.as_raw_fd()),
-                poll_in(self.wire.ready_fd()),
+                poll_in(pair.rx_kick.as_raw_fd()),
+                poll_in(path.wire.ready_fd()),
             ];
-            let nfds = if have_buffers { 3 } else { 2 };
+            let (nfds, timeout) = match wait {
+                RxWait::Buffers => (2, -1),
+                RxWait::Backend => (3, -1),
+                RxWait::Ready => (2, 0),
+            };
             // SAFETY: `fds` holds `nfds` valid pollfds.
-            let rc = unsafe { libc::poll(fds.as_mut_ptr(), nfds, -1) };
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), nfds, timeout) };
             if rc < 0 {
                 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -489,57 +660,42 @@ impl VirtioNetDevice {
                 return; // the kernel is about to halt
             }
             if fds[1].revents != 0 {
-                let _ = self.rx_kick.read();
+                let _ = pair.rx_kick.read();
             }
             let Some(mem) = kernel_ram() else { continue };
-            have_buffers = self.fill_rx(mem, &mut iov);
-        }
-    }
-
-    /// Sends one frame, given as the chain's buffers (virtio-net header first).
-    fn send(&self, bufs: &[libc::iovec]) -> io::Result<()> {
-        match &self.wire {
-            Wire::Tap(tap) => tap.writev(bufs).map(|_| ()),
-            Wire::Port { port, tx, .. } => {
-                let mut batch = lock(tx);
-                batch.clear();
-                let Some(packet) = batch.next_slot() else {
-                    return Err(io::Error::other("no scratch packet"));
-                };
-                gather(bufs, packet)?;
-                batch.commit();
-                match lock(port).send(&batch) {
-                    Ok(1) => Ok(()),
-                    Ok(_) => Err(io::Error::new(io::ErrorKind::WouldBlock, "port full")),
-                    Err(e) => Err(io::Error::other(e)),
+            let mut rx = lock(&pair.rx);
+            if rx.state.epoch != applied_epoch {
+                applied_epoch = rx.state.epoch;
+                if rx.state.running
+                    && let Err(e) = path.wire.apply(rx.state.features, rx.state.enabled)
+                {
+                    tracing::warn!("queue pair {index}: cannot configure the backend: {e}");
                 }
             }
-        }
-    }
-
-    /// Receives one frame into the chain's buffers; returns header + frame length.
-    fn receive(&self, bufs: &[libc::iovec]) -> io::Result<usize> {
-        match &self.wire {
-            Wire::Tap(tap) => tap.readv(bufs),
-            Wire::Port { port, rx, .. } => {
-                let mut one = lock(rx);
-                one.clear();
-                if lock(port).recv(&mut one).map_err(io::Error::other)? == 0 {
-                    return Err(io::Error::from(io::ErrorKind::WouldBlock));
-                }
-                let packet = &one.packets()[0];
-                scatter(bufs, &[&packet.hdr.to_bytes(), packet.frame()])
+            if !rx.state.running || !rx.state.enabled {
+                wait = RxWait::Buffers;
+                continue;
             }
+            let RxSide { queue, state } = &mut *rx;
+            let round = path.receive(RxQueue {
+                queue,
+                mem,
+                features: state.features,
+                mtu: self.config.mtu,
+                counters: &pair.counters,
+            });
+            drop(rx);
+            if round.interrupt {
+                self.raise_interrupt();
+            }
+            wait = round.wait;
         }
     }
 
+    /// Applies a register write to the queue selected by QueueSel.
     fn queue_write(&self, offset: u64, value: u32) {
         let sel = lock(&self.regs).queue_sel as usize;
-        let Some(q) = self.queues.get(sel) else {
-            return;
-        };
-        let mut q = lock(q);
-        match offset {
+        self.with_queue(sel, |q| match offset {
             QUEUE_NUM => q.set_size(value as u16),
             QUEUE_READY => q.set_ready(value == 1),
             QUEUE_DESC_LOW => q.set_desc_table_address(Some(value), None),
@@ -549,6 +705,20 @@ impl VirtioNetDevice {
             QUEUE_DEVICE_LOW => q.set_used_ring_address(Some(value), None),
             QUEUE_DEVICE_HIGH => q.set_used_ring_address(None, Some(value)),
             _ => {}
+        });
+    }
+
+    fn with_queue<R>(&self, index: usize, f: impl FnOnce(&mut Queue) -> R) -> Option<R> {
+        if let Some(pair) = self.pairs.get(index / 2) {
+            if index % 2 == 1 {
+                Some(f(&mut lock(&pair.tx).queue))
+            } else {
+                Some(f(&mut lock(&pair.rx).queue))
+            }
+        } else if index == 2 * self.pairs.len() {
+            self.ctrl.as_ref().map(|c| f(&mut lock(c)))
+        } else {
+            None
         }
     }
 }
@@ -563,28 +733,29 @@ impl MmioDevice for VirtioNetDevice {
             }
             return;
         }
-        let regs = lock(&self.regs);
+        let (features_sel, queue_sel, status) = {
+            let regs = lock(&self.regs);
+            (regs.device_features_sel, regs.queue_sel, regs.status)
+        };
         let value: u32 = match offset {
             MAGIC_VALUE => MMIO_MAGIC,
             VERSION => 2,
             DEVICE_ID => VIRTIO_ID_NET,
             VENDOR_ID => 0x4349_4e4b, // "KNIC"
-            DEVICE_FEATURES => match regs.device_features_sel {
+            DEVICE_FEATURES => match features_sel {
                 0 => self.features as u32,
                 1 => (self.features >> 32) as u32,
                 _ => 0,
             },
-            QUEUE_NUM_MAX => u32::from(QUEUE_MAX),
-            QUEUE_READY => {
-                let sel = regs.queue_sel as usize;
-                self.queues
-                    .get(sel)
-                    .map(|q| u32::from(lock(q).ready()))
-                    .unwrap_or(0)
-            }
+            QUEUE_NUM_MAX => self
+                .with_queue(queue_sel as usize, |_| u32::from(QUEUE_MAX))
+                .unwrap_or(0),
+            QUEUE_READY => self
+                .with_queue(queue_sel as usize, |q| u32::from(q.ready()))
+                .unwrap_or(0),
             INTERRUPT_STATUS => self.interrupt_status.load(Ordering::SeqCst),
-            STATUS => regs.status,
-            CONFIG_GENERATION => 0,
+            STATUS => status,
+            CONFIG_GENERATION => self.config_generation.load(Ordering::SeqCst),
             _ => 0,
         };
         let bytes = value.to_le_bytes();
@@ -618,13 +789,7 @@ impl MmioDevice for VirtioNetDevice {
                 }
             }
             QUEUE_SEL => lock(&self.regs).queue_sel = value,
-            QUEUE_NOTIFY => match value as usize {
-                TX_QUEUE => self.process_tx(),
-                RX_QUEUE => {
-                    let _ = self.rx_kick.write(1);
-                }
-                _ => {}
-            },
+            QUEUE_NOTIFY => self.notify(value as usize),
             INTERRUPT_ACK => {
                 self.interrupt_status.fetch_and(!value, Ordering::SeqCst);
             }
@@ -632,7 +797,10 @@ impl MmioDevice for VirtioNetDevice {
                 if value == 0 {
                     self.reset();
                 } else {
-                    lock(&self.regs).status = value;
+                    let was = std::mem::replace(&mut lock(&self.regs).status, value);
+                    if value & STATUS_DRIVER_OK != 0 && was & STATUS_DRIVER_OK == 0 {
+                        self.driver_ok();
+                    }
                 }
             }
             _ => self.queue_write(offset, value),

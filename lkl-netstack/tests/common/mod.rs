@@ -10,11 +10,11 @@ pub mod tap_net;
 
 use std::io::{Read, Write};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::Ordering;
 use std::thread;
 
 use lkl_netstack::{
-    BootConfig, Kernel, NetBackend, NetDeviceConfig, Offloads, TapConfig, TcpListener, TcpStream,
+    BootConfig, Kernel, NetBackend, NetDeviceConfig, NetDeviceStats, Offloads, TapConfig,
+    TcpListener, TcpStream,
 };
 
 const BULK: usize = 64 << 20;
@@ -67,32 +67,43 @@ pub fn pattern(len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Boots a kernel with eth0 on a TAP, pings it both families from a namespace and
-/// moves 64 MiB each way; returns the device's (rx, tx) count of >= 32 KiB frames.
-pub fn tap_scenario(offloads: Offloads) -> (u64, u64) {
-    let id = std::process::id() % 100_000;
-    let ns = Netns(format!("knic-tap-{id}"));
-    let tap = format!("knt{id}");
+/// Boots a kernel whose eth0 is on TAP `tap` with `queue_pairs`, and moves the TAP's
+/// host end into namespace `ns` with address `host_v4`/24, up.
+pub fn boot_on_tap(
+    ns: &Netns,
+    tap: &str,
+    offloads: Offloads,
+    queue_pairs: u16,
+    host_v4: &str,
+) -> Kernel {
     run(&format!("ip netns add {}", ns.0));
-
     let kernel = Kernel::boot(&BootConfig {
         net_devices: vec![NetDeviceConfig {
-            backend: NetBackend::Tap(TapConfig { name: tap.clone() }),
+            backend: NetBackend::Tap(TapConfig { name: tap.into() }),
             mac: [0x52, 0x54, 0x00, 0x6b, 0x6e, 0x01],
             mtu: 1500,
             offloads,
+            queue_pairs,
         }],
         ..BootConfig::default()
     })
     .unwrap();
-
-    // Host end of the wire, inside the namespace.
     run(&format!("ip link set {tap} netns {}", ns.0));
     run(&format!(
         "ip -n {0} link set lo up && ip -n {0} link set {tap} up",
         ns.0
     ));
-    run(&format!("ip -n {} addr add {HOST_V4}/24 dev {tap}", ns.0));
+    run(&format!("ip -n {} addr add {host_v4}/24 dev {tap}", ns.0));
+    kernel
+}
+
+/// Boots a kernel with eth0 on a TAP, pings it both families from a namespace and
+/// moves 64 MiB each way; returns the device's counters at the end.
+pub fn tap_scenario(offloads: Offloads) -> NetDeviceStats {
+    let id = std::process::id() % 100_000;
+    let ns = Netns(format!("knic-tap-{id}"));
+    let tap = format!("knt{id}");
+    let kernel = boot_on_tap(&ns, &tap, offloads, 1, HOST_V4);
     run(&format!(
         "ip -n {} addr add {HOST_V6}/64 dev {tap} nodad",
         ns.0
@@ -179,19 +190,7 @@ pub fn tap_scenario(offloads: Offloads) -> (u64, u64) {
     );
 
     let stats = kernel.net_device_stats(0).unwrap();
-    let (rx_large, tx_large) = (
-        stats.rx_large_frames.load(Ordering::Relaxed),
-        stats.tx_large_frames.load(Ordering::Relaxed),
-    );
-    println!(
-        "eth0: rx {} frames / {} bytes ({rx_large} >= 32 KiB), tx {} frames / {} bytes ({tx_large} >= 32 KiB), errors rx {} tx {}",
-        stats.rx_packets.load(Ordering::Relaxed),
-        stats.rx_bytes.load(Ordering::Relaxed),
-        stats.tx_packets.load(Ordering::Relaxed),
-        stats.tx_bytes.load(Ordering::Relaxed),
-        stats.rx_errors.load(Ordering::Relaxed),
-        stats.tx_errors.load(Ordering::Relaxed),
-    );
+    println!("eth0: {stats:?}");
     kernel.halt().unwrap();
-    (rx_large, tx_large)
+    stats
 }

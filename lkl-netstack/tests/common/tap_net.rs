@@ -27,6 +27,7 @@ impl TapNet {
                 mac: [0x52, 0x54, 0x00, 0x6b, 0x6e, subnet],
                 mtu: 1500,
                 offloads,
+                queue_pairs: 1,
             }],
             ..BootConfig::default()
         })

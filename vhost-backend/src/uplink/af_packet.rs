@@ -5,29 +5,49 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 
-use packet_ring::{PacketBatch, PacketPort, PortError, VirtioNetHdr};
+use packet_ring::{PacketBatch, PacketSink, PacketSource, PortError, VirtioNetHdr};
 
 use crate::sys;
 
 /// One AF_PACKET socket bound to an interface. Batches cross the socket with one
 /// `sendmmsg`/`recvmmsg` per 64 packets; the header scratch space is part of
-/// the port, so nothing is allocated per call.
+/// each half, so nothing is allocated per call.
 #[derive(Debug)]
 pub struct PacketSocketPort {
-    fd: OwnedFd,
+    sink: PacketSocketSink,
+    source: PacketSocketSource,
+}
+
+/// The sending half: `sendmmsg` on the shared socket.
+#[derive(Debug)]
+pub struct PacketSocketSink {
+    fd: Arc<OwnedFd>,
     tx_hdrs: [[u8; VirtioNetHdr::LEGACY_LEN]; sys::MMSG_BATCH],
+}
+
+/// The receiving half: `recvmmsg` on the shared socket, and its drop count.
+#[derive(Debug)]
+pub struct PacketSocketSource {
+    fd: Arc<OwnedFd>,
     rx_hdrs: [[u8; VirtioNetHdr::LEGACY_LEN]; sys::MMSG_BATCH],
     rx_lens: [usize; sys::MMSG_BATCH],
 }
 
 impl PacketSocketPort {
     pub fn open(ifindex: libc::c_int, fanout_group: Option<u16>) -> io::Result<Self> {
+        let fd = Arc::new(sys::packet_socket(ifindex, fanout_group)?);
         Ok(Self {
-            fd: sys::packet_socket(ifindex, fanout_group)?,
-            tx_hdrs: [[0; VirtioNetHdr::LEGACY_LEN]; sys::MMSG_BATCH],
-            rx_hdrs: [[0; VirtioNetHdr::LEGACY_LEN]; sys::MMSG_BATCH],
-            rx_lens: [0; sys::MMSG_BATCH],
+            sink: PacketSocketSink {
+                fd: Arc::clone(&fd),
+                tx_hdrs: [[0; VirtioNetHdr::LEGACY_LEN]; sys::MMSG_BATCH],
+            },
+            source: PacketSocketSource {
+                fd,
+                rx_hdrs: [[0; VirtioNetHdr::LEGACY_LEN]; sys::MMSG_BATCH],
+                rx_lens: [0; sys::MMSG_BATCH],
+            },
         })
     }
 }
@@ -47,7 +67,7 @@ fn refused(e: &io::Error) -> bool {
     )
 }
 
-impl PacketPort for PacketSocketPort {
+impl PacketSink for PacketSocketSink {
     fn send(&mut self, batch: &PacketBatch) -> Result<usize, PortError> {
         let pkts = batch.packets();
         let mut sent = 0;
@@ -70,7 +90,9 @@ impl PacketPort for PacketSocketPort {
         }
         Ok(sent)
     }
+}
 
+impl PacketSource for PacketSocketSource {
     fn recv(&mut self, batch: &mut PacketBatch) -> Result<usize, PortError> {
         let hlen = VirtioNetHdr::LEGACY_LEN;
         let mut total = 0;
@@ -127,3 +149,5 @@ impl PacketPort for PacketSocketPort {
         self.fd.as_raw_fd()
     }
 }
+
+packet_ring::port_from_halves!(PacketSocketPort);

@@ -11,8 +11,8 @@ use std::str::FromStr;
 use packet_ring::PacketPort;
 use thiserror::Error;
 
-pub use af_packet::PacketSocketPort;
-pub use tap::TapPort;
+pub use af_packet::{PacketSocketPort, PacketSocketSink, PacketSocketSource};
+pub use tap::{TapPort, TapSink, TapSource};
 
 /// Which uplink to open, as given on the command line (`tap:NAME` or `packet:IFNAME`).
 #[derive(Debug, Clone, PartialEq, Eq)]

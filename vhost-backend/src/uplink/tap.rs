@@ -1,18 +1,35 @@
 //! TAP uplink: `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR` with a 12-byte header, offloads set with
 //! `TUNSETOFFLOAD` from what the guest negotiated so the kernel segments/checksums only what
 //! the guest cannot take.
+//!
+//! The two halves share the queue's fd through an `Arc`: a TAP queue is one file, and the
+//! kernel serialises reads and writes on it, so no lock is needed between them.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 
-use packet_ring::{GuestOffloads, PacketBatch, PacketPort, PortError, VirtioNetHdr};
+use packet_ring::{GuestOffloads, PacketBatch, PacketSink, PacketSource, PortError, VirtioNetHdr};
 
 use crate::sys;
 
 /// One queue of a TAP device.
 #[derive(Debug)]
 pub struct TapPort {
-    fd: OwnedFd,
+    sink: TapSink,
+    source: TapSource,
+}
+
+/// The writing half of a TAP queue.
+#[derive(Debug)]
+pub struct TapSink {
+    fd: Arc<OwnedFd>,
+}
+
+/// The reading half of a TAP queue (which also owns its offload setting).
+#[derive(Debug)]
+pub struct TapSource {
+    fd: Arc<OwnedFd>,
 }
 
 impl TapPort {
@@ -22,7 +39,13 @@ impl TapPort {
         sys::tap_set_vnet_hdr_size(fd.as_raw_fd(), VirtioNetHdr::LEN as libc::c_int)?;
         // Until a guest negotiates offloads, ask the kernel for plain frames.
         sys::tap_set_offload(fd.as_raw_fd(), 0)?;
-        Ok(Self { fd })
+        let fd = Arc::new(fd);
+        Ok(Self {
+            sink: TapSink {
+                fd: Arc::clone(&fd),
+            },
+            source: TapSource { fd },
+        })
     }
 }
 
@@ -34,7 +57,7 @@ fn is_refusal(e: &io::Error) -> bool {
     )
 }
 
-impl PacketPort for TapPort {
+impl PacketSink for TapSink {
     /// One `writev` per frame: a TAP is a character device, there is no batched write.
     fn send(&mut self, batch: &PacketBatch) -> Result<usize, PortError> {
         let mut sent = 0;
@@ -48,7 +71,9 @@ impl PacketPort for TapPort {
         }
         Ok(sent)
     }
+}
 
+impl PacketSource for TapSource {
     /// One `readv` per frame, until the batch is full or the TAP has none.
     fn recv(&mut self, batch: &mut PacketBatch) -> Result<usize, PortError> {
         let mut got = 0;
@@ -97,3 +122,5 @@ impl PacketPort for TapPort {
         sys::tap_set_offload(self.fd.as_raw_fd(), flags).map_err(PortError::Offloads)
     }
 }
+
+packet_ring::port_from_halves!(TapPort);

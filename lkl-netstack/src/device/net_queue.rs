@@ -1,0 +1,1140 @@
+//! The data path of one virtio-net queue pair of the library kernel's device: TX chains
+//! to the backend, backend frames into RX chains, used-ring publication and the
+//! notification decisions both ways. It works on a `virtio_queue::Queue` plus the guest
+//! memory it is given, so unit tests drive it over mock rings (below) and the device
+//! drives it over the kernel's RAM.
+//!
+//! - **Mergeable receive buffers** (VIRTIO_NET_F_MRG_RXBUF, virtio 1.2 §5.1.6.4): a frame
+//!   may span several chains. The chains' used entries are written first and the used
+//!   index is published once per frame, so the driver never sees part of a frame
+//!   (`receive_mergeable` drops a frame whose later buffers are not yet used).
+//!   `num_buffers` is placed at its offset in the header wherever the buffers put it.
+//! - **Event index** (VIRTIO_F_RING_EVENT_IDX, §2.7.10): the device interrupts only when
+//!   the used index crosses the driver's `used_event`, and publishes `avail_event` only
+//!   when it wants a kick (TX: after each drain; RX: when it ran out of buffers). Without
+//!   it, the driver's VRING_AVAIL_F_NO_INTERRUPT flag is honoured.
+//! - **Offload checks**: a TX header is parsed and must only use offloads the driver
+//!   negotiated (TSO4/6, ECN, partial checksum); an RX packet from a port the same way.
+//!
+//! A malformed chain costs that chain: it goes back used with length 0 and a named drop
+//! counter is bumped. Nothing here allocates or locks per packet.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io;
+use std::num::Wrapping;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering, fence};
+
+use packet_ring::{
+    GsoKind, GuestOffloads, MAX_FRAME_LEN, PacketBatch, PacketSink, PacketSource, VirtioNetHdr,
+};
+use virtio_queue::desc::split::Descriptor;
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+use super::features::NetFeatures;
+use super::tap::{readv, set_tap_offloads, set_tap_queue_attached, writev};
+
+/// Frames of this size or more count as large (segmentation offload at work).
+pub(crate) const LARGE_FRAME: usize = 32 * 1024;
+/// Room for one TX chain's buffers (virtio-net uses at most MAX_SKB_FRAGS + 2 = 19).
+pub(crate) const MAX_TX_CHAIN: usize = 64;
+/// Room for the buffers of one received frame: enough chains of mergeable buffers for a
+/// 64 KiB frame, or one "big packets" chain (UIO_MAXIOV, what one `readv` takes).
+pub(crate) const MAX_RX_IOVS: usize = 1024;
+/// Ring size offered to the driver (QueueNumMax), and so the most chains one frame spans.
+pub(crate) const QUEUE_MAX: u16 = 256;
+/// Ethernet header plus one VLAN tag: a plain frame is at most MTU + this.
+const ETH_VLAN_HLEN: usize = 18;
+/// Frames received per round before the interrupt decision, so the driver starts early.
+const RX_ROUND: usize = 64;
+const HDR_LEN: usize = VirtioNetHdr::LEN;
+/// `VRING_AVAIL_F_NO_INTERRUPT` (virtio 1.2 §2.7.7): the driver asks for no interrupts.
+const AVAIL_F_NO_INTERRUPT: u16 = 1;
+// Split-ring layout (virtio 1.2 §2.7): `flags` and `idx` (u16 each) head both rings; an
+// avail entry is a u16 head, a used entry `{ le32 id; le32 len; }`. After the entries,
+// the avail ring holds `used_event` and the used ring `avail_event`.
+const RING_HEADER_SIZE: u64 = 4;
+const RING_IDX_OFFSET: u64 = 2;
+const AVAIL_ELEMENT_SIZE: u64 = 2;
+const USED_ELEMENT_SIZE: u64 = 8;
+
+pub(crate) const EMPTY_IOV: libc::iovec = libc::iovec {
+    iov_base: std::ptr::null_mut(),
+    iov_len: 0,
+};
+
+/// Why a frame or chain was dropped. Each is a counter of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// A TX chain with a device-writable buffer, a buffer outside the kernel's RAM, or
+    /// more buffers than a frame can have.
+    TxMalformedChain,
+    /// A TX chain shorter than the virtio-net header, or a header that does not parse
+    /// (unknown GSO kind, GSO size 0, checksum outside the frame).
+    TxMalformedHeader,
+    /// A TX header asks for an offload the driver did not negotiate (TSO, ECN, CSUM).
+    TxOffloadNotNegotiated,
+    /// The backend refused the frame (a full port, a TAP write error).
+    TxBackendRefused,
+    /// An RX chain with a device-readable buffer or a buffer outside the kernel's RAM.
+    RxMalformedChain,
+    /// A frame larger than the buffers the driver can post.
+    RxBufferTooSmall,
+    /// A frame from a port that uses an offload the driver did not negotiate.
+    RxOffloadNotNegotiated,
+    /// The backend failed a read.
+    RxBackendError,
+    /// The used ring could not be written (the driver's ring is broken).
+    UsedRingBroken,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 9] = [
+        DropReason::TxMalformedChain,
+        DropReason::TxMalformedHeader,
+        DropReason::TxOffloadNotNegotiated,
+        DropReason::TxBackendRefused,
+        DropReason::RxMalformedChain,
+        DropReason::RxBufferTooSmall,
+        DropReason::RxOffloadNotNegotiated,
+        DropReason::RxBackendError,
+        DropReason::UsedRingBroken,
+    ];
+
+    /// The counter's name, as in stats dumps.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::TxMalformedChain => "tx_malformed_chain",
+            DropReason::TxMalformedHeader => "tx_malformed_header",
+            DropReason::TxOffloadNotNegotiated => "tx_offload_not_negotiated",
+            DropReason::TxBackendRefused => "tx_backend_refused",
+            DropReason::RxMalformedChain => "rx_malformed_chain",
+            DropReason::RxBufferTooSmall => "rx_buffer_too_small",
+            DropReason::RxOffloadNotNegotiated => "rx_offload_not_negotiated",
+            DropReason::RxBackendError => "rx_backend_error",
+            DropReason::UsedRingBroken => "used_ring_broken",
+        }
+    }
+}
+
+/// Live counters of one queue pair; each is written by one thread (TX ones by the
+/// kick, RX ones by the pair's receive thread), read by anyone.
+#[derive(Debug, Default)]
+pub(crate) struct QueueCounters {
+    pub(crate) tx_packets: AtomicU64,
+    pub(crate) tx_bytes: AtomicU64,
+    pub(crate) tx_large_frames: AtomicU64,
+    pub(crate) rx_packets: AtomicU64,
+    pub(crate) rx_bytes: AtomicU64,
+    pub(crate) rx_large_frames: AtomicU64,
+    /// Frames received across more than one buffer (MRG_RXBUF at work).
+    pub(crate) rx_merged_frames: AtomicU64,
+    /// Kicks (QueueNotify writes) the driver made on the TX / RX queue.
+    pub(crate) tx_kicks: AtomicU64,
+    pub(crate) rx_kicks: AtomicU64,
+    /// Interrupts raised for this pair's queues, and those the driver's `used_event` (or
+    /// NO_INTERRUPT flag) let the device skip.
+    pub(crate) interrupts: AtomicU64,
+    pub(crate) interrupts_suppressed: AtomicU64,
+    drops: [AtomicU64; DropReason::ALL.len()],
+}
+
+impl QueueCounters {
+    pub(crate) fn drop(&self, reason: DropReason) {
+        self.drops[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize].load(Ordering::Relaxed)
+    }
+
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn sent(&self, frame: usize) {
+        Self::add(&self.tx_packets, 1);
+        Self::add(&self.tx_bytes, frame as u64);
+        if frame >= LARGE_FRAME {
+            Self::add(&self.tx_large_frames, 1);
+        }
+    }
+
+    fn received(&self, frame: usize, buffers: usize) {
+        Self::add(&self.rx_packets, 1);
+        Self::add(&self.rx_bytes, frame as u64);
+        if frame >= LARGE_FRAME {
+            Self::add(&self.rx_large_frames, 1);
+        }
+        if buffers > 1 {
+            Self::add(&self.rx_merged_frames, 1);
+        }
+    }
+
+    /// Records a notification decision; returns it.
+    pub(crate) fn interrupt(&self, needed: bool) -> bool {
+        if needed {
+            Self::add(&self.interrupts, 1);
+        } else {
+            Self::add(&self.interrupts_suppressed, 1);
+        }
+        needed
+    }
+}
+
+/// The sending half of a pair's backend, driven by the kernel's TX kick.
+pub(crate) enum TxWire {
+    /// A TAP queue: the chain's buffers go out with one `writev`, no copy.
+    Tap(File),
+    Port {
+        sink: Box<dyn PacketSink>,
+        /// The kick's packet (one chain at a time), allocated once.
+        packet: PacketBatch,
+    },
+}
+
+/// The receiving half of a pair's backend, owned by the pair's receive thread.
+pub(crate) enum RxWire {
+    /// A TAP queue: frames are `readv` straight into the posted buffers.
+    Tap(File),
+    Port {
+        source: Box<dyn PacketSource>,
+        /// A packet taken from the port and waiting for buffers, allocated once.
+        packet: PacketBatch,
+    },
+}
+
+impl RxWire {
+    pub(crate) fn port(source: Box<dyn PacketSource>) -> RxWire {
+        RxWire::Port {
+            source,
+            packet: PacketBatch::new(1, MAX_FRAME_LEN),
+        }
+    }
+
+    pub(crate) fn ready_fd(&self) -> RawFd {
+        match self {
+            RxWire::Tap(tap) => tap.as_raw_fd(),
+            RxWire::Port { source, .. } => source.ready_fd(),
+        }
+    }
+
+    /// Asks the backend for only what the driver negotiated (TUNSETOFFLOAD for a TAP),
+    /// and attaches a TAP queue only while its pair is enabled, so the host steers no
+    /// flow to a pair the driver does not use.
+    pub(crate) fn apply(&mut self, f: NetFeatures, enabled: bool) -> io::Result<()> {
+        let accepted = f.guest_offloads();
+        match self {
+            // A detached TAP queue takes no ioctl but TUNSETQUEUE (EBADFD): set the
+            // offloads while it is attached.
+            RxWire::Tap(tap) if enabled => {
+                set_tap_queue_attached(tap, true)?;
+                set_tap_offloads(tap, accepted)
+            }
+            RxWire::Tap(tap) => {
+                set_tap_offloads(tap, accepted)?;
+                set_tap_queue_attached(tap, false)
+            }
+            RxWire::Port { source, .. } => source
+                .set_guest_offloads(accepted)
+                .map_err(io::Error::other),
+        }
+    }
+}
+
+impl TxWire {
+    pub(crate) fn port(sink: Box<dyn PacketSink>) -> TxWire {
+        TxWire::Port {
+            sink,
+            packet: PacketBatch::new(1, MAX_FRAME_LEN),
+        }
+    }
+}
+
+/// Appends a chain's buffers to `iov` as iovecs over guest memory, checking each one
+/// and its direction. Returns (buffers, bytes), or None for a malformed chain (also
+/// one with more buffers than `iov` has room for).
+fn chain_iovecs(
+    mem: &GuestMemoryMmap,
+    chain: impl Iterator<Item = Descriptor>,
+    want_writable: bool,
+    iov: &mut [libc::iovec],
+) -> Option<(usize, usize)> {
+    let (mut n, mut bytes) = (0, 0);
+    for desc in chain {
+        if desc.is_write_only() != want_writable {
+            return None;
+        }
+        let len = desc.len() as usize;
+        let slice = mem.get_slice(desc.addr(), len).ok()?;
+        *iov.get_mut(n)? = libc::iovec {
+            iov_base: slice.ptr_guard_mut().as_ptr().cast(),
+            iov_len: len,
+        };
+        n += 1;
+        bytes += len;
+    }
+    Some((n, bytes))
+}
+
+/// The buffers of `iov` as byte slices.
+///
+/// # Safety
+/// Every iovec must point at guest memory checked by `chain_iovecs` that nobody else
+/// writes during the returned slices' use (a chain the driver has handed to the device).
+unsafe fn iov_slices(iov: &[libc::iovec]) -> impl Iterator<Item = &mut [u8]> {
+    iov.iter().map(|v| {
+        // SAFETY: the caller's contract: valid, device-owned buffer of iov_len bytes.
+        unsafe { std::slice::from_raw_parts_mut(v.iov_base.cast::<u8>(), v.iov_len) }
+    })
+}
+
+/// Copies `src` into the buffers of `iov` starting at byte `offset` of their
+/// concatenation; returns the bytes copied (short if the buffers end first).
+///
+/// # Safety
+/// As for [`iov_slices`], and the buffers must be device-writable.
+unsafe fn write_at(iov: &[libc::iovec], mut offset: usize, mut src: &[u8]) -> usize {
+    let mut copied = 0;
+    // SAFETY: forwarded from the caller.
+    for buf in unsafe { iov_slices(iov) } {
+        if src.is_empty() {
+            break;
+        }
+        if offset >= buf.len() {
+            offset -= buf.len();
+            continue;
+        }
+        let n = (buf.len() - offset).min(src.len());
+        buf[offset..offset + n].copy_from_slice(&src[..n]);
+        copied += n;
+        src = &src[n..];
+        offset = 0;
+    }
+    copied
+}
+
+/// Copies the start of the buffers of `iov` into `dst`; returns the bytes copied.
+///
+/// # Safety
+/// As for [`iov_slices`].
+unsafe fn read_prefix(iov: &[libc::iovec], dst: &mut [u8]) -> usize {
+    let mut got = 0;
+    // SAFETY: forwarded from the caller.
+    for buf in unsafe { iov_slices(iov) } {
+        if got == dst.len() {
+            break;
+        }
+        let n = (dst.len() - got).min(buf.len());
+        dst[got..got + n].copy_from_slice(&buf[..n]);
+        got += n;
+    }
+    got
+}
+
+/// Copies a TX chain (header, then the frame) into a packet: one copy out of the kernel's
+/// memory. The header was parsed by the caller.
+///
+/// # Safety
+/// As for [`iov_slices`].
+unsafe fn gather(iov: &[libc::iovec], hdr: VirtioNetHdr, packet: &mut PacketBatch) -> bool {
+    packet.clear();
+    let Some(slot) = packet.next_slot() else {
+        return false;
+    };
+    let dst = slot.buf_mut();
+    let (mut skip, mut len) = (HDR_LEN, 0);
+    // SAFETY: forwarded from the caller.
+    for buf in unsafe { iov_slices(iov) } {
+        let src = &buf[skip.min(buf.len())..];
+        skip = skip.saturating_sub(buf.len());
+        let Some(d) = dst.get_mut(len..len + src.len()) else {
+            return false;
+        };
+        d.copy_from_slice(src);
+        len += src.len();
+    }
+    slot.hdr = hdr;
+    if !slot.set_len(len) {
+        return false;
+    }
+    packet.commit();
+    true
+}
+
+/// Whether a header only uses offloads the receiving side accepts (the device for the
+/// driver's TX, the driver for RX).
+fn offloads_accepted(hdr: &VirtioNetHdr, accepted: GuestOffloads) -> bool {
+    let Ok((kind, ecn)) = hdr.gso() else {
+        return false;
+    };
+    let gso_ok = match kind {
+        GsoKind::None => !ecn,
+        GsoKind::TcpV4 => accepted.tso4 && (!ecn || accepted.ecn),
+        GsoKind::TcpV6 => accepted.tso6 && (!ecn || accepted.ecn),
+        GsoKind::Udp | GsoKind::UdpL4 => false,
+    };
+    gso_ok && (hdr.flags & VirtioNetHdr::F_NEEDS_CSUM == 0 || accepted.csum)
+}
+
+/// Writes the used element `offset` places after the queue's next used index, without
+/// publishing it (virtio 1.2 §2.7.8).
+fn fill_used(
+    queue: &Queue,
+    mem: &GuestMemoryMmap,
+    offset: u16,
+    head: u16,
+    len: u32,
+) -> Result<(), ()> {
+    if head >= queue.size() || queue.size() == 0 {
+        return Err(());
+    }
+    let slot = (Wrapping(queue.next_used()) + Wrapping(offset)).0 % queue.size();
+    let addr = GuestAddress(queue.used_ring())
+        .checked_add(RING_HEADER_SIZE + u64::from(slot) * USED_ELEMENT_SIZE)
+        .ok_or(())?;
+    // struct virtq_used_elem { le32 id; le32 len; }: id in the low word.
+    let elem = (u64::from(len) << 32) | u64::from(head);
+    mem.write_obj(elem.to_le(), addr).map_err(|_| ())
+}
+
+/// Publishes `count` filled used elements with one store of the used index.
+fn publish_used(queue: &mut Queue, mem: &GuestMemoryMmap, count: u16) -> Result<(), ()> {
+    let next = (Wrapping(queue.next_used()) + Wrapping(count)).0;
+    let idx_addr = GuestAddress(queue.used_ring())
+        .checked_add(RING_IDX_OFFSET)
+        .ok_or(())?;
+    mem.store(next.to_le(), idx_addr, Ordering::Release)
+        .map_err(|_| ())?;
+    queue.set_next_used(next);
+    Ok(())
+}
+
+/// Whether the driver wants an interrupt for the used entries published since the used
+/// index was `old` (virtio 1.2 §2.7.10: `vring_need_event`; or the NO_INTERRUPT flag).
+pub(crate) fn needs_interrupt(queue: &Queue, mem: &GuestMemoryMmap, old: u16) -> bool {
+    let new = queue.next_used();
+    if new == old {
+        return false;
+    }
+    // The used index store must be visible before the driver's hint is read.
+    fence(Ordering::SeqCst);
+    let avail = GuestAddress(queue.avail_ring());
+    if queue.event_idx_enabled() {
+        let used_event = avail
+            .checked_add(RING_HEADER_SIZE + u64::from(queue.size()) * AVAIL_ELEMENT_SIZE)
+            .and_then(|a| mem.load::<u16>(a, Ordering::Relaxed).ok())
+            .map(u16::from_le);
+        let Some(event) = used_event else {
+            return true; // an unreadable hint: interrupt rather than stall the driver
+        };
+        let (new, old, event) = (Wrapping(new), Wrapping(old), Wrapping(event));
+        new - event - Wrapping(1) < new - old
+    } else {
+        let flags = mem
+            .load::<u16>(avail, Ordering::Relaxed)
+            .map(u16::from_le)
+            .unwrap_or(0);
+        flags & AVAIL_F_NO_INTERRUPT == 0
+    }
+}
+
+/// Sends every available TX chain to the backend (the kernel kicked the queue).
+/// Returns whether the driver should be interrupted.
+pub(crate) fn transmit(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    wire: &mut TxWire,
+    features: NetFeatures,
+    counters: &QueueCounters,
+) -> bool {
+    if !queue.ready() {
+        return false;
+    }
+    let old_used = queue.next_used();
+    let mut iov = [EMPTY_IOV; MAX_TX_CHAIN];
+    loop {
+        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+            let head = chain.head_index();
+            if let Err(reason) = send_chain(mem, chain, &mut iov, wire, features, counters) {
+                counters.drop(reason);
+            }
+            if fill_used(queue, mem, 0, head, 0)
+                .and_then(|()| publish_used(queue, mem, 1))
+                .is_err()
+            {
+                counters.drop(DropReason::UsedRingBroken);
+            }
+        }
+        // Ask for the next kick (with EVENT_IDX: avail_event = next_avail), then look
+        // again for chains posted meanwhile.
+        match queue.enable_notification(mem) {
+            Ok(true) => continue,
+            Ok(false) => break,
+            Err(_) => {
+                counters.drop(DropReason::UsedRingBroken);
+                break;
+            }
+        }
+    }
+    counters.interrupt(needs_interrupt(queue, mem, old_used))
+}
+
+fn send_chain(
+    mem: &GuestMemoryMmap,
+    chain: impl Iterator<Item = Descriptor>,
+    iov: &mut [libc::iovec; MAX_TX_CHAIN],
+    wire: &mut TxWire,
+    features: NetFeatures,
+    counters: &QueueCounters,
+) -> Result<(), DropReason> {
+    let (n, bytes) = chain_iovecs(mem, chain, false, iov).ok_or(DropReason::TxMalformedChain)?;
+    let bufs = &iov[..n];
+    let mut raw = [0u8; HDR_LEN];
+    // SAFETY: chain_iovecs checked each buffer against guest memory; the driver does not
+    // touch a chain it has made available until the device returns it.
+    if unsafe { read_prefix(bufs, &mut raw) } < HDR_LEN {
+        return Err(DropReason::TxMalformedHeader);
+    }
+    let frame = bytes - HDR_LEN;
+    let hdr = VirtioNetHdr::parse(&raw).map_err(|_| DropReason::TxMalformedHeader)?;
+    hdr.validate(frame)
+        .map_err(|_| DropReason::TxMalformedHeader)?;
+    if !offloads_accepted(&hdr, features.host_offloads()) {
+        return Err(DropReason::TxOffloadNotNegotiated);
+    }
+    let sent = match wire {
+        // SAFETY: as above; writev only reads the buffers.
+        TxWire::Tap(tap) => unsafe { writev(tap, bufs) }.is_ok(),
+        TxWire::Port { sink, packet } => {
+            // SAFETY: as above.
+            if !unsafe { gather(bufs, hdr, packet) } {
+                return Err(DropReason::TxMalformedChain);
+            }
+            matches!(sink.send(packet), Ok(1))
+        }
+    };
+    if !sent {
+        return Err(DropReason::TxBackendRefused);
+    }
+    counters.sent(frame);
+    Ok(())
+}
+
+/// What a receive round ended on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RxWait {
+    /// The backend has no frame; buffers remain posted. Watch the backend.
+    Backend,
+    /// The driver has no (or not enough) buffers posted; a kick will say when it has.
+    Buffers,
+    /// The round's budget ran out with frames possibly waiting: go again at once.
+    Ready,
+}
+
+/// The result of a receive round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RxRound {
+    pub(crate) interrupt: bool,
+    pub(crate) wait: RxWait,
+}
+
+/// One receive round's view of the driver's RX queue and the pair's state.
+pub(crate) struct RxQueue<'a> {
+    pub(crate) queue: &'a mut Queue,
+    pub(crate) mem: &'a GuestMemoryMmap,
+    pub(crate) features: NetFeatures,
+    pub(crate) mtu: u16,
+    pub(crate) counters: &'a QueueCounters,
+}
+
+/// The receive side of a pair, owned by its thread: the backend half and the scratch
+/// space for one frame's buffers, allocated once.
+pub(crate) struct RxPath {
+    pub(crate) wire: RxWire,
+    iov: Vec<libc::iovec>,
+    /// (head, bytes) of each chain gathered for the current frame.
+    chains: Vec<(u16, usize)>,
+}
+
+// SAFETY: the iovecs are scratch space that only hold pointers while the owning thread
+// fills one frame; between rounds they are dead values. Moving the path to its thread
+// moves no live borrow of guest memory.
+unsafe impl Send for RxPath {}
+
+impl RxPath {
+    pub(crate) fn new(wire: RxWire) -> RxPath {
+        RxPath {
+            wire,
+            iov: vec![EMPTY_IOV; MAX_RX_IOVS],
+            chains: Vec::with_capacity(usize::from(QUEUE_MAX)),
+        }
+    }
+
+    /// Receives backend frames into the driver's posted buffers until either runs out
+    /// (or a round's worth), publishing each frame's used entries at once.
+    pub(crate) fn receive(&mut self, mut rx: RxQueue<'_>) -> RxRound {
+        if !rx.queue.ready() {
+            return RxRound {
+                interrupt: false,
+                wait: RxWait::Buffers,
+            };
+        }
+        let old_used = rx.queue.next_used();
+        let mut wait = RxWait::Ready;
+        for _ in 0..RX_ROUND {
+            match self.receive_one(&mut rx) {
+                Ok(()) => continue,
+                Err(w) => {
+                    wait = w;
+                    break;
+                }
+            }
+        }
+        if wait != RxWait::Buffers {
+            // Buffers remain: their refills need no kick (with EVENT_IDX avail_event
+            // stays behind; without it the NO_NOTIFY flag says so).
+            let _ = rx.queue.disable_notification(rx.mem);
+        }
+        RxRound {
+            interrupt: rx
+                .counters
+                .interrupt(needs_interrupt(rx.queue, rx.mem, old_used)),
+            wait,
+        }
+    }
+
+    /// Bytes the buffers of one frame must hold (header included).
+    fn room_needed(&self, features: NetFeatures, mtu: u16) -> usize {
+        let frame = match &self.wire {
+            RxWire::Port { packet, .. } => packet.packets().first().map_or(0, |p| p.len()),
+            RxWire::Tap(_) if features.guest_gso() => MAX_FRAME_LEN,
+            RxWire::Tap(_) => usize::from(mtu) + ETH_VLAN_HLEN,
+        };
+        HDR_LEN + frame
+    }
+
+    /// Delivers one frame; `Err` says what to wait for.
+    fn receive_one(&mut self, rx: &mut RxQueue<'_>) -> Result<(), RxWait> {
+        // A port's frame is taken first, so its length decides how many buffers it needs.
+        if let RxWire::Port { source, packet } = &mut self.wire
+            && packet.is_empty()
+        {
+            match source.recv(packet) {
+                Ok(0) => return Err(RxWait::Backend),
+                Ok(_) => {}
+                Err(_) => {
+                    rx.counters.drop(DropReason::RxBackendError);
+                    return Err(RxWait::Backend);
+                }
+            }
+            if !offloads_accepted(&packet.packets()[0].hdr, rx.features.guest_offloads()) {
+                rx.counters.drop(DropReason::RxOffloadNotNegotiated);
+                packet.clear();
+                return Ok(());
+            }
+        }
+        let need = self.room_needed(rx.features, rx.mtu);
+        let gathered = self.gather_buffers(rx, need)?;
+        let n_iov = gathered.iovecs;
+        if gathered.bytes < need {
+            let port_frame = matches!(self.wire, RxWire::Port { .. });
+            let whole_ring = self.chains.len() >= usize::from(rx.queue.size());
+            if port_frame && (!rx.features.mrg_rxbuf || whole_ring) {
+                // Even the buffers the driver can post cannot hold this frame.
+                unpop(rx.queue, self.chains.len());
+                rx.counters.drop(DropReason::RxBufferTooSmall);
+                if let RxWire::Port { packet, .. } = &mut self.wire {
+                    packet.clear();
+                }
+                return Ok(());
+            }
+            if rx.features.mrg_rxbuf && gathered.ring_empty {
+                // Wait until the driver has posted room for the largest frame.
+                let seen = rx.queue.next_avail();
+                unpop(rx.queue, self.chains.len());
+                return if ask_for_kick(rx.queue, rx.mem, seen) {
+                    Ok(())
+                } else {
+                    Err(RxWait::Buffers)
+                };
+            }
+        }
+        let iov = &self.iov[..n_iov];
+        let written = match &mut self.wire {
+            // SAFETY: chain_iovecs checked each buffer against guest memory, all are
+            // device-writable, and the driver reads them only once they are used.
+            RxWire::Tap(tap) => match unsafe { readv(tap, iov) } {
+                Ok(n) if n >= HDR_LEN => n,
+                Ok(_) => {
+                    unpop(rx.queue, self.chains.len());
+                    rx.counters.drop(DropReason::RxBackendError);
+                    return Ok(());
+                }
+                Err(e) => {
+                    unpop(rx.queue, self.chains.len());
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        rx.counters.drop(DropReason::RxBackendError);
+                    }
+                    return Err(RxWait::Backend);
+                }
+            },
+            RxWire::Port { packet, .. } => {
+                let p = &packet.packets()[0];
+                let hdr = p.hdr.to_bytes();
+                // SAFETY: as above.
+                let n = unsafe { write_at(iov, 0, &hdr) + write_at(iov, HDR_LEN, p.frame()) };
+                packet.clear();
+                n
+            }
+        };
+        // The chains the frame filled; the rest go back to the driver's side of the ring.
+        let mut used = 0;
+        let mut left = written;
+        while used < self.chains.len() && left > 0 {
+            left = left.saturating_sub(self.chains[used].1);
+            used += 1;
+        }
+        unpop(rx.queue, self.chains.len() - used);
+        let buffers = u16::try_from(used).unwrap_or(u16::MAX);
+        // SAFETY: as above; the header lies in the first buffers.
+        unsafe {
+            write_at(
+                iov,
+                VirtioNetHdr::NUM_BUFFERS_OFFSET,
+                &buffers.to_le_bytes(),
+            )
+        };
+        let mut left = written;
+        let mut ok = true;
+        for (i, &(head, bytes)) in self.chains[..used].iter().enumerate() {
+            let len = left.min(bytes);
+            left -= len;
+            ok &= fill_used(rx.queue, rx.mem, i as u16, head, len as u32).is_ok();
+        }
+        if !ok || publish_used(rx.queue, rx.mem, buffers).is_err() {
+            rx.counters.drop(DropReason::UsedRingBroken);
+            return Err(RxWait::Buffers);
+        }
+        rx.counters.received(written - HDR_LEN, used);
+        Ok(())
+    }
+
+    /// Pops chains until they hold `need` bytes (with MRG_RXBUF) or one chain (without).
+    /// Malformed chains met first are returned used with length 0 and counted.
+    fn gather_buffers(&mut self, rx: &mut RxQueue<'_>, need: usize) -> Result<Gathered, RxWait> {
+        self.chains.clear();
+        let mut got = Gathered::default();
+        let mut asked = false;
+        while self.chains.is_empty() || (rx.features.mrg_rxbuf && got.bytes < need) {
+            if self.chains.len() >= usize::from(rx.queue.size()) {
+                break;
+            }
+            let Some(chain) = rx.queue.pop_descriptor_chain(rx.mem) else {
+                if !self.chains.is_empty() {
+                    got.ring_empty = true;
+                    break;
+                }
+                if asked || !ask_for_kick(rx.queue, rx.mem, rx.queue.next_avail()) {
+                    return Err(RxWait::Buffers);
+                }
+                asked = true; // the driver posted meanwhile: look once more
+                continue;
+            };
+            let head = chain.head_index();
+            match chain_iovecs(rx.mem, chain, true, &mut self.iov[got.iovecs..]) {
+                Some((n, bytes)) if bytes >= HDR_LEN || !self.chains.is_empty() => {
+                    self.chains.push((head, bytes));
+                    got.iovecs += n;
+                    got.bytes += bytes;
+                }
+                _ if self.chains.is_empty() => {
+                    rx.counters.drop(DropReason::RxMalformedChain);
+                    if fill_used(rx.queue, rx.mem, 0, head, 0)
+                        .and_then(|()| publish_used(rx.queue, rx.mem, 1))
+                        .is_err()
+                    {
+                        rx.counters.drop(DropReason::UsedRingBroken);
+                        return Err(RxWait::Buffers);
+                    }
+                }
+                _ => {
+                    // A bad chain after good ones: leave it for the next frame, which
+                    // returns it as malformed; this frame makes do with what it has.
+                    rx.queue.go_to_previous_position();
+                    break;
+                }
+            }
+        }
+        Ok(got)
+    }
+}
+
+/// Buffers gathered for one frame.
+#[derive(Debug, Default, Clone, Copy)]
+struct Gathered {
+    iovecs: usize,
+    bytes: usize,
+    /// Gathering stopped because the driver had posted no more chains.
+    ring_empty: bool,
+}
+
+/// Asks the driver to kick when it posts chains beyond avail index `seen` (with
+/// EVENT_IDX: `avail_event = seen`; without: clears VRING_USED_F_NO_NOTIFY), then
+/// returns whether it already has (so the caller looks again instead of sleeping).
+fn ask_for_kick(queue: &Queue, mem: &GuestMemoryMmap, seen: u16) -> bool {
+    let used = GuestAddress(queue.used_ring());
+    let (addr, value) = if queue.event_idx_enabled() {
+        let offset = RING_HEADER_SIZE + u64::from(queue.size()) * USED_ELEMENT_SIZE;
+        (used.checked_add(offset), seen)
+    } else {
+        (Some(used), 0) // used->flags without VRING_USED_F_NO_NOTIFY
+    };
+    let Some(addr) = addr else { return false };
+    if mem.store(value.to_le(), addr, Ordering::Relaxed).is_err() {
+        return false;
+    }
+    // The hint must be visible before the avail index is read again.
+    fence(Ordering::SeqCst);
+    queue
+        .avail_idx(mem, Ordering::Acquire)
+        .is_ok_and(|idx| idx.0 != seen)
+}
+
+/// Un-pops the last `n` chains (they go back to the driver untouched).
+fn unpop(queue: &mut Queue, n: usize) {
+    for _ in 0..n {
+        queue.go_to_previous_position();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use packet_ring::{MemoryPeer, PacketPort, memory_port_pair};
+    use virtio_queue::desc::RawDescriptor;
+    use virtio_queue::desc::split::Descriptor as SplitDescriptor;
+    use virtio_queue::mock::MockSplitQueue;
+
+    use super::*;
+
+    const VRING_DESC_F_WRITE: u16 = 2;
+    const SIZE: u16 = 64;
+    const BUFFERS: u64 = 0x10_0000;
+    const BUF_LEN: u32 = 4096;
+
+    fn memory() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap()
+    }
+
+    fn features(mrg_rxbuf: bool, event_idx: bool, ecn: bool) -> NetFeatures {
+        NetFeatures {
+            mrg_rxbuf,
+            event_idx,
+            host_csum: true,
+            host_tso4: true,
+            host_tso6: true,
+            host_ecn: ecn,
+            guest_csum: true,
+            guest_tso4: true,
+            guest_tso6: true,
+            guest_ecn: ecn,
+        }
+    }
+
+    /// A TCPv4 frame of `len` bytes with a recognisable payload.
+    fn frame(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    fn tso_hdr(ecn: bool) -> VirtioNetHdr {
+        VirtioNetHdr {
+            flags: VirtioNetHdr::F_NEEDS_CSUM,
+            gso_type: VirtioNetHdr::GSO_TCPV4 | if ecn { VirtioNetHdr::GSO_ECN } else { 0 },
+            hdr_len: 54,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+            num_buffers: 0,
+        }
+    }
+
+    struct Used {
+        idx: u16,
+        elems: Vec<(u32, u32)>,
+    }
+
+    fn used(mem: &GuestMemoryMmap, q: &MockSplitQueue<'_, GuestMemoryMmap>) -> Used {
+        let base = q.used_addr();
+        let idx: u16 = mem.read_obj(base.unchecked_add(2)).unwrap();
+        let elems = (0..u64::from(idx))
+            .map(|i| {
+                let at = base.unchecked_add(4 + 8 * i);
+                (
+                    mem.read_obj::<u32>(at).unwrap(),
+                    mem.read_obj::<u32>(at.unchecked_add(4)).unwrap(),
+                )
+            })
+            .collect();
+        Used { idx, elems }
+    }
+
+    /// Device-writable one-page buffer `i` (descriptor `next` links to `i + 1`).
+    fn rx_desc(i: u16, flags: u16) -> RawDescriptor {
+        let addr = BUFFERS + u64::from(i) * u64::from(BUF_LEN);
+        RawDescriptor::from(SplitDescriptor::new(addr, BUF_LEN, flags, i + 1))
+    }
+
+    /// Posts `n` device-writable chains: with `one_chain`, one chain of `n` buffers (the
+    /// driver's "big packets"), else `n` chains of one buffer (mergeable buffers).
+    fn post_rx(q: &MockSplitQueue<'_, GuestMemoryMmap>, n: u16, one_chain: bool) {
+        let descs: Vec<RawDescriptor> = (0..n)
+            .map(|i| {
+                let next = if one_chain && i + 1 < n { 1 } else { 0 };
+                rx_desc(i, VRING_DESC_F_WRITE | next)
+            })
+            .collect();
+        q.add_desc_chains(&descs, 0).unwrap();
+    }
+
+    fn rx<'a>(
+        queue: &'a mut Queue,
+        mem: &'a GuestMemoryMmap,
+        features: NetFeatures,
+        counters: &'a QueueCounters,
+    ) -> RxQueue<'a> {
+        RxQueue {
+            queue,
+            mem,
+            features,
+            mtu: 1500,
+            counters,
+        }
+    }
+
+    fn rx_path() -> (RxPath, MemoryPeer) {
+        let (port, peer) = memory_port_pair(8, MAX_FRAME_LEN).unwrap();
+        let (_sink, source) = (Box::new(port) as Box<dyn PacketPort>).split();
+        (RxPath::new(RxWire::port(source)), peer)
+    }
+
+    /// Reads back what the device wrote into the buffers: header, then frame bytes.
+    fn written(mem: &GuestMemoryMmap, len: usize) -> (VirtioNetHdr, Vec<u8>) {
+        let mut all = vec![0u8; len];
+        mem.read_slice(&mut all, GuestAddress(BUFFERS)).unwrap();
+        (VirtioNetHdr::parse(&all).unwrap(), all[HDR_LEN..].to_vec())
+    }
+
+    /// One 64 KiB GSO frame into the posted buffers, under both receive buffer layouts:
+    /// 17 mergeable one-page buffers, or one chain of 17 pages.
+    fn receive_64k_frame(mrg_rxbuf: bool) {
+        let mem = memory();
+        let q = MockSplitQueue::new(&mem, SIZE);
+        let mut queue: Queue = q.create_queue().unwrap();
+        post_rx(&q, 17, !mrg_rxbuf);
+        let (mut path, mut peer) = rx_path();
+        let payload = frame(65_000);
+        assert!(peer.send(tso_hdr(false), &payload).unwrap());
+        let counters = QueueCounters::default();
+        let f = features(mrg_rxbuf, false, false);
+
+        let round = path.receive(rx(&mut queue, &mem, f, &counters));
+
+        let total = HDR_LEN + payload.len();
+        let (hdr, got) = written(&mem, total);
+        assert_eq!(got, payload, "frame bytes across the buffers");
+        assert_eq!(hdr.gso_type, VirtioNetHdr::GSO_TCPV4);
+        assert_eq!(hdr.gso_size, 1448);
+        let u = used(&mem, &q);
+        let pages = total.div_ceil(BUF_LEN as usize);
+        if mrg_rxbuf {
+            assert_eq!(usize::from(hdr.num_buffers), pages, "num_buffers");
+            assert_eq!(usize::from(u.idx), pages, "one used entry per buffer");
+            let lens: u32 = u.elems.iter().map(|e| e.1).sum();
+            assert_eq!(lens as usize, total);
+            assert!(u.elems[..pages - 1].iter().all(|e| e.1 == BUF_LEN));
+            assert_eq!(counters.rx_merged_frames.load(Ordering::Relaxed), 1);
+        } else {
+            assert_eq!(hdr.num_buffers, 1);
+            assert_eq!(u.elems, vec![(0, total as u32)]);
+            assert_eq!(counters.rx_merged_frames.load(Ordering::Relaxed), 0);
+        }
+        assert_eq!(counters.rx_large_frames.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            round.wait,
+            RxWait::Backend,
+            "buffers remain, the port is empty"
+        );
+        assert!(round.interrupt);
+    }
+
+    #[test]
+    fn a_64k_frame_spans_mergeable_buffers() {
+        receive_64k_frame(true);
+    }
+
+    #[test]
+    fn a_64k_frame_fills_one_big_chain_without_mrg_rxbuf() {
+        receive_64k_frame(false);
+    }
+
+    #[test]
+    fn a_frame_waits_for_enough_mergeable_buffers_and_asks_for_a_kick() {
+        let mem = memory();
+        let q = MockSplitQueue::new(&mem, SIZE);
+        let mut queue: Queue = q.create_queue().unwrap();
+        queue.set_event_idx(true);
+        post_rx(&q, 4, false); // 16 KiB: too little for 64 KiB
+        let (mut path, mut peer) = rx_path();
+        assert!(peer.send(tso_hdr(false), &frame(65_000)).unwrap());
+        let counters = QueueCounters::default();
+        let f = features(true, true, false);
+        let round = path.receive(rx(&mut queue, &mem, f, &counters));
+        assert_eq!(round.wait, RxWait::Buffers);
+        assert_eq!(used(&mem, &q).idx, 0, "nothing used, nothing lost");
+        assert_eq!(queue.next_avail(), 0, "the buffers stay the driver's");
+        // avail_event: kick once the avail index passes the 4 buffers seen.
+        let avail_event: u16 = mem
+            .read_obj(q.used_addr().unchecked_add(4 + 8 * u64::from(SIZE)))
+            .unwrap();
+        assert_eq!(avail_event, 4);
+        // More buffers: the frame that waited is delivered.
+        let more: Vec<_> = (4..17).map(|i| rx_desc(i, VRING_DESC_F_WRITE)).collect();
+        q.add_desc_chains(&more, 4).unwrap();
+        let round = path.receive(rx(&mut queue, &mem, f, &counters));
+        assert_eq!(round.wait, RxWait::Backend);
+        assert_eq!(counters.rx_packets.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn event_idx_suppresses_interrupts_until_used_event() {
+        let mem = memory();
+        let q = MockSplitQueue::new(&mem, SIZE);
+        let mut queue: Queue = q.create_queue().unwrap();
+        queue.set_event_idx(true);
+        post_rx(&q, 8, false);
+        let used_event_at = q.avail_addr().unchecked_add(4 + 2 * u64::from(SIZE));
+        let (mut path, mut peer) = rx_path();
+        let counters = QueueCounters::default();
+        let f = features(true, true, false);
+        // The driver wants an interrupt only once entry 2 is used (used_event = 2).
+        mem.write_obj(2u16, used_event_at).unwrap();
+        for expect in [false, false, true, false] {
+            assert!(peer.send(VirtioNetHdr::default(), &frame(100)).unwrap());
+            let round = path.receive(rx(&mut queue, &mem, f, &counters));
+            assert_eq!(round.interrupt, expect, "after {} used", queue.next_used());
+        }
+        assert_eq!(counters.interrupts.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.interrupts_suppressed.load(Ordering::Relaxed), 3);
+        // Without EVENT_IDX, every used buffer interrupts (no NO_INTERRUPT flag set).
+        queue.set_event_idx(false);
+        assert!(peer.send(VirtioNetHdr::default(), &frame(100)).unwrap());
+        assert!(path.receive(rx(&mut queue, &mem, f, &counters)).interrupt);
+    }
+
+    /// One TX chain: the header in its own buffer, then the frame.
+    fn post_tx(mem: &GuestMemoryMmap, q: &MockSplitQueue<'_, GuestMemoryMmap>, hdr: VirtioNetHdr) {
+        let payload = frame(3000);
+        mem.write_slice(&hdr.to_bytes(), GuestAddress(BUFFERS))
+            .unwrap();
+        mem.write_slice(&payload, GuestAddress(BUFFERS + 0x1000))
+            .unwrap();
+        q.add_desc_chains(
+            &[
+                RawDescriptor::from(SplitDescriptor::new(BUFFERS, HDR_LEN as u32, 1, 1)),
+                RawDescriptor::from(SplitDescriptor::new(BUFFERS + 0x1000, 3000, 0, 0)),
+            ],
+            0,
+        )
+        .unwrap();
+    }
+
+    /// A TSO frame with CWR (GSO_ECN) from the driver reaches the port only with HOST_ECN.
+    fn transmit_ecn_frame(host_ecn: bool) -> (QueueCounters, Vec<VirtioNetHdr>) {
+        let mem = memory();
+        let q = MockSplitQueue::new(&mem, SIZE);
+        let mut queue: Queue = q.create_queue().unwrap();
+        post_tx(&mem, &q, tso_hdr(true));
+        let (port, mut peer) = memory_port_pair(8, MAX_FRAME_LEN).unwrap();
+        let (sink, _source) = (Box::new(port) as Box<dyn PacketPort>).split();
+        let mut wire = TxWire::port(sink);
+        let counters = QueueCounters::default();
+        let mut f = features(true, false, host_ecn);
+        f.guest_ecn = !host_ecn; // the other direction does not matter here
+        assert!(transmit(&mut queue, &mem, &mut wire, f, &counters));
+        assert_eq!(
+            used(&mem, &q).elems,
+            vec![(0, 0)],
+            "the chain goes back either way"
+        );
+        let mut hdrs = Vec::new();
+        peer.recv_with(8, |p| {
+            assert_eq!(p.frame(), &frame(3000)[..]);
+            hdrs.push(p.hdr);
+        });
+        (counters, hdrs)
+    }
+
+    #[test]
+    fn host_ecn_frames_pass_only_when_negotiated() {
+        let (counters, hdrs) = transmit_ecn_frame(true);
+        assert_eq!(hdrs.len(), 1);
+        assert_eq!(hdrs[0].gso(), Ok((GsoKind::TcpV4, true)), "ECN bit kept");
+        assert_eq!(counters.tx_packets.load(Ordering::Relaxed), 1);
+
+        let (counters, hdrs) = transmit_ecn_frame(false);
+        assert!(hdrs.is_empty());
+        assert_eq!(counters.drops(DropReason::TxOffloadNotNegotiated), 1);
+    }
+
+    #[test]
+    fn guest_ecn_frames_are_delivered_only_when_negotiated() {
+        for guest_ecn in [true, false] {
+            let mem = memory();
+            let q = MockSplitQueue::new(&mem, SIZE);
+            let mut queue: Queue = q.create_queue().unwrap();
+            post_rx(&q, 17, false);
+            let (mut path, mut peer) = rx_path();
+            assert!(peer.send(tso_hdr(true), &frame(20_000)).unwrap());
+            let counters = QueueCounters::default();
+            let mut f = features(true, false, guest_ecn);
+            f.host_ecn = !guest_ecn;
+            path.receive(rx(&mut queue, &mem, f, &counters));
+            let delivered = counters.rx_packets.load(Ordering::Relaxed);
+            let dropped = counters.drops(DropReason::RxOffloadNotNegotiated);
+            assert_eq!(
+                (delivered, dropped),
+                if guest_ecn { (1, 0) } else { (0, 1) }
+            );
+            if guest_ecn {
+                let (hdr, _) = written(&mem, HDR_LEN);
+                assert_eq!(
+                    hdr.gso_type,
+                    VirtioNetHdr::GSO_TCPV4 | VirtioNetHdr::GSO_ECN
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_chains_cost_only_themselves() {
+        let mem = memory();
+        let q = MockSplitQueue::new(&mem, SIZE);
+        let mut queue: Queue = q.create_queue().unwrap();
+        // A device-readable buffer on the RX queue, then a good one.
+        q.add_desc_chains(&[rx_desc(0, 0), rx_desc(1, VRING_DESC_F_WRITE)], 0)
+            .unwrap();
+        let (mut path, mut peer) = rx_path();
+        assert!(peer.send(VirtioNetHdr::default(), &frame(100)).unwrap());
+        let counters = QueueCounters::default();
+        let f = features(true, false, false);
+        path.receive(rx(&mut queue, &mem, f, &counters));
+        assert_eq!(counters.drops(DropReason::RxMalformedChain), 1);
+        assert_eq!(counters.rx_packets.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            used(&mem, &q).elems,
+            vec![(0, 0), (1, (HDR_LEN + 100) as u32)]
+        );
+    }
+}
