@@ -7,6 +7,7 @@
 //! [`KtlsStream`]. TLS 1.2 and 1.3 with AES-GCM-128 and -256, the ciphers of the
 //! library's kernel; configs built on [`crypto_provider`] offer only those.
 
+mod control;
 mod handshake;
 mod keys;
 mod record;

@@ -3,19 +3,14 @@
 use std::io::{self, Read, Write};
 
 use super::TlsError;
+use super::control::{ALERT_CLOSE_NOTIFY, ALERT_LEVEL_WARNING, ControlOutcome, ControlReader};
 use super::keys::{SOL_TLS, TLS_RX, TLS_TX, TlsVersion, TrafficKeys};
-use super::record::{self, CONTENT_ALERT, CONTENT_APPLICATION_DATA, CONTENT_HANDSHAKE};
+use super::record::{self, CONTENT_ALERT, CONTENT_APPLICATION_DATA};
 use crate::user_memory::UserBuffer;
 use crate::{Fd, TcpStream};
 
 const TCP_ULP: i32 = 31;
-const ALERT_CLOSE_NOTIFY: u8 = 0;
-const ALERT_LEVEL_WARNING: u8 = 1;
 const ALERT_LEVEL_FATAL: u8 = 2;
-const HANDSHAKE_NEW_SESSION_TICKET: u8 = 4;
-const HANDSHAKE_KEY_UPDATE: u8 = 24;
-/// A peer may not make us hold more than this of one control message.
-const CONTROL_LIMIT: usize = 1 << 16;
 /// Room for a few whole records per receive.
 const LANDING_LEN: usize = 64 << 10;
 
@@ -30,9 +25,8 @@ pub struct KtlsStream {
     /// Plaintext that arrived with the handshake, before the kernel took over.
     early: Vec<u8>,
     early_read: usize,
-    /// Bytes of a control message (alert, post-handshake message) not yet whole.
-    control: Vec<u8>,
-    control_type: u8,
+    /// Alerts and post-handshake messages, gathered and judged.
+    control: ControlReader,
     peer_closed: bool,
     /// Where TLS 1.2 records are received: the kernel decrypts them in place
     /// there (zero copy), which it cannot do into host memory.
@@ -72,8 +66,7 @@ impl KtlsStream {
             cipher: tx.cipher.name(),
             early: Vec::new(),
             early_read: 0,
-            control: Vec::new(),
-            control_type: 0,
+            control: ControlReader::new(tx.version),
             peer_closed: false,
             landing: match rx.version {
                 TlsVersion::Tls12 => Some(UserBuffer::map(LANDING_LEN).map_err(TlsError::Io)?),
@@ -182,63 +175,10 @@ impl KtlsStream {
             if n == 0 || content == CONTENT_APPLICATION_DATA {
                 return Ok(n);
             }
-            self.take_control(content, &buf[..n])?;
-        }
-    }
-
-    /// Adds bytes of a non-data record and acts on every whole message.
-    fn take_control(&mut self, content: u8, bytes: &[u8]) -> Result<(), TlsError> {
-        if content != CONTENT_ALERT && content != CONTENT_HANDSHAKE {
-            return Err(TlsError::UnexpectedRecord(content));
-        }
-        if !self.control.is_empty() && self.control_type != content {
-            // A message may span records but not change type midway.
-            return Err(TlsError::UnexpectedRecord(content));
-        }
-        if self.control.len() + bytes.len() > CONTROL_LIMIT {
-            return Err(TlsError::ControlTooLarge);
-        }
-        self.control_type = content;
-        self.control.extend_from_slice(bytes);
-        let mut used = 0;
-        loop {
-            let rest = &self.control[used..];
-            let len = match content {
-                CONTENT_ALERT if rest.len() >= 2 => 2,
-                CONTENT_HANDSHAKE if rest.len() >= 4 => {
-                    let body = usize::from(rest[1]) << 16
-                        | usize::from(rest[2]) << 8
-                        | usize::from(rest[3]);
-                    if rest.len() < 4 + body {
-                        break;
-                    }
-                    4 + body
-                }
-                _ => break,
-            };
-            let message = &rest[..len];
-            match content {
-                CONTENT_ALERT if message[1] == ALERT_CLOSE_NOTIFY => self.peer_closed = true,
-                CONTENT_ALERT
-                    if self.version == TlsVersion::Tls12 && message[0] == ALERT_LEVEL_WARNING =>
-                {
-                    tracing::debug!(alert = message[1], "TLS warning alert ignored");
-                }
-                CONTENT_ALERT => {
-                    return Err(TlsError::Alert {
-                        description: rustls::AlertDescription::from(message[1]),
-                    });
-                }
-                _ if message[0] == HANDSHAKE_NEW_SESSION_TICKET => {
-                    tracing::debug!(bytes = len, "TLS session ticket skipped");
-                }
-                _ if message[0] == HANDSHAKE_KEY_UPDATE => return Err(TlsError::KeyUpdate),
-                _ => return Err(TlsError::UnexpectedHandshake(message[0])),
+            if self.control.take(content, &buf[..n])? == ControlOutcome::PeerClosed {
+                self.peer_closed = true;
             }
-            used += len;
         }
-        self.control.drain(..used);
-        Ok(())
     }
 }
 
