@@ -10,7 +10,7 @@ use lkl_sys::nr;
 
 use std::net::IpAddr;
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
 use crate::device::{NetBackend, NetDeviceConfig, NetDeviceStats, VirtioNetDevice, mmio};
 use crate::host::{HOST_OPS, HOST_OPS_GENERIC_CRYPTO};
@@ -43,6 +43,47 @@ impl Default for BootConfig {
     }
 }
 
+/// A network device that could not be created, at boot or added later.
+#[derive(Debug, thiserror::Error)]
+#[error("network device {index} ({backend}) cannot be created")]
+pub struct NetDeviceError {
+    pub index: usize,
+    pub backend: String,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Makes device `index` and its MMIO window; the kernel has yet to probe it.
+fn create_net_device(
+    index: usize,
+    config: &NetDeviceConfig,
+) -> Result<(Arc<VirtioNetDevice>, u64, i32), NetDeviceError> {
+    let err = |source| NetDeviceError {
+        index,
+        backend: match &config.backend {
+            NetBackend::Tap(tap) => format!("TAP {}", tap.name),
+            NetBackend::Port(_) => "a packet port".to_owned(),
+        },
+        source,
+    };
+    // SAFETY: allocates an interrupt line; callable before and after boot.
+    let irq = unsafe { lkl_sys::knic_get_free_irq(c"virtio-net".as_ptr()) };
+    if irq < 0 {
+        return Err(err(io::Error::from_raw_os_error(-irq)));
+    }
+    let device = match VirtioNetDevice::new(config.clone(), irq) {
+        Ok(device) => device,
+        Err(source) => {
+            // SAFETY: returns the line allocated above, which nothing uses.
+            unsafe { lkl_sys::knic_put_irq(irq) };
+            return Err(err(source));
+        }
+    };
+    let base = mmio::register(device.clone());
+    device.start(&format!("eth{index}")).map_err(err)?;
+    Ok((device, base, irq))
+}
+
 /// Why a boot failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
@@ -53,13 +94,8 @@ pub enum BootError {
     AlreadyBooted,
     #[error("the kernel command line contains a NUL byte")]
     CommandLine,
-    #[error("network device {index} ({backend}) cannot be created")]
-    NetDevice {
-        index: usize,
-        backend: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    NetDevice(#[from] NetDeviceError),
     #[error("the library kernel did not come up")]
     Start(#[source] io::Error),
     #[error("mounting procfs inside the kernel failed")]
@@ -105,14 +141,15 @@ pub(crate) fn is_running() -> bool {
 /// The running kernel. Syscalls may come from any number of host threads at once.
 pub struct Kernel {
     boot_time: Duration,
-    net_devices: Vec<Arc<VirtioNetDevice>>,
+    /// Index i is the device the kernel named eth`i` at boot, or the i-th added.
+    net_devices: RwLock<Vec<Arc<VirtioNetDevice>>>,
 }
 
 impl std::fmt::Debug for Kernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Kernel")
             .field("boot_time", &self.boot_time)
-            .field("net_devices", &self.net_devices.len())
+            .field("net_devices", &read(&self.net_devices).len())
             .finish()
     }
 }
@@ -127,23 +164,7 @@ impl Kernel {
         let mut cmdline = config.cmdline.clone();
         let mut net_devices = Vec::with_capacity(config.net_devices.len());
         for (index, dev) in config.net_devices.iter().enumerate() {
-            let backend = match &dev.backend {
-                NetBackend::Tap(tap) => format!("TAP {}", tap.name),
-                NetBackend::Port(_) => "a packet port".to_owned(),
-            };
-            let err = |source| BootError::NetDevice {
-                index,
-                backend: backend.clone(),
-                source,
-            };
-            // SAFETY: allocates an interrupt line; callable before boot.
-            let irq = unsafe { lkl_sys::knic_get_free_irq(c"virtio-net".as_ptr()) };
-            if irq < 0 {
-                return Err(err(io::Error::from_raw_os_error(-irq)));
-            }
-            let device = VirtioNetDevice::new(dev.clone(), irq).map_err(err)?;
-            let base = mmio::register(device.clone());
-            device.start(&format!("eth{index}")).map_err(err)?;
+            let (device, base, irq) = create_net_device(index, dev)?;
             cmdline.push_str(&format!(
                 " virtio_mmio.device={:#x}@{base:#x}:{irq}",
                 mmio::MMIO_SIZE
@@ -164,7 +185,7 @@ impl Kernel {
         }
         let kernel = Kernel {
             boot_time: started.elapsed(),
-            net_devices,
+            net_devices: RwLock::new(net_devices),
         };
         tracing::info!(
             "Linux {} booted as a library in {:.1} ms",
@@ -180,17 +201,56 @@ impl Kernel {
     /// Counters and state of network device `index` (eth`index`), per queue pair and
     /// in total.
     pub fn net_device_stats(&self, index: usize) -> Option<NetDeviceStats> {
-        self.net_devices.get(index).map(|d| d.stats())
+        read(&self.net_devices).get(index).map(|d| d.stats())
     }
 
     /// Sets the link state network device `index` reports. The driver hears of it by a
     /// configuration-change interrupt and turns the carrier on or off (IFF_LOWER_UP,
     /// `Link::carrier`). Returns false for an unknown device.
     pub fn set_net_device_link(&self, index: usize, up: bool) -> bool {
-        self.net_devices
+        read(&self.net_devices)
             .get(index)
             .map(|d| d.set_link(up))
             .is_some()
+    }
+
+    /// Adds a network device to the running kernel: its driver probes it before this
+    /// returns. Returns its index (for `net_device_stats`) and interface name.
+    pub fn add_net_device(
+        &self,
+        config: &NetDeviceConfig,
+    ) -> Result<(usize, String), NetDeviceError> {
+        let mut devices = self
+            .net_devices
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let index = devices.len();
+        let (device, base, irq) = create_net_device(index, config)?;
+        let err = |source| NetDeviceError {
+            index,
+            backend: "added device".into(),
+            source,
+        };
+        let known: Vec<u32> = self.links().map_err(err)?.iter().map(|l| l.index).collect();
+        if let Err(source) = sys::syscall_values(
+            nr::KNIC_VIRTIO_MMIO_ADD,
+            [base as i64, mmio::MMIO_SIZE as i64, i64::from(irq), 0, 0, 0],
+        ) {
+            device.stop();
+            // SAFETY: the line was allocated for this device, which the kernel refused.
+            unsafe { lkl_sys::knic_put_irq(irq) };
+            // The MMIO window stays registered but is never probed.
+            return Err(err(source));
+        }
+        devices.push(device);
+        let name = self
+            .links()
+            .map_err(err)?
+            .into_iter()
+            .find(|l| !known.contains(&l.index) && l.mac == Some(config.mac))
+            .map(|l| l.name)
+            .ok_or_else(|| err(io::Error::other("the driver registered no interface")))?;
+        Ok((index, name))
     }
 
     /// Sets how many queue pairs interface `name` uses (`ethtool -L NAME combined N`);
@@ -208,7 +268,7 @@ impl Kernel {
     /// `ESHUTDOWN`, and so does every later call.
     pub fn halt(&self) -> io::Result<()> {
         // Devices' receive threads write into the kernel's RAM, which the halt unmaps.
-        for device in &self.net_devices {
+        for device in read(&self.net_devices).iter() {
             device.stop();
         }
         // SAFETY: no arguments; the kernel stops every thread it started.
@@ -456,4 +516,9 @@ fn write_all(fd: &Fd, mut data: &[u8]) -> io::Result<()> {
         data = &data[n as usize..];
     }
     Ok(())
+}
+
+/// The device list for reading; a panic elsewhere does not hide the devices.
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
 }

@@ -19,6 +19,6 @@ pub use device::{
     DevicePort, DropReason, MAX_QUEUE_PAIRS, NetBackend, NetDeviceConfig, NetDeviceStats, Offloads,
     QueuePairStats, TapConfig,
 };
-pub use kernel::{BootConfig, BootError, Kernel};
+pub use kernel::{BootConfig, BootError, Kernel, NetDeviceError};
 pub use netlink::{Link, NetlinkError, Route};
 pub use socket::{Fd, TcpListener, TcpStream, UdpSocket};

@@ -27,6 +27,8 @@ pub struct Link {
     pub up: bool,
     /// The driver reports a carrier (IFF_LOWER_UP): the device's link is up.
     pub carrier: bool,
+    /// The hardware address, for links that have a 6-byte one.
+    pub mac: Option<[u8; 6]>,
 }
 
 /// A route of the main table as the kernel reports it.
@@ -167,11 +169,13 @@ pub(crate) fn links() -> io::Result<Vec<Link>> {
                 mtu: 0,
                 up: link.header.flags.contains(LinkFlags::Up),
                 carrier: link.header.flags.contains(LinkFlags::LowerUp),
+                mac: None,
             };
             for attr in link.attributes {
                 match attr {
                     LinkAttribute::IfName(name) => out.name = name,
                     LinkAttribute::Mtu(mtu) => out.mtu = mtu,
+                    LinkAttribute::Address(address) => out.mac = address.try_into().ok(),
                     _ => {}
                 }
             }

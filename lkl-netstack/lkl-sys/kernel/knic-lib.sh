@@ -33,8 +33,9 @@ $(comm -23 <(echo "$globals") <(echo "$expected"))"
 # syscall numbers of this kernel (the asm-generic numbering, not the host's).
 cp "$src/arch/knic/include/uapi/asm/host_ops.h" "$pkg/include/knic/host_ops.h"
 sed -n 's/^#define __NR\(3264\)\?_\([a-z0-9_]*\)[[:space:]]\+\([0-9]\+\).*/#define KNIC__NR_\2 \3/p' \
-  "$obj/arch/knic/include/generated/uapi/asm/unistd_64.h" > "$pkg/include/knic/syscalls.h.body"
-{ echo '/* Generated from the kernel syscall table (scripts/syscall.tbl, 64-bit ABI). */'
+  "$obj/arch/knic/include/generated/uapi/asm/unistd_64.h" \
+  "$src/arch/knic/include/uapi/asm/unistd.h" > "$pkg/include/knic/syscalls.h.body"
+{ echo '/* Generated from the kernel syscall table (scripts/syscall.tbl, 64-bit ABI) and the port'"'"'s own calls. */'
   echo '#ifndef KNIC_SYSCALLS_H'; echo '#define KNIC_SYSCALLS_H'
   cat "$pkg/include/knic/syscalls.h.body"
   echo '#endif'; } > "$pkg/include/knic/syscalls.h"
