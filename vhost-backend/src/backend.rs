@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use packet_ring::{GuestOffloads, PacketPort};
 use tracing::{debug, error, warn};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
-use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
+use vhost_user_backend::{VhostUserBackend, VringT};
 use virtio_queue::QueueT;
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
@@ -29,11 +29,10 @@ use crate::ctrl::{CtrlQueue, CtrlState};
 use crate::features::{NetFeatures, OFFERED_FEATURES, offered_protocol_features};
 use crate::queue_pair::{HostError, QueuePair, QueuePairConfig};
 use crate::stats::{QueuePairSnapshot, QueuePairStats};
+use crate::vring::NetVring;
 
 /// Guest memory as the framework hands it over (no dirty-page bitmap).
 pub type GuestMem = GuestMemoryAtomic<GuestMemoryMmap<()>>;
-/// One guest virtqueue as the framework keeps it.
-pub type NetVring = VringRwLock<GuestMem>;
 
 /// Event id of a pair's RX vring inside its worker (the framework numbers a worker's vrings
 /// by their position in its queue mask).
