@@ -28,6 +28,7 @@ use crate::config::NetConfig;
 use crate::ctrl::{CtrlQueue, CtrlState};
 use crate::features::{NetFeatures, OFFERED_FEATURES, offered_protocol_features};
 use crate::queue_pair::{HostError, QueuePair, QueuePairConfig};
+use crate::rx_filter::SharedRxFilter;
 use crate::stats::{QueuePairSnapshot, QueuePairStats};
 use crate::vring::NetVring;
 
@@ -65,7 +66,7 @@ struct PairSlot {
     named: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct CtrlSlot {
     ctrl: CtrlQueue,
     mem: Option<GuestMem>,
@@ -106,6 +107,7 @@ impl NetBackend {
         if !config.queue_size.is_power_of_two() || config.queue_size < 2 {
             return Err(BackendError::QueueSize(config.queue_size));
         }
+        let rx_filter = SharedRxFilter::new(config.mac);
         let mut pairs = Vec::with_capacity(uplinks.len());
         let mut stats = Vec::with_capacity(uplinks.len());
         for (index, uplink) in uplinks.into_iter().enumerate() {
@@ -118,6 +120,7 @@ impl NetBackend {
                     max_queue_size: config.queue_size,
                 },
                 uplink,
+                Arc::clone(&rx_filter),
                 Arc::clone(&s),
             );
             pairs.push(Mutex::new(PairSlot {
@@ -133,7 +136,10 @@ impl NetBackend {
             pairs,
             stats,
             acked_features: AtomicU64::new(0),
-            ctrl: Mutex::new(CtrlSlot::default()),
+            ctrl: Mutex::new(CtrlSlot {
+                ctrl: CtrlQueue::new(rx_filter),
+                mem: None,
+            }),
             active_pairs: AtomicUsize::new(all),
         })
     }

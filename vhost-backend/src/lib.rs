@@ -5,7 +5,8 @@
 //! an uplink ([`packet_ring::PacketPort`]: TAP, AF_PACKET, or in memory). Layout:
 //!
 //! * [`features`], [`config`]: what is offered and what a negotiation means;
-//! * `tx`, `rx`, `ring`: walking guest chains (hostile input, validated);
+//! * `tx`, `rx`, `ring`: walking guest chains (hostile input, validated); [`rx_filter`]: the
+//!   receive filter the driver programs through the control queue;
 //! * `queue_pair` ([`QueuePair`]): the per-pair data path;
 //! * `backend`: the rust-vmm `VhostUserBackend` glue; `vring` ([`NetVring`]): its vring, with
 //!   the notification rule the framework lacks;
@@ -23,6 +24,7 @@ mod ratelimit;
 mod relay;
 mod ring;
 mod rx;
+pub mod rx_filter;
 pub mod stats;
 pub mod stats_server;
 mod sys;

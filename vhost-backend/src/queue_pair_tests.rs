@@ -17,6 +17,7 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::*;
 use crate::features::OFFERED_FEATURES;
+use crate::rx_filter::SharedRxFilter;
 
 const MEM_SIZE: usize = 0x100_0000;
 const QUEUE_SIZE: u16 = 16;
@@ -36,7 +37,14 @@ fn memory() -> GuestMemoryMmap {
     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap()
 }
 
+/// The device's MAC in these tests.
+const DEVICE_MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+
 fn pair(features: u64) -> (QueuePair, MemoryPeer) {
+    pair_filtered(features, SharedRxFilter::new(DEVICE_MAC))
+}
+
+fn pair_filtered(features: u64, rx_filter: Arc<SharedRxFilter>) -> (QueuePair, MemoryPeer) {
     let (port, peer) = memory_port_pair(64, packet_ring::MAX_FRAME_LEN).unwrap();
     let mut qp = QueuePair::new(
         QueuePairConfig {
@@ -46,6 +54,7 @@ fn pair(features: u64) -> (QueuePair, MemoryPeer) {
             max_queue_size: QUEUE_SIZE,
         },
         Box::new(port),
+        rx_filter,
         Arc::new(QueuePairStats::default()),
     );
     qp.set_features(NetFeatures::from_acked(features));
@@ -697,6 +706,58 @@ fn rx_on_disabled_ring_drops_without_touching_it() {
     assert!(!qp.process_rx(&mut q, &mem, false).unwrap());
     assert!(used(&mock).is_empty());
     assert_eq!(qp.stats().drops(DropReason::RxRingDisabled), 1);
+}
+
+/// Once the driver turns promiscuous mode off, only frames for the guest reach its ring; the
+/// rest are counted as `rx_filtered` and use no buffer.
+#[test]
+fn rx_filter_drops_frames_not_for_the_guest() {
+    let mem = memory();
+    let (mock, mut q) = rx_queue(&mem);
+    let filter = SharedRxFilter::new(DEVICE_MAC);
+    let (mut qp, mut peer) = pair_filtered(MRG, Arc::clone(&filter));
+    let bufs: Vec<[D; 1]> = (0..8)
+        .map(|i| [D(BUF_BASE + 0x1000 * i, 2048, true)])
+        .collect();
+    add_chains(&mock, 0, &bufs.iter().map(|b| &b[..]).collect::<Vec<_>>());
+    let other = [0x52, 0x54, 0, 0x12, 0x34, 0x99];
+    let mcast = [0x01, 0x00, 0x5e, 0, 0, 1];
+    let broadcast = [0xff; 6];
+    let mut round = |peer: &mut MemoryPeer, qp: &mut QueuePair| {
+        for dst in [other, DEVICE_MAC, mcast, broadcast] {
+            let f = [&dst[..], &frame(50, 7)].concat();
+            assert!(peer.send(VirtioNetHdr::default(), &f).unwrap());
+        }
+        qp.process_rx(&mut q, &mem, true).unwrap();
+    };
+    // The destinations the guest received, in ring order.
+    let delivered = |mock: &MockSplitQueue<'_, GuestMemoryMmap>| -> Vec<[u8; 6]> {
+        used(mock)
+            .iter()
+            .map(|&(id, len)| {
+                let (_, f) = read_rx(&mem, BUF_BASE + 0x1000 * u64::from(id), len as usize);
+                [f[0], f[1], f[2], f[3], f[4], f[5]]
+            })
+            .collect()
+    };
+
+    filter.update(|f| {
+        f.promisc = false;
+        f.allmulti = false;
+    });
+    round(&mut peer, &mut qp);
+    assert_eq!(delivered(&mock), vec![DEVICE_MAC, broadcast]);
+    assert_eq!(qp.stats().drops(DropReason::RxFiltered), 2);
+
+    // All-multicast on and `other` in the unicast table: everything passes.
+    filter.update(|f| {
+        f.allmulti = true;
+        f.unicast = crate::rx_filter::MacTable::from_bytes(&other);
+    });
+    round(&mut peer, &mut qp);
+    assert_eq!(delivered(&mock)[2..], [other, DEVICE_MAC, mcast, broadcast]);
+    assert_eq!(qp.stats().drops(DropReason::RxFiltered), 2);
+    assert_eq!(qp.stats().rx_packets.get(), 6);
 }
 
 #[test]
