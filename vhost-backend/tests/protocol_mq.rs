@@ -10,7 +10,6 @@ mod common;
 
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use common::{GuestQueue, MAC, QSIZE, frame, scratch_path, shared_memory, wait_until};
@@ -18,7 +17,7 @@ use packet_ring::{MemoryPeer, VirtioNetHdr, memory_port_pair};
 use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserProtocolFeatures};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo};
-use vhost_backend::daemon::{Role, ServeConfig, serve};
+use vhost_backend::daemon::{Role, ServeConfig, Stop, serve};
 use vhost_backend::features::{CTRL_FEATURES, OFFERED_FEATURES};
 
 /// What QEMU acks: everything but the control-queue features, which it emulates itself.
@@ -158,7 +157,7 @@ fn serve_once(
         max_connections: Some(1),
     };
     let b = Arc::clone(backend);
-    let server = std::thread::spawn(move || serve(b, &config, &AtomicBool::new(false)));
+    let server = std::thread::spawn(move || serve(b, &config, &Stop::default()));
     wait_until("the socket", || socket.exists());
     server
 }
@@ -244,7 +243,7 @@ fn client_mode_dials_retries_and_redials() {
     };
     let b = Arc::clone(&backend);
     // The backend starts first and must keep retrying until the frontend listens.
-    let client = std::thread::spawn(move || serve(b, &config, &AtomicBool::new(false)));
+    let client = std::thread::spawn(move || serve(b, &config, &Stop::default()));
     std::thread::sleep(Duration::from_millis(100));
     let listener = UnixListener::bind(&socket).unwrap();
 

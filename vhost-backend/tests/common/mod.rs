@@ -1,10 +1,11 @@
-//! Shared by the protocol tests: a guest driver's view of split virtqueues in file-backed
-//! shared memory, and small waiting helpers.
+//! Shared by the integration tests: a guest driver's view of split virtqueues in file-backed
+//! shared memory, small waiting helpers, and the root check of the tests that need one.
 
 #![allow(clippy::unwrap_used, dead_code)]
 
 use std::fs::OpenOptions;
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use packet_ring::VirtioNetHdr;
@@ -145,4 +146,24 @@ pub fn frame(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| seed.wrapping_add((i % 251) as u8))
         .collect()
+}
+
+/// Fails with advice unless running as root with `ip` (iproute2) installed.
+pub fn require_root() {
+    // Real uid from /proc, so the check needs no unsafe call.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("?");
+    assert_eq!(
+        uid, "0",
+        "this test creates TAP devices (and packet sockets): run it as root \
+         (deploy/dev/setup-debian.sh prepares a development machine)"
+    );
+    assert!(
+        Command::new("ip").arg("-V").output().is_ok(),
+        "`ip` (iproute2) is missing: run deploy/dev/setup-debian.sh"
+    );
 }
