@@ -222,8 +222,13 @@ pub struct KnicVhost {
 }
 
 impl KnicVhost {
-    /// Starts knic-vhost in `ns` with `uplink` (`tap:NAME` or `packet:IFNAME`).
+    /// Starts knic-vhost in `ns` with `uplink` (`tap:NAME` or `packet:IFNAME`), one queue pair.
     pub fn start(ns: &NetNs, uplink: &str, dir: &Path) -> Self {
+        Self::start_with_queues(ns, uplink, dir, 1)
+    }
+
+    /// Starts knic-vhost offering `queues` queue pairs.
+    pub fn start_with_queues(ns: &NetNs, uplink: &str, dir: &Path, queues: u16) -> Self {
         let socket = dir.join("vhost.sock");
         let stats_socket = dir.join("vhost.stats");
         // A killed predecessor leaves its socket behind; waiting for the path to appear must
@@ -236,7 +241,7 @@ impl KnicVhost {
             .arg(&socket)
             .arg("--stats-socket")
             .arg(&stats_socket)
-            .args(["--uplink", uplink, "--queues", "1"])
+            .args(["--uplink", uplink, "--queues", &queues.to_string()])
             .env("RUST_LOG", "info")
             .stderr(log);
         let mut proc = Proc::spawn("knic-vhost", &mut cmd);
@@ -261,7 +266,7 @@ impl KnicVhost {
         let _ = self.proc.child.wait();
     }
 
-    /// Counters of queue pair 0.
+    /// Counters summed over every queue pair.
     pub fn stats(&self) -> serde_json::Value {
         let mut s =
             UnixStream::connect(&self.stats_socket).unwrap_or_else(|e| panic!("stats socket: {e}"));
@@ -270,7 +275,15 @@ impl KnicVhost {
             .unwrap_or_else(|e| panic!("stats read: {e}"));
         let doc: serde_json::Value =
             serde_json::from_str(&body).unwrap_or_else(|e| panic!("stats JSON {body:?}: {e}"));
-        doc["queue_pairs"][0].clone()
+        let pairs = doc["queue_pairs"].as_array().cloned().unwrap_or_default();
+        let mut total = pairs.first().cloned().unwrap_or_default();
+        for pair in pairs.iter().skip(1) {
+            add_counters(&mut total, pair);
+        }
+        if let Some(t) = total.as_object_mut() {
+            t.remove("queue_pair");
+        }
+        total
     }
 
     /// Sum of every drop counter.
@@ -279,6 +292,23 @@ impl KnicVhost {
             .as_object()
             .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
             .unwrap_or(u64::MAX)
+    }
+}
+
+/// Adds every counter of `from` (numbers, and the numbers of nested maps such as `drops`)
+/// into `into`.
+fn add_counters(into: &mut serde_json::Value, from: &serde_json::Value) {
+    let (Some(into), Some(from)) = (into.as_object_mut(), from.as_object()) else {
+        return;
+    };
+    for (key, value) in from {
+        match (into.get_mut(key), value.as_u64()) {
+            (Some(serde_json::Value::Number(n)), Some(v)) => {
+                *n = (n.as_u64().unwrap_or(0) + v).into();
+            }
+            (Some(nested), None) => add_counters(nested, value),
+            _ => {}
+        }
     }
 }
 
