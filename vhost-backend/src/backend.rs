@@ -257,8 +257,11 @@ impl NetBackend {
             return Ok(());
         };
         let mem = mem.memory();
+        if !vring.is_enabled() {
+            return Ok(());
+        }
         let mut state = vring.get_mut();
-        if !state.get_queue().ready() || !state.is_enabled() {
+        if !state.get_queue().ready() {
             return Ok(());
         }
         match c.ctrl.process(
@@ -292,7 +295,7 @@ impl NetBackend {
             // Not started: RX packets wait in the uplink; the framework calls us on start.
             return Ok(());
         }
-        let enabled = state.is_enabled() && pair_active;
+        let enabled = vring.is_enabled() && pair_active;
         let queue = state.get_queue_mut();
         let notify = if rx {
             slot.qp.process_rx(queue, mem, enabled)?
@@ -443,20 +446,8 @@ impl VhostUserBackend for NetBackend {
                 Ok(())
             }
         };
-        // The framework stops delivering kicks of a disabled ring, but a started, disabled TX
-        // ring must still be processed and discarded (vhost-user "Ring states"): do it
-        // whenever this worker runs.
-        let result = result.and_then(|()| {
-            let (started, enabled) = {
-                let st = tx.get_ref();
-                (st.get_queue().ready(), st.is_enabled())
-            };
-            if device_event != TX_VRING_EVENT && started && !(enabled && pair_active) {
-                Self::run_ring(&mut slot, &mem, tx, false, pair_active)
-            } else {
-                Ok(())
-            }
-        });
+        // A started, disabled TX ring gets its kicks (`vring` module doc), so it is processed
+        // and discarded on those, not here.
         result.map_err(|e| {
             // Returning an error ends this pair's worker; say so where an operator looks.
             error!(queue_pair = thread_id, "worker stops on a host error: {e}");

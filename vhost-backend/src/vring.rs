@@ -1,4 +1,4 @@
-//! The device's vring: rust-vmm's `VringRwLock` plus a rule the framework does not keep.
+//! The device's vring: rust-vmm's `VringRwLock` plus two rules the framework does not keep.
 //!
 //! **An interrupt whenever the frontend installs a call eventfd.** The driver hears of used
 //! buffers only through the call eventfd current when the device signals. A ring starts at
@@ -12,14 +12,24 @@
 //! once; a spurious interrupt costs the driver one look at an unchanged ring. (QEMU's
 //! libvhost-user does the same in `vu_set_vring_call_exec`, "in case of I/O hang after
 //! reconnecting".)
+//!
+//! **A disabled ring still gets its kicks, and a state change applies at once.** vhost-user
+//! "Ring states": a started but disabled ring is still processed, without side effects: TX
+//! chains are taken and discarded, no RX packet is supplied (and a stopped ring is not
+//! touched at all). The framework instead stops delivering a disabled ring's kicks, so its TX
+//! chains waited until something else woke the pair's worker. Here the framework's flag stays
+//! on, so kicks reach the device whenever the ring is started; the spec's enabled state is
+//! kept beside it ([`NetVring::is_enabled`]) and decides what the worker does. Every change of
+//! it kicks the ring once, so the worker applies it at once rather than at the next event.
 
 use std::fs::File;
-use std::io;
-use std::sync::{RwLockReadGuard, RwLockWriteGuard};
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLockReadGuard, RwLockWriteGuard};
 
-use tracing::warn;
+use tracing::{debug, warn};
 use vhost_user_backend::{VringRwLock, VringState, VringStateGuard, VringStateMutGuard, VringT};
-use virtio_queue::Error as VirtQueError;
+use virtio_queue::{Error as VirtQueError, QueueT};
 
 use crate::backend::GuestMem;
 
@@ -27,11 +37,43 @@ use crate::backend::GuestMem;
 #[derive(Clone)]
 pub struct NetVring {
     inner: VringRwLock<GuestMem>,
+    control: Arc<RingControl>,
+}
+
+#[derive(Debug, Default)]
+struct RingControl {
+    /// SET_VRING_ENABLE's state (rings start disabled).
+    enabled: AtomicBool,
+    /// A second handle on the frontend's kick eventfd, to wake the ring's worker. Control path
+    /// only: locked when the frontend sets a kick fd or changes the ring's state.
+    kick: Mutex<Option<File>>,
 }
 
 impl std::fmt::Debug for NetVring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NetVring").finish_non_exhaustive()
+        f.debug_struct("NetVring")
+            .field("enabled", &self.is_enabled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NetVring {
+    /// Whether the ring is enabled (SET_VRING_ENABLE; without protocol features, on start).
+    pub fn is_enabled(&self) -> bool {
+        self.control.enabled.load(Ordering::Acquire)
+    }
+
+    /// Wakes the ring's worker as a guest kick would, if the ring is started.
+    fn self_kick(&self) {
+        if !self.inner.get_ref().get_queue().ready() {
+            return;
+        }
+        let kick = self.control.kick.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mut f) = kick.as_ref()
+            && let Err(e) = f.write_all(&1u64.to_ne_bytes())
+        {
+            warn!("cannot wake a ring's worker: {e}");
+        }
     }
 }
 
@@ -45,8 +87,12 @@ impl<'a> VringStateMutGuard<'a, GuestMem> for NetVring {
 
 impl VringT<GuestMem> for NetVring {
     fn new(mem: GuestMem, max_queue_size: u16) -> Result<Self, VirtQueError> {
+        let inner = VringRwLock::new(mem, max_queue_size)?;
+        // The framework delivers kicks of enabled rings only: always, here (module doc).
+        inner.set_enabled(true);
         Ok(Self {
-            inner: VringRwLock::new(mem, max_queue_size)?,
+            inner,
+            control: Arc::default(),
         })
     }
 
@@ -79,7 +125,10 @@ impl VringT<GuestMem> for NetVring {
     }
 
     fn set_enabled(&self, enabled: bool) {
-        self.inner.set_enabled(enabled)
+        if self.control.enabled.swap(enabled, Ordering::AcqRel) != enabled {
+            debug!(enabled, "ring state changed");
+            self.self_kick();
+        }
     }
 
     fn set_queue_info(
@@ -120,6 +169,14 @@ impl VringT<GuestMem> for NetVring {
     }
 
     fn set_kick(&self, file: Option<File>) {
+        let writer = file.as_ref().and_then(|f| match f.try_clone() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!("cannot keep a handle on the kick eventfd: {e}");
+                None
+            }
+        });
+        *self.control.kick.lock().unwrap_or_else(|p| p.into_inner()) = writer;
         self.inner.set_kick(file)
     }
 
@@ -253,5 +310,33 @@ mod tests {
             1,
             "the driver never hears of the 2 used RX entries"
         );
+    }
+
+    /// A state change of a started ring wakes its worker through the kick fd; the framework's
+    /// own flag stays on so the kicks of a disabled ring keep coming.
+    #[test]
+    fn enabling_or_disabling_a_started_ring_kicks_it_once() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let vring = NetVring::new(GuestMemoryAtomic::new(mem), QUEUE_SIZE).unwrap();
+        // The kick "eventfd" as a socket pair (the worker's reads are not under test here).
+        let (kick, mut kick_end) = call_fd();
+        vring.set_kick(Some(kick));
+        assert!(
+            vring.get_ref().is_enabled(),
+            "the framework must deliver kicks"
+        );
+        assert!(!vring.is_enabled(), "rings start disabled");
+
+        vring.set_enabled(true);
+        assert_eq!(interrupts(&mut kick_end), 0, "not started: nothing to wake");
+        vring.set_queue_ready(true);
+        vring.set_enabled(false);
+        assert_eq!(interrupts(&mut kick_end), 1);
+        assert!(!vring.is_enabled() && vring.get_ref().is_enabled());
+        vring.set_enabled(false);
+        assert_eq!(interrupts(&mut kick_end), 0, "no change, no kick");
+        vring.set_enabled(true);
+        assert_eq!(interrupts(&mut kick_end), 1);
+        assert!(vring.is_enabled());
     }
 }
