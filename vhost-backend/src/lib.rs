@@ -38,5 +38,5 @@ pub use backend::{
 };
 pub use queue_pair::{HostError, QueuePair, QueuePairConfig};
 pub use rx::{Placement, RxBuffers, RxChainError};
-pub use tx::{TxChain, TxChainError, TxLimits};
+pub use tx::{TxChainError, TxLimits};
 pub use vring::NetVring;

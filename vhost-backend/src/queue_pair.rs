@@ -23,7 +23,7 @@ use crate::ring::{RingError, pop_chain, return_used};
 use crate::rx::{Placement, RxBuffers};
 use crate::rx_filter::{RxFilterView, SharedRxFilter};
 use crate::stats::{DropReason, QueuePairStats};
-use crate::tx::{ETH_VLAN_HLEN, TxChain, TxLimits};
+use crate::tx::{ETH_VLAN_HLEN, TxLimits, read_chain};
 
 /// Failures of the host side; these end the worker.
 #[derive(Debug, Error)]
@@ -150,7 +150,7 @@ impl QueuePair {
                 let mut popped = 0usize;
                 while !self.tx_batch.is_full() {
                     let chain = match pop_chain(queue, mem) {
-                        Ok(Some(c)) => TxChain::new(c),
+                        Ok(Some(c)) => c,
                         Ok(None) => break,
                         Err(e) => {
                             self.guest_error(DropReason::RingBroken, &e);
@@ -162,7 +162,7 @@ impl QueuePair {
                     let head = chain.head_index();
                     let limits = self.tx_limits;
                     let read = match self.tx_batch.next_slot() {
-                        Some(slot) => chain.read_into(slot, &limits),
+                        Some(slot) => read_chain(&chain, slot, &limits),
                         None => break,
                     };
                     match read {
