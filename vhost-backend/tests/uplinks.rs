@@ -13,19 +13,13 @@ use std::time::{Duration, Instant};
 use packet_ring::{GuestOffloads, PacketBatch, PacketPort, VirtioNetHdr};
 use vhost_backend::uplink::{PacketSocketPort, TapPort};
 
-mod common;
-use common::require_root;
+use test_support::require_root;
 
 const SRC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const DST: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 
 fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    test_support::run(Command::new("ip").args(args));
 }
 
 /// Ethernet + IPv4 + TCP frame with `payload` bytes, checksums left to the offload.

@@ -5,8 +5,7 @@
 
 use std::fs::OpenOptions;
 use std::path::PathBuf;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use packet_ring::VirtioNetHdr;
 use vhost::VringConfigData;
@@ -122,12 +121,8 @@ impl GuestQueue {
     }
 }
 
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < TIMEOUT, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+pub fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    test_support::wait_for(what, TIMEOUT, cond);
 }
 
 pub fn tso_hdr() -> VirtioNetHdr {
@@ -146,24 +141,4 @@ pub fn frame(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| seed.wrapping_add((i % 251) as u8))
         .collect()
-}
-
-/// Fails with advice unless running as root with `ip` (iproute2) installed.
-pub fn require_root() {
-    // Real uid from /proc, so the check needs no unsafe call.
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("?");
-    assert_eq!(
-        uid, "0",
-        "this test creates TAP devices (and packet sockets): run it as root \
-         (deploy/dev/setup-debian.sh prepares a development machine)"
-    );
-    assert!(
-        Command::new("ip").arg("-V").output().is_ok(),
-        "`ip` (iproute2) is missing: run deploy/dev/setup-debian.sh"
-    );
 }
