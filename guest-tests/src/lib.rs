@@ -9,42 +9,18 @@ use std::fs;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub mod initramfs;
 
-const SETUP: &str = "deploy/dev/setup-debian.sh";
+pub use test_support::{NetNs, Proc, SETUP, Scratch, require_root, require_tool, run, wait_for};
 
 /// Tests share two cores and DPDK's file prefix space: one at a time.
 pub fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Fails unless running as root.
-pub fn require_root() {
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("?");
-    assert_eq!(
-        uid, "0",
-        "end-to-end tests create network namespaces and TAP devices: run them as root \
-         (a development machine is prepared by {SETUP})"
-    );
-}
-
-/// Path of `tool` on PATH, or a failure saying how to install it.
-pub fn require_tool(tool: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("`{tool}` is missing: run {SETUP} as root to install it"))
 }
 
 /// A binary built by this workspace next to the test executable (`target/<profile>/NAME`).
@@ -69,150 +45,6 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     p
 }
 
-/// Runs a command to completion, failing the test with its stderr if it fails.
-pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// Polls `cond` every 10 ms until it holds or `timeout` passes.
-pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// A network namespace, deleted on drop.
-#[derive(Debug)]
-pub struct NetNs {
-    pub name: String,
-}
-
-impl NetNs {
-    pub fn new(tag: &str) -> Self {
-        let name = format!("knic-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run(Command::new("ip").args(["netns", "add", &name]));
-        run(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
-        Self { name }
-    }
-
-    /// A command that runs inside the namespace.
-    pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name]).arg(program);
-        c
-    }
-
-    /// Reads a counter of `ifname` inside the namespace.
-    pub fn if_stat(&self, ifname: &str, stat: &str) -> u64 {
-        let out = run(self
-            .cmd("cat")
-            .arg(format!("/sys/class/net/{ifname}/statistics/{stat}")));
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-/// A child process stopped (SIGTERM, then SIGKILL after 5 s) and reaped on drop.
-#[derive(Debug)]
-pub struct Proc {
-    pub child: Child,
-    pub what: &'static str,
-}
-
-impl Proc {
-    pub fn spawn(what: &'static str, cmd: &mut Command) -> Self {
-        let child = cmd
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        Self { child, what }
-    }
-
-    fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .output();
-    }
-
-    /// Sends `sig` and waits up to `timeout` for the exit; false if it did not exit.
-    pub fn stop(&mut self, sig: &str, timeout: Duration) -> bool {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return true;
-        }
-        self.signal(sig);
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
-    /// Fails the test if the process has already exited.
-    pub fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("{} exited early: {status}", self.what);
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if !self.stop("-TERM", Duration::from_secs(5)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// A scratch directory removed on drop.
-#[derive(Debug)]
-pub struct Scratch(pub PathBuf);
-
-impl Scratch {
-    pub fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("knic-e2e-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&p);
-        fs::create_dir_all(&p).unwrap_or_else(|e| panic!("cannot create {}: {e}", p.display()));
-        Self(p)
-    }
-}
-
-impl Drop for Scratch {
-    /// Kept for inspection when `KNIC_E2E_KEEP` is set.
-    fn drop(&mut self) {
-        if std::env::var_os("KNIC_E2E_KEEP").is_none() {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 /// knic-vhost running in a namespace, serving `socket`.
 #[derive(Debug)]
 pub struct KnicVhost {
@@ -222,8 +54,13 @@ pub struct KnicVhost {
 }
 
 impl KnicVhost {
-    /// Starts knic-vhost in `ns` with `uplink` (`tap:NAME` or `packet:IFNAME`).
+    /// Starts knic-vhost in `ns` with `uplink` (`tap:NAME` or `packet:IFNAME`), one queue pair.
     pub fn start(ns: &NetNs, uplink: &str, dir: &Path) -> Self {
+        Self::start_with_queues(ns, uplink, dir, 1)
+    }
+
+    /// Starts knic-vhost offering `queues` queue pairs.
+    pub fn start_with_queues(ns: &NetNs, uplink: &str, dir: &Path, queues: u16) -> Self {
         let socket = dir.join("vhost.sock");
         let stats_socket = dir.join("vhost.stats");
         // A killed predecessor leaves its socket behind; waiting for the path to appear must
@@ -236,7 +73,7 @@ impl KnicVhost {
             .arg(&socket)
             .arg("--stats-socket")
             .arg(&stats_socket)
-            .args(["--uplink", uplink, "--queues", "1"])
+            .args(["--uplink", uplink, "--queues", &queues.to_string()])
             .env("RUST_LOG", "info")
             .stderr(log);
         let mut proc = Proc::spawn("knic-vhost", &mut cmd);
@@ -261,7 +98,7 @@ impl KnicVhost {
         let _ = self.proc.child.wait();
     }
 
-    /// Counters of queue pair 0.
+    /// Counters summed over every queue pair.
     pub fn stats(&self) -> serde_json::Value {
         let mut s =
             UnixStream::connect(&self.stats_socket).unwrap_or_else(|e| panic!("stats socket: {e}"));
@@ -270,7 +107,15 @@ impl KnicVhost {
             .unwrap_or_else(|e| panic!("stats read: {e}"));
         let doc: serde_json::Value =
             serde_json::from_str(&body).unwrap_or_else(|e| panic!("stats JSON {body:?}: {e}"));
-        doc["queue_pairs"][0].clone()
+        let pairs = doc["queue_pairs"].as_array().cloned().unwrap_or_default();
+        let mut total = pairs.first().cloned().unwrap_or_default();
+        for pair in pairs.iter().skip(1) {
+            add_counters(&mut total, pair);
+        }
+        if let Some(t) = total.as_object_mut() {
+            t.remove("queue_pair");
+        }
+        total
     }
 
     /// Sum of every drop counter.
@@ -279,6 +124,23 @@ impl KnicVhost {
             .as_object()
             .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
             .unwrap_or(u64::MAX)
+    }
+}
+
+/// Adds every counter of `from` (numbers, and the numbers of nested maps such as `drops`)
+/// into `into`.
+fn add_counters(into: &mut serde_json::Value, from: &serde_json::Value) {
+    let (Some(into), Some(from)) = (into.as_object_mut(), from.as_object()) else {
+        return;
+    };
+    for (key, value) in from {
+        match (into.get_mut(key), value.as_u64()) {
+            (Some(serde_json::Value::Number(n)), Some(v)) => {
+                *n = (n.as_u64().unwrap_or(0) + v).into();
+            }
+            (Some(nested), None) => add_counters(nested, value),
+            _ => {}
+        }
     }
 }
 

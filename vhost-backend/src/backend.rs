@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use packet_ring::{GuestOffloads, PacketPort};
 use tracing::{debug, error, warn};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
-use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
+use vhost_user_backend::{VhostUserBackend, VringT};
 use virtio_queue::QueueT;
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
@@ -28,12 +28,12 @@ use crate::config::NetConfig;
 use crate::ctrl::{CtrlQueue, CtrlState};
 use crate::features::{NetFeatures, OFFERED_FEATURES, offered_protocol_features};
 use crate::queue_pair::{HostError, QueuePair, QueuePairConfig};
+use crate::rx_filter::SharedRxFilter;
 use crate::stats::{QueuePairSnapshot, QueuePairStats};
+use crate::vring::NetVring;
 
 /// Guest memory as the framework hands it over (no dirty-page bitmap).
 pub type GuestMem = GuestMemoryAtomic<GuestMemoryMmap<()>>;
-/// One guest virtqueue as the framework keeps it.
-pub type NetVring = VringRwLock<GuestMem>;
 
 /// Event id of a pair's RX vring inside its worker (the framework numbers a worker's vrings
 /// by their position in its queue mask).
@@ -66,7 +66,7 @@ struct PairSlot {
     named: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct CtrlSlot {
     ctrl: CtrlQueue,
     mem: Option<GuestMem>,
@@ -107,6 +107,7 @@ impl NetBackend {
         if !config.queue_size.is_power_of_two() || config.queue_size < 2 {
             return Err(BackendError::QueueSize(config.queue_size));
         }
+        let rx_filter = SharedRxFilter::new(config.mac);
         let mut pairs = Vec::with_capacity(uplinks.len());
         let mut stats = Vec::with_capacity(uplinks.len());
         for (index, uplink) in uplinks.into_iter().enumerate() {
@@ -119,6 +120,7 @@ impl NetBackend {
                     max_queue_size: config.queue_size,
                 },
                 uplink,
+                Arc::clone(&rx_filter),
                 Arc::clone(&s),
             );
             pairs.push(Mutex::new(PairSlot {
@@ -134,7 +136,10 @@ impl NetBackend {
             pairs,
             stats,
             acked_features: AtomicU64::new(0),
-            ctrl: Mutex::new(CtrlSlot::default()),
+            ctrl: Mutex::new(CtrlSlot {
+                ctrl: CtrlQueue::new(rx_filter),
+                mem: None,
+            }),
             active_pairs: AtomicUsize::new(all),
         })
     }
@@ -252,8 +257,11 @@ impl NetBackend {
             return Ok(());
         };
         let mem = mem.memory();
+        if !vring.is_enabled() {
+            return Ok(());
+        }
         let mut state = vring.get_mut();
-        if !state.get_queue().ready() || !state.is_enabled() {
+        if !state.get_queue().ready() {
             return Ok(());
         }
         match c.ctrl.process(
@@ -287,7 +295,7 @@ impl NetBackend {
             // Not started: RX packets wait in the uplink; the framework calls us on start.
             return Ok(());
         }
-        let enabled = state.is_enabled() && pair_active;
+        let enabled = vring.is_enabled() && pair_active;
         let queue = state.get_queue_mut();
         let notify = if rx {
             slot.qp.process_rx(queue, mem, enabled)?
@@ -438,20 +446,8 @@ impl VhostUserBackend for NetBackend {
                 Ok(())
             }
         };
-        // The framework stops delivering kicks of a disabled ring, but a started, disabled TX
-        // ring must still be processed and discarded (vhost-user "Ring states"): do it
-        // whenever this worker runs.
-        let result = result.and_then(|()| {
-            let (started, enabled) = {
-                let st = tx.get_ref();
-                (st.get_queue().ready(), st.is_enabled())
-            };
-            if device_event != TX_VRING_EVENT && started && !(enabled && pair_active) {
-                Self::run_ring(&mut slot, &mem, tx, false, pair_active)
-            } else {
-                Ok(())
-            }
-        });
+        // A started, disabled TX ring gets its kicks (`vring` module doc), so it is processed
+        // and discarded on those, not here.
         result.map_err(|e| {
             // Returning an error ends this pair's worker; say so where an operator looks.
             error!(queue_pair = thread_id, "worker stops on a host error: {e}");

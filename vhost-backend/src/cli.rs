@@ -2,15 +2,14 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use clap::Parser;
 use thiserror::Error;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::backend::{BackendError, MAX_QUEUE_PAIRS, NetBackend, NetBackendConfig};
-use crate::daemon::{DaemonError, Role, ServeConfig, serve};
+use crate::daemon::{DaemonError, Role, ServeConfig, Stop, serve};
 
 use crate::uplink::{UplinkError, UplinkSpec, open_uplinks};
 
@@ -27,6 +26,10 @@ use crate::uplink::{UplinkError, UplinkSpec, open_uplinks};
 /// Counters: connect to the stats socket (default SOCKET.stats), e.g.
 ///   socat - UNIX-CONNECT:/run/knic/vm1.sock.stats
 /// Logs: RUST_LOG=debug (default info).
+/// SIGTERM or SIGINT: disconnect the frontend, stop the workers, remove the sockets, exit 0.
+///
+/// knic-vhost --print-capabilities: print the vhost-user backend capabilities as JSON
+/// ({"type":"net"}, QEMU's docs/interop/vhost-user.json) and exit, ignoring all else.
 #[derive(Debug, Parser)]
 #[command(name = "knic-vhost", version, verbatim_doc_comment)]
 pub struct Args {
@@ -75,6 +78,13 @@ pub struct Args {
     pub reconnect_ms: u64,
 }
 
+/// The answer to `--print-capabilities` (vhost-user "Backend program conventions",
+/// `VHostUserBackendCapabilities`; the schema defines no optional features for `net`). The
+/// program answers it before parsing anything else, as the convention asks.
+pub fn capabilities_json() -> String {
+    serde_json::json!({ "type": "net" }).to_string()
+}
+
 fn parse_mac(s: &str) -> Result<[u8; 6], String> {
     let mut mac = [0u8; 6];
     let mut parts = s.split(':');
@@ -105,10 +115,15 @@ pub enum RunError {
     },
     #[error(transparent)]
     Serve(#[from] DaemonError),
+    #[error("cannot set up SIGTERM/SIGINT handling")]
+    Signals(#[source] std::io::Error),
 }
 
-/// Opens the uplink, builds the device and serves frontends until killed.
+/// Opens the uplink, builds the device and serves frontends until SIGTERM or SIGINT.
+/// Call it before starting any thread: the signals are blocked here for every thread and
+/// taken by one of their own.
 pub fn run(args: Args) -> Result<(), RunError> {
+    crate::sys::block_termination_signals().map_err(RunError::Signals)?;
     let pairs = usize::from(args.queues);
     if !args.client {
         crate::daemon::check_socket_dir(&args.socket)?;
@@ -152,9 +167,43 @@ pub fn run(args: Args) -> Result<(), RunError> {
         role,
         max_connections: None,
     };
-    let stop = AtomicBool::new(false);
-    serve(backend, &config, &stop)?;
+    let stop = Arc::new(Stop::default());
+    spawn_signal_thread(Arc::clone(&stop)).map_err(RunError::Signals)?;
+    let served = serve(backend, &config, &stop);
+    let _ = std::fs::remove_file(&stats_path);
+    served?;
+    info!("stopped cleanly");
     Ok(())
+}
+
+/// The first SIGTERM/SIGINT stops serving cleanly; a second one exits at once.
+fn spawn_signal_thread(stop: Arc<Stop>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("knic-signals".to_string())
+        .spawn(move || {
+            let mut first = true;
+            loop {
+                match crate::sys::wait_termination_signal() {
+                    Ok(signal) if first => {
+                        info!(
+                            signal,
+                            "stopping: disconnecting the frontend, stopping the workers, removing the sockets"
+                        );
+                        stop.request();
+                        first = false;
+                    }
+                    Ok(signal) => {
+                        warn!(signal, "second termination signal: exiting without cleanup");
+                        std::process::exit(1);
+                    }
+                    Err(e) => {
+                        warn!("cannot wait for termination signals: {e}");
+                        return;
+                    }
+                }
+            }
+        })
+        .map(drop)
 }
 
 #[cfg(test)]

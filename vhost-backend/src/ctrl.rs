@@ -2,13 +2,15 @@
 //!
 //! QEMU, cloud-hypervisor and DPDK virtio-user emulate the control queue themselves and never
 //! ack `CTRL_VQ` to the backend; then this queue is never set up. A frontend that does ack it
-//! gets: `CTRL_RX` modes and `CTRL_MAC` (table and address) recorded and acknowledged, and
-//! `CTRL_MQ VQ_PAIRS_SET`, which sets how many queue pairs carry traffic. Anything else is
+//! gets: `CTRL_RX` modes and `CTRL_MAC` (table and address), which program the receive filter
+//! every queue pair applies (`rx_filter`), and `CTRL_MQ VQ_PAIRS_SET`, which sets how many
+//! queue pairs carry traffic. Anything else is
 //! answered `VIRTIO_NET_ERR`. A command is a chain of device-readable bytes (class, command,
 //! data) followed by one device-writable status byte; a chain of any other shape is returned
 //! with used length 0 and counted as malformed.
 
 use std::ops::Deref;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
@@ -23,6 +25,7 @@ use virtio_queue::{DescriptorChain, Queue};
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use crate::ring::{RingError, pop_chain, return_used};
+use crate::rx_filter::{MacTable, SharedRxFilter};
 
 /// Longest command read: a MAC table of 128 unicast + 128 multicast entries, with headroom.
 const MAX_COMMAND: usize = 2 + 2 * (4 + 128 * 6) + 64;
@@ -42,7 +45,8 @@ pub enum CtrlChainError {
     Truncated,
 }
 
-/// What the driver asked for, as last acknowledged.
+/// What the driver asked for, as last acknowledged (for the stats document; the filter itself
+/// is the shared `rx_filter`).
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct CtrlState {
     pub promisc: bool,
@@ -73,25 +77,27 @@ impl Default for CtrlState {
 #[derive(Debug)]
 pub struct CtrlQueue {
     state: CtrlState,
+    /// The receive filter the pairs apply; written here only.
+    rx_filter: Arc<SharedRxFilter>,
     buf: Box<[u8]>,
 }
 
-impl Default for CtrlQueue {
-    fn default() -> Self {
+impl CtrlQueue {
+    pub fn new(rx_filter: Arc<SharedRxFilter>) -> Self {
         Self {
             state: CtrlState::default(),
+            rx_filter,
             buf: vec![0u8; MAX_COMMAND].into_boxed_slice(),
         }
     }
-}
 
-impl CtrlQueue {
     pub fn state(&self) -> CtrlState {
         self.state
     }
 
     pub fn reset(&mut self) {
         self.state = CtrlState::default();
+        self.rx_filter.reset();
     }
 
     /// Answers every available command. `active_pairs` receives VQ_PAIRS_SET; `max_pairs`
@@ -192,9 +198,16 @@ impl CtrlQueue {
                 let Some(&on) = data.first() else {
                     return false;
                 };
+                let on = on != 0;
                 match c {
-                    VIRTIO_NET_CTRL_RX_PROMISC => self.state.promisc = on != 0,
-                    VIRTIO_NET_CTRL_RX_ALLMULTI => self.state.allmulti = on != 0,
+                    VIRTIO_NET_CTRL_RX_PROMISC => {
+                        self.state.promisc = on;
+                        self.rx_filter.update(|f| f.promisc = on);
+                    }
+                    VIRTIO_NET_CTRL_RX_ALLMULTI => {
+                        self.state.allmulti = on;
+                        self.rx_filter.update(|f| f.allmulti = on);
+                    }
                     // ALLUNI/NOMULTI/NOUNI/NOBCAST are only meaningful with CTRL_RX_EXTRA,
                     // which is not offered.
                     _ => return false,
@@ -206,23 +219,28 @@ impl CtrlQueue {
                     let mut mac = [0u8; 6];
                     mac.copy_from_slice(m);
                     self.state.mac = Some(mac);
+                    self.rx_filter.update(|f| f.mac = mac);
                     true
                 }
                 _ => false,
             },
             (VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_TABLE_SET) => {
-                // Two tables back to back: le32 entries, then entries * 6 bytes.
+                // Two tables back to back, unicast then multicast: le32 entries, then
+                // entries * 6 bytes.
                 let mut rest = data;
                 let mut total = 0u32;
-                for _ in 0..2 {
+                let mut tables = [MacTable::default(); 2];
+                for table in &mut tables {
                     let Some(n) = rest.get(..4) else { return false };
                     let entries = u32::from_le_bytes([n[0], n[1], n[2], n[3]]);
                     let Some(bytes) = (entries as usize).checked_mul(6) else {
                         return false;
                     };
-                    let Some(after) = rest.get(4 + bytes..) else {
+                    let (Some(macs), Some(after)) = (rest.get(4..4 + bytes), rest.get(4 + bytes..))
+                    else {
                         return false;
                     };
+                    *table = MacTable::from_bytes(macs);
                     rest = after;
                     total = total.saturating_add(entries);
                 }
@@ -230,6 +248,11 @@ impl CtrlQueue {
                     return false;
                 }
                 self.state.mac_table_entries = total;
+                let [unicast, multicast] = tables;
+                self.rx_filter.update(|f| {
+                    f.unicast = unicast;
+                    f.multicast = multicast;
+                });
                 true
             }
             (VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET) => {
@@ -257,6 +280,7 @@ mod tests {
     use vm_memory::GuestMemoryMmap;
 
     const CMD: u64 = 0x10_0000;
+    const DEVICE_MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
     const STATUS: u64 = 0x20_0000;
 
     fn run(cmd: &[u8], with_status: bool) -> (CtrlQueue, usize, Option<u8>, (u32, u32)) {
@@ -284,7 +308,7 @@ mod tests {
             )));
         }
         mock.add_desc_chains(&descs, 0).unwrap();
-        let mut ctrl = CtrlQueue::default();
+        let mut ctrl = CtrlQueue::new(SharedRxFilter::new(DEVICE_MAC));
         let active = AtomicUsize::new(1);
         assert!(ctrl.process(&mut q, &mem, &active, 4).unwrap());
         let status: u8 = mem.read_obj(GuestAddress(STATUS)).unwrap();
@@ -323,6 +347,34 @@ mod tests {
         // Table claiming more entries than it carries.
         let (_, _, status, _) = run(&[1, 0, 9, 0, 0, 0], true);
         assert_eq!(status, Some(1));
+    }
+
+    /// What the commands program is what the pairs filter by.
+    #[test]
+    fn rx_modes_and_mac_tables_reach_the_shared_filter() {
+        let filter = SharedRxFilter::new(DEVICE_MAC);
+        let mut ctrl = CtrlQueue::new(Arc::clone(&filter));
+        let mut exec = |cmd: &[u8]| {
+            ctrl.buf[..cmd.len()].copy_from_slice(cmd);
+            ctrl.execute(cmd.len(), &AtomicUsize::new(1), 1)
+        };
+        let other = [2, 0, 0, 0, 0, 9];
+        let mcast = [1, 0, 0x5e, 0, 0, 1];
+        let to = |dst: [u8; 6]| [&dst[..], &[2, 0, 0, 0, 0, 1, 8, 0]].concat();
+        assert!(filter.get().accepts(&to(other)), "promiscuous after reset");
+        assert!(exec(&[0, 0, 0]));
+        assert!(!filter.get().accepts(&to(other)));
+        assert!(filter.get().accepts(&to(DEVICE_MAC)));
+        assert!(exec(&[0, 1, 0]));
+        assert!(!filter.get().accepts(&to(mcast)));
+        // One unicast entry, one multicast entry.
+        let table = [&[1, 0, 0, 0][..], &other, &[1, 0, 0, 0], &mcast].concat();
+        assert!(exec(&[&[1, 0][..], &table].concat()));
+        assert!(filter.get().accepts(&to(other)) && filter.get().accepts(&to(mcast)));
+        assert!(exec(&[&[1, 1][..], &other].concat()));
+        assert_eq!(filter.get().mac, other);
+        ctrl.reset();
+        assert_eq!(filter.get(), crate::rx_filter::RxFilter::new(DEVICE_MAC));
     }
 
     #[test]

@@ -6,10 +6,14 @@
 //! awaited (server) or dialled (client). Nothing depends on the order of the frontend's
 //! messages: the framework applies each on arrival and the data path only runs once a ring
 //! is started and memory is mapped.
+//!
+//! [`Stop`] ends serving from another thread (the `knic-vhost` signal thread): it wakes a
+//! pending accept, cuts the current frontend's connection so the daemon's wait returns, and
+//! `serve` then joins the workers and removes the sockets it created.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -40,6 +44,51 @@ pub struct ServeConfig {
     pub role: Role,
     /// Stop after this many connections (tests); `None` serves until `stop` is set.
     pub max_connections: Option<usize>,
+}
+
+/// A request to stop serving, from any thread.
+#[derive(Debug, Default)]
+pub struct Stop {
+    requested: AtomicBool,
+    /// The connected frontend, cut on a stop request.
+    frontend: Mutex<Option<UnixStream>>,
+    /// The public socket being listened on, poked on a stop request to end the accept.
+    listening: Mutex<Option<PathBuf>>,
+}
+
+impl Stop {
+    /// Stops serving: the current connection ends as if the frontend had gone away, and no
+    /// further frontend is accepted or dialled.
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        if let Some(f) = lock(&self.frontend).as_ref() {
+            let _ = f.shutdown(std::net::Shutdown::Both);
+        }
+        if let Some(path) = lock(&self.listening).as_ref() {
+            // Wakes the accept; `serve` sees the request and drops this connection.
+            let _ = UnixStream::connect(path);
+        }
+    }
+
+    pub fn requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    /// Records the connected frontend (a clone of its stream), or forgets it. A request that
+    /// came in just before is applied to the new connection at once.
+    fn set_frontend(&self, frontend: Option<UnixStream>) {
+        let mut slot = lock(&self.frontend);
+        *slot = frontend;
+        if self.requested()
+            && let Some(f) = slot.as_ref()
+        {
+            let _ = f.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Why serving stopped.
@@ -75,30 +124,63 @@ pub enum DaemonError {
     },
 }
 
-/// Serves frontends on `config.socket` until `stop` is set (checked between connections) or
-/// `max_connections` is reached.
+/// Serves frontends on `config.socket` until `stop` is requested or `max_connections` is
+/// reached, then removes the sockets it created.
 ///
 /// The frontend's connection goes through the `relay` module to the rust-vmm handler, which
 /// listens on a private socket next to the public one (`.NAME.knic-internal`).
 pub fn serve(
     backend: Arc<NetBackend>,
     config: &ServeConfig,
-    stop: &AtomicBool,
+    stop: &Stop,
 ) -> Result<(), DaemonError> {
     let internal = internal_path(&config.socket);
     let mut fw_listener = listen(&internal)?;
     let public = match config.role {
-        Role::Server => Some(bind_public(&config.socket)?),
+        Role::Server => match bind_public(&config.socket) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                let _ = std::fs::remove_file(&internal);
+                return Err(e);
+            }
+        },
         Role::Client { .. } => None,
     };
-    let mut served = 0usize;
-    while !stop.load(Ordering::Relaxed) && config.max_connections.is_none_or(|m| served < m) {
-        let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-        let mut daemon = VhostUserDaemon::new("knic-vhost".to_string(), Arc::clone(&backend), mem)
-            .map_err(|e| DaemonError::Framework(e.to_string()))?;
-        watch_uplinks(&backend, &daemon)?;
+    if public.is_some() {
+        *lock(&stop.listening) = Some(config.socket.clone());
+    }
+    let result = serve_connections(
+        &backend,
+        config,
+        stop,
+        &mut fw_listener,
+        public.as_ref(),
+        &internal,
+    );
+    *lock(&stop.listening) = None;
+    let _ = std::fs::remove_file(&internal);
+    if public.is_some() {
+        let _ = std::fs::remove_file(&config.socket);
+    }
+    result
+}
 
-        let frontend = match (&public, config.role) {
+fn serve_connections(
+    backend: &Arc<NetBackend>,
+    config: &ServeConfig,
+    stop: &Stop,
+    fw_listener: &mut Listener,
+    public: Option<&UnixListener>,
+    internal: &Path,
+) -> Result<(), DaemonError> {
+    let mut served = 0usize;
+    while !stop.requested() && config.max_connections.is_none_or(|m| served < m) {
+        let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+        let mut daemon = VhostUserDaemon::new("knic-vhost".to_string(), Arc::clone(backend), mem)
+            .map_err(|e| DaemonError::Framework(e.to_string()))?;
+        watch_uplinks(backend, &daemon)?;
+
+        let frontend = match (public, config.role) {
             (Some(l), _) => {
                 info!(socket = %config.socket.display(), "waiting for a frontend");
                 l.accept().map_err(DaemonError::Accept)?.0
@@ -109,13 +191,17 @@ pub fn serve(
             },
             (None, Role::Server) => break,
         };
-        let handler_side = UnixStream::connect(&internal).map_err(DaemonError::Accept)?;
+        if stop.requested() {
+            break;
+        }
+        stop.set_frontend(frontend.try_clone().ok());
+        let handler_side = UnixStream::connect(internal).map_err(DaemonError::Accept)?;
         let relay = std::thread::Builder::new()
             .name("knic-relay".to_string())
             .spawn(move || crate::relay::relay(frontend, handler_side))
             .map_err(DaemonError::Accept)?;
         daemon
-            .start(&mut fw_listener)
+            .start(fw_listener)
             .map_err(|e| DaemonError::Framework(e.to_string()))?;
         served += 1;
         info!(connection = served, "frontend connected");
@@ -126,6 +212,7 @@ pub fn serve(
             )) => info!("frontend disconnected"),
             Err(e) => warn!("frontend connection ended: {e}"),
         }
+        stop.set_frontend(None);
         // Dropping the daemon stops and joins this connection's workers.
         drop(daemon);
         match relay.join() {
@@ -136,7 +223,6 @@ pub fn serve(
         backend.reset();
         info!("device reset; guest memory unmapped");
     }
-    let _ = std::fs::remove_file(&internal);
     Ok(())
 }
 
@@ -182,9 +268,9 @@ fn listen(path: &Path) -> Result<Listener, DaemonError> {
 }
 
 /// Connects to a listening frontend, retrying until it answers or `stop` is set.
-fn dial(path: &Path, retry: Duration, stop: &AtomicBool) -> Option<UnixStream> {
+fn dial(path: &Path, retry: Duration, stop: &Stop) -> Option<UnixStream> {
     let mut logged = false;
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.requested() {
         match UnixStream::connect(path) {
             Ok(s) => return Some(s),
             Err(e) => {

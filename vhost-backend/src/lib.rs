@@ -5,9 +5,11 @@
 //! an uplink ([`packet_ring::PacketPort`]: TAP, AF_PACKET, or in memory). Layout:
 //!
 //! * [`features`], [`config`]: what is offered and what a negotiation means;
-//! * `tx`, `rx`, `ring`: walking guest chains (hostile input, validated);
+//! * `tx`, `rx`, `ring`: walking guest chains (hostile input, validated); [`rx_filter`]: the
+//!   receive filter the driver programs through the control queue;
 //! * `queue_pair` ([`QueuePair`]): the per-pair data path;
-//! * `backend`: the rust-vmm `VhostUserBackend` glue;
+//! * `backend`: the rust-vmm `VhostUserBackend` glue; `vring` ([`NetVring`]): its vring, with
+//!   the notification rule the framework lacks;
 //! * `uplink` and `sys`: TAP and AF_PACKET ports (the only `unsafe`);
 //! * `daemon`, `stats_server`: serving frontends one after another, exposing counters.
 
@@ -22,16 +24,19 @@ mod ratelimit;
 mod relay;
 mod ring;
 mod rx;
+pub mod rx_filter;
 pub mod stats;
 pub mod stats_server;
 mod sys;
 mod tx;
 pub mod uplink;
+mod vring;
 
 pub use backend::{
     BackendError, CTRL_VRING_EVENT, GuestMem, MAX_QUEUE_PAIRS, NetBackend, NetBackendConfig,
-    NetVring, RX_VRING_EVENT, SharedBackend, TX_VRING_EVENT,
+    RX_VRING_EVENT, SharedBackend, TX_VRING_EVENT,
 };
 pub use queue_pair::{HostError, QueuePair, QueuePairConfig};
 pub use rx::{Placement, RxBuffers, RxChainError};
-pub use tx::{TxChain, TxChainError, TxLimits};
+pub use tx::{TxChainError, TxLimits};
+pub use vring::NetVring;

@@ -5,9 +5,16 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use vhost_backend::cli::{Args, run};
+use vhost_backend::cli::{Args, capabilities_json, run};
 
 fn main() -> ExitCode {
+    // vhost-user "Backend program conventions": print and exit, ignoring everything else.
+    if std::env::args_os().any(|a| a == "--print-capabilities") {
+        return match writeln!(std::io::stdout(), "{}", capabilities_json()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

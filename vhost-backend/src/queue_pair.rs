@@ -21,8 +21,9 @@ use crate::features::NetFeatures;
 use crate::ratelimit::LogLimiter;
 use crate::ring::{RingError, pop_chain, return_used};
 use crate::rx::{Placement, RxBuffers};
+use crate::rx_filter::{RxFilterView, SharedRxFilter};
 use crate::stats::{DropReason, QueuePairStats};
-use crate::tx::{ETH_VLAN_HLEN, TxChain, TxLimits};
+use crate::tx::{ETH_VLAN_HLEN, TxLimits, read_chain};
 
 /// Failures of the host side; these end the worker.
 #[derive(Debug, Error)]
@@ -57,14 +58,19 @@ pub struct QueuePair {
     /// First packet of `rx_batch` not yet given to the guest.
     rx_next: usize,
     rx_buffers: RxBuffers,
+    /// The guest driver's receive filter, refreshed once per RX round.
+    rx_filter: RxFilterView,
     stats: Arc<QueuePairStats>,
     log: LogLimiter,
 }
 
 impl QueuePair {
+    /// `rx_filter` is the device's receive filter, shared by every pair and written by the
+    /// control queue.
     pub fn new(
         config: QueuePairConfig,
         uplink: Box<dyn PacketPort>,
+        rx_filter: Arc<SharedRxFilter>,
         stats: Arc<QueuePairStats>,
     ) -> Self {
         let features = NetFeatures::default();
@@ -78,6 +84,7 @@ impl QueuePair {
             rx_batch: PacketBatch::new(config.batch, MAX_FRAME_LEN),
             rx_next: 0,
             rx_buffers: RxBuffers::new(config.max_queue_size),
+            rx_filter: RxFilterView::new(rx_filter),
             stats,
             log: LogLimiter::default(),
         }
@@ -143,7 +150,7 @@ impl QueuePair {
                 let mut popped = 0usize;
                 while !self.tx_batch.is_full() {
                     let chain = match pop_chain(queue, mem) {
-                        Ok(Some(c)) => TxChain::new(c),
+                        Ok(Some(c)) => c,
                         Ok(None) => break,
                         Err(e) => {
                             self.guest_error(DropReason::RingBroken, &e);
@@ -155,7 +162,7 @@ impl QueuePair {
                     let head = chain.head_index();
                     let limits = self.tx_limits;
                     let read = match self.tx_batch.next_slot() {
-                        Some(slot) => chain.read_into(slot, &limits),
+                        Some(slot) => read_chain(&chain, slot, &limits),
                         None => break,
                     };
                     match read {
@@ -218,6 +225,7 @@ impl QueuePair {
         enabled: bool,
     ) -> Result<bool, HostError> {
         let mut used_any = false;
+        self.rx_filter.refresh();
         loop {
             if self.rx_next >= self.rx_batch.len() {
                 self.rx_batch.clear();
@@ -235,6 +243,11 @@ impl QueuePair {
             let Some(pkt) = self.rx_batch.packets().get(self.rx_next) else {
                 break;
             };
+            if !self.rx_filter.current().accepts(pkt.frame()) {
+                self.stats.count_drop(DropReason::RxFiltered);
+                self.rx_next += 1;
+                continue;
+            }
             if !self.features.rx_offload_allowed(&pkt.hdr) {
                 self.stats.count_drop(DropReason::RxOffloadNotNegotiated);
                 self.rx_next += 1;

@@ -17,6 +17,7 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::*;
 use crate::features::OFFERED_FEATURES;
+use crate::rx_filter::SharedRxFilter;
 
 const MEM_SIZE: usize = 0x100_0000;
 const QUEUE_SIZE: u16 = 16;
@@ -36,7 +37,14 @@ fn memory() -> GuestMemoryMmap {
     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap()
 }
 
+/// The device's MAC in these tests.
+const DEVICE_MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+
 fn pair(features: u64) -> (QueuePair, MemoryPeer) {
+    pair_filtered(features, SharedRxFilter::new(DEVICE_MAC))
+}
+
+fn pair_filtered(features: u64, rx_filter: Arc<SharedRxFilter>) -> (QueuePair, MemoryPeer) {
     let (port, peer) = memory_port_pair(64, packet_ring::MAX_FRAME_LEN).unwrap();
     let mut qp = QueuePair::new(
         QueuePairConfig {
@@ -46,10 +54,105 @@ fn pair(features: u64) -> (QueuePair, MemoryPeer) {
             max_queue_size: QUEUE_SIZE,
         },
         Box::new(port),
+        rx_filter,
         Arc::new(QueuePairStats::default()),
     );
     qp.set_features(NetFeatures::from_acked(features));
     (qp, peer)
+}
+
+/// `#[test] fn $test` running `$scenario(features)` under every feature set in `$sets`.
+macro_rules! under_each_feature_set {
+    ($test:ident: $scenario:ident for $sets:expr) => {
+        #[test]
+        fn $test() {
+            for (_, features) in $sets {
+                $scenario(features);
+            }
+        }
+    };
+}
+
+/// One scenario: mock guest memory with one split queue at address 0 (TX or RX, as the test
+/// uses it), and a queue pair whose uplink peer plays the host side.
+struct Scene {
+    mem: GuestMemoryMmap,
+    q: Queue,
+    qp: QueuePair,
+    peer: MemoryPeer,
+}
+
+impl Scene {
+    fn new(features: u64) -> Self {
+        Self::with_pair(pair(features))
+    }
+
+    fn with_pair((qp, peer): (QueuePair, MemoryPeer)) -> Self {
+        let mem = memory();
+        // The mock lays the rings out (and zeroes their indices) once; later the tests act as
+        // the driver directly on guest memory, since a new mock would zero them again.
+        let q = MockSplitQueue::create(&mem, GuestAddress(0), QUEUE_SIZE)
+            .create_queue::<Queue>()
+            .unwrap();
+        Self { mem, q, qp, peer }
+    }
+
+    /// Writes header (in the negotiated length) + frame at `addr`; returns the total length.
+    fn put_at(&self, addr: u64, hdr: &VirtioNetHdr, f: &[u8]) -> u32 {
+        let hlen = self.qp.features().hdr_len;
+        self.mem
+            .write_slice(&hdr.to_bytes()[..hlen], GuestAddress(addr))
+            .unwrap();
+        self.mem
+            .write_slice(f, GuestAddress(addr + hlen as u64))
+            .unwrap();
+        (hlen + f.len()) as u32
+    }
+
+    /// [`put_at`](Self::put_at) the test buffers' base.
+    fn put(&self, hdr: &VirtioNetHdr, f: &[u8]) -> u32 {
+        self.put_at(BUF_BASE, hdr, f)
+    }
+
+    fn avail_addr(&self) -> GuestAddress {
+        GuestAddress(self.q.avail_ring())
+    }
+
+    /// Stores `descs` in the descriptor table from index `first` and publishes every chain
+    /// head among them on the avail ring (as `MockSplitQueue::add_desc_chains`).
+    fn add_desc_chains(&self, descs: &[RawDescriptor], first: u16) {
+        let idx_addr = self.avail_addr().unchecked_add(2);
+        let mut avail: u16 = self.mem.read_obj(idx_addr).unwrap();
+        let mut head = true;
+        for (i, d) in descs.iter().enumerate() {
+            let index = first + i as u16;
+            let table = GuestAddress(self.q.desc_table()).unchecked_add(16 * u64::from(index));
+            self.mem.write_obj(*d, table).unwrap();
+            if head {
+                let slot = 4 + 2 * u64::from(avail % QUEUE_SIZE);
+                self.mem
+                    .write_obj(index, self.avail_addr().unchecked_add(slot))
+                    .unwrap();
+                avail = avail.wrapping_add(1);
+            }
+            head = SplitDescriptor::from(*d).flags() & VRING_DESC_F_NEXT as u16 == 0;
+        }
+        self.mem.write_obj(avail, idx_addr).unwrap();
+    }
+
+    /// The used ring's entries so far: (head index, length written).
+    fn used(&self) -> Vec<(u32, u32)> {
+        let used = GuestAddress(self.q.used_ring());
+        let n: u16 = self.mem.read_obj(used.unchecked_add(2)).unwrap();
+        (0..u64::from(n))
+            .map(|i| {
+                let at = used.unchecked_add(4 + 8 * i);
+                let id: u32 = self.mem.read_obj(at).unwrap();
+                let len: u32 = self.mem.read_obj(at.unchecked_add(4)).unwrap();
+                (id, len)
+            })
+            .collect()
+    }
 }
 
 /// One descriptor of a test chain: address, length, device-writable.
@@ -58,7 +161,7 @@ struct D(u64, u32, bool);
 
 /// Puts chains on the avail ring; descriptor indices are assigned from `first` upwards and
 /// each chain's descriptors are linked with NEXT.
-fn add_chains(q: &MockSplitQueue<'_, GuestMemoryMmap>, first: u16, chains: &[&[D]]) {
+fn add_chains(s: &Scene, first: u16, chains: &[&[D]]) {
     let mut raw = Vec::new();
     let mut idx = first;
     for chain in chains {
@@ -75,17 +178,7 @@ fn add_chains(q: &MockSplitQueue<'_, GuestMemoryMmap>, first: u16, chains: &[&[D
             idx += 1;
         }
     }
-    q.add_desc_chains(&raw, first).unwrap();
-}
-
-fn used(q: &MockSplitQueue<'_, GuestMemoryMmap>) -> Vec<(u32, u32)> {
-    let n = q.used().idx().load();
-    (0..n)
-        .map(|i| {
-            let e = q.used().ring().ref_at(usize::from(i)).unwrap().load();
-            (e.id(), e.len())
-        })
-        .collect()
+    s.add_desc_chains(&raw, first);
 }
 
 fn recv_all(peer: &mut MemoryPeer) -> Vec<(VirtioNetHdr, Vec<u8>)> {
@@ -110,40 +203,16 @@ fn tso_hdr() -> VirtioNetHdr {
     }
 }
 
-/// Writes header (in the feature set's length) + frame at `addr`; returns the total length.
-fn put_packet(
-    mem: &GuestMemoryMmap,
-    addr: u64,
-    features: u64,
-    hdr: &VirtioNetHdr,
-    f: &[u8],
-) -> u32 {
-    let hlen = NetFeatures::from_acked(features).hdr_len;
-    mem.write_slice(&hdr.to_bytes()[..hlen], GuestAddress(addr))
-        .unwrap();
-    mem.write_slice(f, GuestAddress(addr + hlen as u64))
-        .unwrap();
-    (hlen + f.len()) as u32
-}
-
-fn tx_queue<'a>(mem: &'a GuestMemoryMmap) -> (MockSplitQueue<'a, GuestMemoryMmap>, Queue) {
-    let mock = MockSplitQueue::create(mem, GuestAddress(0), QUEUE_SIZE);
-    let q = mock.create_queue::<Queue>().unwrap();
-    (mock, q)
-}
-
 // ---------------------------------------------------------------- TX good path
 
 fn tx_good_path_with_gso_passthrough(features: u64) {
-    let mem = memory();
-    let (mock, mut q) = tx_queue(&mem);
-    let (mut qp, mut peer) = pair(features);
+    let mut s = Scene::new(features);
     let hlen = NetFeatures::from_acked(features).hdr_len as u64;
     let f = frame(3000, 7);
-    let total = put_packet(&mem, BUF_BASE, features, &tso_hdr(), &f);
+    let total = s.put(&tso_hdr(), &f);
     // Header split 5 + rest-of-header, then the frame in two pieces.
     add_chains(
-        &mock,
+        &s,
         0,
         &[&[
             D(BUF_BASE, 5, false),
@@ -152,38 +221,32 @@ fn tx_good_path_with_gso_passthrough(features: u64) {
             D(BUF_BASE + hlen + 1000, total - hlen as u32 - 1000, false),
         ]],
     );
-    let notify = qp.process_tx(&mut q, &mem, true).unwrap();
+    let notify = s.qp.process_tx(&mut s.q, &s.mem, true).unwrap();
     assert!(notify);
-    assert_eq!(used(&mock), vec![(0, 0)]);
-    let got = recv_all(&mut peer);
+    assert_eq!(s.used(), vec![(0, 0)]);
+    let got = recv_all(&mut s.peer);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].0, tso_hdr());
     assert_eq!(got[0].1, f);
-    assert_eq!(qp.stats().tx_packets.get(), 1);
-    assert_eq!(qp.stats().tx_bytes.get(), 3000);
+    assert_eq!(s.qp.stats().tx_packets.get(), 1);
+    assert_eq!(s.qp.stats().tx_bytes.get(), 3000);
 }
 
-#[test]
-fn tx_good_path_with_gso_passthrough_all_feature_sets() {
-    for (_, f) in ALL_SETS {
-        tx_good_path_with_gso_passthrough(f);
-    }
-}
+under_each_feature_set!(tx_good_path_with_gso_passthrough_all_feature_sets: tx_good_path_with_gso_passthrough for ALL_SETS);
 
 #[test]
 fn tx_indirect_chain_is_read() {
-    let mem = memory();
-    let (mock, mut q) = tx_queue(&mem);
-    let (mut qp, mut peer) = pair(MRG);
+    let mut s = Scene::new(MRG);
     let f = frame(60, 1);
-    let total = put_packet(&mem, BUF_BASE, MRG, &VirtioNetHdr::default(), &f);
+    let total = s.put(&VirtioNetHdr::default(), &f);
     let table = 0x20_0000u64;
     let entries = [
         SplitDescriptor::new(BUF_BASE, 12, VRING_DESC_F_NEXT as u16, 1),
         SplitDescriptor::new(BUF_BASE + 12, total - 12, 0, 0),
     ];
     for (i, e) in entries.iter().enumerate() {
-        mem.write_obj(RawDescriptor::from(*e), GuestAddress(table + 16 * i as u64))
+        s.mem
+            .write_obj(RawDescriptor::from(*e), GuestAddress(table + 16 * i as u64))
             .unwrap();
     }
     let head = RawDescriptor::from(SplitDescriptor::new(
@@ -192,30 +255,24 @@ fn tx_indirect_chain_is_read() {
         VRING_DESC_F_INDIRECT as u16,
         0,
     ));
-    mock.add_desc_chains(&[head], 0).unwrap();
-    qp.process_tx(&mut q, &mem, true).unwrap();
-    assert_eq!(recv_all(&mut peer), vec![(VirtioNetHdr::default(), f)]);
+    s.add_desc_chains(&[head], 0);
+    s.qp.process_tx(&mut s.q, &s.mem, true).unwrap();
+    assert_eq!(recv_all(&mut s.peer), vec![(VirtioNetHdr::default(), f)]);
 }
 
 // ---------------------------------------------------------------- TX malformed shapes
 
 /// Puts `bad` then a good chain on the TX ring; asserts the bad one is returned with length 0
 /// and counted under `reason`, and the good one still goes out.
-fn tx_malformed(
-    features: u64,
-    reason: DropReason,
-    bad: impl FnOnce(&GuestMemoryMmap, &MockSplitQueue<'_, GuestMemoryMmap>) -> u16,
-) {
-    let mem = memory();
-    let (mock, mut q) = tx_queue(&mem);
-    let (mut qp, mut peer) = pair(features);
-    let used_by_bad = bad(&mem, &mock);
+fn tx_malformed(features: u64, reason: DropReason, bad: impl FnOnce(&Scene) -> u16) {
+    let mut s = Scene::new(features);
+    let used_by_bad = bad(&s);
     let good = frame(100, 3);
-    let total = put_packet(&mem, 0x80_0000, features, &VirtioNetHdr::default(), &good);
-    add_chains(&mock, used_by_bad, &[&[D(0x80_0000, total, false)]]);
+    let total = s.put_at(0x80_0000, &VirtioNetHdr::default(), &good);
+    add_chains(&s, used_by_bad, &[&[D(0x80_0000, total, false)]]);
 
-    qp.process_tx(&mut q, &mem, true).unwrap();
-    let u = used(&mock);
+    s.qp.process_tx(&mut s.q, &s.mem, true).unwrap();
+    let u = s.used();
     assert_eq!(u.len(), 2, "both chains returned ({reason:?})");
     assert_eq!(
         u[0],
@@ -223,8 +280,8 @@ fn tx_malformed(
         "bad chain returned with length 0 ({reason:?})"
     );
     assert_eq!(u[1], (u32::from(used_by_bad), 0));
-    assert_eq!(qp.stats().drops(reason), 1, "{reason:?}");
-    let got = recv_all(&mut peer);
+    assert_eq!(s.qp.stats().drops(reason), 1, "{reason:?}");
+    let got = recv_all(&mut s.peer);
     assert_eq!(got.len(), 1, "{reason:?}");
     assert_eq!(got[0].1, good);
 }
@@ -232,63 +289,51 @@ fn tx_malformed(
 fn tx_all_malformed_shapes(features: u64) {
     let hlen = NetFeatures::from_acked(features).hdr_len as u32;
     // Device-writable descriptor in a TX chain.
-    tx_malformed(features, DropReason::TxWriteOnlyDescriptor, |mem, q| {
-        let t = put_packet(
-            mem,
-            BUF_BASE,
-            features,
-            &VirtioNetHdr::default(),
-            &frame(60, 0),
-        );
+    tx_malformed(features, DropReason::TxWriteOnlyDescriptor, |s| {
+        let t = s.put(&VirtioNetHdr::default(), &frame(60, 0));
         add_chains(
-            q,
+            s,
             0,
             &[&[D(BUF_BASE, hlen, false), D(BUF_BASE + 12, t - hlen, true)]],
         );
         2
     });
     // Chain shorter than the virtio-net header.
-    tx_malformed(features, DropReason::TxShortHeader, |_, q| {
-        add_chains(q, 0, &[&[D(BUF_BASE, hlen - 1, false)]]);
+    tx_malformed(features, DropReason::TxShortHeader, |s| {
+        add_chains(s, 0, &[&[D(BUF_BASE, hlen - 1, false)]]);
         1
     });
     // Descriptor beyond guest memory.
-    tx_malformed(features, DropReason::TxBadAddress, |_, q| {
-        add_chains(q, 0, &[&[D(BUF_BASE, hlen, false), D(OUTSIDE, 100, false)]]);
+    tx_malformed(features, DropReason::TxBadAddress, |s| {
+        add_chains(s, 0, &[&[D(BUF_BASE, hlen, false), D(OUTSIDE, 100, false)]]);
         2
     });
     // Non-GSO frame above MTU + Ethernet/VLAN header.
-    tx_malformed(features, DropReason::TxFrameTooLarge, |mem, q| {
+    tx_malformed(features, DropReason::TxFrameTooLarge, |s| {
         let big = frame(usize::from(MTU) + 19, 0);
-        let t = put_packet(mem, BUF_BASE, features, &VirtioNetHdr::default(), &big);
-        add_chains(q, 0, &[&[D(BUF_BASE, t, false)]]);
+        let t = s.put(&VirtioNetHdr::default(), &big);
+        add_chains(s, 0, &[&[D(BUF_BASE, t, false)]]);
         1
     });
     // GSO frame above the largest buffer.
-    tx_malformed(features, DropReason::TxFrameTooLarge, |mem, q| {
-        let t = put_packet(
-            mem,
-            BUF_BASE,
-            features,
-            &tso_hdr(),
-            &frame(packet_ring::MAX_FRAME_LEN + 1, 0),
-        );
-        add_chains(q, 0, &[&[D(BUF_BASE, t, false)]]);
+    tx_malformed(features, DropReason::TxFrameTooLarge, |s| {
+        let t = s.put(&tso_hdr(), &frame(packet_ring::MAX_FRAME_LEN + 1, 0));
+        add_chains(s, 0, &[&[D(BUF_BASE, t, false)]]);
         1
     });
     // Empty chain: an indirect table whose length is not a whole number of descriptors.
-    tx_malformed(features, DropReason::TxEmptyChain, |_, q| {
+    tx_malformed(features, DropReason::TxEmptyChain, |s| {
         let head = RawDescriptor::from(SplitDescriptor::new(
             0x20_0000,
             15,
             VRING_DESC_F_INDIRECT as u16,
             0,
         ));
-        q.add_desc_chains(&[head], 0).unwrap();
+        s.add_desc_chains(&[head], 0);
         1
     });
     // Descriptor loop: 0 -> 1 -> 0.
-    tx_malformed(features, DropReason::TxChainTruncated, |_, q| {
+    tx_malformed(features, DropReason::TxChainTruncated, |s| {
         let raw = [
             RawDescriptor::from(SplitDescriptor::new(
                 BUF_BASE,
@@ -303,137 +348,98 @@ fn tx_all_malformed_shapes(features: u64) {
                 0,
             )),
         ];
-        q.add_desc_chains(&raw, 0).unwrap();
+        s.add_desc_chains(&raw, 0);
         2
     });
     // Header asking for an offload nobody negotiated (UDP fragmentation).
-    tx_malformed(features, DropReason::TxBadHeader, |mem, q| {
+    tx_malformed(features, DropReason::TxBadHeader, |s| {
         let h = VirtioNetHdr {
             gso_type: VirtioNetHdr::GSO_UDP,
             gso_size: 1000,
             ..Default::default()
         };
-        let t = put_packet(mem, BUF_BASE, features, &h, &frame(2000, 0));
-        add_chains(q, 0, &[&[D(BUF_BASE, t, false)]]);
+        let t = s.put(&h, &frame(2000, 0));
+        add_chains(s, 0, &[&[D(BUF_BASE, t, false)]]);
         1
     });
     // Runt frame.
-    tx_malformed(features, DropReason::TxRuntFrame, |mem, q| {
-        let t = put_packet(
-            mem,
-            BUF_BASE,
-            features,
-            &VirtioNetHdr::default(),
-            &frame(13, 0),
-        );
-        add_chains(q, 0, &[&[D(BUF_BASE, t, false)]]);
+    tx_malformed(features, DropReason::TxRuntFrame, |s| {
+        let t = s.put(&VirtioNetHdr::default(), &frame(13, 0));
+        add_chains(s, 0, &[&[D(BUF_BASE, t, false)]]);
         1
     });
 }
 
-#[test]
-fn tx_malformed_shapes_all_feature_sets() {
-    for (_, f) in ALL_SETS {
-        tx_all_malformed_shapes(f);
-    }
-}
+under_each_feature_set!(tx_malformed_shapes_all_feature_sets: tx_all_malformed_shapes for ALL_SETS);
 
 #[test]
 fn tx_head_index_outside_ring_is_skipped() {
-    let mem = memory();
-    let (mock, mut q) = tx_queue(&mem);
-    let (mut qp, _peer) = pair(MRG);
+    let mut s = Scene::new(MRG);
     // Avail entry names descriptor 200 in a 16-entry ring.
-    mem.write_obj(200u16, mock.avail_addr().unchecked_add(4))
+    s.mem
+        .write_obj(200u16, s.avail_addr().unchecked_add(4))
         .unwrap();
-    mem.write_obj(1u16, mock.avail_addr().unchecked_add(2))
+    s.mem
+        .write_obj(1u16, s.avail_addr().unchecked_add(2))
         .unwrap();
-    qp.process_tx(&mut q, &mem, true).unwrap();
-    assert!(used(&mock).is_empty());
-    assert_eq!(qp.stats().drops(DropReason::TxEmptyChain), 1);
+    s.qp.process_tx(&mut s.q, &s.mem, true).unwrap();
+    assert!(s.used().is_empty());
+    assert_eq!(s.qp.stats().drops(DropReason::TxEmptyChain), 1);
 }
 
 #[test]
 fn tx_on_disabled_ring_is_processed_and_discarded() {
-    let mem = memory();
-    let (mock, mut q) = tx_queue(&mem);
-    let (mut qp, mut peer) = pair(MRG);
-    let t = put_packet(
-        &mem,
-        BUF_BASE,
-        MRG,
-        &VirtioNetHdr::default(),
-        &frame(100, 0),
-    );
-    add_chains(
-        &mock,
-        0,
-        &[&[D(BUF_BASE, t, false)], &[D(BUF_BASE, t, false)]],
-    );
-    qp.process_tx(&mut q, &mem, false).unwrap();
-    assert_eq!(used(&mock), vec![(0, 0), (1, 0)]);
-    assert!(recv_all(&mut peer).is_empty());
-    assert_eq!(qp.stats().drops(DropReason::TxRingDisabled), 2);
+    let mut s = Scene::new(MRG);
+    let t = s.put(&VirtioNetHdr::default(), &frame(100, 0));
+    add_chains(&s, 0, &[&[D(BUF_BASE, t, false)], &[D(BUF_BASE, t, false)]]);
+    s.qp.process_tx(&mut s.q, &s.mem, false).unwrap();
+    assert_eq!(s.used(), vec![(0, 0), (1, 0)]);
+    assert!(recv_all(&mut s.peer).is_empty());
+    assert_eq!(s.qp.stats().drops(DropReason::TxRingDisabled), 2);
 }
 
 #[test]
 fn tx_event_idx_suppresses_and_rearms_notifications() {
-    let mem = memory();
-    let (mock, mut q) = tx_queue(&mem);
+    let mut s = Scene::new(MRG | (1 << VIRTIO_RING_F_EVENT_IDX));
     // The mock lays its used ring over the avail ring's used_event field; move the used ring.
     let used_ring = GuestAddress(0x8000);
-    q.set_used_ring_address(Some(used_ring.0 as u32), Some(0));
-    q.set_event_idx(true);
-    let (mut qp, _peer) = pair(MRG | (1 << VIRTIO_RING_F_EVENT_IDX));
-    let t = put_packet(
-        &mem,
-        BUF_BASE,
-        MRG,
-        &VirtioNetHdr::default(),
-        &frame(100, 0),
-    );
+    s.q.set_used_ring_address(Some(used_ring.0 as u32), Some(0));
+    s.q.set_event_idx(true);
+    let t = s.put(&VirtioNetHdr::default(), &frame(100, 0));
     // used_event (after the avail ring) = 5: the guest wants an interrupt only past entry 5.
-    let used_event = mock
-        .avail_addr()
-        .unchecked_add(4 + 2 * u64::from(QUEUE_SIZE));
-    mem.write_obj(5u16, used_event).unwrap();
-    add_chains(&mock, 0, &[&[D(BUF_BASE, t, false)]]);
-    assert!(!qp.process_tx(&mut q, &mem, true).unwrap());
-    assert_eq!(qp.stats().notifications_suppressed.get(), 1);
-    assert_eq!(mem.read_obj::<u16>(used_ring.unchecked_add(2)).unwrap(), 1);
+    let used_event = s.avail_addr().unchecked_add(4 + 2 * u64::from(QUEUE_SIZE));
+    s.mem.write_obj(5u16, used_event).unwrap();
+    add_chains(&s, 0, &[&[D(BUF_BASE, t, false)]]);
+    assert!(!s.qp.process_tx(&mut s.q, &s.mem, true).unwrap());
+    assert_eq!(s.qp.stats().notifications_suppressed.get(), 1);
+    assert_eq!(
+        s.mem.read_obj::<u16>(used_ring.unchecked_add(2)).unwrap(),
+        1
+    );
     // avail_event (after the used ring) asks for a kick at the next chain.
     let avail_event = used_ring.unchecked_add(4 + 8 * u64::from(QUEUE_SIZE));
-    assert_eq!(mem.read_obj::<u16>(avail_event).unwrap(), 1);
+    assert_eq!(s.mem.read_obj::<u16>(avail_event).unwrap(), 1);
     // used_event 1: interrupt once entry 1 is used, which the next chain does.
-    mem.write_obj(1u16, used_event).unwrap();
-    add_chains(&mock, 1, &[&[D(BUF_BASE, t, false)]]);
-    assert!(qp.process_tx(&mut q, &mem, true).unwrap());
-    assert_eq!(mem.read_obj::<u16>(used_ring.unchecked_add(2)).unwrap(), 2);
-    assert_eq!(mem.read_obj::<u16>(avail_event).unwrap(), 2);
+    s.mem.write_obj(1u16, used_event).unwrap();
+    add_chains(&s, 1, &[&[D(BUF_BASE, t, false)]]);
+    assert!(s.qp.process_tx(&mut s.q, &s.mem, true).unwrap());
+    assert_eq!(
+        s.mem.read_obj::<u16>(used_ring.unchecked_add(2)).unwrap(),
+        2
+    );
+    assert_eq!(s.mem.read_obj::<u16>(avail_event).unwrap(), 2);
 }
 
 #[test]
 fn tx_without_event_idx_always_notifies() {
-    let mem = memory();
-    let (mock, mut q) = tx_queue(&mem);
-    let (mut qp, _peer) = pair(MRG);
-    let t = put_packet(
-        &mem,
-        BUF_BASE,
-        MRG,
-        &VirtioNetHdr::default(),
-        &frame(100, 0),
-    );
-    add_chains(&mock, 0, &[&[D(BUF_BASE, t, false)]]);
-    assert!(qp.process_tx(&mut q, &mem, true).unwrap());
-    assert_eq!(qp.stats().notifications_suppressed.get(), 0);
+    let mut s = Scene::new(MRG);
+    let t = s.put(&VirtioNetHdr::default(), &frame(100, 0));
+    add_chains(&s, 0, &[&[D(BUF_BASE, t, false)]]);
+    assert!(s.qp.process_tx(&mut s.q, &s.mem, true).unwrap());
+    assert_eq!(s.qp.stats().notifications_suppressed.get(), 0);
 }
 
 // ---------------------------------------------------------------- RX
-
-fn rx_queue<'a>(mem: &'a GuestMemoryMmap) -> (MockSplitQueue<'a, GuestMemoryMmap>, Queue) {
-    tx_queue(mem)
-}
 
 /// Reads back header + frame the device wrote at `addr`.
 fn read_rx(mem: &GuestMemoryMmap, addr: u64, len: usize) -> (VirtioNetHdr, Vec<u8>) {
@@ -443,19 +449,17 @@ fn read_rx(mem: &GuestMemoryMmap, addr: u64, len: usize) -> (VirtioNetHdr, Vec<u
 }
 
 fn rx_good_path_with_gso(features: u64) {
-    let mem = memory();
-    let (mock, mut q) = rx_queue(&mem);
-    let (mut qp, mut peer) = pair(features);
-    add_chains(&mock, 0, &[&[D(BUF_BASE, 4000, true)]]);
+    let mut s = Scene::new(features);
+    add_chains(&s, 0, &[&[D(BUF_BASE, 4000, true)]]);
     let f = frame(3000, 9);
     let hdr = VirtioNetHdr {
         gso_type: VirtioNetHdr::GSO_TCPV6,
         ..tso_hdr()
     };
-    assert!(peer.send(hdr, &f).unwrap());
-    assert!(qp.process_rx(&mut q, &mem, true).unwrap());
-    assert_eq!(used(&mock), vec![(0, 3012)]);
-    let (h, body) = read_rx(&mem, BUF_BASE, 3012);
+    assert!(s.peer.send(hdr, &f).unwrap());
+    assert!(s.qp.process_rx(&mut s.q, &s.mem, true).unwrap());
+    assert_eq!(s.used(), vec![(0, 3012)]);
+    let (h, body) = read_rx(&s.mem, BUF_BASE, 3012);
     assert_eq!(
         h,
         VirtioNetHdr {
@@ -464,23 +468,16 @@ fn rx_good_path_with_gso(features: u64) {
         }
     );
     assert_eq!(body, f);
-    assert_eq!(qp.stats().rx_packets.get(), 1);
+    assert_eq!(s.qp.stats().rx_packets.get(), 1);
 }
 
-#[test]
-fn rx_good_path_with_gso_both_rx_modes() {
-    for (_, f) in RX_SETS {
-        rx_good_path_with_gso(f);
-    }
-}
+under_each_feature_set!(rx_good_path_with_gso_both_rx_modes: rx_good_path_with_gso for RX_SETS);
 
 #[test]
 fn rx_mergeable_spreads_over_chains_and_sets_num_buffers() {
-    let mem = memory();
-    let (mock, mut q) = rx_queue(&mem);
-    let (mut qp, mut peer) = pair(MRG);
+    let mut s = Scene::new(MRG);
     add_chains(
-        &mock,
+        &s,
         0,
         &[
             &[D(BUF_BASE, 1000, true)],
@@ -489,18 +486,20 @@ fn rx_mergeable_spreads_over_chains_and_sets_num_buffers() {
         ],
     );
     let f = frame(2500, 4);
-    assert!(peer.send(VirtioNetHdr::default(), &f).unwrap());
-    qp.process_rx(&mut q, &mem, true).unwrap();
-    assert_eq!(used(&mock), vec![(0, 1000), (1, 1000), (2, 512)]);
-    let (h, first) = read_rx(&mem, BUF_BASE, 1000);
+    assert!(s.peer.send(VirtioNetHdr::default(), &f).unwrap());
+    s.qp.process_rx(&mut s.q, &s.mem, true).unwrap();
+    assert_eq!(s.used(), vec![(0, 1000), (1, 1000), (2, 512)]);
+    let (h, first) = read_rx(&s.mem, BUF_BASE, 1000);
     assert_eq!(h.num_buffers, 3);
     let mut all = first;
     let mut rest = vec![0u8; 1000];
-    mem.read_slice(&mut rest, GuestAddress(BUF_BASE + 0x1000))
+    s.mem
+        .read_slice(&mut rest, GuestAddress(BUF_BASE + 0x1000))
         .unwrap();
     all.extend_from_slice(&rest);
     let mut last = vec![0u8; 512];
-    mem.read_slice(&mut last, GuestAddress(BUF_BASE + 0x2000))
+    s.mem
+        .read_slice(&mut last, GuestAddress(BUF_BASE + 0x2000))
         .unwrap();
     all.extend_from_slice(&last);
     assert_eq!(all, f);
@@ -509,111 +508,99 @@ fn rx_mergeable_spreads_over_chains_and_sets_num_buffers() {
 #[test]
 fn rx_waits_for_buffers_and_resumes_on_kick() {
     for (_, features) in RX_SETS {
-        let mem = memory();
-        let (mock, mut q) = rx_queue(&mem);
-        let (mut qp, mut peer) = pair(features);
-        assert!(peer.send(VirtioNetHdr::default(), &frame(100, 0)).unwrap());
-        assert!(!qp.process_rx(&mut q, &mem, true).unwrap());
-        assert_eq!(qp.rx_pending(), 1);
-        add_chains(&mock, 0, &[&[D(BUF_BASE, 2048, true)]]);
-        assert!(qp.process_rx(&mut q, &mem, true).unwrap());
-        assert_eq!(used(&mock), vec![(0, 112)]);
-        assert_eq!(qp.rx_pending(), 0);
+        let mut s = Scene::new(features);
+        assert!(
+            s.peer
+                .send(VirtioNetHdr::default(), &frame(100, 0))
+                .unwrap()
+        );
+        assert!(!s.qp.process_rx(&mut s.q, &s.mem, true).unwrap());
+        assert_eq!(s.qp.rx_pending(), 1);
+        add_chains(&s, 0, &[&[D(BUF_BASE, 2048, true)]]);
+        assert!(s.qp.process_rx(&mut s.q, &s.mem, true).unwrap());
+        assert_eq!(s.used(), vec![(0, 112)]);
+        assert_eq!(s.qp.rx_pending(), 0);
     }
 }
 
 /// Puts `bad` then a good 2 KiB chain on the RX ring and sends one 100-byte packet; asserts the
 /// bad chain is returned with length 0, counted under `reason`, and the packet lands in the
 /// good chain.
-fn rx_malformed(
-    features: u64,
-    reason: DropReason,
-    bad: impl FnOnce(&MockSplitQueue<'_, GuestMemoryMmap>) -> u16,
-) {
-    let mem = memory();
-    let (mock, mut q) = rx_queue(&mem);
-    let (mut qp, mut peer) = pair(features);
-    let next = bad(&mock);
-    add_chains(&mock, next, &[&[D(0x80_0000, 2048, true)]]);
+fn rx_malformed(features: u64, reason: DropReason, bad: impl FnOnce(&Scene) -> u16) {
+    let mut s = Scene::new(features);
+    let next = bad(&s);
+    add_chains(&s, next, &[&[D(0x80_0000, 2048, true)]]);
     let f = frame(100, 5);
-    assert!(peer.send(VirtioNetHdr::default(), &f).unwrap());
-    qp.process_rx(&mut q, &mem, true).unwrap();
-    assert_eq!(
-        used(&mock),
-        vec![(0, 0), (u32::from(next), 112)],
-        "{reason:?}"
-    );
-    assert_eq!(qp.stats().drops(reason), 1, "{reason:?}");
-    assert_eq!(read_rx(&mem, 0x80_0000, 112).1, f);
+    assert!(s.peer.send(VirtioNetHdr::default(), &f).unwrap());
+    s.qp.process_rx(&mut s.q, &s.mem, true).unwrap();
+    assert_eq!(s.used(), vec![(0, 0), (u32::from(next), 112)], "{reason:?}");
+    assert_eq!(s.qp.stats().drops(reason), 1, "{reason:?}");
+    assert_eq!(read_rx(&s.mem, 0x80_0000, 112).1, f);
 }
 
 fn rx_all_malformed_shapes(features: u64) {
-    rx_malformed(features, DropReason::RxReadOnlyDescriptor, |q| {
-        add_chains(q, 0, &[&[D(BUF_BASE, 2048, false)]]);
+    rx_malformed(features, DropReason::RxReadOnlyDescriptor, |s| {
+        add_chains(s, 0, &[&[D(BUF_BASE, 2048, false)]]);
         1
     });
-    rx_malformed(features, DropReason::RxBadAddress, |q| {
-        add_chains(q, 0, &[&[D(OUTSIDE, 2048, true)]]);
+    rx_malformed(features, DropReason::RxBadAddress, |s| {
+        add_chains(s, 0, &[&[D(OUTSIDE, 2048, true)]]);
         1
     });
-    rx_malformed(features, DropReason::RxEmptyChain, |q| {
+    rx_malformed(features, DropReason::RxEmptyChain, |s| {
         let head = RawDescriptor::from(SplitDescriptor::new(
             0x20_0000,
             15,
             VRING_DESC_F_INDIRECT as u16,
             0,
         ));
-        q.add_desc_chains(&[head], 0).unwrap();
+        s.add_desc_chains(&[head], 0);
         1
     });
     // A loop of two 4-byte buffers cannot hold the packet within the queue-size walk.
-    rx_malformed(features, DropReason::RxChainTruncated, |q| {
+    rx_malformed(features, DropReason::RxChainTruncated, |s| {
         let w = VRING_DESC_F_WRITE as u16 | VRING_DESC_F_NEXT as u16;
         let raw = [
             RawDescriptor::from(SplitDescriptor::new(BUF_BASE, 4, w, 1)),
             RawDescriptor::from(SplitDescriptor::new(BUF_BASE + 4, 4, w, 0)),
         ];
-        q.add_desc_chains(&raw, 0).unwrap();
+        s.add_desc_chains(&raw, 0);
         2
     });
 }
 
-#[test]
-fn rx_malformed_shapes_both_rx_modes() {
-    for (_, f) in RX_SETS {
-        rx_all_malformed_shapes(f);
-    }
-}
+under_each_feature_set!(rx_malformed_shapes_both_rx_modes: rx_all_malformed_shapes for RX_SETS);
 
 #[test]
 fn rx_buffer_shorter_than_header() {
     // Without mergeable buffers the packet cannot fit: dropped, the chain is kept for later.
-    let mem = memory();
-    let (mock, mut q) = rx_queue(&mem);
-    let (mut qp, mut peer) = pair(NO_MRG);
-    add_chains(&mock, 0, &[&[D(BUF_BASE, 6, true)]]);
-    assert!(peer.send(VirtioNetHdr::default(), &frame(100, 0)).unwrap());
-    qp.process_rx(&mut q, &mem, true).unwrap();
-    assert!(used(&mock).is_empty());
-    assert_eq!(qp.stats().drops(DropReason::RxBufferTooSmall), 1);
+    let mut s = Scene::new(NO_MRG);
+    add_chains(&s, 0, &[&[D(BUF_BASE, 6, true)]]);
+    assert!(
+        s.peer
+            .send(VirtioNetHdr::default(), &frame(100, 0))
+            .unwrap()
+    );
+    s.qp.process_rx(&mut s.q, &s.mem, true).unwrap();
+    assert!(s.used().is_empty());
+    assert_eq!(s.qp.stats().drops(DropReason::RxBufferTooSmall), 1);
 
     // With mergeable buffers the header may straddle chains; num_buffers is patched across.
-    let mem = memory();
-    let (mock, mut q) = rx_queue(&mem);
-    let (mut qp, mut peer) = pair(MRG);
+    let mut s = Scene::new(MRG);
     add_chains(
-        &mock,
+        &s,
         0,
         &[&[D(BUF_BASE, 6, true)], &[D(BUF_BASE + 0x100, 2048, true)]],
     );
     let f = frame(100, 0);
-    assert!(peer.send(tso_hdr(), &f).unwrap());
-    qp.process_rx(&mut q, &mem, true).unwrap();
-    assert_eq!(used(&mock), vec![(0, 6), (1, 106)]);
+    assert!(s.peer.send(tso_hdr(), &f).unwrap());
+    s.qp.process_rx(&mut s.q, &s.mem, true).unwrap();
+    assert_eq!(s.used(), vec![(0, 6), (1, 106)]);
     let mut h = vec![0u8; 6];
-    mem.read_slice(&mut h, GuestAddress(BUF_BASE)).unwrap();
+    s.mem.read_slice(&mut h, GuestAddress(BUF_BASE)).unwrap();
     let mut rest = vec![0u8; 106];
-    mem.read_slice(&mut rest, GuestAddress(BUF_BASE + 0x100))
+    s.mem
+        .read_slice(&mut rest, GuestAddress(BUF_BASE + 0x100))
         .unwrap();
     h.extend_from_slice(&rest);
     let hdr = VirtioNetHdr::parse(&h).unwrap();
@@ -630,85 +617,139 @@ fn rx_buffer_shorter_than_header() {
 #[test]
 fn rx_oversized_frame_both_rx_modes() {
     // Non-mergeable: one 1 KiB chain, a 1500-byte frame: dropped, chain kept, next packet uses it.
-    let mem = memory();
-    let (mock, mut q) = rx_queue(&mem);
-    let (mut qp, mut peer) = pair(NO_MRG);
-    add_chains(&mock, 0, &[&[D(BUF_BASE, 1024, true)]]);
-    assert!(peer.send(VirtioNetHdr::default(), &frame(1500, 0)).unwrap());
-    assert!(peer.send(VirtioNetHdr::default(), &frame(60, 0)).unwrap());
-    qp.process_rx(&mut q, &mem, true).unwrap();
-    assert_eq!(used(&mock), vec![(0, 72)]);
-    assert_eq!(qp.stats().drops(DropReason::RxBufferTooSmall), 1);
+    let mut s = Scene::new(NO_MRG);
+    add_chains(&s, 0, &[&[D(BUF_BASE, 1024, true)]]);
+    assert!(
+        s.peer
+            .send(VirtioNetHdr::default(), &frame(1500, 0))
+            .unwrap()
+    );
+    assert!(s.peer.send(VirtioNetHdr::default(), &frame(60, 0)).unwrap());
+    s.qp.process_rx(&mut s.q, &s.mem, true).unwrap();
+    assert_eq!(s.used(), vec![(0, 72)]);
+    assert_eq!(s.qp.stats().drops(DropReason::RxBufferTooSmall), 1);
 
     // Mergeable: the whole ring (16 chains of 64 bytes) cannot hold 2000 bytes: dropped without
     // consuming anything, instead of waiting forever.
-    let mem = memory();
-    let (mock, mut q) = rx_queue(&mem);
-    let (mut qp, mut peer) = pair(MRG);
+    let mut s = Scene::new(MRG);
     let chains: Vec<[D; 1]> = (0..QUEUE_SIZE)
         .map(|i| [D(BUF_BASE + 0x100 * u64::from(i), 64, true)])
         .collect();
     let refs: Vec<&[D]> = chains.iter().map(|c| &c[..]).collect();
-    add_chains(&mock, 0, &refs);
-    assert!(peer.send(VirtioNetHdr::default(), &frame(2000, 0)).unwrap());
-    assert!(peer.send(VirtioNetHdr::default(), &frame(40, 0)).unwrap());
-    qp.process_rx(&mut q, &mem, true).unwrap();
-    assert_eq!(used(&mock), vec![(0, 52)]);
-    assert_eq!(qp.stats().drops(DropReason::RxBufferTooSmall), 1);
+    add_chains(&s, 0, &refs);
+    assert!(
+        s.peer
+            .send(VirtioNetHdr::default(), &frame(2000, 0))
+            .unwrap()
+    );
+    assert!(s.peer.send(VirtioNetHdr::default(), &frame(40, 0)).unwrap());
+    s.qp.process_rx(&mut s.q, &s.mem, true).unwrap();
+    assert_eq!(s.used(), vec![(0, 52)]);
+    assert_eq!(s.qp.stats().drops(DropReason::RxBufferTooSmall), 1);
 }
 
 #[test]
 fn rx_mergeable_abort_mid_packet_returns_gathered_chains() {
-    let mem = memory();
-    let (mock, mut q) = rx_queue(&mem);
-    let (mut qp, mut peer) = pair(MRG);
+    let mut s = Scene::new(MRG);
     add_chains(
-        &mock,
+        &s,
         0,
         &[&[D(BUF_BASE, 64, true)], &[D(BUF_BASE + 0x100, 64, false)]],
     );
-    assert!(peer.send(VirtioNetHdr::default(), &frame(100, 0)).unwrap());
-    qp.process_rx(&mut q, &mem, true).unwrap();
-    assert_eq!(used(&mock), vec![(0, 0), (1, 0)]);
-    assert_eq!(qp.stats().drops(DropReason::RxReadOnlyDescriptor), 1);
-    assert_eq!(qp.stats().rx_packets.get(), 0);
+    assert!(
+        s.peer
+            .send(VirtioNetHdr::default(), &frame(100, 0))
+            .unwrap()
+    );
+    s.qp.process_rx(&mut s.q, &s.mem, true).unwrap();
+    assert_eq!(s.used(), vec![(0, 0), (1, 0)]);
+    assert_eq!(s.qp.stats().drops(DropReason::RxReadOnlyDescriptor), 1);
+    assert_eq!(s.qp.stats().rx_packets.get(), 0);
 }
 
 #[test]
 fn rx_offload_not_negotiated_is_dropped() {
-    let mem = memory();
-    let (mock, mut q) = rx_queue(&mem);
-    let (mut qp, mut peer) =
-        pair(NO_MRG & !(1 << virtio_bindings::virtio_net::VIRTIO_NET_F_GUEST_TSO4));
-    add_chains(&mock, 0, &[&[D(BUF_BASE, 4096, true)]]);
-    assert!(peer.send(tso_hdr(), &frame(3000, 0)).unwrap());
-    qp.process_rx(&mut q, &mem, true).unwrap();
-    assert!(used(&mock).is_empty());
-    assert_eq!(qp.stats().drops(DropReason::RxOffloadNotNegotiated), 1);
+    let mut s = Scene::new(NO_MRG & !(1 << virtio_bindings::virtio_net::VIRTIO_NET_F_GUEST_TSO4));
+    add_chains(&s, 0, &[&[D(BUF_BASE, 4096, true)]]);
+    assert!(s.peer.send(tso_hdr(), &frame(3000, 0)).unwrap());
+    s.qp.process_rx(&mut s.q, &s.mem, true).unwrap();
+    assert!(s.used().is_empty());
+    assert_eq!(s.qp.stats().drops(DropReason::RxOffloadNotNegotiated), 1);
 }
 
 #[test]
 fn rx_on_disabled_ring_drops_without_touching_it() {
-    let mem = memory();
-    let (mock, mut q) = rx_queue(&mem);
-    let (mut qp, mut peer) = pair(MRG);
-    add_chains(&mock, 0, &[&[D(BUF_BASE, 4096, true)]]);
-    assert!(peer.send(VirtioNetHdr::default(), &frame(100, 0)).unwrap());
-    assert!(!qp.process_rx(&mut q, &mem, false).unwrap());
-    assert!(used(&mock).is_empty());
-    assert_eq!(qp.stats().drops(DropReason::RxRingDisabled), 1);
+    let mut s = Scene::new(MRG);
+    add_chains(&s, 0, &[&[D(BUF_BASE, 4096, true)]]);
+    assert!(
+        s.peer
+            .send(VirtioNetHdr::default(), &frame(100, 0))
+            .unwrap()
+    );
+    assert!(!s.qp.process_rx(&mut s.q, &s.mem, false).unwrap());
+    assert!(s.used().is_empty());
+    assert_eq!(s.qp.stats().drops(DropReason::RxRingDisabled), 1);
+}
+
+/// Once the driver turns promiscuous mode off, only frames for the guest reach its ring; the
+/// rest are counted as `rx_filtered` and use no buffer.
+#[test]
+fn rx_filter_drops_frames_not_for_the_guest() {
+    let filter = SharedRxFilter::new(DEVICE_MAC);
+    let mut s = Scene::with_pair(pair_filtered(MRG, Arc::clone(&filter)));
+    let bufs: Vec<[D; 1]> = (0..8)
+        .map(|i| [D(BUF_BASE + 0x1000 * i, 2048, true)])
+        .collect();
+    add_chains(&s, 0, &bufs.iter().map(|b| &b[..]).collect::<Vec<_>>());
+    let other = [0x52, 0x54, 0, 0x12, 0x34, 0x99];
+    let mcast = [0x01, 0x00, 0x5e, 0, 0, 1];
+    let broadcast = [0xff; 6];
+    let round = |s: &mut Scene| {
+        for dst in [other, DEVICE_MAC, mcast, broadcast] {
+            let f = [&dst[..], &frame(50, 7)].concat();
+            assert!(s.peer.send(VirtioNetHdr::default(), &f).unwrap());
+        }
+        s.qp.process_rx(&mut s.q, &s.mem, true).unwrap();
+    };
+    // The destinations the guest received, in ring order.
+    let delivered = |s: &Scene| -> Vec<[u8; 6]> {
+        s.used()
+            .iter()
+            .map(|&(id, len)| {
+                let (_, f) = read_rx(&s.mem, BUF_BASE + 0x1000 * u64::from(id), len as usize);
+                [f[0], f[1], f[2], f[3], f[4], f[5]]
+            })
+            .collect()
+    };
+
+    filter.update(|f| {
+        f.promisc = false;
+        f.allmulti = false;
+    });
+    round(&mut s);
+    assert_eq!(delivered(&s), vec![DEVICE_MAC, broadcast]);
+    assert_eq!(s.qp.stats().drops(DropReason::RxFiltered), 2);
+
+    // All-multicast on and `other` in the unicast table: everything passes.
+    filter.update(|f| {
+        f.allmulti = true;
+        f.unicast = crate::rx_filter::MacTable::from_bytes(&other);
+    });
+    round(&mut s);
+    assert_eq!(delivered(&s)[2..], [other, DEVICE_MAC, mcast, broadcast]);
+    assert_eq!(s.qp.stats().drops(DropReason::RxFiltered), 2);
+    assert_eq!(s.qp.stats().rx_packets.get(), 6);
 }
 
 #[test]
 fn broken_ring_is_counted_not_fatal() {
-    let mem = memory();
-    let (mock, mut q) = tx_queue(&mem);
-    let (mut qp, _peer) = pair(MRG);
+    let mut s = Scene::new(MRG);
     // avail idx running 100 entries ahead of a 16-entry ring.
-    mem.write_obj(100u16, mock.avail_addr().unchecked_add(2))
+    s.mem
+        .write_obj(100u16, s.avail_addr().unchecked_add(2))
         .unwrap();
-    assert!(!qp.process_tx(&mut q, &mem, true).unwrap());
-    assert_eq!(qp.stats().drops(DropReason::RingBroken), 1);
+    assert!(!s.qp.process_tx(&mut s.q, &s.mem, true).unwrap());
+    assert_eq!(s.qp.stats().drops(DropReason::RingBroken), 1);
 }
 
 /// Runs `f` on another thread and fails (instead of hanging) if it does not finish in 10 s:
@@ -727,46 +768,47 @@ fn within_deadline(f: impl FnOnce() + Send + 'static) {
 #[test]
 fn rx_mergeable_too_few_buffers_waits_instead_of_spinning() {
     within_deadline(|| {
-        let mem = memory();
-        let (mock, mut q) = rx_queue(&mem);
-        let (mut qp, mut peer) = pair(MRG);
+        let mut s = Scene::new(MRG);
         // 2 x 64 bytes posted, a 300-byte packet needs 5: wait for more, do not spin.
         add_chains(
-            &mock,
+            &s,
             0,
             &[&[D(BUF_BASE, 64, true)], &[D(BUF_BASE + 0x100, 64, true)]],
         );
-        assert!(peer.send(VirtioNetHdr::default(), &frame(300, 0)).unwrap());
-        assert!(!qp.process_rx(&mut q, &mem, true).unwrap());
-        assert!(used(&mock).is_empty());
-        assert_eq!(qp.rx_pending(), 1);
+        assert!(
+            s.peer
+                .send(VirtioNetHdr::default(), &frame(300, 0))
+                .unwrap()
+        );
+        assert!(!s.qp.process_rx(&mut s.q, &s.mem, true).unwrap());
+        assert!(s.used().is_empty());
+        assert_eq!(s.qp.rx_pending(), 1);
         let more: Vec<[D; 1]> = (2..6u64)
             .map(|i| [D(BUF_BASE + 0x100 * i, 64, true)])
             .collect();
         let refs: Vec<&[D]> = more.iter().map(|c| &c[..]).collect();
-        add_chains(&mock, 2, &refs);
-        assert!(qp.process_rx(&mut q, &mem, true).unwrap());
-        assert_eq!(used(&mock).len(), 5);
-        assert_eq!(qp.rx_pending(), 0);
+        add_chains(&s, 2, &refs);
+        assert!(s.qp.process_rx(&mut s.q, &s.mem, true).unwrap());
+        assert_eq!(s.used().len(), 5);
+        assert_eq!(s.qp.rx_pending(), 0);
     });
 }
 
 #[test]
 fn unreadable_avail_entries_are_a_broken_ring_not_a_spin() {
     within_deadline(|| {
-        let mem = memory();
-        let (_mock, mut q) = tx_queue(&mem);
+        let mut s = Scene::new(MRG);
         // flags and idx are the last 4 bytes of guest memory; the entries lie beyond it.
         let avail = (MEM_SIZE - 4) as u64;
-        q.set_avail_ring_address(Some(avail as u32), Some(0));
-        mem.write_obj(3u16, GuestAddress(avail + 2)).unwrap();
-        let (mut qp, _peer) = pair(MRG);
-        assert!(!qp.process_tx(&mut q, &mem, true).unwrap());
-        assert_eq!(qp.stats().drops(DropReason::RingBroken), 1);
+        s.q.set_avail_ring_address(Some(avail as u32), Some(0));
+        s.mem.write_obj(3u16, GuestAddress(avail + 2)).unwrap();
+        assert!(!s.qp.process_tx(&mut s.q, &s.mem, true).unwrap());
+        assert_eq!(s.qp.stats().drops(DropReason::RingBroken), 1);
 
-        let (mut qp, mut peer) = pair(MRG);
-        assert!(peer.send(VirtioNetHdr::default(), &frame(60, 0)).unwrap());
-        assert!(!qp.process_rx(&mut q, &mem, true).unwrap());
-        assert_eq!(qp.stats().drops(DropReason::RingBroken), 1);
+        // The same ring as an RX ring, on a fresh pair.
+        (s.qp, s.peer) = pair(MRG);
+        assert!(s.peer.send(VirtioNetHdr::default(), &frame(60, 0)).unwrap());
+        assert!(!s.qp.process_rx(&mut s.q, &s.mem, true).unwrap());
+        assert_eq!(s.qp.stats().drops(DropReason::RingBroken), 1);
     });
 }

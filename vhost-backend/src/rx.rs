@@ -6,13 +6,14 @@
 //! the count is known, at the guest addresses recorded while writing the header
 //! ([`HdrSegments`]).
 
-use std::ops::Deref;
+use std::ops::{ControlFlow, Deref};
 
 use packet_ring::VirtioNetHdr;
 use thiserror::Error;
 use virtio_queue::DescriptorChain;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 
+use crate::ring::{Access, ShapeError, walk_chain};
 use crate::stats::DropReason;
 
 /// Why an RX chain was refused. All are the guest's doing.
@@ -26,6 +27,16 @@ pub enum RxChainError {
     EmptyChain,
     #[error("chain ends in a descriptor that claims a successor (loop or bad next index)")]
     ChainTruncated,
+}
+
+impl From<ShapeError> for RxChainError {
+    fn from(e: ShapeError) -> Self {
+        match e {
+            ShapeError::WrongAccess { position } => Self::ReadOnlyDescriptor { position },
+            ShapeError::Empty => Self::EmptyChain,
+            ShapeError::Truncated => Self::ChainTruncated,
+        }
+    }
 }
 
 impl RxChainError {
@@ -138,79 +149,47 @@ impl HdrSegments {
     }
 }
 
-/// One guest RX descriptor chain, not yet written.
-#[derive(Debug)]
-pub struct RxChain<M: Deref>
-where
-    M::Target: GuestMemory,
-{
-    chain: DescriptorChain<M>,
-}
-
-impl<M> RxChain<M>
+/// Writes as much of `stream` as the RX `chain` holds and returns the bytes written. Header
+/// addresses are recorded into `hdr_segs` when given. Stops walking once the stream is
+/// exhausted; a malformed descriptor met before that refuses the whole chain.
+pub fn write_chain<M>(
+    chain: &DescriptorChain<M>,
+    stream: &mut RxStream<'_>,
+    mut hdr_segs: Option<&mut HdrSegments>,
+) -> Result<u32, RxChainError>
 where
     M: Deref + Clone,
     M::Target: GuestMemory,
 {
-    pub fn new(chain: DescriptorChain<M>) -> Self {
-        Self { chain }
-    }
-
-    pub fn head_index(&self) -> u16 {
-        self.chain.head_index()
-    }
-
-    /// Writes as much of `stream` as the chain holds and returns the bytes written. Header
-    /// addresses are recorded into `hdr_segs` when given. Stops walking once the stream is
-    /// exhausted; a malformed descriptor met before that refuses the whole chain.
-    pub fn write_from(
-        self,
-        stream: &mut RxStream<'_>,
-        mut hdr_segs: Option<&mut HdrSegments>,
-    ) -> Result<u32, RxChainError> {
-        let mem = self.chain.memory();
-        let mut written = 0usize;
-        let mut descriptors = 0usize;
-        let mut last_has_next = false;
-        for desc in self.chain.clone() {
-            descriptors += 1;
-            last_has_next = desc.has_next();
-            if !desc.is_write_only() {
-                return Err(RxChainError::ReadOnlyDescriptor {
-                    position: descriptors - 1,
-                });
+    let mem = chain.memory();
+    let mut written = 0usize;
+    walk_chain::<_, RxChainError>(chain, Access::DeviceWrites, |desc| {
+        let bad = RxChainError::BadAddress {
+            addr: desc.addr().0,
+            len: desc.len(),
+        };
+        let mut addr = desc.addr();
+        let mut left = desc.len() as usize;
+        while left > 0 && stream.remaining() > 0 {
+            let (piece, is_hdr) = stream.chunk(left);
+            let n = piece.len();
+            mem.write_slice(piece, addr).map_err(|_| bad)?;
+            if is_hdr && let Some(segs) = hdr_segs.as_deref_mut() {
+                segs.record(addr, n);
             }
-            let bad = RxChainError::BadAddress {
-                addr: desc.addr().0,
-                len: desc.len(),
-            };
-            let mut addr = desc.addr();
-            let mut left = desc.len() as usize;
-            while left > 0 && stream.remaining() > 0 {
-                let (piece, is_hdr) = stream.chunk(left);
-                let n = piece.len();
-                mem.write_slice(piece, addr).map_err(|_| bad)?;
-                if is_hdr && let Some(segs) = hdr_segs.as_deref_mut() {
-                    segs.record(addr, n);
-                }
-                stream.advance(n);
-                written += n;
-                left -= n;
-                addr = addr.checked_add(n as u64).ok_or(bad)?;
-            }
-            if stream.remaining() == 0 {
-                // Written fully; whatever follows in the chain is left untouched.
-                return Ok(written as u32);
-            }
+            stream.advance(n);
+            written += n;
+            left -= n;
+            addr = addr.checked_add(n as u64).ok_or(bad)?;
         }
-        if descriptors == 0 {
-            return Err(RxChainError::EmptyChain);
-        }
-        if last_has_next {
-            return Err(RxChainError::ChainTruncated);
-        }
-        Ok(written as u32)
-    }
+        // Written fully: whatever follows in the chain is left untouched.
+        Ok(if stream.remaining() == 0 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        })
+    })?;
+    Ok(written as u32)
 }
 
 /// What became of one packet offered to the guest.
@@ -266,10 +245,9 @@ impl RxBuffers {
                         seen_avail: queue.next_avail(),
                     });
                 };
-                let chain = RxChain::new(chain);
                 let head = chain.head_index();
                 let mut stream = RxStream::new(&hdr, features.hdr_len, frame);
-                match chain.write_from(&mut stream, None) {
+                match write_chain(&chain, &mut stream, None) {
                     Ok(written) if stream.remaining() == 0 => {
                         return_used(queue, mem, head, written)?;
                         return Ok(Placement::Delivered { buffers: 1 });
@@ -300,11 +278,10 @@ impl RxBuffers {
                 unpop(queue, self.heads.len());
                 return Ok(Placement::NoBuffers { seen_avail });
             };
-            let chain = RxChain::new(chain);
             let head = chain.head_index();
             // Header bytes are recorded wherever they land (a guest may break the spec rule
             // that each mergeable buffer holds a whole header).
-            match chain.write_from(&mut stream, Some(&mut segs)) {
+            match write_chain(&chain, &mut stream, Some(&mut segs)) {
                 Ok(written) => self.heads.push((head, written)),
                 Err(e) if self.heads.is_empty() => {
                     // Nothing gathered yet: skip the bad chain and start over on the next.

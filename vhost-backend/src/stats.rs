@@ -47,13 +47,16 @@ pub enum DropReason {
     RxOffloadNotNegotiated,
     /// Packet arrived for a started but disabled ring.
     RxRingDisabled,
+    /// Frame not addressed to the guest under the receive filter its driver set through the
+    /// control queue (promiscuous mode off; see `rx_filter`).
+    RxFiltered,
     /// The queue's rings themselves are unusable (bad ring addresses, bad avail index).
     RingBroken,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 19] = [
         Self::TxWriteOnlyDescriptor,
         Self::TxShortHeader,
         Self::TxBadHeader,
@@ -71,6 +74,7 @@ impl DropReason {
         Self::RxBufferTooSmall,
         Self::RxOffloadNotNegotiated,
         Self::RxRingDisabled,
+        Self::RxFiltered,
         Self::RingBroken,
     ];
 
@@ -94,6 +98,7 @@ impl DropReason {
             Self::RxBufferTooSmall => "rx_buffer_too_small",
             Self::RxOffloadNotNegotiated => "rx_offload_not_negotiated",
             Self::RxRingDisabled => "rx_ring_disabled",
+            Self::RxFiltered => "rx_filtered",
             Self::RingBroken => "ring_broken",
         }
     }

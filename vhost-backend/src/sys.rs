@@ -1,5 +1,5 @@
 //! The device's system calls that need `unsafe`: thread naming, TAP ioctls, AF_PACKET
-//! sockets. Everything else in the crate is safe code.
+//! sockets, waiting for termination signals. Everything else in the crate is safe code.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -433,4 +433,49 @@ pub fn send_with_fds(fd: RawFd, buf: &[u8], fds: &[RawFd]) -> io::Result<usize> 
     } else {
         Ok(n as usize)
     }
+}
+
+/// SIGTERM and SIGINT, the signals that stop `knic-vhost`.
+fn termination_signals() -> libc::sigset_t {
+    // SAFETY: an all-zero sigset_t is a valid value to hand to sigemptyset, which initialises
+    // it; sigaddset only writes into that set, which lives on this stack frame.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        set
+    }
+}
+
+/// Blocks SIGTERM and SIGINT in the calling thread, and so in every thread it starts later
+/// (threads inherit the mask): the signals stay pending until [`wait_termination_signal`]
+/// takes them, instead of killing the process. Call before starting any thread.
+pub fn block_termination_signals() -> io::Result<()> {
+    let set = termination_signals();
+    // SAFETY: `set` is an initialised sigset_t that outlives the call; a null old-set pointer
+    // is allowed. Only the calling thread's mask changes.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// Waits until SIGTERM or SIGINT is pending and takes it; returns the signal's name. Needs
+/// [`block_termination_signals`] first, or the default action would end the process.
+pub fn wait_termination_signal() -> io::Result<&'static str> {
+    let set = termination_signals();
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set` is initialised and `sig` is a valid place for one c_int; both outlive the
+    // call, which writes only `sig`.
+    let rc = unsafe { libc::sigwait(&set, &mut sig) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(if sig == libc::SIGINT {
+        "SIGINT"
+    } else {
+        "SIGTERM"
+    })
 }

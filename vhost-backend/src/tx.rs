@@ -6,7 +6,7 @@
 //! of that this module checks what is net-specific: descriptor direction, header length and
 //! consistency, frame size, and whether the iterator stopped early (a loop or a bad `next`).
 
-use std::ops::Deref;
+use std::ops::{ControlFlow, Deref};
 
 use packet_ring::{HdrError, Packet, VirtioNetHdr};
 use thiserror::Error;
@@ -14,6 +14,7 @@ use virtio_queue::DescriptorChain;
 use vm_memory::{Address, Bytes, GuestMemory};
 
 use crate::features::NetFeatures;
+use crate::ring::{Access, ShapeError, walk_chain};
 use crate::stats::DropReason;
 
 /// Largest Ethernet header in front of an MTU-sized payload (with one VLAN tag).
@@ -44,6 +45,16 @@ pub enum TxChainError {
     OffloadNotNegotiated,
 }
 
+impl From<ShapeError> for TxChainError {
+    fn from(e: ShapeError) -> Self {
+        match e {
+            ShapeError::WrongAccess { position } => Self::WriteOnlyDescriptor { position },
+            ShapeError::Empty => Self::EmptyChain,
+            ShapeError::Truncated => Self::ChainTruncated,
+        }
+    }
+}
+
 impl TxChainError {
     /// The counter this refusal is counted under.
     pub fn reason(&self) -> DropReason {
@@ -68,114 +79,84 @@ pub struct TxLimits {
     pub max_plain_frame: usize,
 }
 
-/// A guest TX descriptor chain, not yet read.
-#[derive(Debug)]
-pub struct TxChain<M: Deref>
-where
-    M::Target: GuestMemory,
-{
-    chain: DescriptorChain<M>,
-}
-
-impl<M> TxChain<M>
+/// Copies the header and frame of the TX `chain` into `pkt` and validates them. On error
+/// `pkt`'s contents are unspecified (it is a reusable slot, not yet part of any batch).
+pub fn read_chain<M>(
+    chain: &DescriptorChain<M>,
+    pkt: &mut Packet,
+    limits: &TxLimits,
+) -> Result<(), TxChainError>
 where
     M: Deref + Clone,
     M::Target: GuestMemory,
 {
-    pub fn new(chain: DescriptorChain<M>) -> Self {
-        Self { chain }
-    }
+    let hdr_len = limits.features.hdr_len;
+    let mem = chain.memory();
+    let mut hdr_buf = [0u8; VirtioNetHdr::LEN];
+    let mut hdr_got = 0usize;
+    let mut frame_len = 0usize;
+    let capacity = pkt.capacity();
 
-    /// Head index to return in the used ring.
-    pub fn head_index(&self) -> u16 {
-        self.chain.head_index()
-    }
-
-    /// Copies header and frame into `pkt` and validates them. On error `pkt`'s contents are
-    /// unspecified (it is a reusable slot, not yet part of any batch).
-    pub fn read_into(self, pkt: &mut Packet, limits: &TxLimits) -> Result<(), TxChainError> {
-        let hdr_len = limits.features.hdr_len;
-        let mem = self.chain.memory();
-        let mut hdr_buf = [0u8; VirtioNetHdr::LEN];
-        let mut hdr_got = 0usize;
-        let mut frame_len = 0usize;
-        let mut descriptors = 0usize;
-        let mut last_has_next = false;
-        let capacity = pkt.capacity();
-
-        for desc in self.chain.clone() {
-            descriptors += 1;
-            last_has_next = desc.has_next();
-            if desc.is_write_only() {
-                return Err(TxChainError::WriteOnlyDescriptor {
-                    position: descriptors - 1,
-                });
-            }
-            let bad = TxChainError::BadAddress {
-                addr: desc.addr().0,
-                len: desc.len(),
-            };
-            let mut addr = desc.addr();
-            let mut left = desc.len() as usize;
-            if hdr_got < hdr_len {
-                let n = left.min(hdr_len - hdr_got);
-                mem.read_slice(&mut hdr_buf[hdr_got..hdr_got + n], addr)
-                    .map_err(|_| bad)?;
-                hdr_got += n;
-                left -= n;
-                addr = addr.checked_add(n as u64).ok_or(bad)?;
-            }
-            if left > 0 {
-                let end = frame_len + left;
-                let dst =
-                    pkt.buf_mut()
-                        .get_mut(frame_len..end)
-                        .ok_or(TxChainError::FrameTooLarge {
-                            len: end,
-                            max: capacity,
-                        })?;
-                mem.read_slice(dst, addr).map_err(|_| bad)?;
-                frame_len = end;
-            }
-        }
-
-        if descriptors == 0 {
-            return Err(TxChainError::EmptyChain);
-        }
-        if last_has_next {
-            return Err(TxChainError::ChainTruncated);
-        }
+    walk_chain::<_, TxChainError>(chain, Access::DeviceReads, |desc| {
+        let bad = TxChainError::BadAddress {
+            addr: desc.addr().0,
+            len: desc.len(),
+        };
+        let mut addr = desc.addr();
+        let mut left = desc.len() as usize;
         if hdr_got < hdr_len {
-            return Err(TxChainError::ShortHeader {
-                got: hdr_got,
-                need: hdr_len,
-            });
+            let n = left.min(hdr_len - hdr_got);
+            mem.read_slice(&mut hdr_buf[hdr_got..hdr_got + n], addr)
+                .map_err(|_| bad)?;
+            hdr_got += n;
+            left -= n;
+            addr = addr.checked_add(n as u64).ok_or(bad)?;
         }
-        let mut hdr = if hdr_len == VirtioNetHdr::LEN {
-            VirtioNetHdr::parse(&hdr_buf)
-        } else {
-            VirtioNetHdr::parse_legacy(&hdr_buf)
+        if left > 0 {
+            let end = frame_len + left;
+            let dst = pkt
+                .buf_mut()
+                .get_mut(frame_len..end)
+                .ok_or(TxChainError::FrameTooLarge {
+                    len: end,
+                    max: capacity,
+                })?;
+            mem.read_slice(dst, addr).map_err(|_| bad)?;
+            frame_len = end;
         }
-        .map_err(TxChainError::BadHeader)?;
-        // num_buffers means nothing on transmit (virtio 1.2 §5.1.6.2).
-        hdr.num_buffers = 0;
+        Ok(ControlFlow::Continue(()))
+    })?;
 
-        if frame_len < ETH_HLEN {
-            return Err(TxChainError::RuntFrame { len: frame_len });
-        }
-        hdr.validate(frame_len).map_err(TxChainError::BadHeader)?;
-        if !limits.features.tx_offload_allowed(&hdr) {
-            return Err(TxChainError::OffloadNotNegotiated);
-        }
-        if hdr.gso_type == VirtioNetHdr::GSO_NONE && frame_len > limits.max_plain_frame {
-            return Err(TxChainError::FrameTooLarge {
-                len: frame_len,
-                max: limits.max_plain_frame,
-            });
-        }
-        pkt.hdr = hdr;
-        // Cannot fail: frame_len was bounded by the buffer above.
-        pkt.set_len(frame_len);
-        Ok(())
+    if hdr_got < hdr_len {
+        return Err(TxChainError::ShortHeader {
+            got: hdr_got,
+            need: hdr_len,
+        });
     }
+    let mut hdr = if hdr_len == VirtioNetHdr::LEN {
+        VirtioNetHdr::parse(&hdr_buf)
+    } else {
+        VirtioNetHdr::parse_legacy(&hdr_buf)
+    }
+    .map_err(TxChainError::BadHeader)?;
+    // num_buffers means nothing on transmit (virtio 1.2 §5.1.6.2).
+    hdr.num_buffers = 0;
+
+    if frame_len < ETH_HLEN {
+        return Err(TxChainError::RuntFrame { len: frame_len });
+    }
+    hdr.validate(frame_len).map_err(TxChainError::BadHeader)?;
+    if !limits.features.tx_offload_allowed(&hdr) {
+        return Err(TxChainError::OffloadNotNegotiated);
+    }
+    if hdr.gso_type == VirtioNetHdr::GSO_NONE && frame_len > limits.max_plain_frame {
+        return Err(TxChainError::FrameTooLarge {
+            len: frame_len,
+            max: limits.max_plain_frame,
+        });
+    }
+    pkt.hdr = hdr;
+    // Cannot fail: frame_len was bounded by the buffer above.
+    pkt.set_len(frame_len);
+    Ok(())
 }

@@ -11,7 +11,6 @@ mod common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use common::{
@@ -23,7 +22,7 @@ use packet_ring::{MemoryPeer, VirtioNetHdr, memory_port_pair};
 use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserProtocolFeatures};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo};
-use vhost_backend::daemon::{Role, ServeConfig, serve};
+use vhost_backend::daemon::{Role, ServeConfig, Stop, serve};
 use vhost_backend::features::OFFERED_FEATURES;
 use vhost_backend::{NetBackend, NetBackendConfig};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
@@ -186,7 +185,7 @@ fn frontend_negotiates_moves_packets_and_reconnects() {
     };
     let server_backend = Arc::clone(&backend);
     let server = std::thread::spawn(move || {
-        let stop = AtomicBool::new(false);
+        let stop = Stop::default();
         serve(server_backend, &config, &stop)
     });
     wait_until("the socket", || socket.exists());

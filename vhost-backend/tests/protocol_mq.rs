@@ -10,7 +10,6 @@ mod common;
 
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use common::{GuestQueue, MAC, QSIZE, frame, scratch_path, shared_memory, wait_until};
@@ -18,7 +17,7 @@ use packet_ring::{MemoryPeer, VirtioNetHdr, memory_port_pair};
 use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserProtocolFeatures};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo};
-use vhost_backend::daemon::{Role, ServeConfig, serve};
+use vhost_backend::daemon::{Role, ServeConfig, Stop, serve};
 use vhost_backend::features::{CTRL_FEATURES, OFFERED_FEATURES};
 
 /// What QEMU acks: everything but the control-queue features, which it emulates itself.
@@ -122,6 +121,12 @@ impl Session {
 
     /// Publishes one plain frame on pair `pair`'s TX ring and kicks it.
     fn transmit(&mut self, pair: usize, f: &[u8]) {
+        self.post(pair, f);
+        self.kicks[2 * pair + 1].write(1).unwrap();
+    }
+
+    /// Publishes one plain frame on pair `pair`'s TX ring without kicking.
+    fn post(&mut self, pair: usize, f: &[u8]) {
         let q = 2 * pair + 1;
         let at = 0x20_0000 + 0x1_0000 * q as u64;
         self.mem
@@ -129,7 +134,6 @@ impl Session {
             .unwrap();
         self.mem.write_slice(f, GuestAddress(at + 12)).unwrap();
         self.queues[q].add_chain(&self.mem, &[(at, 12 + f.len() as u32, false)]);
-        self.kicks[q].write(1).unwrap();
     }
 }
 
@@ -158,7 +162,7 @@ fn serve_once(
         max_connections: Some(1),
     };
     let b = Arc::clone(backend);
-    let server = std::thread::spawn(move || serve(b, &config, &AtomicBool::new(false)));
+    let server = std::thread::spawn(move || serve(b, &config, &Stop::default()));
     wait_until("the socket", || socket.exists());
     server
 }
@@ -179,22 +183,23 @@ fn two_queue_pairs_follow_set_vring_enable() {
     );
     s.enable_pair(0, true);
 
-    // Pair 1 is started but disabled: its TX is processed and discarded, never forwarded.
-    // The framework does not deliver that ring's kicks, so pair 1's worker discards it the
-    // next time it runs, here woken by its uplink.
+    // Pair 1 is started but disabled: its TX is processed and discarded on the guest's kick,
+    // never forwarded; what its uplink receives is dropped.
     s.transmit(1, &frame(100, 1));
+    wait_until("the disabled TX ring to be drained on its kick", || {
+        s.queues[3].used_idx(&s.mem) == 1
+    });
+    assert_eq!(s.queues[3].used_elem(&s.mem, 0), (0, 0));
     assert!(
         peers[1]
             .send(VirtioNetHdr::default(), &frame(60, 9))
             .unwrap()
     );
-    wait_until("the disabled TX ring to be drained", || {
-        s.queues[3].used_idx(&s.mem) == 1
+    wait_until("the disabled RX ring's packet to be dropped", || {
+        backend.stats()[1].drops["rx_ring_disabled"] == 1
     });
-    assert_eq!(s.queues[3].used_elem(&s.mem, 0), (0, 0));
     let st = backend.stats();
     assert_eq!(st[1].drops["tx_ring_disabled"], 1, "{st:?}");
-    assert_eq!(st[1].drops["rx_ring_disabled"], 1, "{st:?}");
     assert!(received(&mut peers[1]).is_empty());
 
     // Pair 0 forwards to its own uplink.
@@ -208,6 +213,22 @@ fn two_queue_pairs_follow_set_vring_enable() {
     wait_until("pair 1's packet", || st_tx(&backend, 1) == 2);
     assert_eq!(received(&mut peers[1]), vec![frame(300, 3)]);
     assert!(received(&mut peers[0]).is_empty());
+
+    // Disabling applies at once: a chain posted without a kick is discarded when its ring is
+    // disabled, without waiting for another event.
+    s.post(1, &frame(310, 4));
+    s.fe.set_vring_enable(3, false).unwrap();
+    wait_until(
+        "the chain on the just-disabled ring to be discarded",
+        || backend.stats()[1].drops["tx_ring_disabled"] == 2,
+    );
+    assert!(received(&mut peers[1]).is_empty());
+    s.enable_pair(1, true);
+    s.transmit(1, &frame(320, 5));
+    wait_until("pair 1's packet after re-enabling", || {
+        st_tx(&backend, 1) == 4
+    });
+    assert_eq!(received(&mut peers[1]), vec![frame(320, 5)]);
 
     let names = thread_names();
     for want in ["knic-qp0", "knic-qp1"] {
@@ -244,7 +265,7 @@ fn client_mode_dials_retries_and_redials() {
     };
     let b = Arc::clone(&backend);
     // The backend starts first and must keep retrying until the frontend listens.
-    let client = std::thread::spawn(move || serve(b, &config, &AtomicBool::new(false)));
+    let client = std::thread::spawn(move || serve(b, &config, &Stop::default()));
     std::thread::sleep(Duration::from_millis(100));
     let listener = UnixListener::bind(&socket).unwrap();
 

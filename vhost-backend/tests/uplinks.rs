@@ -13,35 +13,13 @@ use std::time::{Duration, Instant};
 use packet_ring::{GuestOffloads, PacketBatch, PacketPort, PacketSink, PacketSource, VirtioNetHdr};
 use vhost_backend::uplink::{PacketSocketPort, TapPort};
 
+use test_support::require_root;
+
 const SRC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const DST: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 
-fn require_root() {
-    // Real uid from /proc, so the check needs no unsafe call.
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("?");
-    assert_eq!(
-        uid, "0",
-        "this test creates a TAP device and a packet socket: run it as root \
-         (deploy/dev/setup-debian.sh prepares a development machine)"
-    );
-    assert!(
-        Command::new("ip").arg("-V").output().is_ok(),
-        "`ip` (iproute2) is missing: run deploy/dev/setup-debian.sh"
-    );
-}
-
 fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    test_support::run(Command::new("ip").args(args));
 }
 
 /// Ethernet + IPv4 + TCP frame with `payload` bytes, checksums left to the offload.

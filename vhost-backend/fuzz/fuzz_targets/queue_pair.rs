@@ -10,6 +10,7 @@ use libfuzzer_sys::fuzz_target;
 use packet_ring::{VirtioNetHdr, memory_port_pair};
 use vhost_backend::ctrl::CtrlQueue;
 use vhost_backend::features::{NetFeatures, OFFERED_FEATURES};
+use vhost_backend::rx_filter::SharedRxFilter;
 use vhost_backend::stats::QueuePairStats;
 use vhost_backend::{QueuePair, QueuePairConfig};
 use virtio_queue::{Queue, QueueT};
@@ -62,6 +63,12 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let (port, mut peer) = memory_port_pair(4, packet_ring::MAX_FRAME_LEN).expect("eventfds");
+    // The receive filter: promiscuous (the reset state) or filtering, as the input says.
+    let rx_filter = SharedRxFilter::new([0x52, 0x54, 0, 0x12, 0x34, 0x56]);
+    rx_filter.update(|f| {
+        f.promisc = (tx_avail ^ rx_avail) & 1 == 0;
+        f.allmulti = (tx_avail ^ rx_avail) & 2 == 0;
+    });
     let mut qp = QueuePair::new(
         QueuePairConfig {
             index: 0,
@@ -70,6 +77,7 @@ fuzz_target!(|data: &[u8]| {
             max_queue_size: QSIZE,
         },
         Box::new(port),
+        std::sync::Arc::clone(&rx_filter),
         std::sync::Arc::new(QueuePairStats::default()),
     );
     qp.set_features(NetFeatures::from_acked(features));
@@ -90,6 +98,6 @@ fuzz_target!(|data: &[u8]| {
     // The control queue reads commands from the same memory (its ring at CTRL_RING).
     let mut ctrlq = queue(CTRL_RING, &mem, tx_avail ^ rx_avail, event_idx);
     let active = std::sync::atomic::AtomicUsize::new(1);
-    let _ = CtrlQueue::default().process(&mut ctrlq, &mem, &active, 4);
+    let _ = CtrlQueue::new(rx_filter).process(&mut ctrlq, &mem, &active, 4);
     assert!((1..=4).contains(&active.load(std::sync::atomic::Ordering::Relaxed)));
 });

@@ -1,11 +1,11 @@
-//! Shared by the protocol tests: a guest driver's view of split virtqueues in file-backed
-//! shared memory, and small waiting helpers.
+//! Shared by the integration tests: a guest driver's view of split virtqueues in file-backed
+//! shared memory, small waiting helpers, and the root check of the tests that need one.
 
 #![allow(clippy::unwrap_used, dead_code)]
 
 use std::fs::OpenOptions;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use packet_ring::VirtioNetHdr;
 use vhost::VringConfigData;
@@ -121,12 +121,8 @@ impl GuestQueue {
     }
 }
 
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < TIMEOUT, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+pub fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    test_support::wait_for(what, TIMEOUT, cond);
 }
 
 pub fn tso_hdr() -> VirtioNetHdr {

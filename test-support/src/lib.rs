@@ -1,0 +1,187 @@
+//! What knic's tests that touch the real system share: the root and tool checks, running
+//! commands, bounded waits, network namespaces, child processes and scratch directories.
+//!
+//! A missing prerequisite fails the test with a message naming `deploy/dev/setup-debian.sh`,
+//! never a silent pass. Children are reaped on drop (SIGTERM, then SIGKILL), namespaces
+//! deleted, and every wait has a deadline.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The script that prepares a development machine.
+pub const SETUP: &str = "deploy/dev/setup-debian.sh";
+
+/// Fails unless running as root with `ip` (iproute2) installed. Reads the real uid from
+/// /proc, so the check needs no unsafe call.
+pub fn require_root() {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("?");
+    assert_eq!(
+        uid, "0",
+        "this test creates network namespaces, TAP devices or packet sockets: run it as \
+         root (a development machine is prepared by {SETUP})"
+    );
+    assert!(
+        Command::new("ip").arg("-V").output().is_ok(),
+        "`ip` (iproute2) is missing: run {SETUP} as root to install it"
+    );
+}
+
+/// Path of `tool` on PATH, or a failure saying how to install it.
+pub fn require_tool(tool: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("`{tool}` is missing: run {SETUP} as root to install it"))
+}
+
+/// Runs a command to completion, failing the test with its stderr if it fails.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A network namespace, deleted on drop.
+#[derive(Debug)]
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new(tag: &str) -> Self {
+        let name = format!("knic-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run(Command::new("ip").args(["netns", "add", &name]));
+        run(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
+        Self { name }
+    }
+
+    /// A command that runs inside the namespace.
+    pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// Reads a counter of `ifname` inside the namespace.
+    pub fn if_stat(&self, ifname: &str, stat: &str) -> u64 {
+        let out = run(self
+            .cmd("cat")
+            .arg(format!("/sys/class/net/{ifname}/statistics/{stat}")));
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// A child process stopped (SIGTERM, then SIGKILL after 5 s) and reaped on drop.
+#[derive(Debug)]
+pub struct Proc {
+    pub child: Child,
+    pub what: &'static str,
+}
+
+impl Proc {
+    pub fn spawn(what: &'static str, cmd: &mut Command) -> Self {
+        let child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        Self { child, what }
+    }
+
+    fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .output();
+    }
+
+    /// Sends `sig` and waits up to `timeout` for the exit; false if it did not exit.
+    pub fn stop(&mut self, sig: &str, timeout: Duration) -> bool {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return true;
+        }
+        self.signal(sig);
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Fails the test if the process has already exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited early: {status}", self.what);
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if !self.stop("-TERM", Duration::from_secs(5)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A scratch directory removed on drop.
+#[derive(Debug)]
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("knic-e2e-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).unwrap_or_else(|e| panic!("cannot create {}: {e}", p.display()));
+        Self(p)
+    }
+}
+
+impl Drop for Scratch {
+    /// Kept for inspection when `KNIC_E2E_KEEP` is set.
+    fn drop(&mut self) {
+        if std::env::var_os("KNIC_E2E_KEEP").is_none() {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+}
