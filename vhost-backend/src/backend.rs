@@ -28,6 +28,7 @@ use crate::config::NetConfig;
 use crate::ctrl::{CtrlQueue, CtrlState};
 use crate::features::{NetFeatures, OFFERED_FEATURES, offered_protocol_features};
 use crate::queue_pair::{HostError, QueuePair, QueuePairConfig};
+use crate::ring;
 use crate::rx_filter::SharedRxFilter;
 use crate::stats::{QueuePairSnapshot, QueuePairStats};
 use crate::vring::NetVring;
@@ -264,6 +265,7 @@ impl NetBackend {
         if !state.get_queue().ready() {
             return Ok(());
         }
+        let old_used = state.get_queue().next_used();
         match c.ctrl.process(
             state.get_queue_mut(),
             &*mem,
@@ -271,7 +273,7 @@ impl NetBackend {
             self.pairs.len(),
         ) {
             Ok(true) => {
-                if state.needs_notification().unwrap_or(true) {
+                if ring::needs_notification(state.get_queue(), &*mem, old_used).unwrap_or(true) {
                     state.signal_used_queue()?;
                 }
             }

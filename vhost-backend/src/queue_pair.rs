@@ -19,7 +19,7 @@ use vm_memory::GuestMemory;
 
 use crate::features::NetFeatures;
 use crate::ratelimit::LogLimiter;
-use crate::ring::{RingError, pop_chain, return_used};
+use crate::ring::{self, RingError, pop_chain, return_used};
 use crate::rx::{Placement, RxBuffers};
 use crate::rx_filter::{RxFilterView, SharedRxFilter};
 use crate::stats::{DropReason, QueuePairStats};
@@ -139,7 +139,7 @@ impl QueuePair {
         mem: &M,
         enabled: bool,
     ) -> Result<bool, HostError> {
-        let mut used_any = false;
+        let old_used = queue.next_used();
         'drain: loop {
             if let Err(e) = queue.disable_notification(mem) {
                 self.guest_error(DropReason::RingBroken, &RingError::Queue(e));
@@ -170,13 +170,10 @@ impl QueuePair {
                         Err(e) => self.guest_error(e.reason(), &e),
                     }
                     // The device writes nothing into TX buffers: used length 0 (§2.7.8).
-                    match return_used(queue, mem, head, 0) {
-                        Ok(_) => used_any = true,
-                        Err(e) => {
-                            self.guest_error(DropReason::RingBroken, &e);
-                            self.flush_tx(enabled)?;
-                            break 'drain;
-                        }
+                    if let Err(e) = return_used(queue, mem, head, 0) {
+                        self.guest_error(DropReason::RingBroken, &e);
+                        self.flush_tx(enabled)?;
+                        break 'drain;
                     }
                 }
                 if popped == 0 {
@@ -194,7 +191,7 @@ impl QueuePair {
                 }
             }
         }
-        self.needs_notification(queue, mem, used_any)
+        Ok(self.needs_notification(queue, mem, old_used))
     }
 
     fn flush_tx(&mut self, enabled: bool) -> Result<(), HostError> {
@@ -224,7 +221,7 @@ impl QueuePair {
         mem: &M,
         enabled: bool,
     ) -> Result<bool, HostError> {
-        let mut used_any = false;
+        let old_used = queue.next_used();
         self.rx_filter.refresh();
         loop {
             if self.rx_next >= self.rx_batch.len() {
@@ -254,10 +251,8 @@ impl QueuePair {
                 continue;
             }
             let (stats, log, index) = (&self.stats, &mut self.log, self.index);
-            let mut on_malformed = |e: crate::rx::RxChainError| {
-                used_any = true;
-                record(stats, log, index, e.reason(), &e);
-            };
+            let mut on_malformed =
+                |e: crate::rx::RxChainError| record(stats, log, index, e.reason(), &e);
             let placed = self.rx_buffers.place(
                 queue,
                 mem,
@@ -268,7 +263,6 @@ impl QueuePair {
             );
             match placed {
                 Ok(Placement::Delivered { .. }) => {
-                    used_any = true;
                     self.stats.rx_packets.add(1);
                     self.stats.rx_bytes.add(pkt.len() as u64);
                     self.rx_next += 1;
@@ -305,7 +299,7 @@ impl QueuePair {
                 }
             }
         }
-        self.needs_notification(queue, mem, used_any)
+        Ok(self.needs_notification(queue, mem, old_used))
     }
 
     /// Whether packets are held back waiting for guest RX buffers.
@@ -313,24 +307,26 @@ impl QueuePair {
         self.rx_batch.len() - self.rx_next
     }
 
+    /// Whether the guest should be notified of what this round published (the used index
+    /// moved from `old_used`); a suppressed notification is counted.
     fn needs_notification<M: GuestMemory>(
         &mut self,
-        queue: &mut Queue,
+        queue: &Queue,
         mem: &M,
-        used_any: bool,
-    ) -> Result<bool, HostError> {
-        if !used_any {
-            return Ok(false);
+        old_used: u16,
+    ) -> bool {
+        if queue.next_used() == old_used {
+            return false;
         }
-        match queue.needs_notification(mem) {
-            Ok(true) => Ok(true),
+        match ring::needs_notification(queue, mem, old_used) {
+            Ok(true) => true,
             Ok(false) => {
                 self.stats.notifications_suppressed.add(1);
-                Ok(false)
+                false
             }
             Err(e) => {
-                self.guest_error(DropReason::RingBroken, &RingError::Queue(e));
-                Ok(false)
+                self.guest_error(DropReason::RingBroken, &e);
+                false
             }
         }
     }

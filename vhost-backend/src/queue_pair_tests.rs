@@ -181,6 +181,15 @@ fn add_chains(s: &Scene, first: u16, chains: &[&[D]]) {
     s.add_desc_chains(&raw, first);
 }
 
+/// Posts `n` single-descriptor RX chains of `len` bytes each, 4 KiB apart from `BUF_BASE`
+/// (descriptor indices from 0).
+fn add_rx_buffers(s: &Scene, n: u64, len: u32) {
+    let bufs: Vec<[D; 1]> = (0..n)
+        .map(|i| [D(BUF_BASE + 0x1000 * i, len, true)])
+        .collect();
+    add_chains(s, 0, &bufs.iter().map(|b| &b[..]).collect::<Vec<_>>());
+}
+
 fn recv_all(peer: &mut MemoryPeer) -> Vec<(VirtioNetHdr, Vec<u8>)> {
     let mut out = Vec::new();
     peer.recv_with(usize::MAX, |p| out.push((p.hdr, p.frame().to_vec())));
@@ -476,15 +485,7 @@ under_each_feature_set!(rx_good_path_with_gso_both_rx_modes: rx_good_path_with_g
 #[test]
 fn rx_mergeable_spreads_over_chains_and_sets_num_buffers() {
     let mut s = Scene::new(MRG);
-    add_chains(
-        &s,
-        0,
-        &[
-            &[D(BUF_BASE, 1000, true)],
-            &[D(BUF_BASE + 0x1000, 1000, true)],
-            &[D(BUF_BASE + 0x2000, 1000, true)],
-        ],
-    );
+    add_rx_buffers(&s, 3, 1000);
     let f = frame(2500, 4);
     assert!(s.peer.send(VirtioNetHdr::default(), &f).unwrap());
     s.qp.process_rx(&mut s.q, &s.mem, true).unwrap();
@@ -503,6 +504,145 @@ fn rx_mergeable_spreads_over_chains_and_sets_num_buffers() {
         .unwrap();
     all.extend_from_slice(&last);
     assert_eq!(all, f);
+}
+
+/// A write into the used ring seen by [`UsedRingWatch`], with the used index the driver could
+/// read at that moment (before the write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UsedWrite {
+    Elem { slot: u64, published: u16 },
+    Idx { published: u16 },
+}
+
+/// Guest memory that notes every write into the used ring's elements and index: every access
+/// of `vm-memory` 0.18 goes through `GuestMemory::get_slices`, so the order the driver could
+/// observe them in is exactly this log.
+struct UsedRingWatch<'m> {
+    mem: &'m GuestMemoryMmap,
+    used_ring: GuestAddress,
+    writes: std::cell::RefCell<Vec<UsedWrite>>,
+}
+
+impl<'m> UsedRingWatch<'m> {
+    fn new(mem: &'m GuestMemoryMmap, q: &Queue) -> Self {
+        Self {
+            mem,
+            used_ring: GuestAddress(q.used_ring()),
+            writes: Default::default(),
+        }
+    }
+}
+
+impl vm_memory::GuestMemory for UsedRingWatch<'_> {
+    type PhysicalMemory = GuestMemoryMmap;
+    type Bitmap = ();
+
+    fn check_range(
+        &self,
+        addr: GuestAddress,
+        count: usize,
+        access: vm_memory::Permissions,
+    ) -> bool {
+        vm_memory::GuestMemory::check_range(self.mem, addr, count, access)
+    }
+
+    fn get_slices<'a>(
+        &'a self,
+        addr: GuestAddress,
+        count: usize,
+        access: vm_memory::Permissions,
+    ) -> vm_memory::GuestMemoryResult<
+        impl vm_memory::guest_memory::GuestMemorySliceIterator<'a, vm_memory::bitmap::BS<'a, ()>>,
+    > {
+        if access.has_write() && addr >= self.used_ring {
+            let published: u16 = self.mem.read_obj(self.used_ring.unchecked_add(2)).unwrap();
+            let offset = addr.0 - self.used_ring.0;
+            let elems = 4..4 + 8 * u64::from(QUEUE_SIZE);
+            if offset == 2 {
+                self.writes.borrow_mut().push(UsedWrite::Idx { published });
+            } else if elems.contains(&offset) {
+                let slot = (offset - 4) / 8;
+                self.writes
+                    .borrow_mut()
+                    .push(UsedWrite::Elem { slot, published });
+            }
+        }
+        vm_memory::GuestMemory::get_slices(self.mem, addr, count, access)
+    }
+}
+
+/// A frame spread over three mergeable buffers reaches the driver whole: its three used
+/// elements are written while the used index still says 0, then the index goes to 3 in one
+/// store (virtio 1.2 §2.7.8). Publishing per buffer would let Linux's `receive_mergeable` read
+/// `num_buffers` 3 with buffers missing and drop the frame.
+#[test]
+fn rx_mergeable_frame_is_published_with_one_used_index_store() {
+    let mut s = Scene::new(MRG);
+    add_rx_buffers(&s, 3, 1000);
+    assert!(
+        s.peer
+            .send(VirtioNetHdr::default(), &frame(2500, 4))
+            .unwrap()
+    );
+    let watch = UsedRingWatch::new(&s.mem, &s.q);
+    assert!(s.qp.process_rx(&mut s.q, &watch, true).unwrap());
+    assert_eq!(
+        watch.writes.into_inner(),
+        vec![
+            UsedWrite::Elem {
+                slot: 0,
+                published: 0
+            },
+            UsedWrite::Elem {
+                slot: 1,
+                published: 0
+            },
+            UsedWrite::Elem {
+                slot: 2,
+                published: 0
+            },
+            UsedWrite::Idx { published: 0 },
+        ]
+    );
+    assert_eq!(s.used(), vec![(0, 1000), (1, 1000), (2, 512)]);
+    assert_eq!(s.q.next_used(), 3);
+}
+
+/// With EVENT_IDX, a merged frame's notification decision spans all its buffers: `used_event`
+/// inside the frame's range asks for one, past it suppresses it until a later frame crosses it.
+#[test]
+fn rx_mergeable_frame_notification_follows_used_event() {
+    let mut s = Scene::new(MRG | (1 << VIRTIO_RING_F_EVENT_IDX));
+    // The mock lays its used ring over the avail ring's used_event field; move the used ring.
+    s.q.set_used_ring_address(Some(0x8000), Some(0));
+    s.q.set_event_idx(true);
+    let used_event = s.avail_addr().unchecked_add(4 + 2 * u64::from(QUEUE_SIZE));
+    add_rx_buffers(&s, 9, 1000);
+    // Entry 1 (the frame's second buffer) is the one the driver waits for.
+    s.mem.write_obj(1u16, used_event).unwrap();
+    assert!(
+        s.peer
+            .send(VirtioNetHdr::default(), &frame(2500, 1))
+            .unwrap()
+    );
+    assert!(s.qp.process_rx(&mut s.q, &s.mem, true).unwrap());
+    // Entry 6 is the third frame's first buffer: the second frame (entries 3..=5) is
+    // suppressed, the third notified.
+    s.mem.write_obj(6u16, used_event).unwrap();
+    assert!(
+        s.peer
+            .send(VirtioNetHdr::default(), &frame(2500, 2))
+            .unwrap()
+    );
+    assert!(!s.qp.process_rx(&mut s.q, &s.mem, true).unwrap());
+    assert_eq!(s.qp.stats().notifications_suppressed.get(), 1);
+    assert!(
+        s.peer
+            .send(VirtioNetHdr::default(), &frame(2500, 3))
+            .unwrap()
+    );
+    assert!(s.qp.process_rx(&mut s.q, &s.mem, true).unwrap());
+    assert_eq!(s.q.next_used(), 9);
 }
 
 #[test]
@@ -697,10 +837,7 @@ fn rx_on_disabled_ring_drops_without_touching_it() {
 fn rx_filter_drops_frames_not_for_the_guest() {
     let filter = SharedRxFilter::new(DEVICE_MAC);
     let mut s = Scene::with_pair(pair_filtered(MRG, Arc::clone(&filter)));
-    let bufs: Vec<[D; 1]> = (0..8)
-        .map(|i| [D(BUF_BASE + 0x1000 * i, 2048, true)])
-        .collect();
-    add_chains(&s, 0, &bufs.iter().map(|b| &b[..]).collect::<Vec<_>>());
+    add_rx_buffers(&s, 8, 2048);
     let other = [0x52, 0x54, 0, 0x12, 0x34, 0x99];
     let mcast = [0x01, 0x00, 0x5e, 0, 0, 1];
     let broadcast = [0xff; 6];

@@ -1,14 +1,32 @@
 //! Thin helpers over `virtio-queue`'s split ring that turn its failures into one guest-error
 //! type and keep guest-chosen values away from its unrate-limited log lines, and the walk
 //! over one chain's descriptors that TX and RX share ([`walk_chain`]).
+//!
+//! Used elements are written here, not with `Queue::add_used`: that one stores the used index
+//! after every element, so a merged RX frame (several chains, virtio 1.2 §5.1.6.4) would reach
+//! the driver one buffer at a time, and Linux's `receive_mergeable` drops a frame whose later
+//! buffers are not yet used ("rx error: N buffers out of M missing"). [`return_used_together`]
+//! writes all of a frame's elements first and publishes them with one Release store of the
+//! used index (§2.7.8). Since `add_used` is bypassed, so is its `num_added` count that
+//! `Queue::needs_notification` relies on: the notification decision is [`needs_notification`]
+//! here, given the used index of the previous decision.
 
+use std::num::Wrapping;
 use std::ops::{ControlFlow, Deref};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{Ordering, fence};
 
 use thiserror::Error;
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
-use vm_memory::GuestMemory;
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
+
+// Split-ring layout (virtio 1.2 §2.7.6, §2.7.8): both rings start with `le16 flags; le16 idx;`;
+// an avail entry is a `le16` head, a used entry `struct virtq_used_elem { le32 id; le32 len; }`.
+// The avail ring ends with `used_event`, after its entries.
+const RING_HEADER_SIZE: u64 = 4;
+const USED_IDX_OFFSET: u64 = 2;
+const USED_ELEM_SIZE: u64 = 8;
+const AVAIL_ELEM_SIZE: u64 = 2;
 
 /// The guest's ring itself is unusable. The queue is left alone for this round; the guest's
 /// next kick tries again.
@@ -21,6 +39,10 @@ pub enum RingError {
     /// again would find the same nothing, forever.
     #[error("avail ring entry {next_avail} is unreadable")]
     UnreadableEntry { next_avail: u16 },
+    /// More used elements for one publication than the ring has entries: later ones would
+    /// overwrite earlier ones before the driver saw them. The device never asks for that.
+    #[error("{count} used elements do not fit a ring of {size}")]
+    TooManyUsed { count: usize, size: u16 },
 }
 
 impl From<virtio_queue::Error> for RingError {
@@ -53,11 +75,83 @@ pub fn return_used<M: GuestMemory>(
     head: u16,
     len: u32,
 ) -> Result<bool, RingError> {
-    if head >= queue.size() {
+    Ok(return_used_together(queue, mem, [(head, len)])? == 1)
+}
+
+/// Puts every `(head, len)` of `used` on the used ring and only then makes them visible to the
+/// driver, with one Release store of the used index (virtio 1.2 §2.7.8), so a merged frame is
+/// never seen in part. Heads outside the ring are skipped as in [`return_used`]. Returns how
+/// many were published. If an element cannot be written, none is published.
+pub fn return_used_together<M: GuestMemory>(
+    queue: &mut Queue,
+    mem: &M,
+    used: impl IntoIterator<Item = (u16, u32)>,
+) -> Result<u16, RingError> {
+    let size = queue.size();
+    let ring = GuestAddress(queue.used_ring());
+    let first = Wrapping(queue.next_used());
+    let mut count = 0u16;
+    for (head, len) in used {
+        if head >= size {
+            continue;
+        }
+        if count >= size {
+            return Err(RingError::TooManyUsed {
+                count: usize::from(count) + 1,
+                size,
+            });
+        }
+        let slot = (first + Wrapping(count)).0 % size;
+        let addr = ring
+            .checked_add(RING_HEADER_SIZE + u64::from(slot) * USED_ELEM_SIZE)
+            .ok_or(virtio_queue::Error::AddressOverflow)?;
+        // `id` in the low word, `len` in the high one, both little-endian.
+        let elem = (u64::from(len) << 32) | u64::from(head);
+        mem.write_obj(elem.to_le(), addr)
+            .map_err(virtio_queue::Error::GuestMemory)?;
+        count += 1;
+    }
+    if count == 0 {
+        return Ok(0);
+    }
+    let next = (first + Wrapping(count)).0;
+    let idx_addr = ring
+        .checked_add(USED_IDX_OFFSET)
+        .ok_or(virtio_queue::Error::AddressOverflow)?;
+    // Release: the elements written above are visible before the index that announces them.
+    mem.store(next.to_le(), idx_addr, Ordering::Release)
+        .map_err(virtio_queue::Error::GuestMemory)?;
+    queue.set_next_used(next);
+    Ok(count)
+}
+
+/// Whether the driver wants a notification for the used elements published since the used
+/// index was `old_used` (the previous decision): always without EVENT_IDX (as
+/// `virtio-queue`, the VRING_AVAIL_F_NO_INTERRUPT hint is not used), otherwise when the
+/// index moved past the driver's `used_event` (§2.7.10, the kernel's `vring_need_event`).
+pub fn needs_notification<M: GuestMemory>(
+    queue: &Queue,
+    mem: &M,
+    old_used: u16,
+) -> Result<bool, RingError> {
+    let new = Wrapping(queue.next_used());
+    let old = Wrapping(old_used);
+    if new == old {
         return Ok(false);
     }
-    queue.add_used(mem, head, len)?;
-    Ok(true)
+    if !queue.event_idx_enabled() {
+        return Ok(true);
+    }
+    // The used index store must be visible before the driver's hint is read.
+    fence(Ordering::SeqCst);
+    let used_event_addr = GuestAddress(queue.avail_ring())
+        .checked_add(RING_HEADER_SIZE + u64::from(queue.size()) * AVAIL_ELEM_SIZE)
+        .ok_or(virtio_queue::Error::AddressOverflow)?;
+    let used_event = mem
+        .load::<u16>(used_event_addr, Ordering::Relaxed)
+        .map_err(virtio_queue::Error::GuestMemory)?;
+    let event = Wrapping(u16::from_le(used_event));
+    Ok(new - event - Wrapping(1) < new - old)
 }
 
 /// Un-pops the last `n` chains (they go back to the guest untouched).

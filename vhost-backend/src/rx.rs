@@ -232,7 +232,7 @@ impl RxBuffers {
         features: &crate::features::NetFeatures,
         on_malformed: &mut impl FnMut(RxChainError),
     ) -> Result<Placement, crate::ring::RingError> {
-        use crate::ring::{pop_chain, return_used, unpop};
+        use crate::ring::{pop_chain, return_used, return_used_together, unpop};
         use virtio_queue::QueueT;
 
         let mut hdr = *hdr;
@@ -292,10 +292,8 @@ impl RxBuffers {
                 }
                 Err(e) => {
                     on_malformed(e);
-                    for &(h, _) in &self.heads {
-                        return_used(queue, mem, h, 0)?;
-                    }
-                    return_used(queue, mem, head, 0)?;
+                    let gathered = self.heads.iter().map(|&(h, _)| (h, 0));
+                    return_used_together(queue, mem, gathered.chain([(head, 0)]))?;
                     return Ok(Placement::Aborted);
                 }
             }
@@ -306,15 +304,13 @@ impl RxBuffers {
             if let Err(e) = segs.patch(mem, VirtioNetHdr::NUM_BUFFERS_OFFSET, &count.to_le_bytes())
             {
                 on_malformed(e);
-                for &(h, _) in &self.heads {
-                    return_used(queue, mem, h, 0)?;
-                }
+                return_used_together(queue, mem, self.heads.iter().map(|&(h, _)| (h, 0)))?;
                 return Ok(Placement::Aborted);
             }
         }
-        for &(h, len) in &self.heads {
-            return_used(queue, mem, h, len)?;
-        }
+        // All of the frame's buffers reach the driver at once: `receive_mergeable` takes
+        // `num_buffers` from the first and drops the frame if the others are not yet used.
+        return_used_together(queue, mem, self.heads.iter().copied())?;
         Ok(Placement::Delivered { buffers })
     }
 }
