@@ -24,6 +24,8 @@ pub enum PortError {
     Recv(#[source] std::io::Error),
     #[error("configuring the port's offloads failed")]
     Offloads(#[source] std::io::Error),
+    #[error("attaching or detaching the port's queue failed")]
+    Attach(#[source] std::io::Error),
 }
 
 /// Offloads the receiving guest accepts, so a port hands over only packets it can take (for a
@@ -66,6 +68,15 @@ pub trait PacketSource: Send + std::fmt::Debug {
     /// cannot take.
     fn set_guest_offloads(&mut self, offloads: GuestOffloads) -> Result<(), PortError> {
         let _ = offloads;
+        Ok(())
+    }
+
+    /// Whether the host may steer incoming packets to this port: a port that is one queue of
+    /// several (a multi-queue TAP) is detached while its guest queue cannot receive, so the
+    /// host spreads flows over the queues that can. Ports that are the only way in (a single
+    /// queue, the in-memory one) keep the default, which does nothing.
+    fn set_attached(&mut self, attached: bool) -> Result<(), PortError> {
+        let _ = attached;
         Ok(())
     }
 }
@@ -113,6 +124,13 @@ macro_rules! port_from_halves {
                 offloads: $crate::GuestOffloads,
             ) -> ::std::result::Result<(), $crate::PortError> {
                 $crate::PacketSource::set_guest_offloads(&mut self.source, offloads)
+            }
+
+            fn set_attached(
+                &mut self,
+                attached: bool,
+            ) -> ::std::result::Result<(), $crate::PortError> {
+                $crate::PacketSource::set_attached(&mut self.source, attached)
             }
         }
 

@@ -191,12 +191,16 @@ impl NetBackend {
         for i in 0..self.pairs.len() {
             if let Some(mut s) = self.slot(i) {
                 s.qp.reset();
-                // Until the next negotiation, ask the uplink for plain frames again.
+                // Until the next negotiation, ask the uplink for plain frames again, and for
+                // none at all until a ring can take them.
                 if let Err(e) =
                     s.qp.uplink_mut()
                         .set_guest_offloads(GuestOffloads::default())
                 {
                     warn!(queue_pair = i, "cannot reset uplink offloads: {e}");
+                }
+                if let Err(e) = s.qp.attach_uplink(false) {
+                    warn!(queue_pair = i, "cannot detach the uplink: {e}");
                 }
                 if forget_memory {
                     s.mem = None;
@@ -430,24 +434,30 @@ impl VhostUserBackend for NetBackend {
         let [rx, tx] = vrings else {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         };
-        let result = match device_event {
-            RX_VRING_EVENT => {
-                slot.qp.stats().rx_kicks.add(1);
-                Self::run_ring(&mut slot, &mem, rx, true, pair_active)
-            }
-            TX_VRING_EVENT => {
-                slot.qp.stats().tx_kicks.add(1);
-                Self::run_ring(&mut slot, &mem, tx, false, pair_active)
-            }
-            e if e == uplink_event => {
-                slot.qp.stats().uplink_events.add(1);
-                Self::run_ring(&mut slot, &mem, rx, true, pair_active)
-            }
-            other => {
-                warn!(queue_pair = thread_id, event = other, "unexpected event id");
-                Ok(())
-            }
-        };
+        // Every event of the pair re-checks whether its RX ring can receive: ring starts and
+        // SET_VRING_ENABLE changes reach the worker as kicks (`vring` module doc).
+        let can_receive = pair_active && rx.is_enabled() && rx.get_ref().get_queue().ready();
+        let result = slot
+            .qp
+            .attach_uplink(can_receive)
+            .and_then(|()| match device_event {
+                RX_VRING_EVENT => {
+                    slot.qp.stats().rx_kicks.add(1);
+                    Self::run_ring(&mut slot, &mem, rx, true, pair_active)
+                }
+                TX_VRING_EVENT => {
+                    slot.qp.stats().tx_kicks.add(1);
+                    Self::run_ring(&mut slot, &mem, tx, false, pair_active)
+                }
+                e if e == uplink_event => {
+                    slot.qp.stats().uplink_events.add(1);
+                    Self::run_ring(&mut slot, &mem, rx, true, pair_active)
+                }
+                other => {
+                    warn!(queue_pair = thread_id, event = other, "unexpected event id");
+                    Ok(())
+                }
+            });
         // A started, disabled TX ring gets its kicks (`vring` module doc), so it is processed
         // and discarded on those, not here.
         result.map_err(|e| {

@@ -62,6 +62,9 @@ pub struct QueuePair {
     rx_filter: RxFilterView,
     stats: Arc<QueuePairStats>,
     log: LogLimiter,
+    /// What the uplink was last told by [`attach_uplink`](Self::attach_uplink); ports start
+    /// detached (or cannot detach).
+    uplink_attached: bool,
 }
 
 impl QueuePair {
@@ -87,6 +90,7 @@ impl QueuePair {
             rx_filter: RxFilterView::new(rx_filter),
             stats,
             log: LogLimiter::default(),
+            uplink_attached: false,
         }
     }
 
@@ -113,6 +117,18 @@ impl QueuePair {
         self.rx_batch.clear();
         self.rx_next = 0;
         self.set_features(NetFeatures::default());
+    }
+
+    /// Lets the uplink steer packets to this pair only while its RX ring can take them
+    /// (`can_receive`: started, enabled, pair in use), so the host sends the flows of a pair
+    /// the guest has not enabled to one it has, instead of to `rx_ring_disabled`. Tells the
+    /// uplink only on a change.
+    pub fn attach_uplink(&mut self, can_receive: bool) -> Result<(), HostError> {
+        if can_receive != self.uplink_attached {
+            self.uplink.set_attached(can_receive)?;
+            self.uplink_attached = can_receive;
+        }
+        Ok(())
     }
 
     pub fn uplink(&self) -> &dyn PacketPort {

@@ -85,6 +85,28 @@ pub fn tap_open(name: &str, multi_queue: bool) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Attaches a queue of a multi-queue TAP to the device or detaches it (`TUNSETQUEUE`). The
+/// kernel steers frames only into attached queues and drops what waited in a queue it
+/// detaches; a detached queue keeps its fd and can still be read, written and configured.
+pub fn tap_set_queue_attached(fd: RawFd, attached: bool) -> io::Result<()> {
+    let flags = if attached {
+        libc::IFF_ATTACH_QUEUE
+    } else {
+        libc::IFF_DETACH_QUEUE
+    };
+    // TUNSETQUEUE reads only the flags; the name is ignored.
+    let mut req = IfReqFlags {
+        name: [0; libc::IFNAMSIZ],
+        flags: flags as libc::c_short,
+        _pad: [0; 22],
+    };
+    // SAFETY: TUNSETQUEUE reads a `struct ifreq` (40 bytes) at the pointer; `req` is a live,
+    // exclusively borrowed 40-byte repr(C) value with the flags member where the kernel reads
+    // `ifr_flags`. The kernel checks `fd` is a tun fd.
+    cvt(unsafe { libc::ioctl(fd, libc::TUNSETQUEUE as _, &mut req) })?;
+    Ok(())
+}
+
 /// Sets the size of the virtio-net header the TAP prepends/expects (`TUNSETVNETHDRSZ`).
 pub fn tap_set_vnet_hdr_size(fd: RawFd, size: libc::c_int) -> io::Result<()> {
     // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer; `size` lives across the call.

@@ -20,7 +20,8 @@
 //! chains waited until something else woke the pair's worker. Here the framework's flag stays
 //! on, so kicks reach the device whenever the ring is started; the spec's enabled state is
 //! kept beside it ([`NetVring::is_enabled`]) and decides what the worker does. Every change of
-//! it kicks the ring once, so the worker applies it at once rather than at the next event.
+//! it kicks the ring once, so the worker applies it at once rather than at the next event;
+//! so does the start of a ring enabled before it (the worker attaches the pair's uplink queue).
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -165,7 +166,12 @@ impl VringT<GuestMem> for NetVring {
     }
 
     fn set_queue_ready(&self, ready: bool) {
-        self.inner.set_queue_ready(ready)
+        let was_ready = self.inner.get_ref().get_queue().ready();
+        self.inner.set_queue_ready(ready);
+        if ready && !was_ready && self.is_enabled() {
+            // Enabled before it started (QEMU's order): the worker learns of the start here.
+            self.self_kick();
+        }
     }
 
     fn set_kick(&self, file: Option<File>) {
@@ -330,6 +336,13 @@ mod tests {
         vring.set_enabled(true);
         assert_eq!(interrupts(&mut kick_end), 0, "not started: nothing to wake");
         vring.set_queue_ready(true);
+        assert_eq!(
+            interrupts(&mut kick_end),
+            1,
+            "an enabled ring starting is woken"
+        );
+        vring.set_queue_ready(true);
+        assert_eq!(interrupts(&mut kick_end), 0, "already started");
         vring.set_enabled(false);
         assert_eq!(interrupts(&mut kick_end), 1);
         assert!(!vring.is_enabled() && vring.get_ref().is_enabled());

@@ -4,6 +4,12 @@
 //!
 //! The two halves share the queue's fd through an `Arc`: a TAP queue is one file, and the
 //! kernel serialises reads and writes on it, so no lock is needed between them.
+//!
+//! A multi-queue TAP steers each flow to one of its attached queues, whether or not the guest
+//! has enabled the pair behind it; frames for a disabled pair could only be dropped. So a
+//! queue starts detached (`TUNSETQUEUE`, as the library kernel's TAP backend does) and is
+//! attached only while its pair can receive ([`PacketSource::set_attached`]). A detached queue
+//! still takes writes and ioctls; the kernel steers nothing to it.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -26,25 +32,37 @@ pub struct TapSink {
     fd: Arc<OwnedFd>,
 }
 
-/// The reading half of a TAP queue (which also owns its offload setting).
+/// The reading half of a TAP queue (which also owns its offload setting and whether the
+/// queue is attached).
 #[derive(Debug)]
 pub struct TapSource {
     fd: Arc<OwnedFd>,
+    /// One queue of several: attaching and detaching apply (a lone queue is always attached).
+    multi_queue: bool,
+    attached: bool,
 }
 
 impl TapPort {
-    /// Attaches to TAP `name` (creating it); `multi_queue` for more than one queue pair.
+    /// Attaches to TAP `name` (creating it); `multi_queue` for more than one queue pair, in
+    /// which case the queue starts detached (module doc).
     pub fn open(name: &str, multi_queue: bool) -> io::Result<Self> {
         let fd = sys::tap_open(name, multi_queue)?;
         sys::tap_set_vnet_hdr_size(fd.as_raw_fd(), VirtioNetHdr::LEN as libc::c_int)?;
         // Until a guest negotiates offloads, ask the kernel for plain frames.
         sys::tap_set_offload(fd.as_raw_fd(), 0)?;
+        if multi_queue {
+            sys::tap_set_queue_attached(fd.as_raw_fd(), false)?;
+        }
         let fd = Arc::new(fd);
         Ok(Self {
             sink: TapSink {
                 fd: Arc::clone(&fd),
             },
-            source: TapSource { fd },
+            source: TapSource {
+                fd,
+                multi_queue,
+                attached: !multi_queue,
+            },
         })
     }
 }
@@ -120,6 +138,15 @@ impl PacketSource for TapSource {
             }
         }
         sys::tap_set_offload(self.fd.as_raw_fd(), flags).map_err(PortError::Offloads)
+    }
+
+    fn set_attached(&mut self, attached: bool) -> Result<(), PortError> {
+        if !self.multi_queue || attached == self.attached {
+            return Ok(());
+        }
+        sys::tap_set_queue_attached(self.fd.as_raw_fd(), attached).map_err(PortError::Attach)?;
+        self.attached = attached;
+        Ok(())
     }
 }
 
