@@ -1,9 +1,9 @@
 //! A booted kernel whose eth0 is a TAP, with the TAP's host end in a fresh
 //! network namespace: the host side of every real-peer test.
 
-use lkl_netstack::{BootConfig, Kernel, NetBackend, NetDeviceConfig, Offloads, TapConfig};
+use lkl_netstack::{Kernel, Offloads};
 
-use super::{Netns, run};
+use super::{Netns, boot_on_tap, run};
 
 pub struct TapNet {
     pub kernel: Kernel,
@@ -20,24 +20,7 @@ impl TapNet {
         let netns = Netns(format!("knic-{subnet}-{id}"));
         let tap = format!("knt{subnet}-{id}");
         let (host_ip, lib_ip) = (format!("10.{subnet}.0.1"), format!("10.{subnet}.0.2"));
-        run(&format!("ip netns add {}", netns.0));
-        let kernel = Kernel::boot(&BootConfig {
-            net_devices: vec![NetDeviceConfig {
-                backend: NetBackend::Tap(TapConfig { name: tap.clone() }),
-                mac: [0x52, 0x54, 0x00, 0x6b, 0x6e, subnet],
-                mtu: 1500,
-                offloads,
-                queue_pairs: 1,
-            }],
-            ..BootConfig::default()
-        })
-        .unwrap();
-        run(&format!("ip link set {tap} netns {}", netns.0));
-        run(&format!(
-            "ip -n {0} link set lo up && ip -n {0} link set {tap} up && \
-             ip -n {0} addr add {host_ip}/24 dev {tap}",
-            netns.0
-        ));
+        let kernel = boot_on_tap(&netns, &tap, offloads, 1, &host_ip);
         kernel.set_link_up("eth0", true).unwrap();
         kernel
             .add_address("eth0", lib_ip.parse().unwrap(), 24)
