@@ -227,8 +227,8 @@ impl RxWire {
     pub(crate) fn apply(&mut self, f: NetFeatures, enabled: bool) -> io::Result<()> {
         let accepted = f.guest_offloads();
         match self {
-            // A detached TAP queue takes no ioctl but TUNSETQUEUE (EBADFD): set the
-            // offloads while it is attached.
+            // Attach first, then set the offloads: a detached queue would take them
+            // too (tun keeps its device pointer), but this order needs no argument.
             RxWire::Tap(tap) if enabled => {
                 set_tap_queue_attached(tap, true)?;
                 set_tap_offloads(tap, accepted)
