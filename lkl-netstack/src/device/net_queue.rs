@@ -30,7 +30,7 @@ use packet_ring::{
     GsoKind, GuestOffloads, MAX_FRAME_LEN, PacketBatch, PacketSink, PacketSource, VirtioNetHdr,
 };
 use virtio_queue::desc::split::Descriptor;
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use super::features::NetFeatures;
@@ -88,10 +88,13 @@ pub enum DropReason {
     RxBackendError,
     /// The used ring could not be written (the driver's ring is broken).
     UsedRingBroken,
+    /// The driver announced chains the device cannot read (an avail index more than a
+    /// ring ahead, a ring outside the kernel's RAM); the queue waits for the next kick.
+    AvailRingBroken,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::TxMalformedChain,
         DropReason::TxMalformedHeader,
         DropReason::TxOffloadNotNegotiated,
@@ -101,6 +104,7 @@ impl DropReason {
         DropReason::RxOffloadNotNegotiated,
         DropReason::RxBackendError,
         DropReason::UsedRingBroken,
+        DropReason::AvailRingBroken,
     ];
 
     /// The counter's name, as in stats dumps.
@@ -115,6 +119,7 @@ impl DropReason {
             DropReason::RxOffloadNotNegotiated => "rx_offload_not_negotiated",
             DropReason::RxBackendError => "rx_backend_error",
             DropReason::UsedRingBroken => "used_ring_broken",
+            DropReason::AvailRingBroken => "avail_ring_broken",
         }
     }
 }
@@ -400,6 +405,23 @@ fn fill_used(
     mem.write_obj(elem.to_le(), addr).map_err(|_| ())
 }
 
+/// Takes the next available chain; `Err` when the driver announced chains that cannot be
+/// read. `pop_descriptor_chain` says None for both "none posted" and "posted but
+/// unreadable", while `enable_notification` keeps reporting the latter as pending, so a
+/// drain that trusted both would retry a broken ring forever. The index is read before
+/// the pop: it only grows, so a chain announced then is readable now unless broken.
+fn pop_chain<'m>(
+    queue: &mut Queue,
+    mem: &'m GuestMemoryMmap,
+) -> Result<Option<DescriptorChain<&'m GuestMemoryMmap>>, ()> {
+    let announced = queue.avail_idx(mem, Ordering::Acquire).map_err(|_| ())?;
+    let chain = queue.pop_descriptor_chain(mem);
+    if chain.is_none() && announced.0 != queue.next_avail() {
+        return Err(());
+    }
+    Ok(chain)
+}
+
 /// Publishes `count` filled used elements with one store of the used index.
 fn publish_used(queue: &mut Queue, mem: &GuestMemoryMmap, count: u16) -> Result<(), ()> {
     let next = (Wrapping(queue.next_used()) + Wrapping(count)).0;
@@ -456,7 +478,15 @@ pub(crate) fn transmit(
     let old_used = queue.next_used();
     let mut iov = [EMPTY_IOV; MAX_TX_CHAIN];
     loop {
-        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+        loop {
+            let chain = match pop_chain(queue, mem) {
+                Ok(Some(chain)) => chain,
+                Ok(None) => break,
+                Err(()) => {
+                    counters.drop(DropReason::AvailRingBroken);
+                    return counters.interrupt(needs_interrupt(queue, mem, old_used));
+                }
+            };
             let head = chain.head_index();
             if let Err(reason) = send_chain(mem, chain, &mut iov, wire, features, counters) {
                 counters.drop(reason);
@@ -732,7 +762,12 @@ impl RxPath {
             if self.chains.len() >= usize::from(rx.queue.size()) {
                 break;
             }
-            let Some(chain) = rx.queue.pop_descriptor_chain(rx.mem) else {
+            let popped = pop_chain(rx.queue, rx.mem).map_err(|()| {
+                rx.counters.drop(DropReason::AvailRingBroken);
+                unpop(rx.queue, self.chains.len());
+                RxWait::Buffers
+            })?;
+            let Some(chain) = popped else {
                 if !self.chains.is_empty() {
                     got.ring_empty = true;
                     break;
@@ -1115,6 +1150,61 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The driver claims more chains than its ring holds (avail index a ring and a half
+    /// ahead), after one good chain.
+    fn claim_too_many(mem: &GuestMemoryMmap, q: &MockSplitQueue<'_, GuestMemoryMmap>) {
+        mem.write_obj(SIZE + SIZE / 2, q.avail_addr().unchecked_add(2))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_tx_kick_ends_on_an_avail_index_more_than_a_ring_ahead() {
+        // Found by the device_queues fuzz target: `transmit` retried such a ring forever
+        // (pop said "nothing", enable_notification "more"), hanging the kernel's kick.
+        let (done, kick_ended) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mem = memory();
+            let q = MockSplitQueue::new(&mem, SIZE);
+            let mut queue: Queue = q.create_queue().unwrap();
+            post_tx(&mem, &q, VirtioNetHdr::default());
+            claim_too_many(&mem, &q);
+            let (port, _peer) = memory_port_pair(8, MAX_FRAME_LEN).unwrap();
+            let (sink, _source) = (Box::new(port) as Box<dyn PacketPort>).split();
+            let counters = QueueCounters::default();
+            let f = features(true, true, false);
+            transmit(&mut queue, &mem, &mut TxWire::port(sink), f, &counters);
+            let _ = done.send((
+                counters.drops(DropReason::AvailRingBroken),
+                queue.next_used(),
+            ));
+        });
+        let (broken, used) = kick_ended
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the kick ends");
+        assert_eq!((broken, used), (1, 0));
+    }
+
+    #[test]
+    fn a_receive_round_counts_an_avail_index_more_than_a_ring_ahead() {
+        let mem = memory();
+        let q = MockSplitQueue::new(&mem, SIZE);
+        let mut queue: Queue = q.create_queue().unwrap();
+        post_rx(&q, 4, false);
+        claim_too_many(&mem, &q);
+        let (mut path, mut peer) = rx_path();
+        assert!(peer.send(VirtioNetHdr::default(), &frame(100)).unwrap());
+        let counters = QueueCounters::default();
+        let round = path.receive(rx(
+            &mut queue,
+            &mem,
+            features(true, false, false),
+            &counters,
+        ));
+        assert_eq!(round.wait, RxWait::Buffers);
+        assert_eq!(counters.drops(DropReason::AvailRingBroken), 1);
+        assert_eq!((queue.next_avail(), queue.next_used()), (0, 0));
     }
 
     #[test]
