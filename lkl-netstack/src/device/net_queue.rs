@@ -69,7 +69,7 @@ pub(crate) const EMPTY_IOV: libc::iovec = libc::iovec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
     /// A TX chain with a device-writable buffer, a buffer outside the kernel's RAM, or
-    /// more buffers than a frame can have.
+    /// more buffers than a frame can have; or an avail entry naming no head of the ring.
     TxMalformedChain,
     /// A TX chain shorter than the virtio-net header, or a header that does not parse
     /// (unknown GSO kind, GSO size 0, checksum outside the frame).
@@ -78,9 +78,11 @@ pub enum DropReason {
     TxOffloadNotNegotiated,
     /// The backend refused the frame (a full port, a TAP write error).
     TxBackendRefused,
-    /// An RX chain with a device-readable buffer or a buffer outside the kernel's RAM.
+    /// An RX chain with a device-readable buffer or a buffer outside the kernel's RAM, or
+    /// an avail entry naming no head of the ring.
     RxMalformedChain,
-    /// A frame larger than the buffers the driver can post.
+    /// A frame larger than the buffers the driver can post, or than those it posted ahead
+    /// of a malformed chain.
     RxBufferTooSmall,
     /// A frame from a port that uses an offload the driver did not negotiate.
     RxOffloadNotNegotiated,
@@ -422,6 +424,16 @@ fn pop_chain<'m>(
     Ok(chain)
 }
 
+/// Returns a chain the device did not fill: used, length 0, published at once. An avail
+/// entry naming no head of the ring (the driver's own corruption) is no chain: no used
+/// entry can name it, so nothing is returned (the caller has counted it as malformed).
+fn return_chain(queue: &mut Queue, mem: &GuestMemoryMmap, head: u16) -> Result<(), ()> {
+    if head >= queue.size() {
+        return Ok(());
+    }
+    fill_used(queue, mem, 0, head, 0).and_then(|()| publish_used(queue, mem, 1))
+}
+
 /// Publishes `count` filled used elements with one store of the used index.
 fn publish_used(queue: &mut Queue, mem: &GuestMemoryMmap, count: u16) -> Result<(), ()> {
     let next = (Wrapping(queue.next_used()) + Wrapping(count)).0;
@@ -488,13 +500,15 @@ pub(crate) fn transmit(
                 }
             };
             let head = chain.head_index();
-            if let Err(reason) = send_chain(mem, chain, &mut iov, wire, features, counters) {
+            let sent = if head < queue.size() {
+                send_chain(mem, chain, &mut iov, wire, features, counters)
+            } else {
+                Err(DropReason::TxMalformedChain)
+            };
+            if let Err(reason) = sent {
                 counters.drop(reason);
             }
-            if fill_used(queue, mem, 0, head, 0)
-                .and_then(|()| publish_used(queue, mem, 1))
-                .is_err()
-            {
+            if return_chain(queue, mem, head).is_err() {
                 counters.drop(DropReason::UsedRingBroken);
             }
         }
@@ -672,8 +686,11 @@ impl RxPath {
         if gathered.bytes < need {
             let port_frame = matches!(self.wire, RxWire::Port { .. });
             let whole_ring = self.chains.len() >= usize::from(rx.queue.size());
-            if port_frame && (!rx.features.mrg_rxbuf || whole_ring) {
-                // Even the buffers the driver can post cannot hold this frame.
+            // Without MRG_RXBUF one chain is all a frame gets; with it, gathering stopped
+            // short of a ring running dry only at the whole ring or a malformed chain, and
+            // the buffers before those are all this frame can have.
+            if port_frame && (!rx.features.mrg_rxbuf || whole_ring || !gathered.ring_empty) {
+                // The buffers cannot hold this frame: drop it rather than cut it short.
                 unpop(rx.queue, self.chains.len());
                 rx.counters.drop(DropReason::RxBufferTooSmall);
                 if let RxWire::Port { packet, .. } = &mut self.wire {
@@ -779,7 +796,12 @@ impl RxPath {
                 continue;
             };
             let head = chain.head_index();
-            match chain_iovecs(rx.mem, chain, true, &mut self.iov[got.iovecs..]) {
+            let buffers = if head < rx.queue.size() {
+                chain_iovecs(rx.mem, chain, true, &mut self.iov[got.iovecs..])
+            } else {
+                None
+            };
+            match buffers {
                 Some((n, bytes)) if bytes >= HDR_LEN || !self.chains.is_empty() => {
                     self.chains.push((head, bytes));
                     got.iovecs += n;
@@ -787,17 +809,15 @@ impl RxPath {
                 }
                 _ if self.chains.is_empty() => {
                     rx.counters.drop(DropReason::RxMalformedChain);
-                    if fill_used(rx.queue, rx.mem, 0, head, 0)
-                        .and_then(|()| publish_used(rx.queue, rx.mem, 1))
-                        .is_err()
-                    {
+                    if return_chain(rx.queue, rx.mem, head).is_err() {
                         rx.counters.drop(DropReason::UsedRingBroken);
                         return Err(RxWait::Buffers);
                     }
                 }
                 _ => {
                     // A bad chain after good ones: leave it for the next frame, which
-                    // returns it as malformed; this frame makes do with what it has.
+                    // returns it as malformed; this frame makes do with what it has, or
+                    // (a port's frame that does not fit) is dropped.
                     rx.queue.go_to_previous_position();
                     break;
                 }
@@ -1205,6 +1225,87 @@ mod tests {
         assert_eq!(round.wait, RxWait::Buffers);
         assert_eq!(counters.drops(DropReason::AvailRingBroken), 1);
         assert_eq!((queue.next_avail(), queue.next_used()), (0, 0));
+    }
+
+    /// Makes avail entry `slot` name head `SIZE + 5`, which the ring does not have.
+    fn name_no_head(mem: &GuestMemoryMmap, q: &MockSplitQueue<'_, GuestMemoryMmap>, slot: u64) {
+        mem.write_obj(SIZE + 5, q.avail_addr().unchecked_add(4 + 2 * slot))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_tx_avail_entry_naming_no_head_is_one_malformed_chain() {
+        // Found by the device_queues fuzz target: counted twice (malformed header and
+        // used_ring_broken) for one entry.
+        let mem = memory();
+        let q = MockSplitQueue::new(&mem, SIZE);
+        let mut queue: Queue = q.create_queue().unwrap();
+        post_tx(&mem, &q, VirtioNetHdr::default());
+        name_no_head(&mem, &q, 0);
+        let (port, _peer) = memory_port_pair(8, MAX_FRAME_LEN).unwrap();
+        let (sink, _source) = (Box::new(port) as Box<dyn PacketPort>).split();
+        let counters = QueueCounters::default();
+        let f = features(true, false, false);
+        transmit(&mut queue, &mem, &mut TxWire::port(sink), f, &counters);
+        let drops: Vec<_> = DropReason::ALL.map(|r| counters.drops(r)).to_vec();
+        let mut expected = vec![0; DropReason::ALL.len()];
+        expected[DropReason::TxMalformedChain as usize] = 1;
+        assert_eq!(drops, expected);
+        assert_eq!(
+            used(&mem, &q).idx,
+            0,
+            "no used entry names a head the ring lacks"
+        );
+    }
+
+    /// A 6000-byte frame for two mergeable one-page buffers, the second of which is bad
+    /// (`spoil` makes it so).
+    fn receive_before_a_bad_chain(
+        spoil: impl Fn(&GuestMemoryMmap, &MockSplitQueue<'_, GuestMemoryMmap>),
+    ) {
+        let mem = memory();
+        let q = MockSplitQueue::new(&mem, SIZE);
+        let mut queue: Queue = q.create_queue().unwrap();
+        post_rx(&q, 2, false);
+        spoil(&mem, &q);
+        let (mut path, mut peer) = rx_path();
+        assert!(peer.send(VirtioNetHdr::default(), &frame(6000)).unwrap());
+        let counters = QueueCounters::default();
+        path.receive(rx(
+            &mut queue,
+            &mem,
+            features(true, false, false),
+            &counters,
+        ));
+        assert_eq!(
+            counters.rx_packets.load(Ordering::Relaxed),
+            0,
+            "not cut short"
+        );
+        assert_eq!(counters.drops(DropReason::RxBufferTooSmall), 1);
+        assert_eq!(counters.drops(DropReason::UsedRingBroken), 0);
+        assert_eq!(used(&mem, &q).idx, 0);
+        assert_eq!(queue.next_avail(), 0, "the good buffer stays the driver's");
+    }
+
+    #[test]
+    fn a_frame_is_not_cut_short_by_a_malformed_chain_behind_its_buffers() {
+        // The frame was delivered truncated to the first buffer and counted as received
+        // (seen while fixing the fuzz target's findings; its whole-frame check covers it).
+        receive_before_a_bad_chain(|mem, q| {
+            let second = BUFFERS + u64::from(BUF_LEN);
+            let readable = RawDescriptor::from(SplitDescriptor::new(second, BUF_LEN, 0, 0));
+            mem.write_obj(readable, q.desc_table_addr().unchecked_add(16))
+                .unwrap();
+        });
+    }
+
+    #[test]
+    fn a_frame_is_not_lost_to_an_avail_entry_naming_no_head() {
+        // The entry became a 0-byte buffer of the frame, its used entry failed, and the
+        // frame and the good buffer were lost (seen while fixing the TX case, which the
+        // fuzz target found).
+        receive_before_a_bad_chain(|mem, q| name_no_head(mem, q, 1));
     }
 
     #[test]
