@@ -93,10 +93,13 @@ pub enum DropReason {
     /// The driver announced chains the device cannot read (an avail index more than a
     /// ring ahead, a ring outside the kernel's RAM); the queue waits for the next kick.
     AvailRingBroken,
+    /// A frame from a port whose header does not validate (unknown GSO kind, GSO size 0,
+    /// checksum outside the frame): the kernel is handed only headers a driver could send.
+    RxMalformedHeader,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::TxMalformedChain,
         DropReason::TxMalformedHeader,
         DropReason::TxOffloadNotNegotiated,
@@ -107,6 +110,7 @@ impl DropReason {
         DropReason::RxBackendError,
         DropReason::UsedRingBroken,
         DropReason::AvailRingBroken,
+        DropReason::RxMalformedHeader,
     ];
 
     /// The counter's name, as in stats dumps.
@@ -122,6 +126,7 @@ impl DropReason {
             DropReason::RxBackendError => "rx_backend_error",
             DropReason::UsedRingBroken => "used_ring_broken",
             DropReason::AvailRingBroken => "avail_ring_broken",
+            DropReason::RxMalformedHeader => "rx_malformed_header",
         }
     }
 }
@@ -674,8 +679,17 @@ impl RxPath {
                     return Err(RxWait::Backend);
                 }
             }
-            if !offloads_accepted(&packet.packets()[0].hdr, rx.features.guest_offloads()) {
-                rx.counters.drop(DropReason::RxOffloadNotNegotiated);
+            // The same checks as a TX header's: the port's peer is not trusted.
+            let p = &packet.packets()[0];
+            let refused = if p.hdr.validate(p.len()).is_err() {
+                Some(DropReason::RxMalformedHeader)
+            } else if !offloads_accepted(&p.hdr, rx.features.guest_offloads()) {
+                Some(DropReason::RxOffloadNotNegotiated)
+            } else {
+                None
+            };
+            if let Some(reason) = refused {
+                rx.counters.drop(reason);
                 packet.clear();
                 return Ok(());
             }
@@ -1306,6 +1320,44 @@ mod tests {
         // frame and the good buffer were lost (seen while fixing the TX case, which the
         // fuzz target found).
         receive_before_a_bad_chain(|mem, q| name_no_head(mem, q, 1));
+    }
+
+    #[test]
+    fn port_frames_with_headers_that_do_not_validate_are_dropped() {
+        // Found by the device_queues fuzz target: a checksum outside the frame reached the
+        // kernel (only the offloads were checked on RX).
+        let bad = [
+            VirtioNetHdr {
+                csum_start: 95,
+                ..tso_hdr(false) // the checksum's 2 bytes end at 113 > 100
+            },
+            VirtioNetHdr {
+                gso_size: 0,
+                ..tso_hdr(false)
+            },
+            VirtioNetHdr {
+                gso_type: 2, // no such GSO kind
+                ..VirtioNetHdr::default()
+            },
+        ];
+        let mem = memory();
+        let q = MockSplitQueue::new(&mem, SIZE);
+        let mut queue: Queue = q.create_queue().unwrap();
+        post_rx(&q, 8, false);
+        let (mut path, mut peer) = rx_path();
+        for hdr in bad {
+            assert!(peer.send(hdr, &frame(100)).unwrap());
+        }
+        assert!(peer.send(tso_hdr(false), &frame(100)).unwrap());
+        let counters = QueueCounters::default();
+        path.receive(rx(&mut queue, &mem, features(true, false, true), &counters));
+        assert_eq!(counters.drops(DropReason::RxMalformedHeader), 3);
+        assert_eq!(
+            counters.rx_packets.load(Ordering::Relaxed),
+            1,
+            "the good one"
+        );
+        assert_eq!(used(&mem, &q).idx, 1);
     }
 
     #[test]

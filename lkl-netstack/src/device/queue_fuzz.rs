@@ -354,7 +354,8 @@ fn run(mem: &GuestMemoryMmap, input: &mut Input<'_>) -> Outcome {
     let delivered = load(&counters.rx_packets);
     let frames_accounted = delivered
         + counters.drops(DropReason::RxBufferTooSmall)
-        + counters.drops(DropReason::RxOffloadNotNegotiated);
+        + counters.drops(DropReason::RxOffloadNotNegotiated)
+        + counters.drops(DropReason::RxMalformedHeader);
     if wait == RxWait::Backend {
         // The port is empty and no frame waits for buffers.
         assert_eq!(
