@@ -625,7 +625,18 @@ fn check_rx(
     }
     let mut fixed = RX_RINGS.areas(q.size()).to_vec();
     fixed.extend(indirect_tables(mem, RX_RINGS.desc, q.size()));
+    // An entry a buffer overwrote names no chain (or the wrong one); but the last buffer
+    // to write over the used ring was used after its write, so its own entry is intact and
+    // shows the overlap.
     let mut written: Vec<(u64, u64)> = Vec::new();
+    for chain in used.iter().filter_map(|e| chains.get(e.0 as usize)) {
+        for r in chain.iter().filter(|d| d.is_write_only()).map(range) {
+            if fixed.iter().chain(&written).any(|&w| overlaps(r, w)) {
+                return false;
+            }
+            written.push(r);
+        }
+    }
     for &(id, len) in &used {
         let chain = chains.get(id as usize).expect("RX used id within the ring");
         let writable: u64 = chain
@@ -637,12 +648,6 @@ fn check_rx(
             u64::from(len) <= writable,
             "RX used length {len} > {writable} writable bytes"
         );
-        for r in chain.iter().filter(|d| d.is_write_only()).map(range) {
-            if fixed.iter().chain(&written).any(|&w| overlaps(r, w)) {
-                return false;
-            }
-            written.push(r);
-        }
     }
 
     // Frames in used order: a first entry with the header (num_buffers entries in all); a
