@@ -18,12 +18,12 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
-step "fuzzing (bounded; log in target/fuzz.log)"
+step "fuzzing (bounded, split over the targets; log in target/fuzz.log)"
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   cargo install --locked cargo-fuzz
 fi
 mkdir -p target
-if ! vhost-backend/fuzz/run.sh "${KNIC_FUZZ_SECONDS:-60}" >target/fuzz.log 2>&1; then
+if ! deploy/dev/fuzz.sh "${KNIC_FUZZ_SECONDS:-60}" >target/fuzz.log 2>&1; then
   tail -n 40 target/fuzz.log; echo "fuzzing found a problem (see above)"; exit 1
 fi
 grep -E '^Done [0-9]+ runs' target/fuzz.log || tail -n 2 target/fuzz.log

@@ -15,6 +15,12 @@ mod sys;
 pub mod tls;
 mod user_memory;
 
+/// The device data path's fuzzing harness, for the `device_queues` cargo-fuzz target
+/// (`lkl-netstack/fuzz`); only with the `fuzzing` feature.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use device::queue_fuzz as fuzzing;
+
 pub use device::{
     DevicePort, DropReason, MAX_QUEUE_PAIRS, NetBackend, NetDeviceConfig, NetDeviceStats, Offloads,
     QueuePairStats, TapConfig,

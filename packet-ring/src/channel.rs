@@ -34,12 +34,13 @@ pub struct PacketSender {
 
 impl PacketSender {
     /// Copies `hdr` + `frame` into a free buffer and publishes it. `false` when no buffer is
-    /// free (the receiver is behind) or the frame does not fit.
+    /// free (the receiver is behind) or the frame does not fit or is empty (an empty packet
+    /// is the mark of a refused one, which the receiver skips).
     pub fn send(&mut self, hdr: VirtioNetHdr, frame: &[u8]) -> bool {
         let Some(mut pkt) = self.free.pop() else {
             return false;
         };
-        let ok = pkt.fill(hdr, frame);
+        let ok = !frame.is_empty() && pkt.fill(hdr, frame);
         if !ok {
             // Published empty, the buffer goes back through the receiver, which skips it.
             pkt.set_len(0);
@@ -51,7 +52,8 @@ impl PacketSender {
     }
 
     /// Copies as many packets of `batch` as there are free buffers, publishing them once.
-    /// Returns how many were sent (frames too big for this channel's buffers are not).
+    /// Returns how many were sent (frames too big for this channel's buffers, or empty, are
+    /// not).
     pub fn send_batch(&mut self, batch: &PacketBatch) -> usize {
         let mut src = batch.packets().iter();
         let free = &mut self.free;
@@ -59,7 +61,7 @@ impl PacketSender {
         self.data.push_batch(batch.len(), || {
             let s = src.next()?;
             let mut pkt = free.pop()?;
-            if pkt.copy_from(s) {
+            if !s.is_empty() && pkt.copy_from(s) {
                 sent += 1;
             } else {
                 pkt.set_len(0);
@@ -79,17 +81,23 @@ pub struct PacketReceiver {
 
 impl PacketReceiver {
     /// Hands up to `max` waiting packets to `f`, then returns their buffers. Zero-length packets
-    /// (frames that did not fit on the sending side) are skipped. Returns how many reached `f`.
+    /// (frames that did not fit on the sending side) are skipped and do not count against
+    /// `max`, so fewer than `max` only when no packet is left. Returns how many reached `f`.
     pub fn recv_with(&mut self, max: usize, mut f: impl FnMut(&Packet)) -> usize {
         let mut delivered = 0;
         let free = &mut self.free;
-        self.data.pop_batch(max, |pkt| {
-            if !pkt.is_empty() {
-                f(&pkt);
-                delivered += 1;
+        while delivered < max {
+            let popped = self.data.pop_batch(max - delivered, |pkt| {
+                if !pkt.is_empty() {
+                    f(&pkt);
+                    delivered += 1;
+                }
+                let _ = free.push(pkt);
+            });
+            if popped == 0 {
+                break;
             }
-            let _ = free.push(pkt);
-        });
+        }
         delivered
     }
 
@@ -143,6 +151,24 @@ mod tests {
         assert_eq!(rx.recv_batch(&mut inb), 2);
         assert_eq!(inb.packets()[0].frame(), &[1; 10]);
         assert_eq!(inb.packets()[1].frame(), &[3; 16]);
+        assert!(rx.is_empty());
+    }
+
+    #[test]
+    fn a_refused_frame_does_not_hide_the_packets_behind_it() {
+        // Found by lkl-netstack's device_queues fuzz target: a one-packet receive met the
+        // refused frame's empty mark, said "nothing", and the frame behind it stalled (the
+        // port's readiness was already consumed).
+        let (mut tx, mut rx) = packet_channel(4, 16);
+        assert!(!tx.send(VirtioNetHdr::default(), &[0; 17]));
+        assert!(
+            !tx.send(VirtioNetHdr::default(), &[]),
+            "empty frames are refused"
+        );
+        assert!(tx.send(VirtioNetHdr::default(), &[7; 16]));
+        let mut one = PacketBatch::new(1, 16);
+        assert_eq!(rx.recv_batch(&mut one), 1);
+        assert_eq!(one.packets()[0].frame(), &[7; 16]);
         assert!(rx.is_empty());
     }
 }

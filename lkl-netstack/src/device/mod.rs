@@ -13,6 +13,8 @@ mod features;
 pub(crate) mod memory;
 pub(crate) mod mmio;
 mod net_queue;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod queue_fuzz;
 mod tap;
 mod virtio_net;
 

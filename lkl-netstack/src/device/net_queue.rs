@@ -30,7 +30,7 @@ use packet_ring::{
     GsoKind, GuestOffloads, MAX_FRAME_LEN, PacketBatch, PacketSink, PacketSource, VirtioNetHdr,
 };
 use virtio_queue::desc::split::Descriptor;
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use super::features::NetFeatures;
@@ -69,7 +69,7 @@ pub(crate) const EMPTY_IOV: libc::iovec = libc::iovec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
     /// A TX chain with a device-writable buffer, a buffer outside the kernel's RAM, or
-    /// more buffers than a frame can have.
+    /// more buffers than a frame can have; or an avail entry naming no head of the ring.
     TxMalformedChain,
     /// A TX chain shorter than the virtio-net header, or a header that does not parse
     /// (unknown GSO kind, GSO size 0, checksum outside the frame).
@@ -78,9 +78,11 @@ pub enum DropReason {
     TxOffloadNotNegotiated,
     /// The backend refused the frame (a full port, a TAP write error).
     TxBackendRefused,
-    /// An RX chain with a device-readable buffer or a buffer outside the kernel's RAM.
+    /// An RX chain with a device-readable buffer or a buffer outside the kernel's RAM, or
+    /// an avail entry naming no head of the ring.
     RxMalformedChain,
-    /// A frame larger than the buffers the driver can post.
+    /// A frame larger than the buffers the driver can post, or than those it posted ahead
+    /// of a malformed chain.
     RxBufferTooSmall,
     /// A frame from a port that uses an offload the driver did not negotiate.
     RxOffloadNotNegotiated,
@@ -88,10 +90,16 @@ pub enum DropReason {
     RxBackendError,
     /// The used ring could not be written (the driver's ring is broken).
     UsedRingBroken,
+    /// The driver announced chains the device cannot read (an avail index more than a
+    /// ring ahead, a ring outside the kernel's RAM); the queue waits for the next kick.
+    AvailRingBroken,
+    /// A frame from a port whose header does not validate (unknown GSO kind, GSO size 0,
+    /// checksum outside the frame): the kernel is handed only headers a driver could send.
+    RxMalformedHeader,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::TxMalformedChain,
         DropReason::TxMalformedHeader,
         DropReason::TxOffloadNotNegotiated,
@@ -101,6 +109,8 @@ impl DropReason {
         DropReason::RxOffloadNotNegotiated,
         DropReason::RxBackendError,
         DropReason::UsedRingBroken,
+        DropReason::AvailRingBroken,
+        DropReason::RxMalformedHeader,
     ];
 
     /// The counter's name, as in stats dumps.
@@ -115,6 +125,8 @@ impl DropReason {
             DropReason::RxOffloadNotNegotiated => "rx_offload_not_negotiated",
             DropReason::RxBackendError => "rx_backend_error",
             DropReason::UsedRingBroken => "used_ring_broken",
+            DropReason::AvailRingBroken => "avail_ring_broken",
+            DropReason::RxMalformedHeader => "rx_malformed_header",
         }
     }
 }
@@ -400,6 +412,33 @@ fn fill_used(
     mem.write_obj(elem.to_le(), addr).map_err(|_| ())
 }
 
+/// Takes the next available chain; `Err` when the driver announced chains that cannot be
+/// read. `pop_descriptor_chain` says None for both "none posted" and "posted but
+/// unreadable", while `enable_notification` keeps reporting the latter as pending, so a
+/// drain that trusted both would retry a broken ring forever. The index is read before
+/// the pop: it only grows, so a chain announced then is readable now unless broken.
+fn pop_chain<'m>(
+    queue: &mut Queue,
+    mem: &'m GuestMemoryMmap,
+) -> Result<Option<DescriptorChain<&'m GuestMemoryMmap>>, ()> {
+    let announced = queue.avail_idx(mem, Ordering::Acquire).map_err(|_| ())?;
+    let chain = queue.pop_descriptor_chain(mem);
+    if chain.is_none() && announced.0 != queue.next_avail() {
+        return Err(());
+    }
+    Ok(chain)
+}
+
+/// Returns a chain the device did not fill: used, length 0, published at once. An avail
+/// entry naming no head of the ring (the driver's own corruption) is no chain: no used
+/// entry can name it, so nothing is returned (the caller has counted it as malformed).
+fn return_chain(queue: &mut Queue, mem: &GuestMemoryMmap, head: u16) -> Result<(), ()> {
+    if head >= queue.size() {
+        return Ok(());
+    }
+    fill_used(queue, mem, 0, head, 0).and_then(|()| publish_used(queue, mem, 1))
+}
+
 /// Publishes `count` filled used elements with one store of the used index.
 fn publish_used(queue: &mut Queue, mem: &GuestMemoryMmap, count: u16) -> Result<(), ()> {
     let next = (Wrapping(queue.next_used()) + Wrapping(count)).0;
@@ -456,15 +495,25 @@ pub(crate) fn transmit(
     let old_used = queue.next_used();
     let mut iov = [EMPTY_IOV; MAX_TX_CHAIN];
     loop {
-        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+        loop {
+            let chain = match pop_chain(queue, mem) {
+                Ok(Some(chain)) => chain,
+                Ok(None) => break,
+                Err(()) => {
+                    counters.drop(DropReason::AvailRingBroken);
+                    return counters.interrupt(needs_interrupt(queue, mem, old_used));
+                }
+            };
             let head = chain.head_index();
-            if let Err(reason) = send_chain(mem, chain, &mut iov, wire, features, counters) {
+            let sent = if head < queue.size() {
+                send_chain(mem, chain, &mut iov, wire, features, counters)
+            } else {
+                Err(DropReason::TxMalformedChain)
+            };
+            if let Err(reason) = sent {
                 counters.drop(reason);
             }
-            if fill_used(queue, mem, 0, head, 0)
-                .and_then(|()| publish_used(queue, mem, 1))
-                .is_err()
-            {
+            if return_chain(queue, mem, head).is_err() {
                 counters.drop(DropReason::UsedRingBroken);
             }
         }
@@ -630,8 +679,17 @@ impl RxPath {
                     return Err(RxWait::Backend);
                 }
             }
-            if !offloads_accepted(&packet.packets()[0].hdr, rx.features.guest_offloads()) {
-                rx.counters.drop(DropReason::RxOffloadNotNegotiated);
+            // The same checks as a TX header's: the port's peer is not trusted.
+            let p = &packet.packets()[0];
+            let refused = if p.hdr.validate(p.len()).is_err() {
+                Some(DropReason::RxMalformedHeader)
+            } else if !offloads_accepted(&p.hdr, rx.features.guest_offloads()) {
+                Some(DropReason::RxOffloadNotNegotiated)
+            } else {
+                None
+            };
+            if let Some(reason) = refused {
+                rx.counters.drop(reason);
                 packet.clear();
                 return Ok(());
             }
@@ -642,8 +700,11 @@ impl RxPath {
         if gathered.bytes < need {
             let port_frame = matches!(self.wire, RxWire::Port { .. });
             let whole_ring = self.chains.len() >= usize::from(rx.queue.size());
-            if port_frame && (!rx.features.mrg_rxbuf || whole_ring) {
-                // Even the buffers the driver can post cannot hold this frame.
+            // Without MRG_RXBUF one chain is all a frame gets; with it, gathering stopped
+            // short of a ring running dry only at the whole ring or a malformed chain, and
+            // the buffers before those are all this frame can have.
+            if port_frame && (!rx.features.mrg_rxbuf || whole_ring || !gathered.ring_empty) {
+                // The buffers cannot hold this frame: drop it rather than cut it short.
                 unpop(rx.queue, self.chains.len());
                 rx.counters.drop(DropReason::RxBufferTooSmall);
                 if let RxWire::Port { packet, .. } = &mut self.wire {
@@ -732,7 +793,12 @@ impl RxPath {
             if self.chains.len() >= usize::from(rx.queue.size()) {
                 break;
             }
-            let Some(chain) = rx.queue.pop_descriptor_chain(rx.mem) else {
+            let popped = pop_chain(rx.queue, rx.mem).map_err(|()| {
+                rx.counters.drop(DropReason::AvailRingBroken);
+                unpop(rx.queue, self.chains.len());
+                RxWait::Buffers
+            })?;
+            let Some(chain) = popped else {
                 if !self.chains.is_empty() {
                     got.ring_empty = true;
                     break;
@@ -744,7 +810,12 @@ impl RxPath {
                 continue;
             };
             let head = chain.head_index();
-            match chain_iovecs(rx.mem, chain, true, &mut self.iov[got.iovecs..]) {
+            let buffers = if head < rx.queue.size() {
+                chain_iovecs(rx.mem, chain, true, &mut self.iov[got.iovecs..])
+            } else {
+                None
+            };
+            match buffers {
                 Some((n, bytes)) if bytes >= HDR_LEN || !self.chains.is_empty() => {
                     self.chains.push((head, bytes));
                     got.iovecs += n;
@@ -752,17 +823,15 @@ impl RxPath {
                 }
                 _ if self.chains.is_empty() => {
                     rx.counters.drop(DropReason::RxMalformedChain);
-                    if fill_used(rx.queue, rx.mem, 0, head, 0)
-                        .and_then(|()| publish_used(rx.queue, rx.mem, 1))
-                        .is_err()
-                    {
+                    if return_chain(rx.queue, rx.mem, head).is_err() {
                         rx.counters.drop(DropReason::UsedRingBroken);
                         return Err(RxWait::Buffers);
                     }
                 }
                 _ => {
                     // A bad chain after good ones: leave it for the next frame, which
-                    // returns it as malformed; this frame makes do with what it has.
+                    // returns it as malformed; this frame makes do with what it has, or
+                    // (a port's frame that does not fit) is dropped.
                     rx.queue.go_to_previous_position();
                     break;
                 }
@@ -1115,6 +1184,180 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The driver claims more chains than its ring holds (avail index a ring and a half
+    /// ahead), after one good chain.
+    fn claim_too_many(mem: &GuestMemoryMmap, q: &MockSplitQueue<'_, GuestMemoryMmap>) {
+        mem.write_obj(SIZE + SIZE / 2, q.avail_addr().unchecked_add(2))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_tx_kick_ends_on_an_avail_index_more_than_a_ring_ahead() {
+        // Found by the device_queues fuzz target: `transmit` retried such a ring forever
+        // (pop said "nothing", enable_notification "more"), hanging the kernel's kick.
+        let (done, kick_ended) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mem = memory();
+            let q = MockSplitQueue::new(&mem, SIZE);
+            let mut queue: Queue = q.create_queue().unwrap();
+            post_tx(&mem, &q, VirtioNetHdr::default());
+            claim_too_many(&mem, &q);
+            let (port, _peer) = memory_port_pair(8, MAX_FRAME_LEN).unwrap();
+            let (sink, _source) = (Box::new(port) as Box<dyn PacketPort>).split();
+            let counters = QueueCounters::default();
+            let f = features(true, true, false);
+            transmit(&mut queue, &mem, &mut TxWire::port(sink), f, &counters);
+            let _ = done.send((
+                counters.drops(DropReason::AvailRingBroken),
+                queue.next_used(),
+            ));
+        });
+        let (broken, used) = kick_ended
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the kick ends");
+        assert_eq!((broken, used), (1, 0));
+    }
+
+    #[test]
+    fn a_receive_round_counts_an_avail_index_more_than_a_ring_ahead() {
+        let mem = memory();
+        let q = MockSplitQueue::new(&mem, SIZE);
+        let mut queue: Queue = q.create_queue().unwrap();
+        post_rx(&q, 4, false);
+        claim_too_many(&mem, &q);
+        let (mut path, mut peer) = rx_path();
+        assert!(peer.send(VirtioNetHdr::default(), &frame(100)).unwrap());
+        let counters = QueueCounters::default();
+        let round = path.receive(rx(
+            &mut queue,
+            &mem,
+            features(true, false, false),
+            &counters,
+        ));
+        assert_eq!(round.wait, RxWait::Buffers);
+        assert_eq!(counters.drops(DropReason::AvailRingBroken), 1);
+        assert_eq!((queue.next_avail(), queue.next_used()), (0, 0));
+    }
+
+    /// Makes avail entry `slot` name head `SIZE + 5`, which the ring does not have.
+    fn name_no_head(mem: &GuestMemoryMmap, q: &MockSplitQueue<'_, GuestMemoryMmap>, slot: u64) {
+        mem.write_obj(SIZE + 5, q.avail_addr().unchecked_add(4 + 2 * slot))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_tx_avail_entry_naming_no_head_is_one_malformed_chain() {
+        // Found by the device_queues fuzz target: counted twice (malformed header and
+        // used_ring_broken) for one entry.
+        let mem = memory();
+        let q = MockSplitQueue::new(&mem, SIZE);
+        let mut queue: Queue = q.create_queue().unwrap();
+        post_tx(&mem, &q, VirtioNetHdr::default());
+        name_no_head(&mem, &q, 0);
+        let (port, _peer) = memory_port_pair(8, MAX_FRAME_LEN).unwrap();
+        let (sink, _source) = (Box::new(port) as Box<dyn PacketPort>).split();
+        let counters = QueueCounters::default();
+        let f = features(true, false, false);
+        transmit(&mut queue, &mem, &mut TxWire::port(sink), f, &counters);
+        let drops: Vec<_> = DropReason::ALL.map(|r| counters.drops(r)).to_vec();
+        let mut expected = vec![0; DropReason::ALL.len()];
+        expected[DropReason::TxMalformedChain as usize] = 1;
+        assert_eq!(drops, expected);
+        assert_eq!(
+            used(&mem, &q).idx,
+            0,
+            "no used entry names a head the ring lacks"
+        );
+    }
+
+    /// A 6000-byte frame for two mergeable one-page buffers, the second of which is bad
+    /// (`spoil` makes it so).
+    fn receive_before_a_bad_chain(
+        spoil: impl Fn(&GuestMemoryMmap, &MockSplitQueue<'_, GuestMemoryMmap>),
+    ) {
+        let mem = memory();
+        let q = MockSplitQueue::new(&mem, SIZE);
+        let mut queue: Queue = q.create_queue().unwrap();
+        post_rx(&q, 2, false);
+        spoil(&mem, &q);
+        let (mut path, mut peer) = rx_path();
+        assert!(peer.send(VirtioNetHdr::default(), &frame(6000)).unwrap());
+        let counters = QueueCounters::default();
+        path.receive(rx(
+            &mut queue,
+            &mem,
+            features(true, false, false),
+            &counters,
+        ));
+        assert_eq!(
+            counters.rx_packets.load(Ordering::Relaxed),
+            0,
+            "not cut short"
+        );
+        assert_eq!(counters.drops(DropReason::RxBufferTooSmall), 1);
+        assert_eq!(counters.drops(DropReason::UsedRingBroken), 0);
+        assert_eq!(used(&mem, &q).idx, 0);
+        assert_eq!(queue.next_avail(), 0, "the good buffer stays the driver's");
+    }
+
+    #[test]
+    fn a_frame_is_not_cut_short_by_a_malformed_chain_behind_its_buffers() {
+        // The frame was delivered truncated to the first buffer and counted as received
+        // (seen while fixing the fuzz target's findings; its whole-frame check covers it).
+        receive_before_a_bad_chain(|mem, q| {
+            let second = BUFFERS + u64::from(BUF_LEN);
+            let readable = RawDescriptor::from(SplitDescriptor::new(second, BUF_LEN, 0, 0));
+            mem.write_obj(readable, q.desc_table_addr().unchecked_add(16))
+                .unwrap();
+        });
+    }
+
+    #[test]
+    fn a_frame_is_not_lost_to_an_avail_entry_naming_no_head() {
+        // The entry became a 0-byte buffer of the frame, its used entry failed, and the
+        // frame and the good buffer were lost (seen while fixing the TX case, which the
+        // fuzz target found).
+        receive_before_a_bad_chain(|mem, q| name_no_head(mem, q, 1));
+    }
+
+    #[test]
+    fn port_frames_with_headers_that_do_not_validate_are_dropped() {
+        // Found by the device_queues fuzz target: a checksum outside the frame reached the
+        // kernel (only the offloads were checked on RX).
+        let bad = [
+            VirtioNetHdr {
+                csum_start: 95,
+                ..tso_hdr(false) // the checksum's 2 bytes end at 113 > 100
+            },
+            VirtioNetHdr {
+                gso_size: 0,
+                ..tso_hdr(false)
+            },
+            VirtioNetHdr {
+                gso_type: 2, // no such GSO kind
+                ..VirtioNetHdr::default()
+            },
+        ];
+        let mem = memory();
+        let q = MockSplitQueue::new(&mem, SIZE);
+        let mut queue: Queue = q.create_queue().unwrap();
+        post_rx(&q, 8, false);
+        let (mut path, mut peer) = rx_path();
+        for hdr in bad {
+            assert!(peer.send(hdr, &frame(100)).unwrap());
+        }
+        assert!(peer.send(tso_hdr(false), &frame(100)).unwrap());
+        let counters = QueueCounters::default();
+        path.receive(rx(&mut queue, &mem, features(true, false, true), &counters));
+        assert_eq!(counters.drops(DropReason::RxMalformedHeader), 3);
+        assert_eq!(
+            counters.rx_packets.load(Ordering::Relaxed),
+            1,
+            "the good one"
+        );
+        assert_eq!(used(&mem, &q).idx, 1);
     }
 
     #[test]
