@@ -75,8 +75,9 @@ pub enum TlsError {
 }
 
 impl TlsError {
-    /// Names the kernel's record-layer errors; other errors stay I/O errors.
-    fn from_kernel(err: io::Error) -> TlsError {
+    /// Names the kernel's record-layer errors of a receive; other errors stay
+    /// I/O errors (on a send, EINVAL or EMSGSIZE say nothing about the peer).
+    fn from_receive(err: io::Error) -> TlsError {
         match err.raw_os_error() {
             Some(libc::EBADMSG) => TlsError::BadRecordMac,
             Some(libc::EMSGSIZE) => TlsError::RecordOverflow,

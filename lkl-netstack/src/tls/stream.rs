@@ -97,7 +97,7 @@ impl KtlsStream {
 
     /// Sends application data; the kernel cuts it into records.
     pub fn send(&self, data: &[u8]) -> Result<usize, TlsError> {
-        (&self.tcp).write(data).map_err(TlsError::from_kernel)
+        (&self.tcp).write(data).map_err(TlsError::Io)
     }
 
     /// Sends every byte of `data`.
@@ -114,7 +114,7 @@ impl KtlsStream {
     pub fn send_file(&self, file: &Fd, offset: &mut i64, count: usize) -> Result<usize, TlsError> {
         self.tcp
             .send_file(file, offset, count)
-            .map_err(TlsError::from_kernel)
+            .map_err(TlsError::Io)
     }
 
     /// Sends the close_notify alert: the peer sees a clean end of data.
@@ -124,7 +124,7 @@ impl KtlsStream {
             CONTENT_ALERT,
             &[ALERT_LEVEL_WARNING, ALERT_CLOSE_NOTIFY],
         )
-        .map_err(TlsError::from_kernel)?;
+        .map_err(TlsError::Io)?;
         Ok(())
     }
 
@@ -136,7 +136,7 @@ impl KtlsStream {
             CONTENT_ALERT,
             &[ALERT_LEVEL_FATAL, u8::from(description)],
         )
-        .map_err(TlsError::from_kernel)?;
+        .map_err(TlsError::Io)?;
         Ok(())
     }
 
@@ -171,7 +171,7 @@ impl KtlsStream {
                     got
                 }
             }
-            .map_err(TlsError::from_kernel)?;
+            .map_err(TlsError::from_receive)?;
             if n == 0 || content == CONTENT_APPLICATION_DATA {
                 return Ok(n);
             }
