@@ -33,11 +33,30 @@ for p in "${PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -eq 0 ]; then log "all packages present"; exit 0; fi
 
+# The mirror this machine already uses for Debian's main suite, from its own apt
+# configuration (deb822 .sources or one-line .list); no host name is written here.
+debian_mirror() {
+  local f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    awk 'BEGIN{RS=""} /Suites:[^\n]*bookworm([ \n]|$)/ && !/security/ {
+           if (match($0, /URIs:[ \t]*[^ \t\n]+/)) { u=substr($0,RSTART,RLENGTH); sub(/URIs:[ \t]*/,"",u); print u; exit } }' "$f"
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -f "$f" ] || continue
+    awk '$1=="deb" && $0 ~ / bookworm( |$)/ { for (i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' "$f"
+  done
+}
+
 if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-  log "adding the bookworm-backports suite (linux-source-6.12, QEMU 10)"
+  mirror=$(debian_mirror | head -n 1)
+  if [ -z "$mirror" ]; then
+    log "no Debian bookworm source found in /etc/apt: add one for 'bookworm' (main), then re-run"; exit 1
+  fi
+  log "adding the bookworm-backports suite from $mirror (linux-source-6.12, QEMU 10)"
   cat > /etc/apt/sources.list.d/knic-backports.sources <<SRC
 Types: deb
-URIs: http://deb.debian.org/debian
+URIs: $mirror
 Suites: bookworm-backports
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg

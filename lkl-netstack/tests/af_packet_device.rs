@@ -11,10 +11,10 @@ use std::io::Read;
 use std::thread;
 
 use common::{Netns, run};
+use knic_uplink::PacketSocketPort;
 use lkl_netstack::{
     BootConfig, DevicePort, Kernel, NetBackend, NetDeviceConfig, Offloads, TcpListener,
 };
-use vhost_backend::uplink::PacketSocketPort;
 
 #[test]
 fn af_packet_device_answers_ping_and_receives_tcp() {

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use crate::backend::{BackendError, MAX_QUEUE_PAIRS, NetBackend, NetBackendConfig};
 use crate::daemon::{DaemonError, Role, ServeConfig, Stop, serve};
 
-use crate::uplink::{UplinkError, UplinkSpec, open_uplinks};
+use knic_uplink::{UplinkError, UplinkSpec, open_uplinks};
 
 /// Serve one VM NIC over vhost-user: a virtio-net device whose packets go to a TAP device or
 /// an existing interface, with offloads (checksum, TSO) passed end to end.

@@ -10,7 +10,8 @@
 //! * `queue_pair` ([`QueuePair`]): the per-pair data path;
 //! * `backend`: the rust-vmm `VhostUserBackend` glue; `vring` ([`NetVring`]): its vring, with
 //!   the notification rule the framework lacks;
-//! * `uplink` and `sys`: TAP and AF_PACKET ports (the only `unsafe`);
+//! * `sys`: fd passing, thread names and signals (the only `unsafe`); the uplinks (TAP,
+//!   AF_PACKET) are the `knic-uplink` crate under `nic-agent/`;
 //! * `daemon`, `stats_server`: serving frontends one after another, exposing counters.
 
 mod backend;
@@ -29,7 +30,6 @@ pub mod stats;
 pub mod stats_server;
 mod sys;
 mod tx;
-pub mod uplink;
 mod vring;
 
 pub use backend::{

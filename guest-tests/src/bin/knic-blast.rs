@@ -5,8 +5,8 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use knic_uplink::PacketSocketPort;
 use packet_ring::{PacketBatch, PacketSink, VirtioNetHdr};
-use vhost_backend::uplink::PacketSocketPort;
 
 fn frame() -> Vec<u8> {
     let mut f = vec![0u8; 60];

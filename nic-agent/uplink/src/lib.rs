@@ -1,8 +1,9 @@
-//! Host-side ports a queue pair's packets flow through: a TAP device or an AF_PACKET socket
-//! on an existing interface. Both exchange the virtio-net header with the kernel, so offload
+//! knic's uplinks: host-side ports a queue pair's packets flow through, a TAP device or an
+//! AF_PACKET socket on an existing interface. Both exchange the virtio-net header with the kernel, so offload
 //! metadata (GSO, partial checksums) passes end to end without touching the payload.
 
 mod af_packet;
+mod sys;
 mod tap;
 
 use std::fmt;

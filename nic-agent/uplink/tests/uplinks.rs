@@ -10,8 +10,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use knic_uplink::{PacketSocketPort, TapPort};
 use packet_ring::{GuestOffloads, PacketBatch, PacketPort, PacketSink, PacketSource, VirtioNetHdr};
-use vhost_backend::uplink::{PacketSocketPort, TapPort};
 
 use test_support::require_root;
 
@@ -92,11 +92,7 @@ fn multi_queue_tap_opens_one_queue_per_pair() {
     // IFF_MULTI_QUEUE (0x0100) and IFF_VNET_HDR (0x4000).
     assert_eq!(flags & 0x4100, 0x4100, "tun_flags {flags:#x}");
     // A single-queue open of a multi-queue TAP is refused, and reported as busy.
-    let e = vhost_backend::uplink::open_uplinks(
-        &vhost_backend::uplink::UplinkSpec::Tap(name.clone()),
-        1,
-    )
-    .unwrap_err();
+    let e = knic_uplink::open_uplinks(&knic_uplink::UplinkSpec::Tap(name.clone()), 1).unwrap_err();
     assert!(e.to_string().contains("busy"), "{e}");
 }
 
