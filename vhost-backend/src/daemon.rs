@@ -127,112 +127,175 @@ pub enum DaemonError {
 /// Serves frontends on `config.socket` until `stop` is requested or `max_connections` is
 /// reached, then removes the sockets it created.
 ///
-/// The frontend's connection goes through the `relay` module to the rust-vmm handler, which
-/// listens on a private socket next to the public one (`.NAME.knic-internal`).
+/// The frontend's connection goes through the front door (`front_door`), which checks every
+/// message, to the rust-vmm handler on a socket only this process can reach
+/// ([`private_handler_socket`]). Many `serve` calls may run in one process (the agent), each
+/// on its own thread with its own backend: nothing a frontend does on one costs another.
 pub fn serve(
     backend: Arc<NetBackend>,
     config: &ServeConfig,
     stop: &Stop,
 ) -> Result<(), DaemonError> {
-    let internal = internal_path(&config.socket);
-    let mut fw_listener = listen(&internal)?;
+    if !crate::guest_fault::install() {
+        warn!(
+            "cannot install the SIGBUS handler: a frontend truncating its guest memory could end the process"
+        );
+    }
     let public = match config.role {
-        Role::Server => match bind_public(&config.socket) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                let _ = std::fs::remove_file(&internal);
-                return Err(e);
-            }
-        },
+        Role::Server => Some(bind_public(&config.socket)?),
         Role::Client { .. } => None,
     };
     if public.is_some() {
         *lock(&stop.listening) = Some(config.socket.clone());
     }
-    let result = serve_connections(
-        &backend,
-        config,
-        stop,
-        &mut fw_listener,
-        public.as_ref(),
-        &internal,
-    );
+    let result = serve_connections(&backend, config, stop, public.as_ref());
     *lock(&stop.listening) = None;
-    let _ = std::fs::remove_file(&internal);
     if public.is_some() {
         let _ = std::fs::remove_file(&config.socket);
     }
     result
 }
 
+/// What the front door watches while a connection lasts.
+struct ConnectionWatch<'a> {
+    stop: &'a Stop,
+    backend: &'a NetBackend,
+}
+
+impl crate::front_door::Watch for ConnectionWatch<'_> {
+    fn stop_requested(&self) -> bool {
+        self.stop.requested()
+    }
+
+    fn memory_poisoned(&self) -> bool {
+        self.backend.take_memory_poisoned()
+    }
+}
+
 fn serve_connections(
     backend: &Arc<NetBackend>,
     config: &ServeConfig,
     stop: &Stop,
-    fw_listener: &mut Listener,
     public: Option<&UnixListener>,
-    internal: &Path,
 ) -> Result<(), DaemonError> {
     let mut served = 0usize;
     while !stop.requested() && config.max_connections.is_none_or(|m| served < m) {
         let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
         let mut daemon = VhostUserDaemon::new("knic-vhost".to_string(), Arc::clone(backend), mem)
             .map_err(|e| DaemonError::Framework(e.to_string()))?;
-        watch_uplinks(backend, &daemon)?;
-
-        let frontend = match (public, config.role) {
-            (Some(l), _) => {
-                info!(socket = %config.socket.display(), "waiting for a frontend");
-                l.accept().map_err(DaemonError::Accept)?.0
-            }
-            (None, Role::Client { retry }) => match dial(&config.socket, retry, stop) {
-                Some(s) => s,
-                None => break,
-            },
-            (None, Role::Server) => break,
-        };
-        if stop.requested() {
-            break;
-        }
-        stop.set_frontend(frontend.try_clone().ok());
-        let handler_side = UnixStream::connect(internal).map_err(DaemonError::Accept)?;
-        let relay = std::thread::Builder::new()
-            .name("knic-relay".to_string())
-            .spawn(move || crate::relay::relay(frontend, handler_side))
-            .map_err(DaemonError::Accept)?;
-        daemon
-            .start(fw_listener)
-            .map_err(|e| DaemonError::Framework(e.to_string()))?;
-        served += 1;
-        info!(connection = served, "frontend connected");
-        match daemon.wait() {
-            Ok(())
-            | Err(vhost_user_backend::Error::HandleRequest(
-                vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage,
-            )) => info!("frontend disconnected"),
-            Err(e) => warn!("frontend connection ended: {e}"),
-        }
-        stop.set_frontend(None);
-        // Dropping the daemon stops and joins this connection's workers.
+        let outcome = serve_one(backend, config, stop, public, &mut daemon);
+        // Dropping the daemon stops and joins this connection's workers; then the fds the
+        // framework leaks can be closed (README).
         drop(daemon);
-        match relay.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => debug!("relay ended: {e}"),
-            Err(_) => warn!("relay thread panicked"),
-        }
+        let reclaimed = backend.reclaim_exit_events();
+        debug!(reclaimed, "framework exit events closed");
         backend.reset();
-        info!("device reset; guest memory unmapped");
+        match outcome? {
+            Some(()) => {
+                served += 1;
+                info!("device reset; guest memory unmapped");
+            }
+            None => break,
+        }
     }
     Ok(())
 }
 
-/// The rust-vmm handler's private socket: hidden, next to the public one.
-fn internal_path(public: &Path) -> PathBuf {
-    let name = public
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "vhost.sock".to_string());
-    public.with_file_name(format!(".{name}.knic-internal"))
+/// One connection: accept or dial the frontend, hand the handler its private socket, run the
+/// front door until the connection ends. `None` when no frontend came (stop requested).
+fn serve_one(
+    backend: &Arc<NetBackend>,
+    config: &ServeConfig,
+    stop: &Stop,
+    public: Option<&UnixListener>,
+    daemon: &mut VhostUserDaemon<Arc<NetBackend>>,
+) -> Result<Option<()>, DaemonError> {
+    watch_uplinks(backend, daemon)?;
+    let frontend = match (public, config.role) {
+        (Some(l), _) => {
+            info!(socket = %config.socket.display(), "waiting for a frontend");
+            l.accept().map_err(DaemonError::Accept)?.0
+        }
+        (None, Role::Client { retry }) => match dial(&config.socket, retry, stop) {
+            Some(s) => s,
+            None => return Ok(None),
+        },
+        (None, Role::Server) => return Ok(None),
+    };
+    if stop.requested() {
+        return Ok(None);
+    }
+    stop.set_frontend(frontend.try_clone().ok());
+    let (mut listener, handler_side) = private_handler_socket(&config.socket)?;
+    let started = daemon.start(&mut listener);
+    drop(listener);
+    if let Err(e) = started {
+        stop.set_frontend(None);
+        return Err(DaemonError::Framework(e.to_string()));
+    }
+    info!("frontend connected");
+    let watch = ConnectionWatch { stop, backend };
+    let end = crate::front_door::run(&frontend, &handler_side, backend.front_door_stats(), &watch);
+    match &end {
+        crate::front_door::End::FrontendClosed | crate::front_door::End::Stopped => {
+            info!("frontend disconnected ({end})")
+        }
+        _ => warn!("frontend disconnected: {end}"),
+    }
+    drop(handler_side);
+    drop(frontend);
+    match daemon.wait() {
+        Ok(())
+        | Err(vhost_user_backend::Error::HandleRequest(
+            vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage,
+        )) => {}
+        Err(e) => debug!("request handler ended: {e}"),
+    }
+    stop.set_frontend(None);
+    Ok(Some(()))
+}
+
+/// The rust-vmm handler's end of a connection, reachable by this process only.
+///
+/// The framework (`vhost-user-backend` 0.24) takes a connection only by accepting it on a
+/// [`Listener`] (`VhostUserDaemon::start`) or by dialling a path (`start_client`);
+/// `BackendReqHandler::from_stream` would take a stream, but needs the framework's private
+/// handler type. So the handler gets a one-shot listener that only our own socket can reach:
+/// bound in a fresh directory of mode 0700 (which `create_dir` refuses to reuse), its
+/// backlog cut to the single connection we make at once without waiting; the name and the
+/// directory are removed before the handler accepts and the listener is closed right after.
+/// A process that found the name in that instant could not connect (the one slot is ours),
+/// and the handler accepts exactly once.
+pub fn private_handler_socket(public: &Path) -> Result<(Listener, UnixStream), DaemonError> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::DirBuilderExt;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let base = public
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(std::env::temp_dir, Path::to_path_buf);
+    let dir = base.join(format!(".knic-{}-{n}", std::process::id()));
+    let path = dir.join("h");
+    let fail = |source: std::io::Error| DaemonError::Bind {
+        path: path.clone(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(fail)?;
+    let made = (|| {
+        let listener = UnixListener::bind(&path)?;
+        crate::sys::set_backlog(listener.as_fd(), 0)?;
+        let ours = crate::sys::connect_nonblocking(&path)?;
+        ours.set_nonblocking(false)?;
+        Ok::<_, std::io::Error>((listener, ours))
+    })();
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_dir(&dir);
+    let (listener, ours) = made.map_err(fail)?;
+    Ok((Listener::from(listener), ours))
 }
 
 fn bind_public(path: &Path) -> Result<UnixListener, DaemonError> {
@@ -257,14 +320,6 @@ pub fn check_socket_dir(path: &Path) -> Result<(), DaemonError> {
         });
     }
     Ok(())
-}
-
-fn listen(path: &Path) -> Result<Listener, DaemonError> {
-    check_socket_dir(path)?;
-    Listener::new(path, true).map_err(|source| DaemonError::Listen {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 /// Connects to a listening frontend, retrying until it answers or `stop` is set.

@@ -72,6 +72,8 @@ impl NetVring {
         let kick = self.control.kick.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(mut f) = kick.as_ref()
             && let Err(e) = f.write_all(&1u64.to_ne_bytes())
+            // A full counter already wakes the worker.
+            && e.kind() != io::ErrorKind::WouldBlock
         {
             warn!("cannot wake a ring's worker: {e}");
         }
@@ -110,7 +112,12 @@ impl VringT<GuestMem> for NetVring {
     }
 
     fn signal_used_queue(&self) -> io::Result<()> {
-        self.inner.signal_used_queue()
+        match self.inner.signal_used_queue() {
+            // The call eventfd's counter is full (the front door made it non-blocking): the
+            // driver has an interrupt pending already.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            r => r,
+        }
     }
 
     fn enable_notification(&self) -> Result<bool, VirtQueError> {
@@ -187,7 +194,14 @@ impl VringT<GuestMem> for NetVring {
     }
 
     fn read_kick(&self) -> io::Result<bool> {
-        self.inner.read_kick()
+        match self.inner.read_kick() {
+            // A wake-up with the counter already drained (or a spurious one): nothing to read,
+            // but the ring is looked at anyway. Failing here would end the worker.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Ok(self.inner.get_ref().is_enabled())
+            }
+            r => r,
+        }
     }
 
     fn set_call(&self, file: Option<File>) {
@@ -195,7 +209,7 @@ impl VringT<GuestMem> for NetVring {
         self.inner.set_call(file);
         if installed {
             // Module doc: a signal may have been lost before this fd was in place.
-            if let Err(e) = self.inner.signal_used_queue() {
+            if let Err(e) = VringT::signal_used_queue(self) {
                 warn!("cannot signal a new call eventfd: {e}");
             }
         }
