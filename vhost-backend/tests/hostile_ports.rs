@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use common::frontend::{
     PROTO_MEM_SLOTS, PROTO_REPLY_ACK, RawFrontend, Region, guest_file, raw, req,
 };
-use common::{MAC, QSIZE, scratch_path, wait_until};
+use common::{scratch_path, wait_until};
 use packet_ring::memory_port_pair;
+use vhost_backend::NetBackend;
 use vhost_backend::daemon::{Role, ServeConfig, Stop, serve};
-use vhost_backend::{NetBackend, NetBackendConfig};
 use vmm_sys_util::eventfd::EventFd;
 
 const MIB: u64 = 1 << 20;
@@ -34,18 +34,8 @@ struct Port {
 
 fn port(tag: &str) -> Port {
     let (uplink, peer) = memory_port_pair(64, packet_ring::MAX_FRAME_LEN).unwrap();
-    let backend = Arc::new(
-        NetBackend::new(
-            NetBackendConfig {
-                mac: MAC,
-                mtu: 1500,
-                queue_size: QSIZE,
-                batch: 32,
-            },
-            vec![Box::new(uplink)],
-        )
-        .unwrap(),
-    );
+    let backend =
+        Arc::new(NetBackend::new(common::device_config(32), vec![Box::new(uplink)]).unwrap());
     let socket = scratch_path(&format!("ports-{tag}.sock"));
     let config = ServeConfig {
         socket: socket.clone(),

@@ -22,6 +22,16 @@ pub const RX: usize = 0;
 pub const TX: usize = 1;
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The device the in-process tests serve: [`MAC`], MTU 1500, [`QSIZE`], batches of `batch`.
+pub fn device_config(batch: usize) -> vhost_backend::NetBackendConfig {
+    vhost_backend::NetBackendConfig {
+        mac: MAC,
+        mtu: 1500,
+        queue_size: QSIZE,
+        batch,
+    }
+}
+
 pub fn scratch_path(name: &str) -> PathBuf {
     let base = if std::path::Path::new("/dev/shm").is_dir() {
         PathBuf::from("/dev/shm")
