@@ -1,15 +1,18 @@
 //! Serving frontends one after another.
 //!
 //! Each connection gets a fresh `VhostUserDaemon` (fresh negotiation state, fresh worker
-//! threads); when the frontend goes away the daemon is dropped (its workers exit and are
-//! joined), the device is reset and the guest memory unmapped, and the next frontend is
-//! awaited (server) or dialled (client). Nothing depends on the order of the frontend's
-//! messages: the framework applies each on arrival and the data path only runs once a ring
-//! is started and memory is mapped.
+//! threads) whose handler sits behind the front door (`front_door`): every message and fd the
+//! frontend sends is checked there first, on a socket pair only this process can reach
+//! ([`private_handler_socket`]). When the connection ends (the frontend left, a request was
+//! refused, its guest memory faulted, or a stop was requested), the daemon is dropped (its
+//! workers exit and are joined), the fds the framework leaks are closed, the device is reset
+//! and the guest memory unmapped, and the next frontend is awaited (server) or dialled
+//! (client). Nothing depends on the order of the frontend's messages: the framework applies
+//! each on arrival and the data path only runs once a ring is started and memory is mapped.
 //!
 //! [`Stop`] ends serving from another thread (the `knic-vhost` signal thread): it wakes a
-//! pending accept, cuts the current frontend's connection so the daemon's wait returns, and
-//! `serve` then joins the workers and removes the sockets it created.
+//! pending accept, the front door sees the request within a tick and ends the connection,
+//! and `serve` then joins the workers and removes the sockets it created.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -10,7 +10,7 @@
 //! front door notices within [`TICK`] and ends the connection whatever state the handler is
 //! in.
 //!
-//! Each request is checked against the [`Rules`](crate::message::Rules) with the kinds of
+//! Each request is checked against the [`Rules`] with the kinds of
 //! its fds; a refused one is counted under its reason in [`FrontDoorStats`] and ends the
 //! connection. Eventfds a frontend passes are made non-blocking before the handler sees them,
 //! so no worker or handler thread can block on one (a full counter, a blocking read).
