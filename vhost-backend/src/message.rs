@@ -324,10 +324,7 @@ mod tests {
         p
     }
 
-    const FILE_1M: FdKind = FdKind::File {
-        size: 1 << 20,
-        seals: 0,
-    };
+    const FILE_1M: FdKind = FdKind::File { size: 1 << 20 };
 
     #[test]
     fn a_region_must_lie_within_its_file() {

@@ -121,9 +121,8 @@ pub fn wait_termination_signal() -> io::Result<&'static str> {
 pub enum FdKind {
     /// An eventfd (`anon_inode:[eventfd]`).
     EventFd,
-    /// A regular file (memfd, tmpfs, hugetlbfs, disk) of `size` bytes; `seals` are its
-    /// `F_GET_SEALS` (0 where the file cannot be sealed).
-    File { size: u64, seals: u32 },
+    /// A regular file (memfd, tmpfs, hugetlbfs, disk) of `size` bytes.
+    File { size: u64 },
     /// A socket.
     Socket,
     /// Anything else: pipe, device, directory, another anonymous inode.
@@ -142,15 +141,9 @@ pub fn fd_kind(fd: std::os::fd::BorrowedFd<'_>) -> FdKind {
         return FdKind::Other;
     }
     match st.st_mode & libc::S_IFMT {
-        libc::S_IFREG => {
-            // SAFETY: F_GET_SEALS takes no argument and only reads the file's seals; it fails
-            // with EINVAL on files that cannot be sealed.
-            let seals = unsafe { libc::fcntl(raw, libc::F_GET_SEALS) };
-            FdKind::File {
-                size: u64::try_from(st.st_size).unwrap_or(0),
-                seals: u32::try_from(seals).unwrap_or(0),
-            }
-        }
+        libc::S_IFREG => FdKind::File {
+            size: u64::try_from(st.st_size).unwrap_or(0),
+        },
         libc::S_IFSOCK => FdKind::Socket,
         _ => match std::fs::read_link(format!("/proc/self/fd/{raw}")) {
             Ok(target) if target.as_os_str() == "anon_inode:[eventfd]" => FdKind::EventFd,

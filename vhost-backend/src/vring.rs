@@ -332,6 +332,30 @@ mod tests {
         );
     }
 
+    /// The front door makes every frontend eventfd non-blocking; the vring must then take
+    /// `EAGAIN` as "nothing to do", never as an error that would end the worker: a kick
+    /// counter already drained, a call counter already full.
+    #[test]
+    fn would_block_on_frontend_eventfds_is_not_an_error() {
+        use std::io::Write;
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let vring = NetVring::new(GuestMemoryAtomic::new(mem), QUEUE_SIZE).unwrap();
+        // Non-blocking stand-ins (socket pairs): nothing to read, no room to write.
+        let (kick, _kick_peer) = UnixStream::pair().unwrap();
+        kick.set_nonblocking(true).unwrap();
+        vring.set_kick(Some(File::from(std::os::fd::OwnedFd::from(kick))));
+        assert!(
+            vring.read_kick().unwrap(),
+            "an empty kick counter is a spurious wake"
+        );
+        let (call, _call_peer) = UnixStream::pair().unwrap();
+        call.set_nonblocking(true).unwrap();
+        let mut filler = &call;
+        while filler.write(&[0u8; 4096]).is_ok() {}
+        vring.set_call(Some(File::from(std::os::fd::OwnedFd::from(call))));
+        vring.signal_used_queue().unwrap();
+    }
+
     /// A state change of a started ring wakes its worker through the kick fd; the framework's
     /// own flag stays on so the kicks of a disabled ring keep coming.
     #[test]
