@@ -102,11 +102,14 @@ pub enum DaemonError {
         dir.display()
     )]
     SocketDirMissing { dir: PathBuf },
-    #[error("cannot listen on {}", path.display())]
-    Listen {
+    #[error(
+        "cannot make the request handler's private socket {}: the socket's directory or the temporary directory must be writable",
+        path.display()
+    )]
+    HandlerSocket {
         path: PathBuf,
         #[source]
-        source: vhost::vhost_user::Error,
+        source: std::io::Error,
     },
     #[error("cannot listen on {}", path.display())]
     Bind {
@@ -114,7 +117,7 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
-    #[error("accepting or relaying a frontend connection failed")]
+    #[error("accepting a frontend connection failed")]
     Accept(#[source] std::io::Error),
     /// The framework's error type carries no `std::error::Error` impl, so its text is kept.
     #[error("vhost-user framework: {0}")]
@@ -270,17 +273,38 @@ fn serve_one(
 /// A process that found the name in that instant could not connect (the one slot is ours),
 /// and the handler accepts exactly once.
 pub fn private_handler_socket(public: &Path) -> Result<(Listener, UnixStream), DaemonError> {
+    // The public socket's directory first (the operator's choice), else the temporary
+    // directory: with --client that directory is the frontend's and may not be ours to write,
+    // and a long socket path may leave no room in `sun_path` for the handler's.
+    let near = public
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map(Path::to_path_buf);
+    let mut last = None;
+    for base in near
+        .into_iter()
+        .chain(std::iter::once(std::env::temp_dir()))
+    {
+        match one_shot_listener(&base) {
+            Ok(pair) => return Ok(pair),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or(DaemonError::HandlerSocket {
+        path: std::env::temp_dir(),
+        source: std::io::ErrorKind::NotFound.into(),
+    }))
+}
+
+/// [`private_handler_socket`] in `base`.
+fn one_shot_listener(base: &Path) -> Result<(Listener, UnixStream), DaemonError> {
     use std::os::fd::AsFd;
     use std::os::unix::fs::DirBuilderExt;
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let base = public
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .map_or_else(std::env::temp_dir, Path::to_path_buf);
     let dir = base.join(format!(".knic-{}-{n}", std::process::id()));
     let path = dir.join("h");
-    let fail = |source: std::io::Error| DaemonError::Bind {
+    let fail = |source: std::io::Error| DaemonError::HandlerSocket {
         path: path.clone(),
         source,
     };
@@ -360,4 +384,39 @@ fn watch_uplinks(
             .map_err(|source| DaemonError::RegisterUplink { pair, source })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    /// The handler's end is connected, accepted exactly once, and leaves no name behind,
+    /// also when the public socket's directory cannot be used (client mode, someone else's
+    /// directory): the temporary directory serves then.
+    #[test]
+    fn the_handler_socket_is_one_shot_and_nameless() {
+        for public in [
+            std::env::temp_dir().join("knic-daemon-test.sock"),
+            PathBuf::from("/nonexistent-knic-dir/x.sock"),
+        ] {
+            let (listener, mut ours) = private_handler_socket(&public).unwrap();
+            let mut theirs = listener
+                .accept()
+                .unwrap()
+                .expect("our connection is pending");
+            ours.write_all(b"ping").unwrap();
+            let mut got = [0u8; 4];
+            theirs.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"ping");
+            let prefix = format!(".knic-{}-", std::process::id());
+            let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with(&prefix))
+                .collect();
+            assert!(left.is_empty(), "{left:?}");
+        }
+    }
 }
