@@ -192,6 +192,7 @@ impl Kernel {
             lkl_sys::KERNEL_VERSION,
             kernel.boot_time.as_secs_f64() * 1e3
         );
+        crate::host::install_debug_exit_check();
         kernel.mount_proc().map_err(BootError::MountProc)?;
         kernel.raise_fd_limit().map_err(BootError::FdLimit)?;
         crate::netlink::set_link("lo", Some(true), None).map_err(BootError::Loopback)?;
@@ -288,6 +289,12 @@ impl Kernel {
     /// The calling thread's process id inside the kernel (all host threads share PID 1).
     pub fn getpid(&self) -> io::Result<i64> {
         sys::syscall_values(nr::GETPID, [0; 6])
+    }
+
+    /// How many reports (BUG, WARNING, oops, list or slab corruption, lockdep) the kernel
+    /// has printed since boot. Zero in a healthy kernel; the `debug` build aborts at the first.
+    pub fn kernel_reports(&self) -> u64 {
+        crate::host::KERNEL_REPORTS.load(Ordering::SeqCst)
     }
 
     /// The kernel log so far (the `syslog` syscall, like `dmesg`).
