@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses part of this module
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // test code: a failed unwrap is a failed test; results are reported on stdout
 
+pub mod frames;
 pub mod http;
 pub mod pki;
 pub mod tap_net;
@@ -37,6 +38,35 @@ pub fn run(cmd: &str) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Lines of the kernel log that report a warning, a bug or a reference-count error.
+pub fn kernel_complaints(kernel: &Kernel) -> Vec<String> {
+    kernel
+        .kernel_log()
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("WARNING") || l.contains("BUG") || l.contains("refcount"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Moves host TAP `tap` into namespace `ns` as 10.`subnet`.0.1/24, gives library
+/// interface `name` 10.`subnet`.0.2/24, brings both up, and pings the library once.
+pub fn connect_tap(kernel: &Kernel, name: &str, tap: &str, ns: &Netns, subnet: u8) {
+    run(&format!(
+        "ip link set {tap} netns {0} && ip -n {0} link set {tap} up && \
+         ip -n {0} addr add 10.{subnet}.0.1/24 dev {tap}",
+        ns.0
+    ));
+    kernel.set_link_up(name, true).unwrap();
+    kernel
+        .add_address(name, format!("10.{subnet}.0.2").parse().unwrap(), 24)
+        .unwrap();
+    run(&format!(
+        "ip netns exec {} ping -c 1 -W 2 10.{subnet}.0.2",
+        ns.0
+    ));
 }
 
 /// A network namespace that is deleted again when the test ends, pass or fail.
