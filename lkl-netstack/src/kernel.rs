@@ -157,6 +157,13 @@ impl NetDevices {
             .map(|d| &d.device)
             .ok_or(UnknownNetDevice { index })
     }
+
+    /// Takes down the host side of devices the kernel never probed (a failed boot).
+    fn release_all(self) {
+        for live in self.live.into_values() {
+            live.release();
+        }
+    }
 }
 
 fn backend_name(config: &NetDeviceConfig) -> String {
@@ -273,7 +280,13 @@ impl Kernel {
         let mut cmdline = config.cmdline.clone();
         let mut net_devices = NetDevices::default();
         for (index, dev) in config.net_devices.iter().enumerate() {
-            let live = create_net_device(index, dev)?;
+            let live = match create_net_device(index, dev) {
+                Ok(live) => live,
+                Err(e) => {
+                    net_devices.release_all();
+                    return Err(e.into());
+                }
+            };
             cmdline.push_str(&format!(
                 " virtio_mmio.device={:#x}@{:#x}:{}",
                 mmio::MMIO_SIZE,
@@ -283,7 +296,10 @@ impl Kernel {
             net_devices.live.insert(index, live);
             net_devices.next_index = index + 1;
         }
-        let cmdline = CString::new(cmdline).map_err(|_| BootError::CommandLine)?;
+        let Ok(cmdline) = CString::new(cmdline) else {
+            net_devices.release_all();
+            return Err(BootError::CommandLine);
+        };
         let ops = if config.host_crypto {
             &HOST_OPS
         } else {
@@ -293,6 +309,7 @@ impl Kernel {
         // contract (host.rs); the command line is copied before the call returns.
         let rc = unsafe { lkl_sys::knic_start_kernel(ops, config.memory_bytes, cmdline.as_ptr()) };
         if rc != 0 {
+            net_devices.release_all();
             return Err(BootError::Start(io::Error::from_raw_os_error(-rc)));
         }
         let kernel = Kernel {
