@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use common::frames::{KERNEL_IP, arp, kernel_device, ping};
-use common::{Netns, connect_tap, kernel_complaints, run};
+use common::{Netns, connect_tap, kernel_complaints, run, wait_for_carrier};
 use lkl_netstack::{
     BootConfig, DevicePort, Kernel, NetBackend, NetDeviceConfig, RemoveNetDeviceError, TapConfig,
     UnknownNetDevice,
@@ -190,6 +190,7 @@ fn port_cycle(kernel: &Kernel, seq: u16) -> usize {
     kernel
         .add_address(&name, Ipv4Addr::from(KERNEL_IP).into(), 24)
         .unwrap();
+    wait_for_carrier(kernel, &name, true);
     arp(&mut peer);
     ping(&mut peer, seq, b"knic removal");
     let stats = kernel.net_device_stats(index).unwrap();
@@ -243,6 +244,7 @@ fn devices_come_and_go_without_leaks() {
     kernel
         .add_address("eth0", Ipv4Addr::from(KERNEL_IP).into(), 24)
         .unwrap();
+    wait_for_carrier(&kernel, "eth0", true);
     arp(&mut boot_peer);
     remove(&kernel, 0, "eth0");
     assert!(matches!(

@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::frames::{KERNEL_IP, PEER_IP, arp, icmp_echo, kernel_device, ping};
-use common::{Netns, connect_tap, kernel_complaints, run};
+use common::{Netns, connect_tap, kernel_complaints, run, wait_for_carrier};
 use lkl_netstack::{
     BootConfig, DevicePort, Kernel, NetBackend, NetDeviceConfig, TapConfig, UdpSocket,
 };
@@ -94,6 +94,7 @@ fn devices_removed_under_traffic() {
         kernel
             .add_address(&name, Ipv4Addr::from(KERNEL_IP).into(), 24)
             .unwrap();
+        wait_for_carrier(&kernel, &name, true);
         arp(&mut peer); // the kernel learns the peer's MAC, so its UDP goes out
         let stop = Arc::new(AtomicBool::new(false));
         let received = Arc::new(AtomicU64::new(0));
@@ -209,6 +210,7 @@ fn devices_removed_under_traffic() {
     kernel
         .add_address(&name, Ipv4Addr::from(KERNEL_IP).into(), 24)
         .unwrap();
+    wait_for_carrier(&kernel, &name, true);
     arp(&mut peer);
     ping(&mut peer, 1, b"after the storm");
     remove_within_deadline(&kernel, index);

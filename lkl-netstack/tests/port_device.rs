@@ -6,31 +6,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::frames::{KERNEL_IP, KERNEL_MAC, arp, arp_request, icmp_echo, ping};
+use common::wait_for_carrier;
 use lkl_netstack::{BootConfig, DevicePort, Kernel, NetBackend, NetDeviceConfig, Offloads};
 use packet_ring::{VirtioNetHdr, memory_port_pair};
-
-/// Waits until the kernel reports eth0's carrier as `up` (IFF_LOWER_UP over rtnetlink).
-fn wait_for_carrier(kernel: &Kernel, up: bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let eth0 = kernel
-            .links()
-            .unwrap()
-            .into_iter()
-            .find(|l| l.name == "eth0");
-        if eth0.as_ref().is_some_and(|l| l.carrier == up) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "carrier never became {up}: {eth0:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 #[test]
 fn kernel_answers_arp_and_ping_through_a_packet_port() {
@@ -62,7 +43,7 @@ fn kernel_answers_arp_and_ping_through_a_packet_port() {
     // Link down: the driver hears of it by a config-change interrupt and drops the
     // carrier, so the kernel answers nothing; link up brings both back.
     kernel.set_net_device_link(0, false).unwrap();
-    wait_for_carrier(&kernel, false);
+    wait_for_carrier(&kernel, "eth0", false);
     let stats = kernel.net_device_stats(0).unwrap();
     assert!(!stats.link_up);
     assert_eq!(stats.config_interrupts, 1);
@@ -84,7 +65,7 @@ fn kernel_answers_arp_and_ping_through_a_packet_port() {
         sent_before
     );
     kernel.set_net_device_link(0, true).unwrap();
-    wait_for_carrier(&kernel, true);
+    wait_for_carrier(&kernel, "eth0", true);
     assert_eq!(kernel.net_device_stats(0).unwrap().config_interrupts, 2);
     // The kernel forgot the peer's MAC while the link was down (it now asks by ARP,
     // which this peer does not answer); the peer's own ARP request teaches it again.
