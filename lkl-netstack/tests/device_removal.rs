@@ -163,6 +163,32 @@ fn port_device() -> (NetDeviceConfig, MemoryPeer) {
     (kernel_device(NetBackend::Port(DevicePort::new(port))), peer)
 }
 
+/// What the kernel holds for virtio-mmio devices: its memory resources (/proc/iomem)
+/// and its interrupt lines with their handlers (/proc/interrupts), without counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DeviceResources {
+    iomem: Vec<String>,
+    irqs: Vec<String>,
+}
+
+impl DeviceResources {
+    fn now(kernel: &Kernel) -> DeviceResources {
+        let iomem = kernel.read_file("/proc/iomem").unwrap();
+        let interrupts = kernel.read_file("/proc/interrupts").unwrap();
+        DeviceResources {
+            iomem: iomem.lines().map(|l| l.trim().to_owned()).collect(),
+            irqs: interrupts
+                .lines()
+                .filter(|l| l.contains("virtio"))
+                .map(|l| {
+                    let fields: Vec<_> = l.split_whitespace().collect();
+                    format!("{} {}", fields[0], fields[fields.len() - 1])
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Removes `index` and checks that it is gone for good: its interface, and every
 /// call with its index.
 fn remove(kernel: &Kernel, index: usize, name: &str) {
@@ -179,10 +205,16 @@ fn remove(kernel: &Kernel, index: usize, name: &str) {
         Err(RemoveNetDeviceError::Unknown(u)) if u == unknown
     ));
     assert!(!kernel.net_device_indices().contains(&index));
+    let left = DeviceResources::now(kernel);
+    assert!(
+        left.iomem.is_empty() && left.irqs.is_empty(),
+        "the kernel still holds device resources: {left:?}"
+    );
 }
 
-/// One cycle over a packet port: add, ARP and ping through it, remove.
-fn port_cycle(kernel: &Kernel, seq: u16) -> usize {
+/// One cycle over a packet port: add, ARP and ping through it, remove. Returns the
+/// index and what the kernel held for the device while it was there.
+fn port_cycle(kernel: &Kernel, seq: u16) -> (usize, DeviceResources) {
     let (config, mut peer) = port_device();
     let (index, name) = kernel.add_net_device(&config).unwrap();
     assert_eq!(name, "eth0", "the kernel gives the lowest free name again");
@@ -198,36 +230,38 @@ fn port_cycle(kernel: &Kernel, seq: u16) -> usize {
         stats.total.rx_packets >= 2 && stats.total.tx_packets >= 2,
         "{stats:?}"
     );
+    let held = DeviceResources::now(kernel);
     remove(kernel, index, &name);
-    index
+    (index, held)
 }
 
-/// One cycle over a TAP: add, and every `ping_every`th time ping it from a namespace;
-/// remove, and the host's TAP goes with it.
-fn tap_cycle(kernel: &Kernel, tap: &str, ns: &Netns, cycle: usize) -> usize {
+/// One cycle over a TAP: add, and every tenth time ping it from a namespace; remove,
+/// and the host's TAP goes with it. Returns the index and what the kernel held.
+fn tap_cycle(kernel: &Kernel, tap: &str, ns: &Netns, cycle: usize) -> (usize, DeviceResources) {
     let (index, name) = kernel
         .add_net_device(&kernel_device(NetBackend::Tap(TapConfig {
             name: tap.into(),
         })))
         .unwrap();
     assert_eq!(name, "eth0");
-    if cycle % 10 == 0 || cycle == CYCLES - 1 {
+    let pinged = cycle % 10 == 0 || cycle == CYCLES - 1;
+    if pinged {
         connect_tap(kernel, &name, tap, ns, 236);
-        remove(kernel, index, &name);
-        let out = std::process::Command::new("ip")
-            .args(["-n", &ns.0, "link", "show", tap])
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "TAP {tap} outlived its device");
-    } else {
-        assert!(std::path::Path::new(&format!("/sys/class/net/{tap}")).exists());
-        remove(kernel, index, &name);
-        assert!(
-            !std::path::Path::new(&format!("/sys/class/net/{tap}")).exists(),
-            "TAP {tap} outlived its device"
-        );
     }
-    index
+    let host_tap = if pinged {
+        format!("ip -n {} link show {tap}", ns.0)
+    } else {
+        format!("ip link show {tap}")
+    };
+    run(&host_tap);
+    let held = DeviceResources::now(kernel);
+    remove(kernel, index, &name);
+    let out = std::process::Command::new("sh")
+        .args(["-c", &host_tap])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "TAP {tap} outlived its device");
+    (index, held)
 }
 
 #[test]
@@ -254,17 +288,21 @@ fn devices_come_and_go_without_leaks() {
     let interfaces = link_names(&kernel);
     assert_eq!(interfaces, ["lo"]);
 
-    // Over a packet port.
-    let mut last = Some(0);
-    for seq in 0..WARM_UP {
-        last = Some(port_cycle(&kernel, seq as u16));
+    // Over a packet port. Every device gets the same window and interrupt line
+    // (and the same virtio index) as the first: each removal gave them back.
+    let (mut last, first) = port_cycle(&kernel, 0);
+    assert_eq!(first.iomem.len(), 2, "window and driver region: {first:?}");
+    assert_eq!(first.irqs.len(), 1, "{first:?}");
+    for seq in 1..WARM_UP {
+        last = port_cycle(&kernel, seq as u16).0;
     }
     let host = Usage::now(&kernel);
     let memory = KernelMemory::now(&kernel);
     for seq in WARM_UP..WARM_UP + CYCLES {
-        let index = port_cycle(&kernel, seq as u16);
-        assert!(last < Some(index), "indices are never reused");
-        last = Some(index);
+        let (index, held) = port_cycle(&kernel, seq as u16);
+        assert!(last < index, "indices are never reused");
+        assert_eq!(held, first, "cycle {seq} got other kernel resources");
+        last = index;
     }
     assert_eq!(link_names(&kernel), interfaces);
     assert!(kernel.net_device_indices().is_empty());
@@ -282,9 +320,10 @@ fn devices_come_and_go_without_leaks() {
     let host = Usage::now(&kernel);
     let memory = KernelMemory::now(&kernel);
     for cycle in 0..CYCLES {
-        let index = tap_cycle(&kernel, &tap, &ns, cycle);
-        assert!(last < Some(index), "indices are never reused");
-        last = Some(index);
+        let (index, held) = tap_cycle(&kernel, &tap, &ns, cycle);
+        assert!(last < index, "indices are never reused");
+        assert_eq!(held, first, "TAP cycle {cycle} got other kernel resources");
+        last = index;
     }
     assert_eq!(link_names(&kernel), interfaces);
     KernelMemory::now(&kernel).assert_back_to(memory, "TAP");
