@@ -5,9 +5,9 @@
 //! never a silent pass. Children are reaped on drop (SIGTERM, then SIGKILL), namespaces
 //! deleted, and every wait has a deadline.
 
-mod netns;
+mod sys;
 
-pub use netns::in_netns;
+pub use sys::{in_netns, poll_readable};
 
 use std::fs;
 use std::path::PathBuf;

@@ -17,7 +17,7 @@ use std::str::FromStr;
 use packet_ring::PacketPort;
 use thiserror::Error;
 
-pub use af_packet::{PacketSocketPort, PacketSocketSink, PacketSocketSource};
+pub use af_packet::{FanoutGroup, PacketSocketPort, PacketSocketSink, PacketSocketSource};
 pub use tap::{TapPort, TapSink, TapSource};
 pub use xdp::{
     XDP_FRAME_SIZE, XDP_MAX_RX_FRAME, XDP_MAX_TX_FRAME, XdpBinding, XdpConfig, XdpMode, XdpPort,
@@ -239,10 +239,10 @@ pub fn open_uplinks(
         }
         UplinkSpec::Packet(name) => {
             let ifindex = crate::sys::if_index(name).map_err(|e| UplinkError::classify(spec, e))?;
-            // One fanout group per process and interface: flows hash across the pairs.
-            let group = (queue_pairs > 1).then(|| (std::process::id() as u16) ^ (ifindex as u16));
+            // One fanout group per uplink: flows hash across the pairs that can receive.
+            let group = (queue_pairs > 1).then(FanoutGroup::new);
             for _ in 0..queue_pairs {
-                let port = PacketSocketPort::open(ifindex, group)
+                let port = PacketSocketPort::open(ifindex, group.clone())
                     .map_err(|e| UplinkError::classify(spec, e))?;
                 ports.push(Box::new(port));
             }

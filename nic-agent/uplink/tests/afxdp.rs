@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use knic_uplink::{PacketSocketPort, UplinkError, XdpConfig, XdpMode, XdpPort, open_xdp_uplinks};
 use packet_ring::{GuestOffloads, PacketBatch, PacketSink, PacketSource, VirtioNetHdr};
-use test_support::{in_netns, require_root, require_tool, run};
+use test_support::{in_netns, poll_readable, require_root, require_tool, run};
 
 /// Source MACs tell our frames from the kernel's own chatter: peer -> port, port -> peer.
 const PEER_MAC: [u8; 6] = [0x02, 0xaf, 0, 0, 0, 0x01];
@@ -452,4 +452,105 @@ fn afxdp_program_left_by_a_killed_process_is_reused_then_detached() {
         !v.has_xdp(),
         "the reused program is detached with our last socket"
     );
+}
+
+/// Our frames from `src` waiting on `rx` now (drained, content checked).
+fn drain(rx: &mut dyn PacketSource, src: [u8; 6]) -> u64 {
+    let mut inb = PacketBatch::new(64, 4096);
+    let mut n = 0;
+    loop {
+        inb.clear();
+        if rx.recv(&mut inb).unwrap() == 0 {
+            return n;
+        }
+        n += inb
+            .packets()
+            .iter()
+            .filter(|p| check(src, p.frame()).is_some())
+            .count() as u64;
+    }
+}
+
+/// AF_PACKET with two queue pairs: their receiving sockets share a fanout group, and only
+/// attached pairs are in it. With pair 1 detached every flow reaches pair 0; attached again,
+/// pair 1 gets its share (on the same ready fd). Nothing a pair sends comes back to either.
+#[test]
+fn afxdp_packet_fanout_hashes_only_to_attached_pairs() {
+    let v = Veth::new("f");
+    let mut peer = v.peer_socket();
+    let mut ports =
+        knic_uplink::open_uplinks(&knic_uplink::UplinkSpec::Packet(v.host.clone()), 2).unwrap();
+    let (a, b) = ports.split_at_mut(1);
+    let (q0, q1) = (a[0].as_mut(), b[0].as_mut());
+    let ready1 = q1.ready_fd();
+
+    // Both start detached: nothing is steered to either.
+    let mut burst = PacketBatch::new(16, 2048);
+    for i in 0..16 {
+        assert!(burst.push(VirtioNetHdr::default(), &frame(PEER_MAC, i, 16)));
+    }
+    assert_eq!(peer.send(&burst).unwrap(), 16);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(drain(&mut *q0, PEER_MAC) + drain(&mut *q1, PEER_MAC), 0);
+    q0.set_attached(true).unwrap();
+    q1.set_attached(true).unwrap();
+    let got = transfer(
+        &mut peer,
+        &mut [&mut *q0, &mut *q1],
+        PEER_MAC,
+        2048,
+        64,
+        256,
+    );
+    assert_eq!(got.iter().sum::<u64>(), 2048);
+    assert!(
+        got.iter().all(|&n| n > 0),
+        "64 flows over 2 attached pairs: {got:?}"
+    );
+
+    q1.set_attached(false).unwrap();
+    let got = transfer(
+        &mut peer,
+        &mut [&mut *q0, &mut *q1],
+        PEER_MAC,
+        2048,
+        64,
+        256,
+    );
+    assert_eq!(got, [2048, 0], "every flow reaches the attached pair");
+
+    q1.set_attached(true).unwrap();
+    assert_eq!(q1.ready_fd(), ready1, "the ready fd survives a re-join");
+    // ... and still signals: with pair 0 out, frames for the re-joined socket make it
+    // readable.
+    q0.set_attached(false).unwrap();
+    assert!(!poll_readable(ready1, 0), "nothing waits yet");
+    assert_eq!(peer.send(&burst).unwrap(), 16);
+    assert!(
+        poll_readable(ready1, 2000),
+        "the ready fd signals the new socket's frames"
+    );
+    assert_eq!(drain(&mut *q1, PEER_MAC), 16);
+    q0.set_attached(true).unwrap();
+    let got = transfer(
+        &mut peer,
+        &mut [&mut *q0, &mut *q1],
+        PEER_MAC,
+        2048,
+        64,
+        256,
+    );
+    assert_eq!(got.iter().sum::<u64>(), 2048);
+    assert!(got[1] > 0, "a re-attached pair gets flows again: {got:?}");
+
+    // Sending: the peer sees every frame, neither pair its own.
+    assert_eq!(
+        transfer(&mut *q0, &mut [&mut peer], PORT_MAC, 512, 8, 128),
+        [512]
+    );
+    assert_eq!(
+        transfer(&mut *q1, &mut [&mut peer], PORT_MAC, 512, 8, 128),
+        [512]
+    );
+    assert_eq!(drain(&mut *q0, PORT_MAC) + drain(&mut *q1, PORT_MAC), 0);
 }
