@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use knic_uplink::{PacketSocketPort, UplinkError, XdpConfig, XdpMode, XdpPort, open_xdp_uplinks};
-use packet_ring::{GuestOffloads, PacketBatch, PacketSink, PacketSource, VirtioNetHdr};
+use packet_ring::{GuestOffloads, PacketBatch, PacketPort, PacketSink, PacketSource, VirtioNetHdr};
 use test_support::{in_netns, poll_readable, require_root, require_tool, run};
 
 /// Source MACs tell our frames from the kernel's own chatter: peer -> port, port -> peer.
@@ -471,6 +471,15 @@ fn drain(rx: &mut dyn PacketSource, src: [u8; 6]) -> u64 {
     }
 }
 
+/// 2048 frames of 64 flows from the peer; how many reached each pair.
+fn spread(
+    peer: &mut PacketSocketPort,
+    q0: &mut dyn PacketPort,
+    q1: &mut dyn PacketPort,
+) -> Vec<u64> {
+    transfer(peer, &mut [q0, q1], PEER_MAC, 2048, 64, 256)
+}
+
 /// AF_PACKET with two queue pairs: their receiving sockets share a fanout group, and only
 /// attached pairs are in it. With pair 1 detached every flow reaches pair 0; attached again,
 /// pair 1 gets its share (on the same ready fd). Nothing a pair sends comes back to either.
@@ -494,14 +503,7 @@ fn afxdp_packet_fanout_hashes_only_to_attached_pairs() {
     assert_eq!(drain(&mut *q0, PEER_MAC) + drain(&mut *q1, PEER_MAC), 0);
     q0.set_attached(true).unwrap();
     q1.set_attached(true).unwrap();
-    let got = transfer(
-        &mut peer,
-        &mut [&mut *q0, &mut *q1],
-        PEER_MAC,
-        2048,
-        64,
-        256,
-    );
+    let got = spread(&mut peer, q0, q1);
     assert_eq!(got.iter().sum::<u64>(), 2048);
     assert!(
         got.iter().all(|&n| n > 0),
@@ -509,14 +511,7 @@ fn afxdp_packet_fanout_hashes_only_to_attached_pairs() {
     );
 
     q1.set_attached(false).unwrap();
-    let got = transfer(
-        &mut peer,
-        &mut [&mut *q0, &mut *q1],
-        PEER_MAC,
-        2048,
-        64,
-        256,
-    );
+    let got = spread(&mut peer, q0, q1);
     assert_eq!(got, [2048, 0], "every flow reaches the attached pair");
 
     q1.set_attached(true).unwrap();
@@ -532,14 +527,7 @@ fn afxdp_packet_fanout_hashes_only_to_attached_pairs() {
     );
     assert_eq!(drain(&mut *q1, PEER_MAC), 16);
     q0.set_attached(true).unwrap();
-    let got = transfer(
-        &mut peer,
-        &mut [&mut *q0, &mut *q1],
-        PEER_MAC,
-        2048,
-        64,
-        256,
-    );
+    let got = spread(&mut peer, q0, q1);
     assert_eq!(got.iter().sum::<u64>(), 2048);
     assert!(got[1] > 0, "a re-attached pair gets flows again: {got:?}");
 
