@@ -445,8 +445,10 @@ impl PacketSink for XdpSink {
             let want = (pkts.len() - next)
                 .min(RING_BATCH as usize)
                 .min(self.free.len()) as u32;
-            let Some(idx) = (want > 0).then(|| self.tx.reserve(want)).flatten() else {
-                // Every frame is in flight: let the kernel finish some, then look again once.
+            let want = want.min(self.tx.free(want));
+            if want == 0 {
+                // Every frame or ring entry is in flight: let the kernel finish some, then
+                // look once more before giving up on the rest.
                 self.kick()?;
                 self.reclaim();
                 if self.free.is_empty() || self.tx.free(1) == 0 {
@@ -455,6 +457,9 @@ impl PacketSink for XdpSink {
                     break;
                 }
                 continue;
+            }
+            let Some(idx) = self.tx.reserve(want) else {
+                break;
             };
             let mut used = 0;
             for pkt in &pkts[next..next + want as usize] {
