@@ -74,8 +74,14 @@ else
     say "configuring a network-only kernel (knic.config)"
     KCONFIG_ALLCONFIG="$here/knic.config" "${kmake[@]}" allnoconfig >"$obj/config.log" 2>&1 ||
       { tail -n 30 "$obj/config.log" >&2; die "kernel configuration failed (log: $obj/config.log)"; }
-    missing=$(grep '^CONFIG_' "$here/knic.config" | while read -r line; do
-      grep -qx "$line" "$obj/.config" || echo "  $line"; done)
+    # Both kinds of pin: "CONFIG_X=v" must appear as is, "# CONFIG_X is not set" must
+    # leave X unset (absent or "is not set").
+    missing=$(grep -E '^(CONFIG_|# CONFIG_[A-Z0-9_]+ is not set$)' "$here/knic.config" | while read -r line; do
+      case $line in
+        "# "*) opt=${line#\# }; opt=${opt%% *}
+               ! grep -q "^$opt=" "$obj/.config" || echo "  $line" ;;
+        *) grep -qx "$line" "$obj/.config" || echo "  $line" ;;
+      esac; done)
     [ -z "$missing" ] || die "these options of knic.config did not take effect (a dependency is off):
 $missing"
     cp "$here/knic.config" "$obj/.knic.config"
