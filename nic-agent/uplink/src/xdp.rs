@@ -127,6 +127,8 @@ pub struct XdpSink {
     tx: ProdRing,
     comp: ConsRing,
     umem: Umem,
+    /// Transmit frames lie in `[tx_start, umem.len())`.
+    tx_start: u64,
     /// Transmit frames not in the kernel's hands (offsets into the UMEM).
     free: Vec<u64>,
     stats: Arc<XdpStats>,
@@ -269,6 +271,7 @@ impl XdpPort {
                 tx: rings.tx,
                 comp: rings.comp,
                 umem: rings.umem,
+                tx_start: rx_end,
                 free,
                 stats,
             },
@@ -353,8 +356,11 @@ impl XdpSink {
             }
             for i in 0..n {
                 let addr = self.comp.addr(idx.wrapping_add(i));
-                // Only frames we posted come back; anything else is not trusted.
-                if addr >= self.umem.len() as u64 || self.free.len() == self.free.capacity() {
+                // Only transmit frames we posted come back; anything else is not trusted.
+                let ours = addr >= self.tx_start
+                    && addr < self.umem.len() as u64
+                    && addr % u64::from(XDP_FRAME_SIZE) == 0;
+                if !ours || self.free.len() == self.free.capacity() {
                     continue;
                 }
                 self.free.push(addr);

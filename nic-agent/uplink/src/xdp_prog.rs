@@ -7,29 +7,41 @@
 //! copes with the program a killed process left behind. Nothing in libxdp detaches a reused
 //! program, so the process does it here, once its own sockets are gone. An interface's
 //! AF_XDP program is thereby owned by one process at a time (one agent per interface).
+//!
+//! Interfaces are told apart by network namespace and ifindex (an ifindex is only unique
+//! within its namespace); the detach runs on the dropping thread, which must be in the
+//! namespace of the open (libxdp looks the program up by ifindex there).
 
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::sync::{Mutex, PoisonError};
 
 use crate::xsk_sys;
 
-static HOLDERS: Mutex<Option<HashMap<libc::c_int, usize>>> = Mutex::new(None);
+/// An interface: the calling thread's network namespace (its nsfs inode) and the ifindex.
+type InterfaceKey = (u64, libc::c_int);
 
-/// One socket's share of interface `ifindex`'s program.
+static HOLDERS: Mutex<Option<HashMap<InterfaceKey, usize>>> = Mutex::new(None);
+
+fn key(ifindex: libc::c_int) -> InterfaceKey {
+    let netns = std::fs::metadata("/proc/thread-self/ns/net").map_or(0, |m| m.ino());
+    (netns, ifindex)
+}
+
+/// One socket's share of an interface's program.
 #[derive(Debug)]
 pub struct ProgramRef {
-    ifindex: libc::c_int,
+    key: InterfaceKey,
 }
 
 impl ProgramRef {
     /// Counts one more socket on `ifindex` (taken before the socket is created, so a
     /// concurrent last drop cannot detach under it).
     pub fn take(ifindex: libc::c_int) -> Self {
+        let key = key(ifindex);
         let mut g = HOLDERS.lock().unwrap_or_else(PoisonError::into_inner);
-        *g.get_or_insert_with(HashMap::new)
-            .entry(ifindex)
-            .or_insert(0) += 1;
-        Self { ifindex }
+        *g.get_or_insert_with(HashMap::new).entry(key).or_insert(0) += 1;
+        Self { key }
     }
 }
 
@@ -37,23 +49,21 @@ impl Drop for ProgramRef {
     fn drop(&mut self) {
         let mut g = HOLDERS.lock().unwrap_or_else(PoisonError::into_inner);
         let map = g.get_or_insert_with(HashMap::new);
-        let last = match map.get_mut(&self.ifindex) {
+        let last = match map.get_mut(&self.key) {
             Some(n) if *n > 1 => {
                 *n -= 1;
                 false
             }
             _ => {
-                map.remove(&self.ifindex);
+                map.remove(&self.key);
                 true
             }
         };
         // Detaching under the lock keeps a new open on the interface from racing it.
         if last {
-            if let Err(e) = xsk_sys::detach_default_program(self.ifindex) {
-                tracing::warn!(
-                    ifindex = self.ifindex,
-                    "detaching the XDP program failed: {e}"
-                );
+            let ifindex = self.key.1;
+            if let Err(e) = xsk_sys::detach_default_program(ifindex) {
+                tracing::warn!(ifindex, "detaching the XDP program failed: {e}");
             }
         }
     }
