@@ -195,13 +195,16 @@ pub fn open_xdp_uplinks(
 ) -> Result<Vec<XdpPort>, UplinkError> {
     let spec = UplinkSpec::Xdp(name.to_string());
     let ifindex = crate::sys::if_index(name).map_err(|e| UplinkError::classify(&spec, e))?;
-    let have = interface_queues(name).map_err(|e| UplinkError::classify(&spec, e))?;
-    if have < queue_pairs {
-        return Err(UplinkError::NotEnoughQueues {
-            name: name.to_string(),
-            have,
-            need: queue_pairs,
-        });
+    // Where sysfs does not show the interface (a thread in another network namespace than
+    // the mount's), the bind's own EINVAL is left to tell.
+    if let Ok(have) = interface_queues(name) {
+        if have < queue_pairs {
+            return Err(UplinkError::NotEnoughQueues {
+                name: name.to_string(),
+                have,
+                need: queue_pairs,
+            });
+        }
     }
     let mut config = *config;
     let mut ports = Vec::with_capacity(queue_pairs);
@@ -284,5 +287,60 @@ mod tests {
             std::io::Error::from_raw_os_error(libc::EPERM),
         );
         assert!(e.to_string().contains("run as root"), "{e}");
+    }
+
+    #[test]
+    fn xdp_failures_name_the_fix() {
+        let spec = UplinkSpec::Xdp("eth1".into());
+        let open = |kind, errno| xdp::XdpOpenError {
+            mode: XdpMode::Native,
+            kind,
+            source: std::io::Error::from_raw_os_error(errno),
+        };
+        let e = UplinkError::classify_xdp(
+            &spec,
+            "eth1",
+            0,
+            open(xdp::XdpFailure::Open, libc::EOPNOTSUPP),
+        );
+        assert!(
+            matches!(
+                e,
+                UplinkError::NoXdpSupport {
+                    mode: XdpMode::Native,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let e = UplinkError::classify_xdp(
+            &spec,
+            "eth1",
+            0,
+            open(
+                xdp::XdpFailure::ForeignProgram("xdp_filter".into()),
+                libc::EBUSY,
+            ),
+        );
+        assert!(
+            e.to_string().contains("ip link set dev eth1 xdp off"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("xdp_filter"), "{e}");
+        let e = UplinkError::classify_xdp(
+            &spec,
+            "eth1",
+            3,
+            open(xdp::XdpFailure::QueueBusy, libc::EBUSY),
+        );
+        assert!(e.to_string().contains("queue 3 of interface eth1"), "{e}");
+        let e =
+            UplinkError::classify_xdp(&spec, "eth1", 0, open(xdp::XdpFailure::Open, libc::EPERM));
+        assert!(matches!(e, UplinkError::Permission { .. }), "{e:?}");
+        let e =
+            UplinkError::classify_xdp(&spec, "eth1", 0, open(xdp::XdpFailure::Open, libc::ENODEV));
+        assert!(matches!(e, UplinkError::NoSuchInterface { .. }), "{e:?}");
+        let e = open_xdp_uplinks("knicnope0", 1, &XdpConfig::default()).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
     }
 }
