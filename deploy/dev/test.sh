@@ -47,5 +47,5 @@ step "the library's debug build: TCP, UDP, hammer and device tests under the ker
 # debugging. Any BUG/WARNING/corruption report aborts the test process (lkl-netstack host.rs).
 KNIC_KERNEL_VARIANT=debug lkl-netstack/lkl-sys/kernel/build-kernel.sh target/knic-kernel-debug
 KNIC_KERNEL_VARIANT=debug cargo test --release -p lkl-netstack --target-dir target/kdebug \
-  --test tcp_loopback --test hammer --test port_device --test hotplug_device \
+  --test tcp_loopback --test hammer --test port_device --test hotplug_device --test device_removal \
   --test tap_device --test af_packet_device --test ktls
