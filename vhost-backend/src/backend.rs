@@ -85,6 +85,8 @@ pub struct NetBackend {
     /// Pairs that carry traffic: all of them, unless a frontend passing the control queue
     /// through says otherwise with VQ_PAIRS_SET (it starts at 1, virtio 1.2 §5.1.6.5.5).
     active_pairs: AtomicUsize,
+    /// The current connection's worker exit fds, which the framework leaks (see there).
+    exit_fds: crate::sys::LeakedExitFds,
 }
 
 /// Why the device could not be built.
@@ -142,6 +144,7 @@ impl NetBackend {
                 mem: None,
             }),
             active_pairs: AtomicUsize::new(all),
+            exit_fds: crate::sys::LeakedExitFds::default(),
         })
     }
 
@@ -174,6 +177,9 @@ impl NetBackend {
     /// (dropping the last reference unmaps it). Uplinks stay. Called between connections.
     pub fn reset(&self) {
         self.reset_state(true);
+        // The connection's daemon is gone (its workers joined), so the exit fds it leaked
+        // have no user left.
+        self.exit_fds.close_all();
     }
 
     /// `RESET_DEVICE` keeps the connection and its memory table (the frontend need not send
@@ -399,7 +405,11 @@ impl VhostUserBackend for NetBackend {
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
         match new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC) {
-            Ok(pair) => Some(pair),
+            Ok(pair) => {
+                self.exit_fds
+                    .record(std::os::fd::AsRawFd::as_raw_fd(&pair.0));
+                Some(pair)
+            }
             Err(e) => {
                 warn!("cannot create a worker exit event: {e}");
                 None
@@ -470,3 +480,11 @@ impl VhostUserBackend for NetBackend {
 
 /// The backend is shared between the daemon and the stats reader.
 pub type SharedBackend = Arc<NetBackend>;
+
+impl Drop for NetBackend {
+    fn drop(&mut self) {
+        // Every daemon holds an `Arc` of the device, so none is left: a connection that
+        // ended without a reset (a stop request) leaked its exit fds too.
+        self.exit_fds.close_all();
+    }
+}

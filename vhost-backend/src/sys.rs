@@ -156,3 +156,30 @@ pub fn wait_termination_signal() -> io::Result<&'static str> {
         "SIGTERM"
     })
 }
+
+/// Worker exit-event fds that `vhost-user-backend` 0.24 leaks: `VringEpollHandler::new`
+/// registers the consumer half returned by `exit_event` with `consumer.into_raw_fd()` and
+/// never closes it, so every connection would leave one open eventfd per worker. The device
+/// records each such fd when it hands it out and closes it here once that connection's
+/// daemon is dropped.
+#[derive(Debug, Default)]
+pub struct LeakedExitFds(std::sync::Mutex<Vec<RawFd>>);
+
+impl LeakedExitFds {
+    pub fn record(&self, fd: RawFd) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(fd);
+    }
+
+    /// Closes every recorded fd. Call only after the daemon that received them is dropped
+    /// (its worker threads joined): no one uses them any more.
+    pub fn close_all(&self) {
+        for fd in self.0.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            // SAFETY: `fd` is a consumer fd this device created and gave to the framework,
+            // which turned it into a raw fd it never closes (vhost-user-backend 0.24,
+            // `event_loop.rs`); nothing else in the process holds that number, and it was
+            // recorded once, so it is closed exactly once, after its only user (the worker's
+            // epoll, gone with the dropped daemon) stopped using it.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+}
