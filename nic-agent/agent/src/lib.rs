@@ -35,7 +35,11 @@
 //! port would copy twice at the seam (into the channel, then out of it into the receiver's
 //! batch): four copies, the figure issue 8 starts from.
 //!
-//! The design toward one copy, for the shared virtio-net engine to take up: the library
+//! Two steps remain. To two copies: a `PacketSink` call that takes the sender's batch
+//! mutably (`send_swap(&mut PacketBatch)`, defaulting to `send`), so the seam swaps on the
+//! sending side too; the vhost worker and the library device call it (their files belong to
+//! the shared-engine work, so it is not done here). To one copy, the design for the shared
+//! virtio-net engine to take up: the library
 //! device's receive thread hands the vhost worker the kernel's posted receive chains
 //! (addresses in the kernel's RAM, which is plain memory of this process) instead of a
 //! `PacketBatch`, so the worker copies guest chain → kernel chain once and publishes the used
