@@ -28,12 +28,12 @@ struct Args {
     #[arg(long, value_name = "PATH", default_value = "/run/knic/agent.sock")]
     api_socket: PathBuf,
 
-    /// A vhost-user port: NAME=SOCKET[,role=server|client][,queues=N][,mac=MAC][,offloads=tso|off].
+    /// A vhost-user port: `NAME=SOCKET[,role=server|client][,queues=N][,mac=MAC][,offloads=tso|off]`.
     /// Repeatable.
     #[arg(long, value_name = "NAME=SOCKET[,...]")]
     port: Vec<PortConfig>,
 
-    /// An uplink: NAME=tap:IFNAME|packet:IFNAME[,queues=N][,offloads=tso|off]. Repeatable.
+    /// An uplink: `NAME=tap:IFNAME|packet:IFNAME[,queues=N][,offloads=tso|off]`. Repeatable.
     #[arg(long, value_name = "NAME=KIND:IFNAME[,...]")]
     uplink: Vec<UplinkConfig>,
 
@@ -41,7 +41,7 @@ struct Args {
     #[arg(long, value_name = "DEVICE=ADDR/PREFIX")]
     address: Vec<AddressConfig>,
 
-    /// A route in the library's main table: DEST/PREFIX[,via=GATEWAY][,dev=DEVICE]. Repeatable.
+    /// A route in the library's main table: `DEST/PREFIX[,via=GATEWAY][,dev=DEVICE]`. Repeatable.
     #[arg(long, value_name = "DEST/PREFIX[,...]")]
     route: Vec<RouteConfig>,
 

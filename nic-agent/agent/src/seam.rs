@@ -1,5 +1,5 @@
 //! The seam between a vhost-user port's queue pair and the library kernel's device: two
-//! [`PacketPort`]s joined back to back, one per side, that move packets by swapping buffers.
+//! [`PacketPort`](packet_ring::PacketPort)s joined back to back, one per side, that move packets by swapping buffers.
 //!
 //! Each direction is a pair of single-producer single-consumer rings of owned [`Packet`]s
 //! (`packet_ring::spsc`): a data ring of filled packets and a free ring returning their

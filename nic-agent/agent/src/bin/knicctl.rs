@@ -70,7 +70,7 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum PortCommand {
-    /// Adds a port: NAME=SOCKET[,role=server|client][,queues=N][,mac=MAC][,offloads=tso|off].
+    /// Adds a port: `NAME=SOCKET[,role=server|client][,queues=N][,mac=MAC][,offloads=tso|off]`.
     Add { port: PortConfig },
     /// Removes a port and its library device.
     Remove { name: String },
@@ -80,7 +80,7 @@ enum PortCommand {
 
 #[derive(Debug, Subcommand)]
 enum UplinkCommand {
-    /// Adds an uplink: NAME=tap:IFNAME|packet:IFNAME[,queues=N][,offloads=tso|off].
+    /// Adds an uplink: `NAME=tap:IFNAME|packet:IFNAME[,queues=N][,offloads=tso|off]`.
     Add { uplink: UplinkConfig },
     /// Lists uplinks.
     List,
@@ -96,7 +96,7 @@ enum AddressCommand {
 
 #[derive(Debug, Subcommand)]
 enum RouteCommand {
-    /// Adds a route: DEST/PREFIX[,via=GATEWAY][,dev=DEVICE].
+    /// Adds a route: `DEST/PREFIX[,via=GATEWAY][,dev=DEVICE]`.
     Add { route: RouteConfig },
     /// Lists the library kernel's routes.
     List,
