@@ -12,6 +12,8 @@
 //!   the notification rule the framework lacks;
 //! * `sys`: fd passing, thread names and signals (the only `unsafe`); the uplinks (TAP,
 //!   AF_PACKET) are the `knic-uplink` crate under `nic-agent/`;
+//! * [`front_door`], [`message`]: every message and fd from a frontend checked before the
+//!   framework's handler sees it; `guest_fault`: SIGBUS in guest memory contained;
 //! * `daemon`, `stats_server`: serving frontends one after another, exposing counters.
 
 mod backend;
@@ -20,9 +22,11 @@ pub mod config;
 pub mod ctrl;
 pub mod daemon;
 pub mod features;
+pub mod front_door;
+mod guest_fault;
+pub mod message;
 mod queue_pair;
 mod ratelimit;
-mod relay;
 mod ring;
 mod rx;
 pub mod rx_filter;
@@ -38,5 +42,6 @@ pub use backend::{
 };
 pub use queue_pair::{HostError, QueuePair, QueuePairConfig};
 pub use rx::{Placement, RxBuffers, RxChainError};
+pub use sys::{FdKind, fd_kind};
 pub use tx::{TxChainError, TxLimits};
 pub use vring::NetVring;
