@@ -182,7 +182,7 @@ pub struct PortConfig {
 #[serde(deny_unknown_fields)]
 pub struct UplinkConfig {
     pub name: String,
-    /// `tap:NAME` or `packet:IFNAME`.
+    /// `tap:NAME`, `packet:IFNAME` or `xdp:IFNAME`.
     pub spec: String,
     #[serde(default = "default_queue_pairs")]
     pub queue_pairs: u16,
@@ -267,7 +267,7 @@ fn split_spec<'a>(
 }
 
 const PORT_FORM: &str = "NAME=SOCKET[,role=server|client][,queues=N][,mac=MAC][,offloads=tso|off]";
-const UPLINK_FORM: &str = "NAME=tap:IFNAME|packet:IFNAME[,queues=N][,offloads=tso|off]";
+const UPLINK_FORM: &str = "NAME=tap:IFNAME|packet:IFNAME|xdp:IFNAME[,queues=N][,offloads=tso|off]";
 const ADDRESS_FORM: &str = "DEVICE=ADDRESS/PREFIX, like vm1=10.0.1.1/24";
 const ROUTE_FORM: &str = "DEST/PREFIX[,via=GATEWAY][,dev=DEVICE], like 0.0.0.0/0,via=10.0.0.254";
 
@@ -341,9 +341,13 @@ impl FromStr for UplinkConfig {
 impl UplinkConfig {
     /// The uplink kind and interface, checked.
     pub fn spec(&self) -> Result<UplinkSpec, ConfigError> {
-        self.spec
-            .parse()
-            .map_err(|_| bad("uplink", &self.spec, "tap:IFNAME or packet:IFNAME"))
+        self.spec.parse().map_err(|_| {
+            bad(
+                "uplink",
+                &self.spec,
+                "tap:IFNAME, packet:IFNAME or xdp:IFNAME",
+            )
+        })
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -460,8 +464,8 @@ mod tests {
         assert!(e.to_string().contains("role=server|client"), "{e}");
         let e = "vm 1=/s".parse::<PortConfig>().unwrap_err();
         assert_eq!(e.what, "port name");
-        let e = "up=xdp:eth0".parse::<UplinkConfig>().unwrap_err();
-        assert!(e.to_string().contains("packet:IFNAME"), "{e}");
+        let e = "up=vde:eth0".parse::<UplinkConfig>().unwrap_err();
+        assert!(e.to_string().contains("xdp:IFNAME"), "{e}");
         let e = "vm1=10.0.0.1/33".parse::<AddressConfig>().unwrap_err();
         assert_eq!(e.what, "prefix length");
         let e = "03:00:00:00:00:01".parse::<Mac>().unwrap_err();

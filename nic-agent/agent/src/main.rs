@@ -33,7 +33,7 @@ struct Args {
     #[arg(long, value_name = "NAME=SOCKET[,...]")]
     port: Vec<PortConfig>,
 
-    /// An uplink: `NAME=tap:IFNAME|packet:IFNAME[,queues=N][,offloads=tso|off]`. Repeatable.
+    /// An uplink: `NAME=tap:IFNAME|packet:IFNAME|xdp:IFNAME[,queues=N][,offloads=tso|off]`. Repeatable.
     #[arg(long, value_name = "NAME=KIND:IFNAME[,...]")]
     uplink: Vec<UplinkConfig>,
 

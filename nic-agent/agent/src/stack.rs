@@ -30,13 +30,14 @@ pub enum StackError {
     Boot(#[source] BootError),
     #[error("adding a network device to the library kernel failed")]
     AddDevice(#[source] NetDeviceError),
-    #[error(
-        "removing network device {ifname} is not supported by this library kernel yet: the \
-         device stays (link down); restart the agent to drop it"
-    )]
-    RemoveUnsupported { ifname: String },
-    #[error("the library kernel has no network device {0}")]
-    UnknownDevice(usize),
+    #[error("removing network device {ifname} from the library kernel failed")]
+    RemoveDevice {
+        ifname: String,
+        #[source]
+        source: RemoveNetDeviceError,
+    },
+    #[error(transparent)]
+    UnknownDevice(#[from] UnknownNetDevice),
     #[error("{op} failed inside the library kernel")]
     Kernel {
         op: String,
@@ -106,16 +107,6 @@ impl LocalStack {
     }
 }
 
-/// Removal of a library device. `Kernel::remove_net_device` is being added to lkl-netstack
-/// (device teardown in the port); until this kernel has it, the device stays and the caller
-/// hears so.
-fn remove_net_device(kernel: &Kernel, device: &DeviceHandle) -> Result<(), StackError> {
-    let _ = kernel;
-    Err(StackError::RemoveUnsupported {
-        ifname: device.ifname.clone(),
-    })
-}
-
 impl StackInstance for LocalStack {
     fn add_device(&self, config: &NetDeviceConfig) -> Result<DeviceHandle, StackError> {
         let (index, ifname) = self
@@ -126,21 +117,20 @@ impl StackInstance for LocalStack {
     }
 
     fn remove_device(&self, device: &DeviceHandle) -> Result<(), StackError> {
-        remove_net_device(&self.kernel, device)
+        self.kernel
+            .remove_net_device(device.index)
+            .map_err(|source| StackError::RemoveDevice {
+                ifname: device.ifname.clone(),
+                source,
+            })
     }
 
     fn set_device_link(&self, device: &DeviceHandle, up: bool) -> Result<(), StackError> {
-        if self.kernel.set_net_device_link(device.index, up) {
-            Ok(())
-        } else {
-            Err(StackError::UnknownDevice(device.index))
-        }
+        Ok(self.kernel.set_net_device_link(device.index, up)?)
     }
 
     fn device_stats(&self, device: &DeviceHandle) -> Result<NetDeviceStats, StackError> {
-        self.kernel
-            .net_device_stats(device.index)
-            .ok_or(StackError::UnknownDevice(device.index))
+        Ok(self.kernel.net_device_stats(device.index)?)
     }
 
     fn set_queue_pairs(&self, ifname: &str, pairs: u32) -> Result<(), StackError> {

@@ -80,7 +80,7 @@ enum PortCommand {
 
 #[derive(Debug, Subcommand)]
 enum UplinkCommand {
-    /// Adds an uplink: `NAME=tap:IFNAME|packet:IFNAME[,queues=N][,offloads=tso|off]`.
+    /// Adds an uplink: `NAME=tap:IFNAME|packet:IFNAME|xdp:IFNAME[,queues=N][,offloads=tso|off]`.
     Add { uplink: UplinkConfig },
     /// Lists uplinks.
     List,
