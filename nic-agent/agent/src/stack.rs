@@ -10,7 +10,8 @@ use std::io;
 use std::net::IpAddr;
 
 use lkl_netstack::{
-    BootConfig, BootError, Kernel, Link, NetDeviceConfig, NetDeviceError, NetDeviceStats, Route,
+    BootConfig, BootError, Kernel, Link, NetDeviceConfig, NetDeviceError, NetDeviceStats,
+    RemoveNetDeviceError, Route, UnknownNetDevice,
 };
 use thiserror::Error;
 
