@@ -13,6 +13,7 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+pub mod agent;
 pub mod initramfs;
 
 pub use test_support::{NetNs, Proc, SETUP, Scratch, require_root, require_tool, run, wait_for};

@@ -1,0 +1,252 @@
+//! knic-agent in a network namespace, driven through `knicctl --output json`, with a peer
+//! namespace behind a veth uplink: the topology of the agent's end-to-end tests.
+//!
+//! ```text
+//!  guests ──vhost-user──▶ knic-agent (namespace A: uplink AF_PACKET on kga)
+//!                                   kga ══ veth ══ kgb (namespace B: the peer, PEER_IP)
+//! ```
+//! Inside the agent's library kernel the uplink has UPLINK_IP and port `vmN` has
+//! `10.210.N.1/24`; the guest on it is `10.210.N.2`. The peer routes 10.210.0.0/16 via the
+//! library.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::{NetNs, Proc, run, wait_for, workspace_bin};
+
+/// The peer's address on its veth end.
+pub const PEER_IP: &str = "10.210.0.1";
+/// The library's address on the uplink.
+pub const UPLINK_IP: &str = "10.210.0.2";
+
+/// The library-side address of port `vm{n}` (the guest's gateway).
+pub fn gateway_ip(n: u8) -> String {
+    format!("10.210.{n}.1")
+}
+
+/// The guest's address behind port `vm{n}`.
+pub fn guest_ip(n: u8) -> String {
+    format!("10.210.{n}.2")
+}
+
+/// The agent's namespace and the peer's, joined by a veth pair.
+#[derive(Debug)]
+pub struct Topology {
+    pub agent_ns: NetNs,
+    pub peer_ns: NetNs,
+}
+
+impl Topology {
+    pub fn new(tag: &str) -> Topology {
+        let agent_ns = NetNs::new(&format!("{tag}-a"));
+        let peer_ns = NetNs::new(&format!("{tag}-p"));
+        run(agent_ns.cmd("ip").args([
+            "link",
+            "add",
+            "kga",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "kgb",
+            "netns",
+            &peer_ns.name,
+        ]));
+        run(agent_ns.cmd("ip").args(["link", "set", "kga", "up"]));
+        run(peer_ns
+            .cmd("ip")
+            .args(["addr", "add", &format!("{PEER_IP}/24"), "dev", "kgb"]));
+        run(peer_ns.cmd("ip").args(["link", "set", "kgb", "up"]));
+        run(peer_ns
+            .cmd("ip")
+            .args(["route", "add", "10.210.0.0/16", "via", UPLINK_IP]));
+        Topology { agent_ns, peer_ns }
+    }
+
+    /// The agent's flags for this topology with ports `vm1..=vm{ports}` in `dir`.
+    pub fn agent_args(dir: &Path, ports: u8, port_options: &str) -> Vec<String> {
+        let mut args = vec![
+            "--uplink=up0=packet:kga".to_string(),
+            format!("--address=up0={UPLINK_IP}/24"),
+        ];
+        for n in 1..=ports {
+            args.push(format!(
+                "--port=vm{n}={}{port_options}",
+                dir.join(format!("vm{n}.sock")).display()
+            ));
+            args.push(format!("--address=vm{n}={}/24", gateway_ip(n)));
+        }
+        args
+    }
+}
+
+/// What the agent process holds, from /proc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resources {
+    pub fds: usize,
+    pub threads: u64,
+    pub rss_kib: u64,
+}
+
+/// A running knic-agent.
+#[derive(Debug)]
+pub struct KnicAgent {
+    pub proc: Proc,
+    pub api: PathBuf,
+    pub log: PathBuf,
+}
+
+impl KnicAgent {
+    /// Starts the agent inside `ns` with `args`; its API socket and log go to `dir`.
+    pub fn start(ns: &NetNs, dir: &Path, args: &[String]) -> KnicAgent {
+        let api = dir.join("agent.sock");
+        let log = dir.join("knic-agent.log");
+        let out = fs::File::create(&log).unwrap_or_else(|e| panic!("log: {e}"));
+        // `ip netns exec` execs the agent, so the child's pid is the agent's.
+        let mut cmd = ns.cmd(workspace_bin("knic-agent"));
+        cmd.arg("--api-socket").arg(&api).args(args).stderr(out);
+        let mut proc = Proc::spawn("knic-agent", &mut cmd);
+        let agent_log = log.clone();
+        wait_for("knic-agent's API", Duration::from_secs(30), || {
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                panic!(
+                    "knic-agent exited ({status}):\n{}",
+                    fs::read_to_string(&agent_log).unwrap_or_default()
+                );
+            }
+            api.exists()
+                && Command::new(workspace_bin("knicctl"))
+                    .arg("--api-socket")
+                    .arg(&api)
+                    .args(["port", "list"])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+        });
+        KnicAgent { proc, api, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `knicctl ARGS --output json`; fails the test (with the agent's log) on a refusal.
+    pub fn ctl(&self, args: &[&str]) -> Value {
+        let out = Command::new(workspace_bin("knicctl"))
+            .arg("--api-socket")
+            .arg(&self.api)
+            .args(args)
+            .args(["--output", "json"])
+            .output()
+            .unwrap_or_else(|e| panic!("knicctl: {e}"));
+        assert!(
+            out.status.success(),
+            "knicctl {args:?} failed: {}\nagent log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("knicctl JSON: {e}"))
+    }
+
+    /// Port `name` as `knicctl port list` shows it.
+    pub fn port(&self, name: &str) -> Value {
+        let ports = self.ctl(&["port", "list"]);
+        ports
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no port {name}: {ports}"))
+    }
+
+    /// Port `name`'s entry of `knicctl stats`.
+    pub fn port_stats(&self, name: &str) -> Value {
+        let stats = self.ctl(&["stats"]);
+        stats["ports"]
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no port {name}: {stats}"))
+    }
+
+    /// Waits until port `name`'s guest is (or is no longer) connected, and the library's
+    /// carrier follows.
+    pub fn wait_guest(&self, name: &str, connected: bool, timeout: Duration) {
+        wait_for(
+            &format!("port {name} guest_connected={connected}"),
+            timeout,
+            || {
+                let p = self.port(name);
+                p["guest_connected"] == connected && p["library_carrier"] == connected
+            },
+        );
+    }
+
+    /// The library kernel's interface names.
+    pub fn library_links(&self) -> Vec<String> {
+        let links = self.ctl(&["links"]);
+        links
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Open fds, threads and resident memory of the agent process.
+    pub fn resources(&self) -> Resources {
+        let pid = self.proc.child.id();
+        let fds = fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap_or_else(|e| panic!("/proc/{pid}/fd: {e}"))
+            .count();
+        let status = fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+        };
+        Resources {
+            fds,
+            threads: field("Threads:"),
+            rss_kib: field("VmRSS:"),
+        }
+    }
+}
+
+/// Asserts a port's copy accounting in direction `dir` (`to_stack`, `to_guest`): each frame
+/// that crossed was copied three times (vhost worker, seam, library device; the seam's
+/// receive side swaps), and every copy beyond that belongs to a frame the seam refused
+/// (all its buffers in flight), flushed, or that was lost after the seam. Returns the
+/// measured copies per frame.
+pub fn assert_copy_accounting(port_stats: &Value, dir: &str) -> f64 {
+    let n = |v: &Value| v.as_u64().unwrap_or_else(|| panic!("not a counter: {v}"));
+    let c = &port_stats["copies"][dir];
+    let s = &port_stats["seam"][dir];
+    let frames = n(&c["frames"]);
+    assert!(frames > 0, "{dir}: no frame crossed: {port_stats}");
+    assert_eq!(
+        s["copies"], s["swaps"],
+        "{dir}: the seam's receiver copies nothing: {port_stats}"
+    );
+    let all = n(&c["vhost_copies"]) + n(&c["seam_copies"]) + n(&c["library_copies"]);
+    let lost =
+        n(&s["full"]) + n(&s["refused"]) + n(&s["flushed"]) + n(&s["swaps"]).saturating_sub(frames);
+    assert!(
+        all >= 3 * frames,
+        "{dir}: fewer than 3 copies per frame: {port_stats}"
+    );
+    assert!(
+        all - 3 * frames <= 2 * lost,
+        "{dir}: {} copies beyond 3 per frame, only {lost} frames lost on the way: {port_stats}",
+        all - 3 * frames
+    );
+    c["per_frame"].as_f64().unwrap_or(0.0)
+}

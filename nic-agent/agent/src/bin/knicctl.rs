@@ -1,0 +1,189 @@
+//! `knicctl`: the command line over knic-agent's control API.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use knic_agent::api::{Request, call};
+use knic_agent::config::{AddressConfig, PortConfig, RouteConfig, UplinkConfig};
+use knic_agent::error_chain;
+use serde_json::Value;
+
+/// Controls a running knic-agent.
+///
+/// Examples:
+///   knicctl port add vm2=/run/knic/vm2.sock,queues=2
+///   knicctl address add vm2=10.0.2.1/24
+///   knicctl port list --output json
+///   knicctl stats
+#[derive(Debug, Parser)]
+#[command(name = "knicctl", version, verbatim_doc_comment)]
+struct Args {
+    /// The agent's API socket.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        default_value = "/run/knic/agent.sock"
+    )]
+    api_socket: PathBuf,
+
+    /// text (readable) or json (for scripts: the agent's answer as is).
+    #[arg(long, short, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+
+    /// Seconds to wait for the agent's answer.
+    #[arg(long, global = true, default_value_t = 30)]
+    timeout: u64,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// vhost-user ports (each a library network device).
+    #[command(subcommand)]
+    Port(PortCommand),
+    /// Uplinks (each a library network device).
+    #[command(subcommand)]
+    Uplink(UplinkCommand),
+    /// Addresses on ports' and uplinks' library interfaces.
+    #[command(subcommand)]
+    Address(AddressCommand),
+    /// Routes in the library kernel's main table.
+    #[command(subcommand)]
+    Route(RouteCommand),
+    /// The library kernel's interfaces.
+    Links,
+    /// Counters of every port and uplink, with copies per frame.
+    Stats,
+}
+
+#[derive(Debug, Subcommand)]
+enum PortCommand {
+    /// Adds a port: `NAME=SOCKET[,role=server|client][,queues=N][,mac=MAC][,offloads=tso|off]`.
+    Add { port: PortConfig },
+    /// Removes a port and its library device.
+    Remove { name: String },
+    /// Lists ports with link state and negotiated features.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum UplinkCommand {
+    /// Adds an uplink: `NAME=tap:IFNAME|packet:IFNAME|xdp:IFNAME[,queues=N][,offloads=tso|off]`.
+    Add { uplink: UplinkConfig },
+    /// Lists uplinks.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum AddressCommand {
+    /// Adds an address: DEVICE=ADDRESS/PREFIX.
+    Add { address: AddressConfig },
+    /// Lists the addresses the agent configured.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum RouteCommand {
+    /// Adds a route: `DEST/PREFIX[,via=GATEWAY][,dev=DEVICE]`.
+    Add { route: RouteConfig },
+    /// Lists the library kernel's routes.
+    List,
+}
+
+fn request(command: Command) -> Request {
+    match command {
+        Command::Port(PortCommand::Add { port }) => Request::PortAdd { port },
+        Command::Port(PortCommand::Remove { name }) => Request::PortRemove { name },
+        Command::Port(PortCommand::List) => Request::PortList,
+        Command::Uplink(UplinkCommand::Add { uplink }) => Request::UplinkAdd { uplink },
+        Command::Uplink(UplinkCommand::List) => Request::UplinkList,
+        Command::Address(AddressCommand::Add { address }) => Request::AddressAdd { address },
+        Command::Address(AddressCommand::List) => Request::AddressList,
+        Command::Route(RouteCommand::Add { route }) => Request::RouteAdd { route },
+        Command::Route(RouteCommand::List) => Request::RouteList,
+        Command::Links => Request::LinkList,
+        Command::Stats => Request::Stats,
+    }
+}
+
+/// A scalar as text; objects and arrays as compact JSON.
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) if a.iter().all(Value::is_string) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    }
+}
+
+/// Text form: a list of objects as `key=value` lines, one object per line; anything else
+/// as indented JSON.
+fn text(v: &Value) -> String {
+    match v {
+        Value::Array(items) if items.iter().all(Value::is_object) => {
+            let mut out = String::new();
+            for item in items {
+                if let Value::Object(m) = item {
+                    let line: Vec<String> =
+                        m.iter().map(|(k, v)| format!("{k}={}", cell(v))).collect();
+                    out.push_str(&line.join(" "));
+                    out.push('\n');
+                }
+            }
+            out
+        }
+        Value::Object(m) => {
+            let mut out = String::new();
+            for (k, v) in m {
+                out.push_str(&format!("{k}: {}\n", cell(v)));
+            }
+            out
+        }
+        other => format!(
+            "{}\n",
+            serde_json::to_string_pretty(other).unwrap_or_default()
+        ),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let stats = matches!(args.command, Command::Stats);
+    let req = request(args.command);
+    match call(&args.api_socket, &req, Duration::from_secs(args.timeout)) {
+        Ok(v) => {
+            let out = match args.output {
+                Output::Json => format!("{v}\n"),
+                Output::Text if stats => {
+                    format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default())
+                }
+                Output::Text => text(&v),
+            };
+            let mut stdout = std::io::stdout().lock();
+            if stdout.write_all(out.as_bytes()).is_err() {
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("knicctl: {}", error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,490 @@
+//! What the agent is asked to run: ports, uplinks, addresses and routes, from command-line
+//! flags (`NAME=VALUE,key=value` strings) or from the control API (the same types as JSON).
+//! Every parse error names the bad value and says what is allowed.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use knic_uplink::UplinkSpec;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Most queue pairs a port or uplink may have: the library device's limit.
+pub const MAX_QUEUE_PAIRS: u16 = lkl_netstack::MAX_QUEUE_PAIRS;
+
+/// A value that could not be understood.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("{what} {value:?}: {allowed}")]
+pub struct ConfigError {
+    pub what: &'static str,
+    pub value: String,
+    pub allowed: &'static str,
+}
+
+fn bad(what: &'static str, value: &str, allowed: &'static str) -> ConfigError {
+    ConfigError {
+        what,
+        value: value.to_owned(),
+        allowed,
+    }
+}
+
+/// Who opens a port's vhost-user connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The agent listens; the frontend (QEMU without `server=on`, DPDK virtio-user) connects.
+    #[default]
+    Server,
+    /// The frontend listens (QEMU `server=on`); the agent dials it.
+    Client,
+}
+
+/// Offloads of a library device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OffloadMode {
+    /// Checksum and segmentation offloads both ways: 64 KiB frames cross the device.
+    #[default]
+    Tso,
+    /// None: every frame fits the MTU.
+    Off,
+}
+
+/// A MAC address in the usual `02:00:00:00:00:01` form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mac(pub [u8; 6]);
+
+impl FromStr for Mac {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let err = || bad("MAC address", s, "six hex bytes like 02:4b:00:00:00:01");
+        let mut mac = [0u8; 6];
+        let mut parts = s.split(':');
+        for b in &mut mac {
+            let p = parts.next().ok_or_else(err)?;
+            if p.len() != 2 {
+                return Err(err());
+            }
+            *b = u8::from_str_radix(p, 16).map_err(|_| err())?;
+        }
+        if parts.next().is_some() {
+            return Err(err());
+        }
+        if mac[0] & 1 != 0 {
+            return Err(bad(
+                "MAC address",
+                s,
+                "a unicast address (the first byte's low bit clear)",
+            ));
+        }
+        Ok(Mac(mac))
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl Serialize for Mac {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Mac {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An interface address or route destination: `ADDR/PREFIX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix_len: u8,
+}
+
+impl FromStr for Cidr {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let allowed = "ADDRESS/PREFIX, like 10.0.0.1/24 or fd00::1/64";
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| bad("address", s, allowed))?;
+        let addr: IpAddr = a.parse().map_err(|_| bad("address", s, allowed))?;
+        let prefix_len: u8 = p.parse().map_err(|_| bad("prefix length", s, allowed))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix_len > max {
+            return Err(bad(
+                "prefix length",
+                s,
+                "at most 32 for IPv4 and 128 for IPv6",
+            ));
+        }
+        Ok(Cidr { addr, prefix_len })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+fn default_queue_pairs() -> u16 {
+    1
+}
+
+/// A vhost-user port: a guest NIC served on a socket, and a library device behind it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    pub name: String,
+    pub socket: PathBuf,
+    #[serde(default)]
+    pub role: Role,
+    #[serde(default = "default_queue_pairs")]
+    pub queue_pairs: u16,
+    /// The guest's MAC as the device offers it (QEMU's own `mac=` wins); the library side
+    /// of the link gets a MAC of its own.
+    #[serde(default)]
+    pub mac: Option<Mac>,
+    #[serde(default)]
+    pub offloads: OffloadMode,
+}
+
+/// An uplink: a host interface the library kernel reaches the wire through.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    pub name: String,
+    /// `tap:NAME`, `packet:IFNAME` or `xdp:IFNAME`.
+    pub spec: String,
+    #[serde(default = "default_queue_pairs")]
+    pub queue_pairs: u16,
+    #[serde(default)]
+    pub offloads: OffloadMode,
+}
+
+/// An address on a port's or uplink's library interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddressConfig {
+    /// The port or uplink name.
+    pub device: String,
+    pub address: Cidr,
+}
+
+/// A route in the library kernel's main table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub destination: Cidr,
+    #[serde(default)]
+    pub via: Option<IpAddr>,
+    /// The port or uplink name.
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+fn valid_name(what: &'static str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            what,
+            name,
+            "1 to 32 letters, digits, '-' or '_' (like vm1 or uplink0)",
+        ))
+    }
+}
+
+fn queue_pairs(v: &str) -> Result<u16, ConfigError> {
+    match v.parse::<u16>() {
+        Ok(n) if (1..=MAX_QUEUE_PAIRS).contains(&n) => Ok(n),
+        _ => Err(bad("queue pairs", v, "a number from 1 to 16")),
+    }
+}
+
+fn offloads(v: &str) -> Result<OffloadMode, ConfigError> {
+    match v {
+        "tso" => Ok(OffloadMode::Tso),
+        "off" => Ok(OffloadMode::Off),
+        _ => Err(bad("offloads", v, "tso or off")),
+    }
+}
+
+/// A flag's parts: name, first value, `key=value` options.
+type SpecParts<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
+
+/// Splits `NAME=FIRST,key=value,...` into its name, first value and options.
+fn split_spec<'a>(
+    what: &'static str,
+    s: &'a str,
+    allowed: &'static str,
+) -> Result<SpecParts<'a>, ConfigError> {
+    let (name, rest) = s.split_once('=').ok_or_else(|| bad(what, s, allowed))?;
+    let mut parts = rest.split(',');
+    let first = parts.next().unwrap_or_default();
+    if first.is_empty() {
+        return Err(bad(what, s, allowed));
+    }
+    let mut opts = Vec::new();
+    for p in parts {
+        let (k, v) = p.split_once('=').ok_or_else(|| bad(what, s, allowed))?;
+        opts.push((k, v));
+    }
+    Ok((name, first, opts))
+}
+
+const PORT_FORM: &str = "NAME=SOCKET[,role=server|client][,queues=N][,mac=MAC][,offloads=tso|off]";
+const UPLINK_FORM: &str = "NAME=tap:IFNAME|packet:IFNAME|xdp:IFNAME[,queues=N][,offloads=tso|off]";
+const ADDRESS_FORM: &str = "DEVICE=ADDRESS/PREFIX, like vm1=10.0.1.1/24";
+const ROUTE_FORM: &str = "DEST/PREFIX[,via=GATEWAY][,dev=DEVICE], like 0.0.0.0/0,via=10.0.0.254";
+
+impl FromStr for PortConfig {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let (name, socket, opts) = split_spec("port", s, PORT_FORM)?;
+        valid_name("port name", name)?;
+        let mut port = PortConfig {
+            name: name.to_owned(),
+            socket: PathBuf::from(socket),
+            role: Role::Server,
+            queue_pairs: 1,
+            mac: None,
+            offloads: OffloadMode::Tso,
+        };
+        for (k, v) in opts {
+            match k {
+                "role" => {
+                    port.role = match v {
+                        "server" => Role::Server,
+                        "client" => Role::Client,
+                        _ => return Err(bad("port role", v, "server or client")),
+                    }
+                }
+                "queues" => port.queue_pairs = queue_pairs(v)?,
+                "mac" => port.mac = Some(v.parse()?),
+                "offloads" => port.offloads = offloads(v)?,
+                _ => return Err(bad("port option", k, PORT_FORM)),
+            }
+        }
+        Ok(port)
+    }
+}
+
+impl PortConfig {
+    /// Checks what serde cannot (names, counts), for requests that arrive as JSON.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        valid_name("port name", &self.name)?;
+        queue_pairs(&self.queue_pairs.to_string())?;
+        if self.socket.as_os_str().is_empty() {
+            return Err(bad("port socket", "", "a path like /run/knic/vm1.sock"));
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for UplinkConfig {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let (name, spec, opts) = split_spec("uplink", s, UPLINK_FORM)?;
+        valid_name("uplink name", name)?;
+        let mut uplink = UplinkConfig {
+            name: name.to_owned(),
+            spec: spec.to_owned(),
+            queue_pairs: 1,
+            offloads: OffloadMode::Tso,
+        };
+        for (k, v) in opts {
+            match k {
+                "queues" => uplink.queue_pairs = queue_pairs(v)?,
+                "offloads" => uplink.offloads = offloads(v)?,
+                _ => return Err(bad("uplink option", k, UPLINK_FORM)),
+            }
+        }
+        uplink.validate()?;
+        Ok(uplink)
+    }
+}
+
+impl UplinkConfig {
+    /// The uplink kind and interface, checked.
+    pub fn spec(&self) -> Result<UplinkSpec, ConfigError> {
+        self.spec.parse().map_err(|_| {
+            bad(
+                "uplink",
+                &self.spec,
+                "tap:IFNAME, packet:IFNAME or xdp:IFNAME",
+            )
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        valid_name("uplink name", &self.name)?;
+        queue_pairs(&self.queue_pairs.to_string())?;
+        self.spec().map(|_| ())
+    }
+}
+
+impl FromStr for AddressConfig {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let (device, address) = s
+            .split_once('=')
+            .ok_or_else(|| bad("address", s, ADDRESS_FORM))?;
+        valid_name("device name", device)?;
+        Ok(AddressConfig {
+            device: device.to_owned(),
+            address: address.parse()?,
+        })
+    }
+}
+
+impl FromStr for RouteConfig {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let mut parts = s.split(',');
+        let destination: Cidr = parts.next().unwrap_or_default().parse()?;
+        let mut route = RouteConfig {
+            destination,
+            via: None,
+            device: None,
+        };
+        for p in parts {
+            match p.split_once('=') {
+                Some(("via", v)) => {
+                    route.via = Some(
+                        v.parse()
+                            .map_err(|_| bad("gateway", v, "an IPv4 or IPv6 address"))?,
+                    )
+                }
+                Some(("dev", v)) => {
+                    valid_name("device name", v)?;
+                    route.device = Some(v.to_owned())
+                }
+                _ => return Err(bad("route option", p, ROUTE_FORM)),
+            }
+        }
+        route.validate()?;
+        Ok(route)
+    }
+}
+
+impl RouteConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.via.is_none() && self.device.is_none() {
+            return Err(bad(
+                "route",
+                &self.destination.to_string(),
+                "a gateway (via=) or a device (dev=), or both",
+            ));
+        }
+        if let Some(gw) = self.via
+            && gw.is_ipv4() != self.destination.addr.is_ipv4()
+        {
+            return Err(bad(
+                "gateway",
+                &gw.to_string(),
+                "the same address family as the destination",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Everything the agent starts with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    pub api_socket: PathBuf,
+    pub memory_bytes: u64,
+    /// IPv4 and IPv6 forwarding inside the library (guests route through it).
+    pub forwarding: bool,
+    pub ports: Vec<PortConfig>,
+    pub uplinks: Vec<UplinkConfig>,
+    pub addresses: Vec<AddressConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_parse_with_options_and_defaults() {
+        let p: PortConfig = "vm1=/run/knic/vm1.sock".parse().unwrap();
+        assert_eq!(p.role, Role::Server);
+        assert_eq!(p.queue_pairs, 1);
+        let p: PortConfig =
+            "vm2=/tmp/v.sock,role=client,queues=2,mac=52:54:00:00:00:02,offloads=off"
+                .parse()
+                .unwrap();
+        assert_eq!(p.role, Role::Client);
+        assert_eq!(p.queue_pairs, 2);
+        assert_eq!(p.mac, Some(Mac([0x52, 0x54, 0, 0, 0, 2])));
+        assert_eq!(p.offloads, OffloadMode::Off);
+    }
+
+    #[test]
+    fn bad_values_are_named_with_what_is_allowed() {
+        let e = "vm1=/s,queues=99".parse::<PortConfig>().unwrap_err();
+        assert_eq!(e.value, "99");
+        assert!(e.to_string().contains("1 to 16"), "{e}");
+        let e = "vm1=/s,colour=blue".parse::<PortConfig>().unwrap_err();
+        assert!(e.to_string().contains("role=server|client"), "{e}");
+        let e = "vm 1=/s".parse::<PortConfig>().unwrap_err();
+        assert_eq!(e.what, "port name");
+        let e = "up=vde:eth0".parse::<UplinkConfig>().unwrap_err();
+        assert!(e.to_string().contains("xdp:IFNAME"), "{e}");
+        let e = "vm1=10.0.0.1/33".parse::<AddressConfig>().unwrap_err();
+        assert_eq!(e.what, "prefix length");
+        let e = "03:00:00:00:00:01".parse::<Mac>().unwrap_err();
+        assert!(e.to_string().contains("unicast"), "{e}");
+        let e = "10.0.0.0/8".parse::<RouteConfig>().unwrap_err();
+        assert!(e.to_string().contains("via="), "{e}");
+        let e = "10.0.0.0/8,via=fd00::1".parse::<RouteConfig>().unwrap_err();
+        assert!(e.to_string().contains("family"), "{e}");
+    }
+
+    #[test]
+    fn uplinks_addresses_and_routes_parse() {
+        let u: UplinkConfig = "up0=packet:veth0,queues=2".parse().unwrap();
+        assert_eq!(u.spec().unwrap(), UplinkSpec::Packet("veth0".into()));
+        let a: AddressConfig = "vm1=10.0.1.1/24".parse().unwrap();
+        assert_eq!(a.address.to_string(), "10.0.1.1/24");
+        let r: RouteConfig = "0.0.0.0/0,via=10.0.0.254,dev=up0".parse().unwrap();
+        assert_eq!(r.device.as_deref(), Some("up0"));
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<RouteConfig>(&json).unwrap(), r);
+    }
+}

@@ -1,0 +1,119 @@
+//! knic's agent: guests' virtio-net ports joined to uplinks through the in-process Linux
+//! stack.
+//!
+//! ```text
+//!  guest (QEMU, testpmd)          library kernel (lkl-netstack)              host / wire
+//!   virtio-net ──vhost-user──▶ Port ──seam──▶ ethN ─ routing, TCP, ─ ethM ◀── Uplink ── TAP,
+//!                               (vhost_backend     (virtio_net driver  forwarding   (knic_uplink)   AF_PACKET
+//!                                queue pairs)       over our device)
+//! ```
+//!
+//! * [`config`]: ports, uplinks, addresses and routes, from flags or the API (JSON).
+//! * [`stack`] ([`StackInstance`]): the one way the agent addresses its kernel, so that later
+//!   several kernels (one process each) can share the ports.
+//! * [`port`]: a vhost-user port ([`Port`]: `vhost_backend::NetBackend` served on its own
+//!   thread) and its library device; an uplink ([`Uplink`]) and its library device.
+//! * [`seam`]: how a port's queue pairs meet its library device (below).
+//! * [`agent`] ([`Agent`]): the state and the operations; [`api`]: the control API (JSON
+//!   lines on a unix socket) that `knicctl` speaks; `control`: the rust-vmm `event-manager`
+//!   loop whose subscribers are the API socket, the termination signals and the guests' life
+//!   events. Data-path threads (vhost queue pair workers, the library device's receive
+//!   threads) keep their own threads and never touch the control loop.
+//!
+//! # Copies per frame
+//! Between guest memory and the library kernel's RAM a frame is copied three times in each
+//! direction today, and the stats count each (`copies` in `knicctl stats`):
+//! 1. the vhost worker copies the guest's chain into its batch (or its batch into the
+//!    guest's receive chain),
+//! 2. the seam copies the borrowed batch into one of its own buffers (`PacketSink::send`
+//!    lends the batch, so the seam must copy or give it back at once),
+//! 3. the library device copies its packet into the kernel's posted buffers (or the kernel's
+//!    chain into its packet).
+//!
+//! The seam's receiving side copies nothing: it swaps its filled buffer with the receiver's
+//! batch slot. `packet_ring::memory_port_pair` plus an adapter making its `MemoryPeer` a
+//! port would copy twice at the seam (into the channel, then out of it into the receiver's
+//! batch): four copies, the figure issue 8 starts from.
+//!
+//! Two steps remain. To two copies: a `PacketSink` call that takes the sender's batch
+//! mutably (`send_swap(&mut PacketBatch)`, defaulting to `send`), so the seam swaps on the
+//! sending side too; the vhost worker and the library device call it (their files belong to
+//! the shared-engine work, so it is not done here). To one copy, the design for the shared
+//! virtio-net engine to take up: the library
+//! device's receive thread hands the vhost worker the kernel's posted receive chains
+//! (addresses in the kernel's RAM, which is plain memory of this process) instead of a
+//! `PacketBatch`, so the worker copies guest chain → kernel chain once and publishes the used
+//! entry; the other direction lends the kernel's TX chain to the worker the same way. Both
+//! need the engine's chain walk on both sides of one call, which is why it waits for the
+//! engine unification (`vhost-backend` and `lkl-netstack/src/device` share one engine).
+//!
+//! # Guest life
+//! The library device exists as long as its port: when no frontend is connected its link is
+//! down (no carrier), and a (re)connecting guest only turns it up. The vhost queue pair tells
+//! its uplink (the seam) when its receive ring can take packets; the seam wakes the control
+//! loop, which sets the device's link.
+#![deny(unsafe_code)]
+
+pub mod agent;
+pub mod api;
+pub mod config;
+mod control;
+pub mod port;
+pub mod seam;
+pub mod stack;
+mod sys;
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+pub use agent::Agent;
+pub use config::{AgentConfig, ConfigError};
+pub use control::{error_chain, run};
+pub use port::{Port, Uplink};
+pub use stack::{LocalStack, StackError, StackInstance};
+
+/// Why the agent, or one of its operations, failed.
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Stack(#[from] StackError),
+    #[error("{0:?} is already the name of a port or uplink; pick another name")]
+    NameTaken(String),
+    #[error("socket {socket} is already served by port {port}")]
+    SocketTaken { socket: String, port: String },
+    #[error("no port or uplink is named {name:?} (known: {known})")]
+    UnknownDevice { name: String, known: String },
+    #[error("port {port}: the vhost-user device cannot be built")]
+    Backend {
+        port: String,
+        #[source]
+        source: vhost_backend::BackendError,
+    },
+    #[error("port {port}: cannot serve its socket")]
+    Serve {
+        port: String,
+        #[source]
+        source: vhost_backend::daemon::DaemonError,
+    },
+    #[error("uplink {name}")]
+    Uplink {
+        name: String,
+        #[source]
+        source: knic_uplink::UplinkError,
+    },
+    #[error("cannot use the API socket {}", path.display())]
+    ApiSocket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot take over the termination signals")]
+    Signals(#[source] std::io::Error),
+    #[error("the control loop failed: {0}")]
+    EventLoop(String),
+    #[error("out of host resources (threads, eventfds)")]
+    Resources(#[source] std::io::Error),
+}

@@ -1,0 +1,98 @@
+//! `knic-agent`: serves vhost-user ports whose frames enter the in-process Linux stack and
+//! leave through uplinks.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use knic_agent::config::{AddressConfig, PortConfig, RouteConfig, UplinkConfig};
+use knic_agent::{AgentConfig, error_chain};
+
+/// Default directory of the API socket and of the default port's socket.
+const RUN_DIR: &str = "/run/knic";
+
+/// knic's agent: guests attach over vhost-user; each port and each uplink becomes a network
+/// device of the Linux kernel running inside this process, which routes between them.
+///
+/// With no --port and no --uplink it serves one port, vm0, on /run/knic/vm0.sock, and no
+/// uplink: guests on it reach the library's stack (and one another once more ports are added
+/// through the API), not the wire.
+///
+/// Examples:
+///   knic-agent --uplink up0=packet:veth0 --port vm1=/run/knic/vm1.sock \
+///       --address up0=10.0.0.2/24 --address vm1=10.0.1.1/24 --route 0.0.0.0/0,via=10.0.0.1
+#[derive(Debug, Parser)]
+#[command(name = "knic-agent", version, verbatim_doc_comment)]
+struct Args {
+    /// Control API socket (JSON lines; knicctl speaks it).
+    #[arg(long, value_name = "PATH", default_value = "/run/knic/agent.sock")]
+    api_socket: PathBuf,
+
+    /// A vhost-user port: `NAME=SOCKET[,role=server|client][,queues=N][,mac=MAC][,offloads=tso|off]`.
+    /// Repeatable.
+    #[arg(long, value_name = "NAME=SOCKET[,...]")]
+    port: Vec<PortConfig>,
+
+    /// An uplink: `NAME=tap:IFNAME|packet:IFNAME|xdp:IFNAME[,queues=N][,offloads=tso|off]`. Repeatable.
+    #[arg(long, value_name = "NAME=KIND:IFNAME[,...]")]
+    uplink: Vec<UplinkConfig>,
+
+    /// An address on a port's or uplink's library interface: DEVICE=ADDRESS/PREFIX. Repeatable.
+    #[arg(long, value_name = "DEVICE=ADDR/PREFIX")]
+    address: Vec<AddressConfig>,
+
+    /// A route in the library's main table: `DEST/PREFIX[,via=GATEWAY][,dev=DEVICE]`. Repeatable.
+    #[arg(long, value_name = "DEST/PREFIX[,...]")]
+    route: Vec<RouteConfig>,
+
+    /// RAM of the library kernel, in MiB.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(32..=65536))]
+    memory_mib: u64,
+
+    /// Do not forward between interfaces inside the library (ip_forward stays 0).
+    #[arg(long)]
+    no_forwarding: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KNIC_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,netlink_packet_route=error")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut ports = args.port;
+    if ports.is_empty() && args.uplink.is_empty() {
+        ports.push(PortConfig {
+            name: "vm0".into(),
+            socket: PathBuf::from(RUN_DIR).join("vm0.sock"),
+            role: Default::default(),
+            queue_pairs: 1,
+            mac: None,
+            offloads: Default::default(),
+        });
+        if let Err(e) = std::fs::create_dir_all(RUN_DIR) {
+            eprintln!("knic-agent: cannot create {RUN_DIR}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let config = AgentConfig {
+        api_socket: args.api_socket,
+        memory_bytes: args.memory_mib << 20,
+        forwarding: !args.no_forwarding,
+        ports,
+        uplinks: args.uplink,
+        addresses: args.address,
+        routes: args.route,
+    };
+    match knic_agent::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("knic-agent: {}", error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}

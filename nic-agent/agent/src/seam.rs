@@ -1,0 +1,513 @@
+//! The seam between a vhost-user port's queue pair and the library kernel's device: two
+//! [`PacketPort`](packet_ring::PacketPort)s joined back to back, one per side, that move packets by swapping buffers.
+//!
+//! Each direction is a pair of single-producer single-consumer rings of owned [`Packet`]s
+//! (`packet_ring::spsc`): a data ring of filled packets and a free ring returning their
+//! buffers, all allocated once when the seam is made ([`SEAM_PACKETS`] buffers of
+//! [`MAX_FRAME_LEN`] bytes per direction). Sending copies the frame of the sender's borrowed
+//! batch into a free buffer (the [`PacketSink`] contract lends a batch, so this copy cannot be
+//! avoided at the seam); receiving does not copy at all: the filled buffer is swapped with the
+//! receiver's batch slot, and the slot's old buffer goes back on the free ring. So a frame
+//! costs one copy at the seam, where `packet_ring::memory_port_pair` plus an adapter for its
+//! `MemoryPeer` would cost two (one into the channel, one out of it).
+//!
+//! Counters: every frame copied into the seam bumps the direction's `copies` counter, every
+//! frame handed over by a swap its `swaps` counter ([`SeamStats`]); the agent's stats add the
+//! two copies the endpoints make (the vhost worker between guest memory and its batch, the
+//! library device between its batch and the kernel's RAM) to report copies per frame.
+//!
+//! The vhost side also reports its guest's life: the queue pair tells its uplink when its
+//! receive ring can take packets (`set_attached`, on ring start and on device reset) and
+//! what the guest negotiated (`set_guest_offloads`). Those land in [`GuestLink`], which wakes
+//! the agent's control loop through an eventfd so it can turn the library device's link on
+//! or off.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+
+use packet_ring::spsc::{Consumer, Producer, ring};
+use packet_ring::{
+    GuestOffloads, MAX_FRAME_LEN, Packet, PacketBatch, PacketSink, PacketSource, PortError,
+};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+
+/// Buffers in flight per direction of one queue pair: a few vhost batches' worth, so a burst
+/// from one side does not drop while the other side's thread is scheduled out. 256 × 64 KiB
+/// = 16 MiB per direction and queue pair, allocated once.
+pub const SEAM_PACKETS: usize = 256;
+
+/// Counters of one direction of a seam.
+#[derive(Debug, Default)]
+pub struct DirectionCounters {
+    /// Frames copied into the seam (one per frame sent).
+    pub copies: AtomicU64,
+    /// Frames handed to the receiver by swapping buffers (no copy).
+    pub swaps: AtomicU64,
+    /// Frames the sender offered while every buffer was in flight (the receiver is behind).
+    pub full: AtomicU64,
+    /// Frames refused because they were empty or larger than a seam buffer.
+    pub refused: AtomicU64,
+    /// Frames thrown away because the guest's ring could not take them (no frontend).
+    pub flushed: AtomicU64,
+}
+
+/// A copy of [`DirectionCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DirectionSnapshot {
+    pub copies: u64,
+    pub swaps: u64,
+    pub full: u64,
+    pub refused: u64,
+    pub flushed: u64,
+}
+
+impl DirectionCounters {
+    fn snapshot(&self) -> DirectionSnapshot {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        DirectionSnapshot {
+            copies: get(&self.copies),
+            swaps: get(&self.swaps),
+            full: get(&self.full),
+            refused: get(&self.refused),
+            flushed: get(&self.flushed),
+        }
+    }
+}
+
+/// Counters of a seam, both directions.
+#[derive(Debug, Default)]
+pub struct SeamStats {
+    /// Guest to library: the vhost side sends, the library device receives.
+    pub to_stack: DirectionCounters,
+    /// Library to guest.
+    pub to_guest: DirectionCounters,
+}
+
+/// A copy of [`SeamStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SeamSnapshot {
+    pub to_stack: DirectionSnapshot,
+    pub to_guest: DirectionSnapshot,
+}
+
+impl SeamStats {
+    pub fn snapshot(&self) -> SeamSnapshot {
+        SeamSnapshot {
+            to_stack: self.to_stack.snapshot(),
+            to_guest: self.to_guest.snapshot(),
+        }
+    }
+}
+
+/// What the vhost side last heard from its guest, per queue pair, read by the control loop.
+#[derive(Debug)]
+pub struct GuestLink {
+    /// Per queue pair: its receive ring can take packets (a frontend is connected and the
+    /// ring started).
+    attached: Box<[AtomicBool]>,
+    /// Per queue pair: the offloads the guest accepts, as [`offload_bits`].
+    offloads: Box<[AtomicU8]>,
+    /// Written on every change, so the control loop looks.
+    changed: Arc<EventFd>,
+}
+
+const OFF_CSUM: u8 = 1;
+const OFF_TSO4: u8 = 2;
+const OFF_TSO6: u8 = 4;
+const OFF_ECN: u8 = 8;
+
+fn offload_bits(o: GuestOffloads) -> u8 {
+    (if o.csum { OFF_CSUM } else { 0 })
+        | (if o.tso4 { OFF_TSO4 } else { 0 })
+        | (if o.tso6 { OFF_TSO6 } else { 0 })
+        | (if o.ecn { OFF_ECN } else { 0 })
+}
+
+impl GuestLink {
+    pub fn new(queue_pairs: usize, changed: Arc<EventFd>) -> Arc<GuestLink> {
+        Arc::new(GuestLink {
+            attached: (0..queue_pairs).map(|_| AtomicBool::new(false)).collect(),
+            offloads: (0..queue_pairs).map(|_| AtomicU8::new(0)).collect(),
+            changed,
+        })
+    }
+
+    /// Whether any queue pair of the guest can receive: the port's link is up.
+    pub fn up(&self) -> bool {
+        self.attached.iter().any(|a| a.load(Ordering::SeqCst))
+    }
+
+    /// What the guest accepts on queue pair 0 (all pairs negotiate the same features).
+    pub fn offloads(&self) -> GuestOffloads {
+        let b = self
+            .offloads
+            .first()
+            .map_or(0, |o| o.load(Ordering::SeqCst));
+        GuestOffloads {
+            csum: b & OFF_CSUM != 0,
+            tso4: b & OFF_TSO4 != 0,
+            tso6: b & OFF_TSO6 != 0,
+            ecn: b & OFF_ECN != 0,
+        }
+    }
+
+    fn notify(&self) {
+        // A full counter (2^64 - 1 writes unread) is the only failure; the loop is awake.
+        let _ = self.changed.write(1);
+    }
+}
+
+/// One direction's rings, all buffers allocated now and on the free ring.
+fn direction(
+    counters: &Arc<SeamStats>,
+    to_guest: bool,
+    receiver_ready: &Arc<EventFd>,
+) -> (SeamSink, Consumer<Packet>, Producer<Packet>) {
+    let (data_tx, data_rx) = ring(SEAM_PACKETS);
+    let (mut free_tx, free_rx) = ring(SEAM_PACKETS);
+    let mut left = free_tx.capacity();
+    free_tx.push_batch(usize::MAX, || {
+        left = left.checked_sub(1)?;
+        Some(Packet::with_capacity(MAX_FRAME_LEN))
+    });
+    let sink = SeamSink {
+        data: data_tx,
+        free: free_rx,
+        peer_ready: Arc::clone(receiver_ready),
+        counters: Arc::clone(counters),
+        to_guest,
+    };
+    (sink, data_rx, free_tx)
+}
+
+/// The sending half of one side: copies each frame into a free seam buffer and publishes
+/// the batch at once.
+#[derive(Debug)]
+pub struct SeamSink {
+    data: Producer<Packet>,
+    free: Consumer<Packet>,
+    peer_ready: Arc<EventFd>,
+    counters: Arc<SeamStats>,
+    /// Counts in `to_guest` (library side) or `to_stack` (vhost side).
+    to_guest: bool,
+}
+
+/// The receiving half of one side: swaps published buffers into the caller's batch.
+#[derive(Debug)]
+pub struct SeamSource {
+    data: Consumer<Packet>,
+    free: Producer<Packet>,
+    ready: Arc<EventFd>,
+    counters: Arc<SeamStats>,
+    to_guest: bool,
+    /// The vhost side only: where guest life events go, and for which queue pair.
+    guest: Option<(usize, Arc<GuestLink>)>,
+}
+
+/// One side of a seam: a whole [`packet_ring::PacketPort`].
+#[derive(Debug)]
+pub struct SeamPort {
+    sink: SeamSink,
+    source: SeamSource,
+}
+
+packet_ring::port_from_halves!(SeamPort);
+
+/// Makes a seam for queue pair `pair`: `(guest side, library side)`. The guest side is the
+/// vhost queue pair's uplink, the library side the device's port; `guest` receives the vhost
+/// side's life events.
+pub fn seam(
+    pair: usize,
+    stats: &Arc<SeamStats>,
+    guest: Arc<GuestLink>,
+) -> std::io::Result<(SeamPort, SeamPort)> {
+    let guest_ready = Arc::new(EventFd::new(EFD_NONBLOCK)?);
+    let stack_ready = Arc::new(EventFd::new(EFD_NONBLOCK)?);
+    let (to_stack, stack_data, stack_free) = direction(stats, false, &stack_ready);
+    let (to_guest, guest_data, guest_free) = direction(stats, true, &guest_ready);
+    let guest_side = SeamPort {
+        sink: to_stack,
+        source: SeamSource {
+            data: guest_data,
+            free: guest_free,
+            ready: guest_ready,
+            counters: Arc::clone(stats),
+            to_guest: true,
+            guest: Some((pair, guest)),
+        },
+    };
+    let stack_side = SeamPort {
+        sink: to_guest,
+        source: SeamSource {
+            data: stack_data,
+            free: stack_free,
+            ready: stack_ready,
+            counters: Arc::clone(stats),
+            to_guest: false,
+            guest: None,
+        },
+    };
+    Ok((guest_side, stack_side))
+}
+
+fn dir(stats: &SeamStats, to_guest: bool) -> &DirectionCounters {
+    if to_guest {
+        &stats.to_guest
+    } else {
+        &stats.to_stack
+    }
+}
+
+impl PacketSink for SeamSink {
+    fn send(&mut self, batch: &PacketBatch) -> Result<usize, PortError> {
+        let mut sent = 0u64;
+        let mut refused = 0u64;
+        let free = &mut self.free;
+        let mut src = batch.packets().iter();
+        self.data.push_batch(batch.len(), || {
+            loop {
+                let s = src.next()?;
+                if s.is_empty() || s.len() > MAX_FRAME_LEN {
+                    refused += 1;
+                    continue;
+                }
+                let mut pkt = free.pop()?;
+                // Cannot fail: every seam buffer holds MAX_FRAME_LEN bytes.
+                if pkt.copy_from(s) {
+                    sent += 1;
+                    return Some(pkt);
+                }
+                refused += 1;
+                pkt.set_len(0);
+                return Some(pkt);
+            }
+        });
+        let counters = dir(&self.counters, self.to_guest);
+        counters.copies.fetch_add(sent, Ordering::Relaxed);
+        counters.refused.fetch_add(refused, Ordering::Relaxed);
+        let full = (batch.len() as u64).saturating_sub(sent + refused);
+        counters.full.fetch_add(full, Ordering::Relaxed);
+        if sent > 0 {
+            self.peer_ready.write(1).map_err(PortError::Send)?;
+        }
+        Ok(sent as usize)
+    }
+}
+
+impl SeamSource {
+    /// Returns every waiting buffer to the free ring unread.
+    fn flush(&mut self) -> u64 {
+        let free = &mut self.free;
+        let mut flushed = 0;
+        // One ring's worth: a sender still publishing cannot keep this loop going.
+        self.data.pop_batch(SEAM_PACKETS, |pkt| {
+            if !pkt.is_empty() {
+                flushed += 1;
+            }
+            let _ = free.push(pkt);
+        });
+        flushed
+    }
+}
+
+impl PacketSource for SeamSource {
+    fn recv(&mut self, batch: &mut PacketBatch) -> Result<usize, PortError> {
+        // Reset readiness before looking, so a packet published after the look re-arms it.
+        if let Err(e) = self.ready.read()
+            && e.kind() != std::io::ErrorKind::WouldBlock
+        {
+            return Err(PortError::Recv(e));
+        }
+        let mut got = 0usize;
+        let free = &mut self.free;
+        loop {
+            let room = batch.capacity() - batch.len();
+            if room == 0 {
+                break;
+            }
+            let popped = self.data.pop_batch(room, |mut pkt| {
+                if !pkt.is_empty()
+                    && let Some(slot) = batch.next_slot()
+                {
+                    // The swap: the filled seam buffer becomes the batch's slot, and the
+                    // slot's old buffer (same capacity) circulates in the seam instead.
+                    std::mem::swap(slot, &mut pkt);
+                    batch.commit();
+                    got += 1;
+                }
+                pkt.set_len(0);
+                // The free ring has room for every buffer of the seam.
+                let _ = free.push(pkt);
+            });
+            if popped == 0 {
+                break;
+            }
+        }
+        dir(&self.counters, self.to_guest)
+            .swaps
+            .fetch_add(got as u64, Ordering::Relaxed);
+        Ok(got)
+    }
+
+    fn ready_fd(&self) -> RawFd {
+        self.ready.as_raw_fd()
+    }
+
+    fn set_guest_offloads(&mut self, offloads: GuestOffloads) -> Result<(), PortError> {
+        if let Some((pair, guest)) = &self.guest
+            && let Some(slot) = guest.offloads.get(*pair)
+        {
+            slot.store(offload_bits(offloads), Ordering::SeqCst);
+            guest.notify();
+        }
+        Ok(())
+    }
+
+    fn set_attached(&mut self, attached: bool) -> Result<(), PortError> {
+        if let Some((pair, guest)) = self.guest.clone() {
+            if !attached {
+                // The guest's ring is gone: what the library sent meanwhile would reach
+                // the next frontend stale.
+                let flushed = self.flush();
+                dir(&self.counters, true)
+                    .flushed
+                    .fetch_add(flushed, Ordering::Relaxed);
+            }
+            if let Some(slot) = guest.attached.get(pair) {
+                slot.store(attached, Ordering::SeqCst);
+            }
+            guest.notify();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use packet_ring::{PacketPort, VirtioNetHdr};
+
+    fn pair() -> (
+        SeamPort,
+        SeamPort,
+        Arc<SeamStats>,
+        Arc<GuestLink>,
+        Arc<EventFd>,
+    ) {
+        let changed = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        let guest = GuestLink::new(1, Arc::clone(&changed));
+        let stats = Arc::new(SeamStats::default());
+        let (g, s) = seam(0, &stats, Arc::clone(&guest)).unwrap();
+        (g, s, stats, guest, changed)
+    }
+
+    fn frames(n: usize, len: usize) -> PacketBatch {
+        let mut b = PacketBatch::new(n, MAX_FRAME_LEN);
+        for i in 0..n {
+            let hdr = VirtioNetHdr {
+                gso_type: VirtioNetHdr::GSO_TCPV4,
+                gso_size: 1448,
+                ..Default::default()
+            };
+            assert!(b.push(hdr, &vec![i as u8; len]));
+        }
+        b
+    }
+
+    #[test]
+    fn each_direction_copies_once_and_swaps_on_receive() {
+        let (mut g, mut s, stats, _, _) = pair();
+        // Guest to library: a 64 KiB GSO frame and small ones, metadata intact.
+        let out = frames(3, 65_000);
+        assert_eq!(g.send(&out).unwrap(), 3);
+        let mut inb = PacketBatch::new(8, MAX_FRAME_LEN);
+        assert_eq!(s.recv(&mut inb).unwrap(), 3);
+        assert_eq!(inb.packets()[2].frame(), out.packets()[2].frame());
+        assert_eq!(inb.packets()[0].hdr.gso_size, 1448);
+        assert_eq!(s.recv(&mut inb).unwrap(), 0, "nothing more");
+        // Library to guest.
+        assert_eq!(s.send(&frames(2, 60)).unwrap(), 2);
+        let mut inb = PacketBatch::new(1, MAX_FRAME_LEN);
+        assert_eq!(g.recv(&mut inb).unwrap(), 1, "as many as the batch holds");
+        inb.clear();
+        assert_eq!(g.recv(&mut inb).unwrap(), 1);
+        let snap = stats.snapshot();
+        assert_eq!(snap.to_stack.copies, 3);
+        assert_eq!(snap.to_stack.swaps, 3);
+        assert_eq!(snap.to_guest.copies, 2);
+        assert_eq!(snap.to_guest.swaps, 2);
+    }
+
+    #[test]
+    fn buffers_circulate_and_a_full_seam_refuses_without_loss_of_buffers() {
+        let (mut g, mut s, stats, _, _) = pair();
+        let burst = frames(64, 100);
+        let mut sent = 0;
+        for _ in 0..8 {
+            sent += g.send(&burst).unwrap();
+        }
+        assert_eq!(
+            sent, SEAM_PACKETS,
+            "every buffer in flight, the rest refused"
+        );
+        assert_eq!(
+            stats.snapshot().to_stack.full,
+            (8 * 64 - SEAM_PACKETS) as u64
+        );
+        // The receiver keeps swapping its own buffers in, so the count stays constant:
+        // after draining, the sender has every buffer again, round after round.
+        for _ in 0..10 {
+            let mut inb = PacketBatch::new(SEAM_PACKETS, MAX_FRAME_LEN);
+            assert_eq!(s.recv(&mut inb).unwrap(), SEAM_PACKETS);
+            let mut again = 0;
+            for _ in 0..4 {
+                again += g.send(&burst).unwrap();
+            }
+            assert_eq!(again, SEAM_PACKETS);
+        }
+    }
+
+    #[test]
+    fn empty_and_oversized_frames_are_refused_and_counted() {
+        let (mut g, mut s, stats, _, _) = pair();
+        let mut b = PacketBatch::new(2, MAX_FRAME_LEN);
+        assert!(b.push(VirtioNetHdr::default(), &[]));
+        assert!(b.push(VirtioNetHdr::default(), &[1, 2, 3]));
+        assert_eq!(g.send(&b).unwrap(), 1);
+        assert_eq!(stats.snapshot().to_stack.refused, 1);
+        let mut inb = PacketBatch::new(4, MAX_FRAME_LEN);
+        assert_eq!(s.recv(&mut inb).unwrap(), 1);
+        assert_eq!(inb.packets()[0].frame(), &[1, 2, 3]);
+    }
+
+    #[test]
+    fn guest_life_reaches_the_link_and_stale_frames_are_flushed() {
+        let (g, mut s, stats, guest, changed) = pair();
+        let (_sink, mut source) = (Box::new(g) as Box<dyn PacketPort>).split();
+        assert!(!guest.up());
+        source.set_attached(true).unwrap();
+        source
+            .set_guest_offloads(GuestOffloads {
+                csum: true,
+                tso4: true,
+                tso6: false,
+                ecn: false,
+            })
+            .unwrap();
+        assert!(guest.up());
+        assert!(guest.offloads().tso4 && !guest.offloads().tso6);
+        assert!(changed.read().unwrap() >= 2, "the control loop is woken");
+        // The library sends while the guest goes away: those frames are not kept for the
+        // next frontend.
+        assert_eq!(s.send(&frames(5, 60)).unwrap(), 5);
+        source.set_attached(false).unwrap();
+        assert!(!guest.up());
+        assert_eq!(stats.snapshot().to_guest.flushed, 5);
+        let mut inb = PacketBatch::new(8, MAX_FRAME_LEN);
+        assert_eq!(source.recv(&mut inb).unwrap(), 0);
+        // The library side's own offload calls are not the guest's.
+        s.set_guest_offloads(GuestOffloads::default()).unwrap();
+        assert!(guest.offloads().tso4);
+    }
+}

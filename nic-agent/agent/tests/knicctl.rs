@@ -1,0 +1,335 @@
+//! knic-agent and knicctl as a user runs them: the agent binary with flags, each knicctl
+//! subcommand against it, bad values refused with messages that name them, and a clean stop
+//! on SIGTERM. No guest here (guest-tests/tests/agent*.rs attach real ones).
+#![allow(clippy::unwrap_used)] // test helpers: a failure fails the test
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::Value;
+use test_support::{Proc, Scratch, require_root, wait_for};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_knic-agent");
+const KNICCTL: &str = env!("CARGO_BIN_EXE_knicctl");
+
+struct Agent {
+    proc: Proc,
+    api: PathBuf,
+    dir: Scratch,
+}
+
+impl Agent {
+    /// Starts the agent with `args` (plus its API socket in a scratch directory) and waits
+    /// until its API answers.
+    fn start(tag: &str, args: &[String]) -> Agent {
+        let dir = Scratch::new(&format!("agent-{tag}"));
+        let api = dir.0.join("agent.sock");
+        let log = std::fs::File::create(dir.0.join("agent.log")).unwrap();
+        let mut cmd = Command::new(AGENT);
+        cmd.arg("--api-socket").arg(&api).args(args).stderr(log);
+        let mut proc = Proc::spawn("knic-agent", &mut cmd);
+        let log_path = dir.0.join("agent.log");
+        wait_for("the agent's API", Duration::from_secs(30), || {
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                panic!(
+                    "knic-agent exited ({status}):\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
+            }
+            api.exists() && ctl(&api, &["port", "list"]).status.success()
+        });
+        Agent { proc, api, dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.0.join(name).display().to_string()
+    }
+
+    /// Runs knicctl; asserts success and returns its JSON answer.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["--output", "json"]);
+        let out = ctl(&self.api, &a);
+        assert!(
+            out.status.success(),
+            "knicctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Runs knicctl; asserts failure and returns its message.
+    fn refused(&self, args: &[&str]) -> String {
+        let out = ctl(&self.api, args);
+        assert!(!out.status.success(), "knicctl {args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+fn ctl(api: &Path, args: &[&str]) -> Output {
+    Command::new(KNICCTL)
+        .arg("--api-socket")
+        .arg(api)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn port_arg(dir_agent: &Scratch, name: &str, extra: &str) -> String {
+    format!(
+        "--port={name}={}{extra}",
+        dir_agent.0.join(format!("{name}.sock")).display()
+    )
+}
+
+/// A scratch directory for the port sockets named on the agent's command line.
+fn sockets(tag: &str) -> Scratch {
+    Scratch::new(&format!("agent-sockets-{tag}"))
+}
+
+#[test]
+fn port_add_list_and_remove() {
+    let socks = sockets("ports");
+    let agent = Agent::start("ports", &[port_arg(&socks, "vm1", "")]);
+    let vm2 = agent.path("vm2.sock");
+    let added = agent.json(&["port", "add", &format!("vm2={vm2},queues=2,offloads=off")]);
+    assert_eq!(added["name"], "vm2");
+    assert_eq!(added["queue_pairs"], 2);
+    let ports = agent.json(&["port", "list"]);
+    let ports = ports.as_array().unwrap();
+    assert_eq!(ports.len(), 2, "{ports:?}");
+    for p in ports {
+        assert_eq!(p["guest_connected"], false, "no frontend yet: {p}");
+        assert_eq!(
+            p["library_carrier"], false,
+            "no carrier without a guest: {p}"
+        );
+        assert_eq!(p["serving"], true, "{p}");
+        assert!(Path::new(p["socket"].as_str().unwrap()).exists(), "{p}");
+        assert!(
+            p["library_features"]
+                .as_array()
+                .unwrap()
+                .contains(&Value::from("mrg_rxbuf")),
+            "the library's driver negotiated: {p}"
+        );
+    }
+    let tso = |p: &Value| {
+        p["library_features"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("host_tso4"))
+    };
+    assert!(tso(&ports[0]), "vm1 has offloads: {}", ports[0]);
+    assert!(
+        !tso(&ports[1]),
+        "vm2 was added with offloads=off: {}",
+        ports[1]
+    );
+    let text = ctl(&agent.api, &["port", "list"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("name=vm2") && text.contains("queue_pairs=2"),
+        "{text}"
+    );
+
+    let msg = agent.refused(&["port", "add", &format!("vm1={}", agent.path("x.sock"))]);
+    assert!(msg.contains("already the name"), "{msg}");
+    let msg = agent.refused(&["port", "add", &format!("vm3={vm2}")]);
+    assert!(msg.contains("already served by port vm2"), "{msg}");
+    let msg = agent.refused(&["port", "remove", "vm9"]);
+    assert!(msg.contains("no port or uplink is named \"vm9\""), "{msg}");
+    assert!(msg.contains("vm1, vm2"), "lists the known names: {msg}");
+
+    // Removal: the library's interface goes with the port, the socket is removed, and the
+    // same port can come back.
+    let eth = added["ifname"].as_str().unwrap().to_owned();
+    let removed = agent.json(&["port", "remove", "vm2"]);
+    assert_eq!(removed["removed"], "vm2");
+    let ports = agent.json(&["port", "list"]);
+    assert_eq!(ports.as_array().unwrap().len(), 1, "{ports}");
+    assert!(!Path::new(&vm2).exists(), "vm2's socket is removed");
+    let links = agent.json(&["links"]);
+    assert!(
+        !links.as_array().unwrap().iter().any(|l| l["ifname"] == eth),
+        "{eth} left the library: {links}"
+    );
+    let back = agent.json(&["port", "add", &format!("vm2={vm2}")]);
+    assert_eq!(back["name"], "vm2");
+    assert!(Path::new(&vm2).exists());
+    assert_eq!(agent.json(&["port", "list"]).as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn address_add_and_list() {
+    let socks = sockets("addr");
+    let agent = Agent::start("addr", &[port_arg(&socks, "vm1", "")]);
+    let a = agent.json(&["address", "add", "vm1=10.201.0.1/24"]);
+    assert_eq!(a["ifname"], "eth0");
+    let list = agent.json(&["address", "list"]);
+    assert_eq!(
+        list,
+        serde_json::json!([{ "device": "vm1", "address": "10.201.0.1/24" }])
+    );
+    let msg = agent.refused(&["address", "add", "vm7=10.201.1.1/24"]);
+    assert!(msg.contains("known: vm1"), "{msg}");
+    let msg = agent.refused(&["address", "add", "vm1=10.201.1.1/40"]);
+    assert!(
+        msg.contains("\"10.201.1.1/40\""),
+        "names the bad value: {msg}"
+    );
+    // The kernel's own refusal comes back too.
+    let msg = agent.refused(&["address", "add", "vm1=10.201.0.1/24"]);
+    assert!(msg.contains("inside the library kernel"), "{msg}");
+}
+
+#[test]
+fn route_add_and_list() {
+    let socks = sockets("route");
+    let agent = Agent::start(
+        "route",
+        &[
+            port_arg(&socks, "vm1", ""),
+            "--address=vm1=10.203.0.1/24".into(),
+        ],
+    );
+    agent.json(&["route", "add", "10.204.0.0/16,via=10.203.0.9"]);
+    let routes = agent.json(&["route", "list"]);
+    let routes = routes.as_array().unwrap();
+    let find = |dest: &str| routes.iter().find(|r| r["destination"] == dest);
+    let added = find("10.204.0.0/16").unwrap_or_else(|| panic!("{routes:?}"));
+    assert_eq!(added["via"], "10.203.0.9");
+    assert_eq!(added["device"], "vm1");
+    let connected = find("10.203.0.0/24").unwrap_or_else(|| panic!("{routes:?}"));
+    assert_eq!(connected["ifname"], "eth0");
+    let msg = agent.refused(&["route", "add", "10.205.0.0/16,via=10.99.99.1"]);
+    assert!(msg.contains("10.205.0.0/16"), "{msg}");
+    let msg = agent.refused(&["route", "add", "10.205.0.0/16"]);
+    assert!(msg.contains("via="), "{msg}");
+}
+
+#[test]
+fn links_and_stats() {
+    let socks = sockets("stats");
+    let agent = Agent::start("stats", &[port_arg(&socks, "vm1", "")]);
+    let links = agent.json(&["links"]);
+    let links = links.as_array().unwrap();
+    assert!(links.iter().any(|l| l["ifname"] == "lo"), "{links:?}");
+    let eth0 = links.iter().find(|l| l["ifname"] == "eth0").unwrap();
+    assert_eq!(eth0["device"], "vm1");
+    assert_eq!(eth0["up"], true);
+    assert_eq!(eth0["carrier"], false);
+
+    let stats = agent.json(&["stats"]);
+    let port = &stats["ports"][0];
+    assert_eq!(port["name"], "vm1");
+    for dir in ["to_stack", "to_guest"] {
+        assert_eq!(port["copies"][dir]["frames"], 0, "{port}");
+        assert_eq!(port["seam"][dir]["copies"], 0, "{port}");
+    }
+    assert_eq!(port["library"]["link_up"], false);
+    let text = ctl(&agent.api, &["stats"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("\"copies\""));
+}
+
+#[test]
+fn uplink_add_and_list() {
+    require_root();
+    let socks = sockets("uplink");
+    let tap = format!("kag{}", std::process::id() % 100_000);
+    let agent = Agent::start("uplink", &[port_arg(&socks, "vm1", "")]);
+    let added = agent.json(&["uplink", "add", &format!("up0=tap:{tap}")]);
+    assert_eq!(added["ifname"], "eth1");
+    let list = agent.json(&["uplink", "list"]);
+    assert_eq!(list[0]["name"], "up0");
+    assert_eq!(list[0]["spec"], format!("tap:{tap}"));
+    let msg = agent.refused(&["uplink", "add", "up1=vde:sw0"]);
+    assert!(msg.contains("packet:IFNAME or xdp:IFNAME"), "{msg}");
+    let msg = agent.refused(&["uplink", "add", "up1=packet:knic-no-such-if"]);
+    assert!(msg.contains("does not exist"), "{msg}");
+}
+
+#[test]
+fn bad_flags_are_refused_with_the_value_and_what_is_allowed() {
+    let out = Command::new(AGENT)
+        .args(["--port", "vm1=/tmp/x.sock,queues=0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"0\"") && err.contains("1 to 16"), "{err}");
+    let out = Command::new(AGENT)
+        .args(["--port", "vm1=/nonexistent-dir/x.sock"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent-dir") && err.contains("mkdir"),
+        "{err}"
+    );
+    for bin in [AGENT, KNICCTL] {
+        let out = Command::new(bin).arg("--help").output().unwrap();
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Examples:"));
+    }
+    let out = Command::new(KNICCTL)
+        .args(["--api-socket", "/tmp/knic-no-agent.sock", "port", "list"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is knic-agent running"), "{err}");
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_removes_the_sockets() {
+    let socks = sockets("term");
+    let mut agent = Agent::start("term", &[port_arg(&socks, "vm1", "")]);
+    let sock = socks.0.join("vm1.sock");
+    assert!(sock.exists());
+    assert!(agent.proc.stop("-TERM", Duration::from_secs(20)));
+    let status = agent.proc.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!sock.exists(), "the port's socket is removed");
+    assert!(!agent.api.exists(), "the API socket is removed");
+}
+
+/// Open fds and threads of process `pid`.
+fn fds_and_threads(pid: u32) -> (usize, String) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let threads = status
+        .lines()
+        .find(|l| l.starts_with("Threads:"))
+        .unwrap()
+        .to_owned();
+    (fds, threads)
+}
+
+#[test]
+fn ports_come_and_go_without_leaks() {
+    let socks = sockets("churn");
+    let agent = Agent::start("churn", &[port_arg(&socks, "vm1", "")]);
+    let vm2 = agent.path("vm2.sock");
+    let pid = agent.proc.child.id();
+    let cycle = || {
+        agent.json(&["port", "add", &format!("vm2={vm2},queues=2")]);
+        agent.json(&["port", "remove", "vm2"]);
+    };
+    cycle();
+    let links = agent.json(&["links"]);
+    let start = fds_and_threads(pid);
+    for _ in 0..20 {
+        cycle();
+    }
+    assert_eq!(
+        fds_and_threads(pid),
+        start,
+        "fds and threads after 20 add/remove cycles"
+    );
+    assert_eq!(agent.json(&["links"]), links, "the library's interfaces");
+}
