@@ -22,7 +22,7 @@ use crate::ratelimit::LogLimiter;
 use crate::ring::{self, RingError, pop_chain, return_used};
 use crate::rx::{Placement, RxBuffers};
 use crate::rx_filter::{RxFilterView, SharedRxFilter};
-use crate::stats::{DropReason, QueuePairStats};
+use crate::stats::{Direction, DropReason, QueuePairStats};
 use crate::tx::{ETH_VLAN_HLEN, TxLimits, read_chain};
 
 /// Failures of the host side; these end the worker.
@@ -147,6 +147,11 @@ impl QueuePair {
         record(&self.stats, &mut self.log, self.index, reason, err);
     }
 
+    /// Counts and logs a broken ring of `direction`.
+    fn ring_error(&mut self, direction: Direction, err: &RingError) {
+        self.guest_error(err.reason(direction), err);
+    }
+
     /// Moves every available TX chain to the uplink (or discards it when the ring is started
     /// but disabled). Returns whether the guest should be notified.
     pub fn process_tx<M: GuestMemory>(
@@ -158,7 +163,7 @@ impl QueuePair {
         let old_used = queue.next_used();
         'drain: loop {
             if let Err(e) = queue.disable_notification(mem) {
-                self.guest_error(DropReason::RingBroken, &RingError::Queue(e));
+                self.ring_error(Direction::Tx, &RingError::Used(e));
                 break 'drain;
             }
             loop {
@@ -169,7 +174,7 @@ impl QueuePair {
                         Ok(Some(c)) => c,
                         Ok(None) => break,
                         Err(e) => {
-                            self.guest_error(DropReason::RingBroken, &e);
+                            self.ring_error(Direction::Tx, &e);
                             self.flush_tx(enabled)?;
                             break 'drain;
                         }
@@ -187,7 +192,7 @@ impl QueuePair {
                     }
                     // The device writes nothing into TX buffers: used length 0 (§2.7.8).
                     if let Err(e) = return_used(queue, mem, head, 0) {
-                        self.guest_error(DropReason::RingBroken, &e);
+                        self.ring_error(Direction::Tx, &e);
                         self.flush_tx(enabled)?;
                         break 'drain;
                     }
@@ -202,12 +207,12 @@ impl QueuePair {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
-                    self.guest_error(DropReason::RingBroken, &RingError::Queue(e));
+                    self.ring_error(Direction::Tx, &RingError::Used(e));
                     break;
                 }
             }
         }
-        Ok(self.needs_notification(queue, mem, old_used))
+        Ok(self.needs_notification(Direction::Tx, queue, mem, old_used))
     }
 
     fn flush_tx(&mut self, enabled: bool) -> Result<(), HostError> {
@@ -223,7 +228,7 @@ impl QueuePair {
         } else {
             let sent = self.uplink.send(&self.tx_batch)?;
             self.stats
-                .count_drops(DropReason::TxUplinkRefused, n.saturating_sub(sent));
+                .count_drops(DropReason::TxBackendRefused, n.saturating_sub(sent));
         }
         self.tx_batch.clear();
         Ok(())
@@ -304,18 +309,18 @@ impl QueuePair {
                         Ok(true) => break,
                         Ok(false) => break,
                         Err(e) => {
-                            self.guest_error(DropReason::RingBroken, &RingError::Queue(e));
+                            self.ring_error(Direction::Rx, &RingError::Used(e));
                             break;
                         }
                     }
                 }
                 Err(e) => {
-                    self.guest_error(DropReason::RingBroken, &e);
+                    self.ring_error(Direction::Rx, &e);
                     break;
                 }
             }
         }
-        Ok(self.needs_notification(queue, mem, old_used))
+        Ok(self.needs_notification(Direction::Rx, queue, mem, old_used))
     }
 
     /// Whether packets are held back waiting for guest RX buffers.
@@ -327,6 +332,7 @@ impl QueuePair {
     /// moved from `old_used`); a suppressed notification is counted.
     fn needs_notification<M: GuestMemory>(
         &mut self,
+        direction: Direction,
         queue: &Queue,
         mem: &M,
         old_used: u16,
@@ -337,11 +343,11 @@ impl QueuePair {
         match ring::needs_notification(queue, mem, old_used) {
             Ok(true) => true,
             Ok(false) => {
-                self.stats.notifications_suppressed.add(1);
-                false
+                // Sent notifications are counted by the transport once it has signalled.
+                self.stats.notification(direction, false)
             }
             Err(e) => {
-                self.guest_error(DropReason::RingBroken, &e);
+                self.ring_error(direction, &e);
                 false
             }
         }

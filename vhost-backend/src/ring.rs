@@ -15,6 +15,7 @@ use std::num::Wrapping;
 use std::ops::{ControlFlow, Deref};
 use std::sync::atomic::{Ordering, fence};
 
+use knic_virtio_net::{Direction, DropReason};
 use thiserror::Error;
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
@@ -29,25 +30,35 @@ const USED_ELEM_SIZE: u64 = 8;
 const AVAIL_ELEM_SIZE: u64 = 2;
 
 /// The guest's ring itself is unusable. The queue is left alone for this round; the guest's
-/// next kick tries again.
+/// next kick tries again. Each variant names the ring part that failed, so the drop is
+/// counted under that direction's avail or used breakage ([`RingError::reason`]).
 #[derive(Debug, Error)]
 pub enum RingError {
-    /// Bad ring addresses, an avail index running ahead of the ring, an unwritable used ring.
-    #[error("guest ring is unusable")]
-    Queue(#[source] virtio_queue::Error),
+    /// Bad avail ring address, an avail index running ahead of the ring.
+    #[error("guest avail ring is unusable")]
+    Avail(#[source] virtio_queue::Error),
     /// The avail index announces chains whose avail ring entries cannot be read: draining
     /// again would find the same nothing, forever.
     #[error("avail ring entry {next_avail} is unreadable")]
     UnreadableEntry { next_avail: u16 },
+    /// The used ring (or the notification fields) cannot be written or read.
+    #[error("guest used ring is unusable")]
+    Used(#[source] virtio_queue::Error),
     /// More used elements for one publication than the ring has entries: later ones would
     /// overwrite earlier ones before the driver saw them. The device never asks for that.
     #[error("{count} used elements do not fit a ring of {size}")]
     TooManyUsed { count: usize, size: u16 },
 }
 
-impl From<virtio_queue::Error> for RingError {
-    fn from(e: virtio_queue::Error) -> Self {
-        Self::Queue(e)
+impl RingError {
+    /// The counter this breakage of `direction`'s ring is counted under.
+    pub fn reason(&self, direction: Direction) -> DropReason {
+        match self {
+            Self::Avail(_) | Self::UnreadableEntry { .. } => {
+                DropReason::avail_ring_broken(direction)
+            }
+            Self::Used(_) | Self::TooManyUsed { .. } => DropReason::used_ring_broken(direction),
+        }
     }
 }
 
@@ -56,8 +67,10 @@ pub fn pop_chain<'m, M: GuestMemory>(
     queue: &mut Queue,
     mem: &'m M,
 ) -> Result<Option<DescriptorChain<&'m M>>, RingError> {
-    let announced = queue.avail_idx(mem, Ordering::Acquire)?;
-    let chain = queue.iter(mem)?.next();
+    let announced = queue
+        .avail_idx(mem, Ordering::Acquire)
+        .map_err(RingError::Avail)?;
+    let chain = queue.iter(mem).map_err(RingError::Avail)?.next();
     let next_avail = queue.next_avail();
     if chain.is_none() && announced.0 != next_avail {
         // The iterator stops early only when it cannot read the entry (or the guest moved
@@ -104,11 +117,11 @@ pub fn return_used_together<M: GuestMemory>(
         let slot = (first + Wrapping(count)).0 % size;
         let addr = ring
             .checked_add(RING_HEADER_SIZE + u64::from(slot) * USED_ELEM_SIZE)
-            .ok_or(virtio_queue::Error::AddressOverflow)?;
+            .ok_or(RingError::Used(virtio_queue::Error::AddressOverflow))?;
         // `id` in the low word, `len` in the high one, both little-endian.
         let elem = (u64::from(len) << 32) | u64::from(head);
         mem.write_obj(elem.to_le(), addr)
-            .map_err(virtio_queue::Error::GuestMemory)?;
+            .map_err(|e| RingError::Used(virtio_queue::Error::GuestMemory(e)))?;
         count += 1;
     }
     if count == 0 {
@@ -117,10 +130,10 @@ pub fn return_used_together<M: GuestMemory>(
     let next = (first + Wrapping(count)).0;
     let idx_addr = ring
         .checked_add(USED_IDX_OFFSET)
-        .ok_or(virtio_queue::Error::AddressOverflow)?;
+        .ok_or(RingError::Used(virtio_queue::Error::AddressOverflow))?;
     // Release: the elements written above are visible before the index that announces them.
     mem.store(next.to_le(), idx_addr, Ordering::Release)
-        .map_err(virtio_queue::Error::GuestMemory)?;
+        .map_err(|e| RingError::Used(virtio_queue::Error::GuestMemory(e)))?;
     queue.set_next_used(next);
     Ok(count)
 }
@@ -146,10 +159,10 @@ pub fn needs_notification<M: GuestMemory>(
     fence(Ordering::SeqCst);
     let used_event_addr = GuestAddress(queue.avail_ring())
         .checked_add(RING_HEADER_SIZE + u64::from(queue.size()) * AVAIL_ELEM_SIZE)
-        .ok_or(virtio_queue::Error::AddressOverflow)?;
+        .ok_or(RingError::Avail(virtio_queue::Error::AddressOverflow))?;
     let used_event = mem
         .load::<u16>(used_event_addr, Ordering::Relaxed)
-        .map_err(virtio_queue::Error::GuestMemory)?;
+        .map_err(|e| RingError::Avail(virtio_queue::Error::GuestMemory(e)))?;
     let event = Wrapping(u16::from_le(used_event));
     Ok(new - event - Wrapping(1) < new - old)
 }

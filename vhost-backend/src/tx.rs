@@ -60,13 +60,13 @@ impl TxChainError {
     pub fn reason(&self) -> DropReason {
         match self {
             Self::WriteOnlyDescriptor { .. } => DropReason::TxWriteOnlyDescriptor,
-            Self::ShortHeader { .. } => DropReason::TxShortHeader,
+            Self::ShortHeader { .. } | Self::BadHeader(_) => DropReason::TxMalformedHeader,
             Self::BadAddress { .. } => DropReason::TxBadAddress,
             Self::FrameTooLarge { .. } => DropReason::TxFrameTooLarge,
             Self::RuntFrame { .. } => DropReason::TxRuntFrame,
             Self::EmptyChain => DropReason::TxEmptyChain,
             Self::ChainTruncated => DropReason::TxChainTruncated,
-            Self::BadHeader(_) | Self::OffloadNotNegotiated => DropReason::TxBadHeader,
+            Self::OffloadNotNegotiated => DropReason::TxOffloadNotNegotiated,
         }
     }
 }
