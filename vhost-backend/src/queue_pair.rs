@@ -294,22 +294,18 @@ impl QueuePair {
                 }
                 Ok(Placement::Aborted) => self.rx_next += 1,
                 Ok(Placement::NoBuffers { seen_avail }) => {
-                    // Ask for a kick when buffers arrive; retry at once only if the guest
-                    // added some since the attempt (closing the race with the kick). Buffers
-                    // that were there but too few wait for more: retrying would spin.
-                    match queue.enable_notification(mem) {
-                        Ok(true)
-                            if queue
-                                .avail_idx(mem, std::sync::atomic::Ordering::Acquire)
-                                .is_ok_and(|now| now.0 != seen_avail) =>
-                        {
+                    // Ask for a kick once buffers beyond those seen arrive; retry at once
+                    // only if the guest added some since the attempt (closing the race with
+                    // the kick). Buffers that were there but too few wait for more: retrying
+                    // would spin.
+                    match ring::ask_for_kick(queue, mem, seen_avail) {
+                        Ok(true) => {
                             let _ = queue.disable_notification(mem);
                             continue;
                         }
-                        Ok(true) => break,
                         Ok(false) => break,
                         Err(e) => {
-                            self.ring_error(Direction::Rx, &RingError::Used(e));
+                            self.ring_error(Direction::Rx, &e);
                             break;
                         }
                     }
@@ -347,8 +343,9 @@ impl QueuePair {
                 self.stats.notification(direction, false)
             }
             Err(e) => {
+                // Unreadable hint: notify rather than stall the driver.
                 self.ring_error(direction, &e);
-                false
+                true
             }
         }
     }

@@ -22,18 +22,17 @@
 
 use std::fs::File;
 use std::io;
-use std::num::Wrapping;
+use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{Ordering, fence};
 
 use packet_ring::{MAX_FRAME_LEN, PacketBatch, PacketSink, PacketSource, VirtioNetHdr};
-use virtio_queue::desc::split::Descriptor;
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use virtio_queue::{DescriptorChain, Queue, QueueT};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
 
 use knic_virtio_net::Direction;
 pub use knic_virtio_net::DropReason;
 pub(crate) use knic_virtio_net::QueueCounters;
+use knic_virtio_net::ring::{self, Access, ChainFault, walk_chain};
 
 use super::features::NetFeatures;
 use super::tap::{readv, set_tap_offloads, set_tap_queue_attached, writev};
@@ -50,16 +49,6 @@ const ETH_VLAN_HLEN: usize = 18;
 /// Frames received per round before the interrupt decision, so the driver starts early.
 const RX_ROUND: usize = 64;
 const HDR_LEN: usize = VirtioNetHdr::LEN;
-/// `VRING_AVAIL_F_NO_INTERRUPT` (virtio 1.2 §2.7.7): the driver asks for no interrupts.
-const AVAIL_F_NO_INTERRUPT: u16 = 1;
-// Split-ring layout (virtio 1.2 §2.7): `flags` and `idx` (u16 each) head both rings; an
-// avail entry is a u16 head, a used entry `{ le32 id; le32 len; }`. After the entries,
-// the avail ring holds `used_event` and the used ring `avail_event`.
-const RING_HEADER_SIZE: u64 = 4;
-const RING_IDX_OFFSET: u64 = 2;
-const AVAIL_ELEMENT_SIZE: u64 = 2;
-const USED_ELEMENT_SIZE: u64 = 8;
-
 pub(crate) const EMPTY_IOV: libc::iovec = libc::iovec {
     iov_base: std::ptr::null_mut(),
     iov_len: 0,
@@ -134,45 +123,31 @@ impl TxWire {
     }
 }
 
-/// Appends a chain's buffers to `iov` as iovecs over guest memory, checking each one
-/// and its direction (the device reads TX chains and writes RX chains). Returns
-/// (buffers, bytes), or the drop reason of a malformed chain (also one with more buffers
-/// than `iov` has room for).
+/// Appends a chain's buffers to `iov` as iovecs over guest memory, walking it with the
+/// engine's one chain walk (direction, loops, truncation, empty chains) and checking each
+/// buffer against guest memory. Returns (buffers, bytes), or the drop reason of a malformed
+/// chain (also one with more buffers than `iov` has room for).
 fn chain_iovecs(
     mem: &GuestMemoryMmap,
-    chain: impl Iterator<Item = Descriptor>,
+    chain: &DescriptorChain<&GuestMemoryMmap>,
     direction: Direction,
     iov: &mut [libc::iovec],
 ) -> Result<(usize, usize), DropReason> {
-    let tx = direction == Direction::Tx;
     let (mut n, mut bytes) = (0, 0);
-    for desc in chain {
-        if desc.is_write_only() == tx {
-            return Err(if tx {
-                DropReason::TxWriteOnlyDescriptor
-            } else {
-                DropReason::RxReadOnlyDescriptor
-            });
-        }
+    walk_chain::<_, ChainFault>(chain, Access::of(direction), |desc| {
         let len = desc.len() as usize;
-        let slice = mem.get_slice(desc.addr(), len).map_err(|_| {
-            if tx {
-                DropReason::TxBadAddress
-            } else {
-                DropReason::RxBadAddress
-            }
-        })?;
-        *iov.get_mut(n).ok_or(if tx {
-            DropReason::TxTooManyBuffers
-        } else {
-            DropReason::RxTooManyBuffers
-        })? = libc::iovec {
+        let slice = mem
+            .get_slice(desc.addr(), len)
+            .map_err(|_| ChainFault::BadAddress)?;
+        *iov.get_mut(n).ok_or(ChainFault::TooManyBuffers)? = libc::iovec {
             iov_base: slice.ptr_guard_mut().as_ptr().cast(),
             iov_len: len,
         };
         n += 1;
         bytes += len;
-    }
+        Ok(ControlFlow::Continue(()))
+    })
+    .map_err(|fault| fault.reason(direction))?;
     Ok((n, bytes))
 }
 
@@ -261,93 +236,30 @@ unsafe fn gather(iov: &[libc::iovec], hdr: VirtioNetHdr, packet: &mut PacketBatc
     true
 }
 
-/// Writes the used element `offset` places after the queue's next used index, without
-/// publishing it (virtio 1.2 §2.7.8).
-fn fill_used(
+/// Whether the driver wants an interrupt for the used entries published since the used
+/// index was `old` (the engine's decision: `used_event`, or the NO_INTERRUPT flag). An
+/// unreadable hint interrupts rather than stalls the driver.
+pub(crate) fn needs_interrupt(queue: &Queue, mem: &GuestMemoryMmap, old: u16) -> bool {
+    ring::needs_notification(queue, mem, old).unwrap_or(true)
+}
+
+/// The notification decision for `direction`'s ring, counted (an unreadable hint also under
+/// the ring's breakage).
+fn decide(
     queue: &Queue,
     mem: &GuestMemoryMmap,
-    offset: u16,
-    head: u16,
-    len: u32,
-) -> Result<(), ()> {
-    if head >= queue.size() || queue.size() == 0 {
-        return Err(());
-    }
-    let slot = (Wrapping(queue.next_used()) + Wrapping(offset)).0 % queue.size();
-    let addr = GuestAddress(queue.used_ring())
-        .checked_add(RING_HEADER_SIZE + u64::from(slot) * USED_ELEMENT_SIZE)
-        .ok_or(())?;
-    // struct virtq_used_elem { le32 id; le32 len; }: id in the low word.
-    let elem = (u64::from(len) << 32) | u64::from(head);
-    mem.write_obj(elem.to_le(), addr).map_err(|_| ())
-}
-
-/// Takes the next available chain; `Err` when the driver announced chains that cannot be
-/// read. `pop_descriptor_chain` says None for both "none posted" and "posted but
-/// unreadable", while `enable_notification` keeps reporting the latter as pending, so a
-/// drain that trusted both would retry a broken ring forever. The index is read before
-/// the pop: it only grows, so a chain announced then is readable now unless broken.
-fn pop_chain<'m>(
-    queue: &mut Queue,
-    mem: &'m GuestMemoryMmap,
-) -> Result<Option<DescriptorChain<&'m GuestMemoryMmap>>, ()> {
-    let announced = queue.avail_idx(mem, Ordering::Acquire).map_err(|_| ())?;
-    let chain = queue.pop_descriptor_chain(mem);
-    if chain.is_none() && announced.0 != queue.next_avail() {
-        return Err(());
-    }
-    Ok(chain)
-}
-
-/// Returns a chain the device did not fill: used, length 0, published at once. An avail
-/// entry naming no head of the ring (the driver's own corruption) is no chain: no used
-/// entry can name it, so nothing is returned (the caller has counted it as malformed).
-fn return_chain(queue: &mut Queue, mem: &GuestMemoryMmap, head: u16) -> Result<(), ()> {
-    if head >= queue.size() {
-        return Ok(());
-    }
-    fill_used(queue, mem, 0, head, 0).and_then(|()| publish_used(queue, mem, 1))
-}
-
-/// Publishes `count` filled used elements with one store of the used index.
-fn publish_used(queue: &mut Queue, mem: &GuestMemoryMmap, count: u16) -> Result<(), ()> {
-    let next = (Wrapping(queue.next_used()) + Wrapping(count)).0;
-    let idx_addr = GuestAddress(queue.used_ring())
-        .checked_add(RING_IDX_OFFSET)
-        .ok_or(())?;
-    mem.store(next.to_le(), idx_addr, Ordering::Release)
-        .map_err(|_| ())?;
-    queue.set_next_used(next);
-    Ok(())
-}
-
-/// Whether the driver wants an interrupt for the used entries published since the used
-/// index was `old` (virtio 1.2 §2.7.10: `vring_need_event`; or the NO_INTERRUPT flag).
-pub(crate) fn needs_interrupt(queue: &Queue, mem: &GuestMemoryMmap, old: u16) -> bool {
-    let new = queue.next_used();
-    if new == old {
+    old: u16,
+    direction: Direction,
+    counters: &QueueCounters,
+) -> bool {
+    if queue.next_used() == old {
         return false;
     }
-    // The used index store must be visible before the driver's hint is read.
-    fence(Ordering::SeqCst);
-    let avail = GuestAddress(queue.avail_ring());
-    if queue.event_idx_enabled() {
-        let used_event = avail
-            .checked_add(RING_HEADER_SIZE + u64::from(queue.size()) * AVAIL_ELEMENT_SIZE)
-            .and_then(|a| mem.load::<u16>(a, Ordering::Relaxed).ok())
-            .map(u16::from_le);
-        let Some(event) = used_event else {
-            return true; // an unreadable hint: interrupt rather than stall the driver
-        };
-        let (new, old, event) = (Wrapping(new), Wrapping(old), Wrapping(event));
-        new - event - Wrapping(1) < new - old
-    } else {
-        let flags = mem
-            .load::<u16>(avail, Ordering::Relaxed)
-            .map(u16::from_le)
-            .unwrap_or(0);
-        flags & AVAIL_F_NO_INTERRUPT == 0
-    }
+    let needed = ring::needs_notification(queue, mem, old).unwrap_or_else(|e| {
+        counters.count_drop(e.reason(direction));
+        true
+    });
+    counters.notification(direction, needed)
 }
 
 /// Sends every available TX chain to the backend (the kernel kicked the queue).
@@ -366,26 +278,21 @@ pub(crate) fn transmit(
     let mut iov = [EMPTY_IOV; MAX_TX_CHAIN];
     loop {
         loop {
-            let chain = match pop_chain(queue, mem) {
+            let chain = match ring::pop_chain(queue, mem) {
                 Ok(Some(chain)) => chain,
                 Ok(None) => break,
-                Err(()) => {
-                    counters.count_drop(DropReason::TxAvailRingBroken);
-                    return counters
-                        .notification(Direction::Tx, needs_interrupt(queue, mem, old_used));
+                Err(e) => {
+                    counters.count_drop(e.reason(Direction::Tx));
+                    return decide(queue, mem, old_used, Direction::Tx, counters);
                 }
             };
-            let head = chain.head_index();
-            let sent = if head < queue.size() {
-                send_chain(mem, chain, &mut iov, wire, features, counters)
-            } else {
-                Err(DropReason::TxEmptyChain)
-            };
-            if let Err(reason) = sent {
+            if let Err(reason) = send_chain(mem, &chain, &mut iov, wire, features, counters) {
                 counters.count_drop(reason);
             }
-            if return_chain(queue, mem, head).is_err() {
-                counters.count_drop(DropReason::TxUsedRingBroken);
+            // The device writes nothing into TX buffers: used length 0 (§2.7.8). A head
+            // the ring lacks (counted as an empty chain) has no used entry to get.
+            if let Err(e) = ring::return_used(queue, mem, chain.head_index(), 0) {
+                counters.count_drop(e.reason(Direction::Tx));
             }
         }
         // Ask for the next kick (with EVENT_IDX: avail_event = next_avail), then look
@@ -399,12 +306,12 @@ pub(crate) fn transmit(
             }
         }
     }
-    counters.notification(Direction::Tx, needs_interrupt(queue, mem, old_used))
+    decide(queue, mem, old_used, Direction::Tx, counters)
 }
 
 fn send_chain(
     mem: &GuestMemoryMmap,
-    chain: impl Iterator<Item = Descriptor>,
+    chain: &DescriptorChain<&GuestMemoryMmap>,
     iov: &mut [libc::iovec; MAX_TX_CHAIN],
     wire: &mut TxWire,
     features: NetFeatures,
@@ -519,9 +426,7 @@ impl RxPath {
             let _ = rx.queue.disable_notification(rx.mem);
         }
         RxRound {
-            interrupt: rx
-                .counters
-                .notification(Direction::Rx, needs_interrupt(rx.queue, rx.mem, old_used)),
+            interrupt: decide(rx.queue, rx.mem, old_used, Direction::Rx, rx.counters),
             wait,
         }
     }
@@ -576,7 +481,7 @@ impl RxPath {
             // the buffers before those are all this frame can have.
             if port_frame && (!rx.features.mrg_rxbuf || whole_ring || !gathered.ring_empty) {
                 // The buffers cannot hold this frame: drop it rather than cut it short.
-                unpop(rx.queue, self.chains.len());
+                ring::unpop(rx.queue, self.chains.len());
                 rx.counters.count_drop(DropReason::RxBufferTooSmall);
                 if let RxWire::Port { packet, .. } = &mut self.wire {
                     packet.clear();
@@ -586,8 +491,8 @@ impl RxPath {
             if rx.features.mrg_rxbuf && gathered.ring_empty {
                 // Wait until the driver has posted room for the largest frame.
                 let seen = rx.queue.next_avail();
-                unpop(rx.queue, self.chains.len());
-                return if ask_for_kick(rx.queue, rx.mem, seen) {
+                ring::unpop(rx.queue, self.chains.len());
+                return if ask_for_kick(rx, seen) {
                     Ok(())
                 } else {
                     Err(RxWait::Buffers)
@@ -601,12 +506,12 @@ impl RxPath {
             RxWire::Tap(tap) => match unsafe { readv(tap, iov) } {
                 Ok(n) if n >= HDR_LEN => n,
                 Ok(_) => {
-                    unpop(rx.queue, self.chains.len());
+                    ring::unpop(rx.queue, self.chains.len());
                     rx.counters.count_drop(DropReason::RxBackendError);
                     return Ok(());
                 }
                 Err(e) => {
-                    unpop(rx.queue, self.chains.len());
+                    ring::unpop(rx.queue, self.chains.len());
                     if e.kind() != io::ErrorKind::WouldBlock {
                         rx.counters.count_drop(DropReason::RxBackendError);
                     }
@@ -629,7 +534,7 @@ impl RxPath {
             left = left.saturating_sub(self.chains[used].1);
             used += 1;
         }
-        unpop(rx.queue, self.chains.len() - used);
+        ring::unpop(rx.queue, self.chains.len() - used);
         let buffers = u16::try_from(used).unwrap_or(u16::MAX);
         // SAFETY: as above; the header lies in the first buffers.
         unsafe {
@@ -639,15 +544,15 @@ impl RxPath {
                 &buffers.to_le_bytes(),
             )
         };
+        // One used-index store for the whole frame: the driver never sees part of it.
         let mut left = written;
-        let mut ok = true;
-        for (i, &(head, bytes)) in self.chains[..used].iter().enumerate() {
+        let used_entries = self.chains[..used].iter().map(|&(head, bytes)| {
             let len = left.min(bytes);
             left -= len;
-            ok &= fill_used(rx.queue, rx.mem, i as u16, head, len as u32).is_ok();
-        }
-        if !ok || publish_used(rx.queue, rx.mem, buffers).is_err() {
-            rx.counters.count_drop(DropReason::RxUsedRingBroken);
+            (head, len as u32)
+        });
+        if let Err(e) = ring::return_used_together(rx.queue, rx.mem, used_entries) {
+            rx.counters.count_drop(e.reason(Direction::Rx));
             return Err(RxWait::Buffers);
         }
         rx.counters.received(written - HDR_LEN, used);
@@ -664,9 +569,9 @@ impl RxPath {
             if self.chains.len() >= usize::from(rx.queue.size()) {
                 break;
             }
-            let popped = pop_chain(rx.queue, rx.mem).map_err(|()| {
-                rx.counters.count_drop(DropReason::RxAvailRingBroken);
-                unpop(rx.queue, self.chains.len());
+            let popped = ring::pop_chain(rx.queue, rx.mem).map_err(|e| {
+                rx.counters.count_drop(e.reason(Direction::Rx));
+                ring::unpop(rx.queue, self.chains.len());
                 RxWait::Buffers
             })?;
             let Some(chain) = popped else {
@@ -674,18 +579,14 @@ impl RxPath {
                     got.ring_empty = true;
                     break;
                 }
-                if asked || !ask_for_kick(rx.queue, rx.mem, rx.queue.next_avail()) {
+                if asked || !ask_for_kick(rx, rx.queue.next_avail()) {
                     return Err(RxWait::Buffers);
                 }
                 asked = true; // the driver posted meanwhile: look once more
                 continue;
             };
             let head = chain.head_index();
-            let buffers = if head < rx.queue.size() {
-                chain_iovecs(rx.mem, chain, Direction::Rx, &mut self.iov[got.iovecs..])
-            } else {
-                Err(DropReason::RxEmptyChain)
-            };
+            let buffers = chain_iovecs(rx.mem, &chain, Direction::Rx, &mut self.iov[got.iovecs..]);
             match buffers {
                 Ok((n, bytes)) if bytes >= HDR_LEN || !self.chains.is_empty() => {
                     self.chains.push((head, bytes));
@@ -695,8 +596,8 @@ impl RxPath {
                 _ if self.chains.is_empty() => {
                     rx.counters
                         .count_drop(buffers.err().unwrap_or(DropReason::RxShortBuffer));
-                    if return_chain(rx.queue, rx.mem, head).is_err() {
-                        rx.counters.count_drop(DropReason::RxUsedRingBroken);
+                    if let Err(e) = ring::return_used(rx.queue, rx.mem, head, 0) {
+                        rx.counters.count_drop(e.reason(Direction::Rx));
                         return Err(RxWait::Buffers);
                     }
                 }
@@ -704,7 +605,7 @@ impl RxPath {
                     // A bad chain after good ones: leave it for the next frame, which
                     // returns it as malformed; this frame makes do with what it has, or
                     // (a port's frame that does not fit) is dropped.
-                    rx.queue.go_to_previous_position();
+                    ring::unpop(rx.queue, 1);
                     break;
                 }
             }
@@ -722,33 +623,14 @@ struct Gathered {
     ring_empty: bool,
 }
 
-/// Asks the driver to kick when it posts chains beyond avail index `seen` (with
-/// EVENT_IDX: `avail_event = seen`; without: clears VRING_USED_F_NO_NOTIFY), then
-/// returns whether it already has (so the caller looks again instead of sleeping).
-fn ask_for_kick(queue: &Queue, mem: &GuestMemoryMmap, seen: u16) -> bool {
-    let used = GuestAddress(queue.used_ring());
-    let (addr, value) = if queue.event_idx_enabled() {
-        let offset = RING_HEADER_SIZE + u64::from(queue.size()) * USED_ELEMENT_SIZE;
-        (used.checked_add(offset), seen)
-    } else {
-        (Some(used), 0) // used->flags without VRING_USED_F_NO_NOTIFY
-    };
-    let Some(addr) = addr else { return false };
-    if mem.store(value.to_le(), addr, Ordering::Relaxed).is_err() {
-        return false;
-    }
-    // The hint must be visible before the avail index is read again.
-    fence(Ordering::SeqCst);
-    queue
-        .avail_idx(mem, Ordering::Acquire)
-        .is_ok_and(|idx| idx.0 != seen)
-}
-
-/// Un-pops the last `n` chains (they go back to the driver untouched).
-fn unpop(queue: &mut Queue, n: usize) {
-    for _ in 0..n {
-        queue.go_to_previous_position();
-    }
+/// Asks the driver to kick once it posts chains beyond avail index `seen`; returns
+/// whether it already has (the engine's [`ring::ask_for_kick`]; a ring that cannot take
+/// the hint is counted and waits).
+fn ask_for_kick(rx: &RxQueue<'_>, seen: u16) -> bool {
+    ring::ask_for_kick(rx.queue, rx.mem, seen).unwrap_or_else(|e| {
+        rx.counters.count_drop(e.reason(Direction::Rx));
+        false
+    })
 }
 
 #[cfg(test)]
@@ -757,6 +639,7 @@ mod tests {
     use virtio_queue::desc::RawDescriptor;
     use virtio_queue::desc::split::Descriptor as SplitDescriptor;
     use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Address, Bytes, GuestAddress};
 
     use super::*;
 

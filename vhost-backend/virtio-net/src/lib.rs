@@ -18,7 +18,9 @@
 pub mod counters;
 pub mod drops;
 pub mod features;
+pub mod ring;
 
 pub use counters::{Counter, LARGE_FRAME, QueueCounters};
 pub use drops::{Direction, DropReason, DropUnit};
 pub use features::NetFeatures;
+pub use ring::RingError;
