@@ -20,10 +20,10 @@ use vm_memory::GuestMemory;
 use crate::features::NetFeatures;
 use crate::ratelimit::LogLimiter;
 use crate::ring::{self, RingError, pop_chain, return_used};
-use crate::rx::{Placement, RxBuffers};
 use crate::rx_filter::{RxFilterView, SharedRxFilter};
 use crate::stats::{Direction, DropReason, QueuePairStats};
-use crate::tx::{ETH_VLAN_HLEN, TxLimits, read_chain};
+use knic_virtio_net::rx::{Placement, RxBuffers, RxChainError, check_frame};
+use knic_virtio_net::tx::{TxLimits, read_chain};
 
 /// Failures of the host side; these end the worker.
 #[derive(Debug, Error)]
@@ -95,10 +95,7 @@ impl QueuePair {
     }
 
     fn tx_limits(features: NetFeatures, mtu: u16) -> TxLimits {
-        TxLimits {
-            features,
-            max_plain_frame: usize::from(mtu) + ETH_VLAN_HLEN,
-        }
+        TxLimits::new(features, mtu)
     }
 
     /// Applies a newly negotiated feature set.
@@ -215,14 +212,17 @@ impl QueuePair {
         Ok(self.needs_notification(Direction::Tx, queue, mem, old_used))
     }
 
+    /// Hands the batch to the uplink. `tx_packets` counts every chain read whole, also those
+    /// then discarded (ring disabled) or refused by the uplink, which are counted under
+    /// their reasons too (the protocol tests rely on this device's meaning).
     fn flush_tx(&mut self, enabled: bool) -> Result<(), HostError> {
         let n = self.tx_batch.len();
         if n == 0 {
             return Ok(());
         }
-        let bytes: usize = self.tx_batch.packets().iter().map(|p| p.len()).sum();
-        self.stats.tx_packets.add(n as u64);
-        self.stats.tx_bytes.add(bytes as u64);
+        for p in self.tx_batch.packets() {
+            self.stats.sent(p.len());
+        }
         if !enabled {
             self.stats.count_drops(DropReason::TxRingDisabled, n);
         } else {
@@ -266,14 +266,13 @@ impl QueuePair {
                 self.rx_next += 1;
                 continue;
             }
-            if !self.features.rx_offload_allowed(&pkt.hdr) {
-                self.stats.count_drop(DropReason::RxOffloadNotNegotiated);
+            if let Err(reason) = check_frame(&pkt.hdr, pkt.len(), &self.features) {
+                self.stats.count_drop(reason);
                 self.rx_next += 1;
                 continue;
             }
             let (stats, log, index) = (&self.stats, &mut self.log, self.index);
-            let mut on_malformed =
-                |e: crate::rx::RxChainError| record(stats, log, index, e.reason(), &e);
+            let mut on_malformed = |e: RxChainError| record(stats, log, index, e.reason(), &e);
             let placed = self.rx_buffers.place(
                 queue,
                 mem,
@@ -283,9 +282,8 @@ impl QueuePair {
                 &mut on_malformed,
             );
             match placed {
-                Ok(Placement::Delivered { .. }) => {
-                    self.stats.rx_packets.add(1);
-                    self.stats.rx_bytes.add(pkt.len() as u64);
+                Ok(Placement::Delivered { buffers }) => {
+                    self.stats.received(pkt.len(), buffers);
                     self.rx_next += 1;
                 }
                 Ok(Placement::TooBig) => {

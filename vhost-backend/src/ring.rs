@@ -3,6 +3,5 @@
 //! the device's modules.
 
 pub use knic_virtio_net::ring::{
-    Access, RingError, ShapeError, ask_for_kick, needs_notification, pop_chain, return_used,
-    return_used_together, unpop, walk_chain,
+    RingError, ask_for_kick, needs_notification, pop_chain, return_used,
 };

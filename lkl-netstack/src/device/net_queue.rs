@@ -33,6 +33,9 @@ use knic_virtio_net::Direction;
 pub use knic_virtio_net::DropReason;
 pub(crate) use knic_virtio_net::QueueCounters;
 use knic_virtio_net::ring::{self, Access, ChainFault, walk_chain};
+use knic_virtio_net::rx::check_frame;
+pub(crate) use knic_virtio_net::tx::TxLimits;
+use knic_virtio_net::tx::{check_header, read_chain};
 
 use super::features::NetFeatures;
 use super::tap::{readv, set_tap_offloads, set_tap_queue_attached, writev};
@@ -206,36 +209,6 @@ unsafe fn read_prefix(iov: &[libc::iovec], dst: &mut [u8]) -> usize {
     got
 }
 
-/// Copies a TX chain (header, then the frame) into a packet: one copy out of the kernel's
-/// memory. The header was parsed by the caller.
-///
-/// # Safety
-/// As for [`iov_slices`].
-unsafe fn gather(iov: &[libc::iovec], hdr: VirtioNetHdr, packet: &mut PacketBatch) -> bool {
-    packet.clear();
-    let Some(slot) = packet.next_slot() else {
-        return false;
-    };
-    let dst = slot.buf_mut();
-    let (mut skip, mut len) = (HDR_LEN, 0);
-    // SAFETY: forwarded from the caller.
-    for buf in unsafe { iov_slices(iov) } {
-        let src = &buf[skip.min(buf.len())..];
-        skip = skip.saturating_sub(buf.len());
-        let Some(d) = dst.get_mut(len..len + src.len()) else {
-            return false;
-        };
-        d.copy_from_slice(src);
-        len += src.len();
-    }
-    slot.hdr = hdr;
-    if !slot.set_len(len) {
-        return false;
-    }
-    packet.commit();
-    true
-}
-
 /// Whether the driver wants an interrupt for the used entries published since the used
 /// index was `old` (the engine's decision: `used_event`, or the NO_INTERRUPT flag). An
 /// unreadable hint interrupts rather than stalls the driver.
@@ -268,7 +241,7 @@ pub(crate) fn transmit(
     queue: &mut Queue,
     mem: &GuestMemoryMmap,
     wire: &mut TxWire,
-    features: NetFeatures,
+    limits: &TxLimits,
     counters: &QueueCounters,
 ) -> bool {
     if !queue.ready() {
@@ -286,7 +259,7 @@ pub(crate) fn transmit(
                     return decide(queue, mem, old_used, Direction::Tx, counters);
                 }
             };
-            if let Err(reason) = send_chain(mem, &chain, &mut iov, wire, features, counters) {
+            if let Err(reason) = send_chain(mem, &chain, &mut iov, wire, limits, counters) {
                 counters.count_drop(reason);
             }
             // The device writes nothing into TX buffers: used length 0 (§2.7.8). A head
@@ -314,38 +287,40 @@ fn send_chain(
     chain: &DescriptorChain<&GuestMemoryMmap>,
     iov: &mut [libc::iovec; MAX_TX_CHAIN],
     wire: &mut TxWire,
-    features: NetFeatures,
+    limits: &TxLimits,
     counters: &QueueCounters,
 ) -> Result<(), DropReason> {
-    let (n, bytes) = chain_iovecs(mem, chain, Direction::Tx, iov)?;
-    let bufs = &iov[..n];
-    let mut raw = [0u8; HDR_LEN];
-    // SAFETY: chain_iovecs checked each buffer against guest memory; the driver does not
-    // touch a chain it has made available until the device returns it.
-    if unsafe { read_prefix(bufs, &mut raw) } < HDR_LEN {
-        return Err(DropReason::TxMalformedHeader);
-    }
-    let frame = bytes - HDR_LEN;
-    let hdr = VirtioNetHdr::parse(&raw).map_err(|_| DropReason::TxMalformedHeader)?;
-    hdr.validate(frame)
-        .map_err(|_| DropReason::TxMalformedHeader)?;
-    if !features.tx_offload_allowed(&hdr) {
-        return Err(DropReason::TxOffloadNotNegotiated);
-    }
-    let sent = match wire {
-        // SAFETY: as above; writev only reads the buffers.
-        TxWire::Tap(tap) => unsafe { writev(tap, bufs) }.is_ok(),
-        TxWire::Port { sink, packet } => {
-            // SAFETY: as above.
-            if !unsafe { gather(bufs, hdr, packet) } {
-                return Err(DropReason::TxFrameTooLarge);
+    let frame = match wire {
+        TxWire::Tap(tap) => {
+            // The kernel's own buffers go to the TAP: map them, check the header in place.
+            let (n, bytes) = chain_iovecs(mem, chain, Direction::Tx, iov)?;
+            let bufs = &iov[..n];
+            let mut raw = [0u8; VirtioNetHdr::LEN];
+            let hdr_len = limits.features.hdr_len.min(VirtioNetHdr::LEN);
+            // SAFETY: chain_iovecs checked each buffer against guest memory; the driver does
+            // not touch a chain it has made available until the device returns it.
+            let got = unsafe { read_prefix(bufs, &mut raw[..hdr_len]) };
+            let frame = bytes - got;
+            check_header(&raw, got, frame, limits).map_err(|e| e.reason())?;
+            // SAFETY: as above; writev only reads the buffers.
+            if unsafe { writev(tap, bufs) }.is_err() {
+                return Err(DropReason::TxBackendRefused);
             }
-            matches!(sink.send(packet), Ok(1))
+            frame
+        }
+        TxWire::Port { sink, packet } => {
+            // The engine's TX path: one copy out of the kernel's memory, checked.
+            packet.clear();
+            let slot = packet.next_slot().ok_or(DropReason::TxBackendRefused)?;
+            read_chain(chain, slot, limits).map_err(|e| e.reason())?;
+            let frame = slot.len();
+            packet.commit();
+            if !matches!(sink.send(packet), Ok(1)) {
+                return Err(DropReason::TxBackendRefused);
+            }
+            frame
         }
     };
-    if !sent {
-        return Err(DropReason::TxBackendRefused);
-    }
     counters.sent(frame);
     Ok(())
 }
@@ -455,16 +430,9 @@ impl RxPath {
                     return Err(RxWait::Backend);
                 }
             }
-            // The same checks as a TX header's: the port's peer is not trusted.
+            // The engine's RX check: the port's peer is not trusted.
             let p = &packet.packets()[0];
-            let refused = if p.hdr.validate(p.len()).is_err() {
-                Some(DropReason::RxMalformedHeader)
-            } else if !rx.features.rx_offload_allowed(&p.hdr) {
-                Some(DropReason::RxOffloadNotNegotiated)
-            } else {
-                None
-            };
-            if let Some(reason) = refused {
+            if let Err(reason) = check_frame(&p.hdr, p.len(), &rx.features) {
                 rx.counters.count_drop(reason);
                 packet.clear();
                 return Ok(());
@@ -887,7 +855,13 @@ mod tests {
         let counters = QueueCounters::default();
         let mut f = features(true, false, host_ecn);
         f.guest_ecn = !host_ecn; // the other direction does not matter here
-        assert!(transmit(&mut queue, &mem, &mut wire, f, &counters));
+        assert!(transmit(
+            &mut queue,
+            &mem,
+            &mut wire,
+            &TxLimits::new(f, 1500),
+            &counters
+        ));
         assert_eq!(
             used(&mem, &q).elems,
             vec![(0, 0)],
@@ -964,7 +938,13 @@ mod tests {
             let (sink, _source) = (Box::new(port) as Box<dyn PacketPort>).split();
             let counters = QueueCounters::default();
             let f = features(true, true, false);
-            transmit(&mut queue, &mem, &mut TxWire::port(sink), f, &counters);
+            transmit(
+                &mut queue,
+                &mem,
+                &mut TxWire::port(sink),
+                &TxLimits::new(f, 1500),
+                &counters,
+            );
             let _ = done.send((
                 counters.drops(DropReason::TxAvailRingBroken),
                 queue.next_used(),
@@ -1016,7 +996,13 @@ mod tests {
         let (sink, _source) = (Box::new(port) as Box<dyn PacketPort>).split();
         let counters = QueueCounters::default();
         let f = features(true, false, false);
-        transmit(&mut queue, &mem, &mut TxWire::port(sink), f, &counters);
+        transmit(
+            &mut queue,
+            &mem,
+            &mut TxWire::port(sink),
+            &TxLimits::new(f, 1500),
+            &counters,
+        );
         let drops: Vec<_> = DropReason::ALL.map(|r| counters.drops(r)).to_vec();
         let mut expected = vec![0; DropReason::ALL.len()];
         expected[DropReason::TxEmptyChain.index()] = 1;

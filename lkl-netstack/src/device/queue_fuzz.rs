@@ -40,7 +40,8 @@ use knic_virtio_net::{Counter, Direction, DropUnit};
 
 use super::features::NetFeatures;
 use super::net_queue::{
-    DropReason, QUEUE_MAX, QueueCounters, RxPath, RxQueue, RxWait, RxWire, TxWire, transmit,
+    DropReason, QUEUE_MAX, QueueCounters, RxPath, RxQueue, RxWait, RxWire, TxLimits, TxWire,
+    transmit,
 };
 
 const PAGE: usize = 4096;
@@ -309,7 +310,7 @@ fn run(mem: &GuestMemoryMmap, input: &mut Input<'_>) -> Outcome {
             bump_avail(mem, TX_RINGS, tx_bump);
         }
         let before = txq.next_used();
-        transmit(&mut txq, mem, &mut wire, f, &counters);
+        transmit(&mut txq, mem, &mut wire, &TxLimits::new(f, 1500), &counters);
         let mut received = Vec::new();
         peer.recv_with(usize::MAX, |p| received.push((p.hdr, p.frame().to_vec())));
         outcome.tx_checked &= check_tx(mem, &txq, before, &tx_chains, &received, f);

@@ -31,8 +31,8 @@ use super::features::{BASE_FEATURES, MQ_FEATURES, NetFeatures, OFFLOAD_FEATURES}
 use super::memory::kernel_ram;
 use super::mmio::MmioDevice;
 use super::net_queue::{
-    DropReason, QUEUE_MAX, QueueCounters, RxPath, RxQueue, RxWait, RxWire, TxWire, needs_interrupt,
-    transmit,
+    DropReason, QUEUE_MAX, QueueCounters, RxPath, RxQueue, RxWait, RxWire, TxLimits, TxWire,
+    needs_interrupt, transmit,
 };
 use super::tap::{Tap, TapConfig};
 
@@ -571,7 +571,8 @@ impl VirtioNetDevice {
             return;
         }
         let TxSide { queue, wire, state } = &mut *tx;
-        let interrupt = transmit(queue, mem, wire, state.features, &pair.counters);
+        let limits = TxLimits::new(state.features, self.config.mtu);
+        let interrupt = transmit(queue, mem, wire, &limits, &pair.counters);
         drop(tx);
         if interrupt {
             self.raise_interrupt();

@@ -12,6 +12,8 @@
 //! * [`ring`]: the split-ring walk both devices share (popping chains, the one walk over a
 //!   chain's descriptors, used-ring publication with one index store per frame, the
 //!   EVENT_IDX decisions both ways);
+//! * [`tx`], [`rx`]: the TX and RX engines: header checks both devices apply, reading a TX
+//!   chain into a packet, placing a packet into RX chains (MRG_RXBUF, `num_buffers`);
 //! * [`drops`]: the one drop vocabulary, whose names are the metric names;
 //! * [`counters`]: per-queue-pair counters, single-writer, lock-free.
 
@@ -19,8 +21,12 @@ pub mod counters;
 pub mod drops;
 pub mod features;
 pub mod ring;
+pub mod rx;
+pub mod tx;
 
 pub use counters::{Counter, LARGE_FRAME, QueueCounters};
 pub use drops::{Direction, DropReason, DropUnit};
 pub use features::NetFeatures;
 pub use ring::RingError;
+pub use rx::{Placement, RxBuffers, RxChainError};
+pub use tx::{TxChainError, TxLimits};
