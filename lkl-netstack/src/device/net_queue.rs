@@ -139,6 +139,10 @@ fn chain_iovecs(
     let (mut n, mut bytes) = (0, 0);
     walk_chain::<_, ChainFault>(chain, Access::of(direction), |desc| {
         let len = desc.len() as usize;
+        if len == 0 {
+            // No byte to touch, so no address to check (as the engine's read_chain).
+            return Ok(ControlFlow::Continue(()));
+        }
         let slice = mem
             .get_slice(desc.addr(), len)
             .map_err(|_| ChainFault::BadAddress)?;

@@ -15,8 +15,11 @@
 //! * [`tx`], [`rx`]: the TX and RX engines: header checks both devices apply, reading a TX
 //!   chain into a packet, placing a packet into RX chains (MRG_RXBUF, `num_buffers`);
 //! * [`drops`]: the one drop vocabulary, whose names are the metric names;
-//! * [`counters`]: per-queue-pair counters, single-writer, lock-free.
+//! * [`counters`]: per-queue-pair counters, single-writer, lock-free;
+//! * [`audit`]: the invariants both devices keep under hostile input, checked by both fuzz
+//!   harnesses.
 
+pub mod audit;
 pub mod counters;
 pub mod drops;
 pub mod features;
