@@ -3,6 +3,7 @@
 #   deploy/dev/fuzz.sh [SECONDS [TARGET...]]   (default: 60 s split over every target)
 # Targets, each in its crate's own fuzz workspace (never built by the main workspace):
 #   queue_pair     vhost-backend/fuzz   the vhost-user device's queue pair and control queue
+#   front_door     vhost-backend/fuzz   the vhost-user front door: messages, fds, memory tables
 #   device_queues  lkl-netstack/fuzz    the library kernel's virtio-net data path (links the
 #                                       kernel library: lkl-sys builds it or takes it from
 #                                       ~/.cache/knic, as for the workspace)
@@ -13,10 +14,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs="${1:-60}"
 shift $(($# > 0 ? 1 : 0))
-declare -A crate_of=([queue_pair]=vhost-backend [device_queues]=lkl-netstack)
+declare -A crate_of=([queue_pair]=vhost-backend [front_door]=vhost-backend [device_queues]=lkl-netstack)
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(queue_pair device_queues)
+  targets=(queue_pair front_door device_queues)
 fi
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   echo "cargo-fuzz is missing: cargo install cargo-fuzz" >&2

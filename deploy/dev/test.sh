@@ -33,5 +33,11 @@ step "tests"
 # end-to-end tests (guest-tests) run knic-vhost from target/release, so the binaries
 # are built first; they share two cores, testpmd lcores and namespaces: one at a time.
 cargo build --workspace --bins --release
-cargo test --workspace --release --exclude guest-tests
+cargo test --workspace --release --exclude guest-tests --exclude knic-kunit
 cargo test --release -p guest-tests -- --test-threads=1
+
+step "Linux's own unit tests (KUnit) inside the library: the kunit build of the kernel"
+# A kernel of its own (variants/kunit.config, cached like the product one) and a target
+# directory of its own, so the product kernel's build is never disturbed.
+KNIC_KERNEL_VARIANT=kunit lkl-netstack/lkl-sys/kernel/build-kernel.sh target/knic-kernel-kunit
+KNIC_KERNEL_VARIANT=kunit cargo test -p knic-kunit --target-dir target/kunit -- --nocapture

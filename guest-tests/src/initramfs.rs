@@ -70,9 +70,25 @@ fn cpio(entries: &[Entry]) -> Vec<u8> {
     out
 }
 
-/// The host's cloud kernel and its module directory.
+/// Where `deploy/dev/setup-debian.sh` unpacks the test guests' kernel package (never into
+/// the host's /boot): `KNIC_GUEST_KERNEL_DIR`, else `~/.cache/knic/guest-kernel`.
+pub fn guest_kernel_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KNIC_GUEST_KERNEL_DIR") {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cache"));
+    cache.join("knic/guest-kernel")
+}
+
+/// Debian's cloud kernel for the test guests and its module directory, from the unpacked
+/// package in [`guest_kernel_dir`].
 pub fn cloud_kernel() -> (PathBuf, PathBuf) {
-    let mut kernels: Vec<PathBuf> = std::fs::read_dir("/boot")
+    let root = guest_kernel_dir();
+    let boot = root.join("boot");
+    let mut kernels: Vec<PathBuf> = std::fs::read_dir(&boot)
         .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
     kernels.retain(|p| {
@@ -82,7 +98,10 @@ pub fn cloud_kernel() -> (PathBuf, PathBuf) {
     });
     kernels.sort();
     let kernel = kernels.pop().unwrap_or_else(|| {
-        panic!("no /boot/vmlinuz-*-cloud-amd64: run deploy/dev/setup-debian.sh (linux-image-cloud-amd64)")
+        panic!(
+            "no {}/vmlinuz-*-cloud-amd64: run deploy/dev/setup-debian.sh (it unpacks the guests' kernel there)",
+            boot.display()
+        )
     });
     let version = kernel
         .file_name()
@@ -90,7 +109,7 @@ pub fn cloud_kernel() -> (PathBuf, PathBuf) {
         .and_then(|n| n.strip_prefix("vmlinuz-"))
         .unwrap_or_default()
         .to_string();
-    (kernel, PathBuf::from("/lib/modules").join(version))
+    (kernel, root.join("lib/modules").join(version))
 }
 
 fn module(modules: &Path, rel: &str) -> Vec<u8> {

@@ -107,7 +107,7 @@ fn icmpecho(uplink: Uplink) {
     tp.wait_started();
     let out =
         r.ns.cmd("busybox")
-            .args(["ping", "-c", "5", "-W", "5", "10.77.0.2"])
+            .args(["ping", "-c", "5", "-w", "15", "10.77.0.2"])
             .output()
             .expect("run ping");
     let text = String::from_utf8_lossy(&out.stdout);

@@ -19,6 +19,7 @@ fn main() {
         "KNIC_KERNEL_TARBALL",
         "KNIC_KERNEL_CACHE",
         "KNIC_KERNEL_JOBS",
+        "KNIC_KERNEL_VARIANT",
     ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
@@ -70,4 +71,9 @@ fn main() {
         .find_map(|l| l.strip_prefix("kernel_version="))
         .unwrap_or("unknown");
     println!("cargo:rustc-env=KNIC_KERNEL_VERSION={version}");
+    let variant = info
+        .lines()
+        .find_map(|l| l.strip_prefix("variant="))
+        .unwrap_or("");
+    println!("cargo:rustc-env=KNIC_KERNEL_VARIANT={variant}");
 }

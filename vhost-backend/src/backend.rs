@@ -9,7 +9,7 @@
 //! and so serialise every queue pair.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -18,7 +18,10 @@ use tracing::{debug, error, warn};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackend, VringT};
 use virtio_queue::QueueT;
-use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+use vm_memory::{
+    GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    MemoryRegionAddress,
+};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
@@ -27,6 +30,8 @@ use vmm_sys_util::event::{
 use crate::config::NetConfig;
 use crate::ctrl::{CtrlQueue, CtrlState};
 use crate::features::{NetFeatures, OFFERED_FEATURES, offered_protocol_features};
+use crate::front_door::FrontDoorStats;
+use crate::guest_fault::FaultOwner;
 use crate::queue_pair::{HostError, QueuePair, QueuePairConfig};
 use crate::ring;
 use crate::rx_filter::SharedRxFilter;
@@ -85,6 +90,17 @@ pub struct NetBackend {
     /// Pairs that carry traffic: all of them, unless a frontend passing the control queue
     /// through says otherwise with VQ_PAIRS_SET (it starts at 1, virtio 1.2 §5.1.6.5.5).
     active_pairs: AtomicUsize,
+    /// What the front door refused, by reason.
+    front_door: FrontDoorStats,
+    /// This device's guest memory in the process's SIGBUS containment table (`guest_fault`);
+    /// `None` when the table had no room for another device.
+    fault_owner: Option<FaultOwner>,
+    /// Host ranges of the memory table before the current one (still registered: a worker
+    /// may hold it for the event it handles).
+    previous_ranges: Mutex<Vec<(usize, usize)>>,
+    /// Exit-event consumers handed to the framework, which leaks them (README): each raw
+    /// number with our own clone of it, to close it once the daemon is dropped.
+    exit_events: Mutex<Vec<(RawFd, EventConsumer)>>,
 }
 
 /// Why the device could not be built.
@@ -142,6 +158,18 @@ impl NetBackend {
                 mem: None,
             }),
             active_pairs: AtomicUsize::new(all),
+            front_door: FrontDoorStats::default(),
+            fault_owner: {
+                let owner = FaultOwner::new();
+                if owner.is_none() {
+                    warn!(
+                        "too many devices in one process: guest memory faults of this one are not contained"
+                    );
+                }
+                owner
+            },
+            previous_ranges: Mutex::new(Vec::new()),
+            exit_events: Mutex::new(Vec::new()),
         })
     }
 
@@ -170,6 +198,33 @@ impl NetBackend {
             .collect()
     }
 
+    /// The front door's counters.
+    pub fn front_door_stats(&self) -> &FrontDoorStats {
+        &self.front_door
+    }
+
+    /// Whether a fault was contained in this device's guest memory since the last call.
+    pub fn take_memory_poisoned(&self) -> bool {
+        self.fault_owner
+            .as_ref()
+            .is_some_and(FaultOwner::take_poisoned)
+    }
+
+    /// Closes the exit-event fds the framework leaked for the daemon just dropped (README,
+    /// "The per-connection fd leak"). Call only after the daemon is dropped. Returns how many
+    /// were closed.
+    pub fn reclaim_exit_events(&self) -> usize {
+        let events = std::mem::take(&mut *lock(&self.exit_events));
+        let closed = events
+            .iter()
+            .filter(|(leaked, witness)| crate::sys::close_leaked_fd(*leaked, witness))
+            .count();
+        self.front_door
+            .leaked_fds_reclaimed
+            .fetch_add(closed as u64, Ordering::Relaxed);
+        closed
+    }
+
     /// Forgets everything the last frontend set up: features, pending packets, guest memory
     /// (dropping the last reference unmaps it). Uplinks stay. Called between connections.
     pub fn reset(&self) {
@@ -186,6 +241,13 @@ impl NetBackend {
             c.ctrl.reset();
             if forget_memory {
                 c.mem = None;
+            }
+        }
+        if forget_memory {
+            lock(&self.previous_ranges).clear();
+            if let Some(owner) = &self.fault_owner {
+                owner.set_regions(&[]);
+                owner.take_poisoned();
             }
         }
         for i in 0..self.pairs.len() {
@@ -278,7 +340,7 @@ impl NetBackend {
         ) {
             Ok(true) => {
                 if ring::needs_notification(state.get_queue(), &*mem, old_used).unwrap_or(true) {
-                    state.signal_used_queue()?;
+                    signal(&state)?;
                 }
             }
             Ok(false) => {}
@@ -309,7 +371,7 @@ impl NetBackend {
             slot.qp.process_tx(queue, mem, enabled)?
         };
         if notify {
-            state.signal_used_queue().map_err(HostError::Notify)?;
+            signal(&state).map_err(HostError::Notify)?;
             let stats = slot.qp.stats();
             if rx {
                 stats.rx_notifications.add(1);
@@ -319,6 +381,47 @@ impl NetBackend {
         }
         Ok(())
     }
+}
+
+impl NetBackend {
+    /// Puts the host ranges of `mem` (and of the table before it) in the SIGBUS containment
+    /// table, before any worker sees `mem`.
+    fn register_for_faults(&self, mem: &GuestMem) {
+        let Some(owner) = &self.fault_owner else {
+            return;
+        };
+        let current: Vec<(usize, usize)> = mem
+            .memory()
+            .iter()
+            .filter_map(|r| {
+                let start = r.get_host_address(MemoryRegionAddress(0)).ok()?;
+                Some((start as usize, r.len() as usize))
+            })
+            .collect();
+        let mut previous = lock(&self.previous_ranges);
+        let both: Vec<(usize, usize)> = current.iter().chain(previous.iter()).copied().collect();
+        let missed = owner.set_regions(&both);
+        if missed > 0 {
+            warn!(
+                missed,
+                "containment table full: some guest memory faults are not contained"
+            );
+        }
+        *previous = current;
+    }
+}
+
+/// Signals the guest through the ring's call eventfd. The front door made it non-blocking,
+/// so a full counter is `WouldBlock`: an interrupt is pending already, nothing is lost.
+fn signal(state: &vhost_user_backend::VringState<GuestMem>) -> io::Result<()> {
+    match state.signal_used_queue() {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        r => r,
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn guest_offloads(f: &NetFeatures) -> GuestOffloads {
@@ -380,6 +483,7 @@ impl VhostUserBackend for NetBackend {
     }
 
     fn update_memory(&self, mem: GuestMem) -> io::Result<()> {
+        self.register_for_faults(&mem);
         self.ctrl_slot().mem = Some(mem.clone());
         for i in 0..self.pairs.len() {
             if let Some(mut s) = self.slot(i) {
@@ -399,7 +503,15 @@ impl VhostUserBackend for NetBackend {
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
         match new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC) {
-            Ok(pair) => Some(pair),
+            Ok((consumer, notifier)) => {
+                // The framework keeps only the raw number of `consumer` (README): remember it
+                // with a clone to close it by once the daemon is gone.
+                match consumer.try_clone() {
+                    Ok(witness) => lock(&self.exit_events).push((consumer.as_raw_fd(), witness)),
+                    Err(e) => warn!("cannot track a worker exit event: {e}"),
+                }
+                Some((consumer, notifier))
+            }
             Err(e) => {
                 warn!("cannot create a worker exit event: {e}");
                 None

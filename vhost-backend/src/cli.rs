@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use thiserror::Error;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::backend::{BackendError, MAX_QUEUE_PAIRS, NetBackend, NetBackendConfig};
 use crate::daemon::{DaemonError, Role, ServeConfig, Stop, serve};
@@ -176,7 +176,12 @@ pub fn run(args: Args) -> Result<(), RunError> {
     Ok(())
 }
 
-/// The first SIGTERM/SIGINT stops serving cleanly; a second one exits at once.
+/// How long a clean stop may take before the process exits without finishing it: whatever a
+/// frontend did, SIGTERM ends the process within this bound.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The first SIGTERM/SIGINT stops serving cleanly (or exits after [`STOP_DEADLINE`] if the
+/// clean stop does not finish); a second one exits at once.
 fn spawn_signal_thread(stop: Arc<Stop>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("knic-signals".to_string())
@@ -191,6 +196,15 @@ fn spawn_signal_thread(stop: Arc<Stop>) -> std::io::Result<()> {
                         );
                         stop.request();
                         first = false;
+                        let _ = std::thread::Builder::new()
+                            .name("knic-stop-deadline".to_string())
+                            .spawn(|| {
+                                std::thread::sleep(STOP_DEADLINE);
+                                error!(
+                                    "a clean stop did not finish within {STOP_DEADLINE:?}: exiting without cleanup"
+                                );
+                                std::process::exit(1);
+                            });
                     }
                     Ok(signal) => {
                         warn!(signal, "second termination signal: exiting without cleanup");

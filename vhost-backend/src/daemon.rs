@@ -1,15 +1,18 @@
 //! Serving frontends one after another.
 //!
 //! Each connection gets a fresh `VhostUserDaemon` (fresh negotiation state, fresh worker
-//! threads); when the frontend goes away the daemon is dropped (its workers exit and are
-//! joined), the device is reset and the guest memory unmapped, and the next frontend is
-//! awaited (server) or dialled (client). Nothing depends on the order of the frontend's
-//! messages: the framework applies each on arrival and the data path only runs once a ring
-//! is started and memory is mapped.
+//! threads) whose handler sits behind the front door (`front_door`): every message and fd the
+//! frontend sends is checked there first, on a socket pair only this process can reach
+//! ([`private_handler_socket`]). When the connection ends (the frontend left, a request was
+//! refused, its guest memory faulted, or a stop was requested), the daemon is dropped (its
+//! workers exit and are joined), the fds the framework leaks are closed, the device is reset
+//! and the guest memory unmapped, and the next frontend is awaited (server) or dialled
+//! (client). Nothing depends on the order of the frontend's messages: the framework applies
+//! each on arrival and the data path only runs once a ring is started and memory is mapped.
 //!
 //! [`Stop`] ends serving from another thread (the `knic-vhost` signal thread): it wakes a
-//! pending accept, cuts the current frontend's connection so the daemon's wait returns, and
-//! `serve` then joins the workers and removes the sockets it created.
+//! pending accept, the front door sees the request within a tick and ends the connection,
+//! and `serve` then joins the workers and removes the sockets it created.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,11 +102,14 @@ pub enum DaemonError {
         dir.display()
     )]
     SocketDirMissing { dir: PathBuf },
-    #[error("cannot listen on {}", path.display())]
-    Listen {
+    #[error(
+        "cannot make the request handler's private socket {}: the socket's directory or the temporary directory must be writable",
+        path.display()
+    )]
+    HandlerSocket {
         path: PathBuf,
         #[source]
-        source: vhost::vhost_user::Error,
+        source: std::io::Error,
     },
     #[error("cannot listen on {}", path.display())]
     Bind {
@@ -111,7 +117,7 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
-    #[error("accepting or relaying a frontend connection failed")]
+    #[error("accepting a frontend connection failed")]
     Accept(#[source] std::io::Error),
     /// The framework's error type carries no `std::error::Error` impl, so its text is kept.
     #[error("vhost-user framework: {0}")]
@@ -127,112 +133,196 @@ pub enum DaemonError {
 /// Serves frontends on `config.socket` until `stop` is requested or `max_connections` is
 /// reached, then removes the sockets it created.
 ///
-/// The frontend's connection goes through the `relay` module to the rust-vmm handler, which
-/// listens on a private socket next to the public one (`.NAME.knic-internal`).
+/// The frontend's connection goes through the front door (`front_door`), which checks every
+/// message, to the rust-vmm handler on a socket only this process can reach
+/// ([`private_handler_socket`]). Many `serve` calls may run in one process (the agent), each
+/// on its own thread with its own backend: nothing a frontend does on one costs another.
 pub fn serve(
     backend: Arc<NetBackend>,
     config: &ServeConfig,
     stop: &Stop,
 ) -> Result<(), DaemonError> {
-    let internal = internal_path(&config.socket);
-    let mut fw_listener = listen(&internal)?;
+    if !crate::guest_fault::install() {
+        warn!(
+            "cannot install the SIGBUS handler: a frontend truncating its guest memory could end the process"
+        );
+    }
     let public = match config.role {
-        Role::Server => match bind_public(&config.socket) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                let _ = std::fs::remove_file(&internal);
-                return Err(e);
-            }
-        },
+        Role::Server => Some(bind_public(&config.socket)?),
         Role::Client { .. } => None,
     };
     if public.is_some() {
         *lock(&stop.listening) = Some(config.socket.clone());
     }
-    let result = serve_connections(
-        &backend,
-        config,
-        stop,
-        &mut fw_listener,
-        public.as_ref(),
-        &internal,
-    );
+    let result = serve_connections(&backend, config, stop, public.as_ref());
     *lock(&stop.listening) = None;
-    let _ = std::fs::remove_file(&internal);
     if public.is_some() {
         let _ = std::fs::remove_file(&config.socket);
     }
     result
 }
 
+/// What the front door watches while a connection lasts.
+struct ConnectionWatch<'a> {
+    stop: &'a Stop,
+    backend: &'a NetBackend,
+}
+
+impl crate::front_door::Watch for ConnectionWatch<'_> {
+    fn stop_requested(&self) -> bool {
+        self.stop.requested()
+    }
+
+    fn memory_poisoned(&self) -> bool {
+        self.backend.take_memory_poisoned()
+    }
+}
+
 fn serve_connections(
     backend: &Arc<NetBackend>,
     config: &ServeConfig,
     stop: &Stop,
-    fw_listener: &mut Listener,
     public: Option<&UnixListener>,
-    internal: &Path,
 ) -> Result<(), DaemonError> {
     let mut served = 0usize;
     while !stop.requested() && config.max_connections.is_none_or(|m| served < m) {
         let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
         let mut daemon = VhostUserDaemon::new("knic-vhost".to_string(), Arc::clone(backend), mem)
             .map_err(|e| DaemonError::Framework(e.to_string()))?;
-        watch_uplinks(backend, &daemon)?;
-
-        let frontend = match (public, config.role) {
-            (Some(l), _) => {
-                info!(socket = %config.socket.display(), "waiting for a frontend");
-                l.accept().map_err(DaemonError::Accept)?.0
-            }
-            (None, Role::Client { retry }) => match dial(&config.socket, retry, stop) {
-                Some(s) => s,
-                None => break,
-            },
-            (None, Role::Server) => break,
-        };
-        if stop.requested() {
-            break;
-        }
-        stop.set_frontend(frontend.try_clone().ok());
-        let handler_side = UnixStream::connect(internal).map_err(DaemonError::Accept)?;
-        let relay = std::thread::Builder::new()
-            .name("knic-relay".to_string())
-            .spawn(move || crate::relay::relay(frontend, handler_side))
-            .map_err(DaemonError::Accept)?;
-        daemon
-            .start(fw_listener)
-            .map_err(|e| DaemonError::Framework(e.to_string()))?;
-        served += 1;
-        info!(connection = served, "frontend connected");
-        match daemon.wait() {
-            Ok(())
-            | Err(vhost_user_backend::Error::HandleRequest(
-                vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage,
-            )) => info!("frontend disconnected"),
-            Err(e) => warn!("frontend connection ended: {e}"),
-        }
-        stop.set_frontend(None);
-        // Dropping the daemon stops and joins this connection's workers.
+        let outcome = serve_one(backend, config, stop, public, &mut daemon);
+        // Dropping the daemon stops and joins this connection's workers; then the fds the
+        // framework leaks can be closed (README).
         drop(daemon);
-        match relay.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => debug!("relay ended: {e}"),
-            Err(_) => warn!("relay thread panicked"),
-        }
+        let reclaimed = backend.reclaim_exit_events();
+        debug!(reclaimed, "framework exit events closed");
         backend.reset();
-        info!("device reset; guest memory unmapped");
+        match outcome? {
+            Some(()) => {
+                served += 1;
+                info!("device reset; guest memory unmapped");
+            }
+            None => break,
+        }
     }
     Ok(())
 }
 
-/// The rust-vmm handler's private socket: hidden, next to the public one.
-fn internal_path(public: &Path) -> PathBuf {
-    let name = public
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "vhost.sock".to_string());
-    public.with_file_name(format!(".{name}.knic-internal"))
+/// One connection: accept or dial the frontend, hand the handler its private socket, run the
+/// front door until the connection ends. `None` when no frontend came (stop requested).
+fn serve_one(
+    backend: &Arc<NetBackend>,
+    config: &ServeConfig,
+    stop: &Stop,
+    public: Option<&UnixListener>,
+    daemon: &mut VhostUserDaemon<Arc<NetBackend>>,
+) -> Result<Option<()>, DaemonError> {
+    watch_uplinks(backend, daemon)?;
+    let frontend = match (public, config.role) {
+        (Some(l), _) => {
+            info!(socket = %config.socket.display(), "waiting for a frontend");
+            l.accept().map_err(DaemonError::Accept)?.0
+        }
+        (None, Role::Client { retry }) => match dial(&config.socket, retry, stop) {
+            Some(s) => s,
+            None => return Ok(None),
+        },
+        (None, Role::Server) => return Ok(None),
+    };
+    if stop.requested() {
+        return Ok(None);
+    }
+    stop.set_frontend(frontend.try_clone().ok());
+    let (mut listener, handler_side) = private_handler_socket(&config.socket)?;
+    let started = daemon.start(&mut listener);
+    drop(listener);
+    if let Err(e) = started {
+        stop.set_frontend(None);
+        return Err(DaemonError::Framework(e.to_string()));
+    }
+    info!("frontend connected");
+    let watch = ConnectionWatch { stop, backend };
+    let end = crate::front_door::run(&frontend, &handler_side, backend.front_door_stats(), &watch);
+    match &end {
+        crate::front_door::End::FrontendClosed | crate::front_door::End::Stopped => {
+            info!("frontend disconnected ({end})")
+        }
+        _ => warn!("frontend disconnected: {end}"),
+    }
+    drop(handler_side);
+    drop(frontend);
+    match daemon.wait() {
+        Ok(())
+        | Err(vhost_user_backend::Error::HandleRequest(
+            vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage,
+        )) => {}
+        Err(e) => debug!("request handler ended: {e}"),
+    }
+    stop.set_frontend(None);
+    Ok(Some(()))
+}
+
+/// The rust-vmm handler's end of a connection, reachable by this process only.
+///
+/// The framework (`vhost-user-backend` 0.24) takes a connection only by accepting it on a
+/// [`Listener`] (`VhostUserDaemon::start`) or by dialling a path (`start_client`);
+/// `BackendReqHandler::from_stream` would take a stream, but needs the framework's private
+/// handler type. So the handler gets a one-shot listener that only our own socket can reach:
+/// bound in a fresh directory of mode 0700 (which `create_dir` refuses to reuse), its
+/// backlog cut to the single connection we make at once without waiting; the name and the
+/// directory are removed before the handler accepts and the listener is closed right after.
+/// A process that found the name in that instant could not connect (the one slot is ours),
+/// and the handler accepts exactly once.
+pub fn private_handler_socket(public: &Path) -> Result<(Listener, UnixStream), DaemonError> {
+    // The public socket's directory first (the operator's choice), else the temporary
+    // directory: with --client that directory is the frontend's and may not be ours to write,
+    // and a long socket path may leave no room in `sun_path` for the handler's.
+    let near = public
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map(Path::to_path_buf);
+    let mut last = None;
+    for base in near
+        .into_iter()
+        .chain(std::iter::once(std::env::temp_dir()))
+    {
+        match one_shot_listener(&base) {
+            Ok(pair) => return Ok(pair),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or(DaemonError::HandlerSocket {
+        path: std::env::temp_dir(),
+        source: std::io::ErrorKind::NotFound.into(),
+    }))
+}
+
+/// [`private_handler_socket`] in `base`.
+fn one_shot_listener(base: &Path) -> Result<(Listener, UnixStream), DaemonError> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::DirBuilderExt;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = base.join(format!(".knic-{}-{n}", std::process::id()));
+    let path = dir.join("h");
+    let fail = |source: std::io::Error| DaemonError::HandlerSocket {
+        path: path.clone(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(fail)?;
+    let made = (|| {
+        let listener = UnixListener::bind(&path)?;
+        crate::sys::set_backlog(listener.as_fd(), 0)?;
+        let ours = crate::sys::connect_nonblocking(&path)?;
+        ours.set_nonblocking(false)?;
+        Ok::<_, std::io::Error>((listener, ours))
+    })();
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_dir(&dir);
+    let (listener, ours) = made.map_err(fail)?;
+    Ok((Listener::from(listener), ours))
 }
 
 fn bind_public(path: &Path) -> Result<UnixListener, DaemonError> {
@@ -257,14 +347,6 @@ pub fn check_socket_dir(path: &Path) -> Result<(), DaemonError> {
         });
     }
     Ok(())
-}
-
-fn listen(path: &Path) -> Result<Listener, DaemonError> {
-    check_socket_dir(path)?;
-    Listener::new(path, true).map_err(|source| DaemonError::Listen {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 /// Connects to a listening frontend, retrying until it answers or `stop` is set.
@@ -302,4 +384,39 @@ fn watch_uplinks(
             .map_err(|source| DaemonError::RegisterUplink { pair, source })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    /// The handler's end is connected, accepted exactly once, and leaves no name behind,
+    /// also when the public socket's directory cannot be used (client mode, someone else's
+    /// directory): the temporary directory serves then.
+    #[test]
+    fn the_handler_socket_is_one_shot_and_nameless() {
+        for public in [
+            std::env::temp_dir().join("knic-daemon-test.sock"),
+            PathBuf::from("/nonexistent-knic-dir/x.sock"),
+        ] {
+            let (listener, mut ours) = private_handler_socket(&public).unwrap();
+            let mut theirs = listener
+                .accept()
+                .unwrap()
+                .expect("our connection is pending");
+            ours.write_all(b"ping").unwrap();
+            let mut got = [0u8; 4];
+            theirs.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"ping");
+            let prefix = format!(".knic-{}-", std::process::id());
+            let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with(&prefix))
+                .collect();
+            assert!(left.is_empty(), "{left:?}");
+        }
+    }
 }

@@ -14,6 +14,8 @@
 //!   the notification rule the framework lacks;
 //! * `sys`: fd passing, thread names and signals (the only `unsafe`); the uplinks (TAP,
 //!   AF_PACKET) are the `knic-uplink` crate under `nic-agent/`;
+//! * [`front_door`], [`message`]: every message and fd from a frontend checked before the
+//!   framework's handler sees it; `guest_fault`: SIGBUS in guest memory contained;
 //! * `daemon`, `stats_server`: serving frontends one after another, exposing counters.
 
 mod backend;
@@ -22,9 +24,11 @@ pub mod config;
 pub mod ctrl;
 pub mod daemon;
 pub mod features;
+pub mod front_door;
+mod guest_fault;
+pub mod message;
 mod queue_pair;
 mod ratelimit;
-mod relay;
 mod ring;
 pub mod rx_filter;
 pub mod stats;
@@ -38,4 +42,5 @@ pub use backend::{
 };
 pub use knic_virtio_net::{Placement, RxBuffers, RxChainError, TxChainError, TxLimits};
 pub use queue_pair::{HostError, QueuePair, QueuePairConfig};
+pub use sys::{FdKind, fd_kind};
 pub use vring::NetVring;

@@ -13,6 +13,7 @@ use tracing::warn;
 
 use crate::backend::NetBackend;
 use crate::ctrl::CtrlState;
+use crate::front_door::FrontDoorSnapshot;
 use crate::stats::QueuePairSnapshot;
 
 /// The document served.
@@ -23,6 +24,8 @@ pub struct StatsDocument {
     pub active_queue_pairs: usize,
     /// The control queue's acknowledged state and command counts.
     pub control: CtrlState,
+    /// What the vhost-user front door refused or survived (`front_door`).
+    pub front_door: FrontDoorSnapshot,
 }
 
 /// Renders the current counters as JSON.
@@ -32,6 +35,7 @@ pub fn render(backend: &NetBackend) -> String {
         queue_pairs: backend.stats(),
         active_queue_pairs,
         control,
+        front_door: backend.front_door_stats().snapshot(),
     };
     serde_json::to_string(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }

@@ -27,48 +27,6 @@ pub fn set_current_thread_name(name: &str) {
 /// SET_MEM_TABLE; headroom for other senders).
 pub const MAX_MSG_FDS: usize = 32;
 
-/// `recvmsg` into `buf`, appending any passed file descriptors to `fds`. Returns the bytes
-/// read (0 at end of stream).
-pub fn recv_with_fds(fd: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
-    // u64 elements keep the control buffer aligned for cmsghdr.
-    let mut control = [0u64; 32];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: msghdr is plain old data; all-zero is a valid value to fill in.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control);
-    // SAFETY: `iov` points into `buf` (exclusive, `iov_len` bytes) and `msg_control` into
-    // `control` (exclusive, `msg_controllen` bytes); both outlive the call. MSG_CMSG_CLOEXEC
-    // makes received fds close-on-exec.
-    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `msg` was filled by recvmsg; CMSG_FIRSTHDR/NXTHDR only walk within
-    // `msg_control..+msg_controllen`, and each header's data holds `cmsg_len - CMSG_LEN(0)`
-    // bytes of file descriptors that this process now owns (so wrapping them in OwnedFd is
-    // the single ownership).
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
-                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                for i in 0..bytes / std::mem::size_of::<libc::c_int>() {
-                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
-    Ok(n as usize)
-}
-
 /// `sendmsg` of `buf` with `fds` attached (at most [`MAX_MSG_FDS`]). Returns bytes sent.
 pub fn send_with_fds(fd: RawFd, buf: &[u8], fds: &[RawFd]) -> io::Result<usize> {
     if fds.len() > MAX_MSG_FDS {
@@ -155,4 +113,220 @@ pub fn wait_termination_signal() -> io::Result<&'static str> {
     } else {
         "SIGTERM"
     })
+}
+
+/// What a file descriptor from a frontend turned out to be (`fstat` and the fd's
+/// `/proc/self/fd` link), for the front door's checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdKind {
+    /// An eventfd (`anon_inode:[eventfd]`).
+    EventFd,
+    /// A regular file (memfd, tmpfs, hugetlbfs, disk) of `size` bytes.
+    File { size: u64 },
+    /// A socket.
+    Socket,
+    /// Anything else: pipe, device, directory, another anonymous inode.
+    Other,
+}
+
+/// Classifies `fd`. An fd that cannot even be `fstat`ed is `Other`.
+pub fn fd_kind(fd: std::os::fd::BorrowedFd<'_>) -> FdKind {
+    use std::os::fd::AsRawFd;
+    let raw = fd.as_raw_fd();
+    // SAFETY: an all-zero `stat` is a valid value for fstat to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `raw` is open for the lifetime of the borrow; fstat writes only into `st`,
+    // which lives on this frame.
+    if unsafe { libc::fstat(raw, &mut st) } != 0 {
+        return FdKind::Other;
+    }
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => FdKind::File {
+            size: u64::try_from(st.st_size).unwrap_or(0),
+        },
+        libc::S_IFSOCK => FdKind::Socket,
+        _ => match std::fs::read_link(format!("/proc/self/fd/{raw}")) {
+            Ok(target) if target.as_os_str() == "anon_inode:[eventfd]" => FdKind::EventFd,
+            _ => FdKind::Other,
+        },
+    }
+}
+
+/// Sets `O_NONBLOCK` on `fd`'s open file description (shared with every holder of it, the
+/// frontend included: the only safe way to use an fd someone else controls).
+pub fn set_nonblocking(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let raw = fd.as_raw_fd();
+    // SAFETY: F_GETFL/F_SETFL read and write only the status flags of an fd that is open for
+    // the lifetime of the borrow.
+    unsafe {
+        let flags = libc::fcntl(raw, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Readiness asked of and reported by [`poll`].
+pub const POLL_IN: i16 = libc::POLLIN;
+pub const POLL_OUT: i16 = libc::POLLOUT;
+/// Reported without being asked: the peer hung up or the fd failed.
+pub const POLL_GONE: i16 = libc::POLLHUP | libc::POLLERR | libc::POLLNVAL | libc::POLLRDHUP;
+
+/// `poll` on `(fd, wanted events)`; fills in the returned events, EINTR counts as a timeout.
+pub fn poll(fds: &mut [(RawFd, i16, i16)], timeout_ms: i32) -> io::Result<()> {
+    let mut pfds = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; 4];
+    let n = fds.len().min(pfds.len());
+    for (p, (fd, events, _)) in pfds.iter_mut().zip(fds.iter()) {
+        p.fd = *fd;
+        p.events = *events | libc::POLLRDHUP;
+    }
+    // SAFETY: `pfds[..n]` is an exclusive, initialised array of `n` pollfd that outlives the
+    // call; poll writes only their `revents`.
+    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, timeout_ms) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    for (p, (_, _, revents)) in pfds.iter().zip(fds.iter_mut()) {
+        *revents = if rc < 0 { 0 } else { p.revents };
+    }
+    Ok(())
+}
+
+/// A non-blocking `recvmsg` into `buf`, appending any passed file descriptors to `fds`.
+/// Returns the bytes read (0 at end of stream) and whether the kernel had to drop fds that
+/// did not fit the control buffer (`MSG_CTRUNC`: a sender passing more than [`MAX_MSG_FDS`]).
+pub fn recv_with_fds(
+    fd: RawFd,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<(usize, bool)> {
+    let mut control = [0u64; 32];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain old data; all-zero is a valid value to fill in.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: `iov` points into `buf` (exclusive, `iov_len` bytes) and `msg_control` into
+    // `control` (exclusive, `msg_controllen` bytes); both outlive the call. MSG_CMSG_CLOEXEC
+    // makes received fds close-on-exec; MSG_DONTWAIT makes it non-blocking whatever the fd.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `msg` was filled by recvmsg; CMSG_FIRSTHDR/NXTHDR only walk within
+    // `msg_control..+msg_controllen`, and each header's data holds `cmsg_len - CMSG_LEN(0)`
+    // bytes of file descriptors that this process now owns (so wrapping them in OwnedFd is
+    // the single ownership).
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
+                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                for i in 0..bytes / std::mem::size_of::<libc::c_int>() {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok((n as usize, msg.msg_flags & libc::MSG_CTRUNC != 0))
+}
+
+/// Sets a listening socket's backlog to `n` (Linux applies `listen` again to a listening
+/// socket by changing its backlog; 0 admits exactly one pending connection).
+pub fn set_backlog(fd: std::os::fd::BorrowedFd<'_>, n: i32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen only changes the state of the socket behind an fd open for the borrow.
+    if unsafe { libc::listen(fd.as_raw_fd(), n) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Connects a new unix stream socket to `path` without waiting: a listener whose backlog is
+/// full is an error (`EAGAIN`), not a hang.
+pub fn connect_nonblocking(path: &std::path::Path) -> io::Result<std::os::unix::net::UnixStream> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain old data; all-zero is valid (and NUL-terminates the path).
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: socket creates a new fd owned by nobody else; it is wrapped at once.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` was just created and is owned only here.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: `addr` is an initialised sockaddr_un that outlives the call; the length passed
+    // is its size.
+    let rc = unsafe {
+        libc::connect(
+            raw,
+            (&addr as *const libc::sockaddr_un).cast(),
+            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(std::os::unix::net::UnixStream::from(sock))
+}
+
+/// Closes `leaked`, a descriptor the framework took from us and never closes, if and only if
+/// it still refers to the same open file as `witness` (our own duplicate of it, `kcmp`):
+/// should a later framework version close it after all, the number may by then belong to
+/// something else, which must not be touched. Returns whether it was closed.
+pub fn close_leaked_fd(leaked: RawFd, witness: &impl std::os::fd::AsRawFd) -> bool {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    // SAFETY: kcmp(KCMP_FILE) only compares two descriptor numbers of this process and reads
+    // nothing through pointers; it returns 0 when both refer to the same open file.
+    let same = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid,
+            pid,
+            0, // KCMP_FILE
+            leaked as libc::c_ulong,
+            witness.as_raw_fd() as libc::c_ulong,
+        )
+    } == 0;
+    if same {
+        // SAFETY: `leaked` refers to the open file `witness` does, so it is the descriptor
+        // we created and handed to the framework, which dropped every handle on it but this
+        // raw number (its exit event consumer, leaked with `into_raw_fd`): nothing else owns
+        // or will use it, so this is its only close.
+        unsafe {
+            libc::close(leaked);
+        }
+    }
+    same
 }

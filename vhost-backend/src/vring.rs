@@ -72,6 +72,8 @@ impl NetVring {
         let kick = self.control.kick.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(mut f) = kick.as_ref()
             && let Err(e) = f.write_all(&1u64.to_ne_bytes())
+            // A full counter already wakes the worker.
+            && e.kind() != io::ErrorKind::WouldBlock
         {
             warn!("cannot wake a ring's worker: {e}");
         }
@@ -110,7 +112,12 @@ impl VringT<GuestMem> for NetVring {
     }
 
     fn signal_used_queue(&self) -> io::Result<()> {
-        self.inner.signal_used_queue()
+        match self.inner.signal_used_queue() {
+            // The call eventfd's counter is full (the front door made it non-blocking): the
+            // driver has an interrupt pending already.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            r => r,
+        }
     }
 
     fn enable_notification(&self) -> Result<bool, VirtQueError> {
@@ -187,7 +194,14 @@ impl VringT<GuestMem> for NetVring {
     }
 
     fn read_kick(&self) -> io::Result<bool> {
-        self.inner.read_kick()
+        match self.inner.read_kick() {
+            // A wake-up with the counter already drained (or a spurious one): nothing to read,
+            // but the ring is looked at anyway. Failing here would end the worker.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                Ok(self.inner.get_ref().is_enabled())
+            }
+            r => r,
+        }
     }
 
     fn set_call(&self, file: Option<File>) {
@@ -195,7 +209,7 @@ impl VringT<GuestMem> for NetVring {
         self.inner.set_call(file);
         if installed {
             // Module doc: a signal may have been lost before this fd was in place.
-            if let Err(e) = self.inner.signal_used_queue() {
+            if let Err(e) = VringT::signal_used_queue(self) {
                 warn!("cannot signal a new call eventfd: {e}");
             }
         }
@@ -316,6 +330,30 @@ mod tests {
             1,
             "the driver never hears of the 2 used RX entries"
         );
+    }
+
+    /// The front door makes every frontend eventfd non-blocking; the vring must then take
+    /// `EAGAIN` as "nothing to do", never as an error that would end the worker: a kick
+    /// counter already drained, a call counter already full.
+    #[test]
+    fn would_block_on_frontend_eventfds_is_not_an_error() {
+        use std::io::Write;
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let vring = NetVring::new(GuestMemoryAtomic::new(mem), QUEUE_SIZE).unwrap();
+        // Non-blocking stand-ins (socket pairs): nothing to read, no room to write.
+        let (kick, _kick_peer) = UnixStream::pair().unwrap();
+        kick.set_nonblocking(true).unwrap();
+        vring.set_kick(Some(File::from(std::os::fd::OwnedFd::from(kick))));
+        assert!(
+            vring.read_kick().unwrap(),
+            "an empty kick counter is a spurious wake"
+        );
+        let (call, _call_peer) = UnixStream::pair().unwrap();
+        call.set_nonblocking(true).unwrap();
+        let mut filler = &call;
+        while filler.write(&[0u8; 4096]).is_ok() {}
+        vring.set_call(Some(File::from(std::os::fd::OwnedFd::from(call))));
+        vring.signal_used_queue().unwrap();
     }
 
     /// A state change of a started ring wakes its worker through the kick fd; the framework's

@@ -5,16 +5,13 @@
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
-use test_support::{Proc, require_root};
-
 mod common;
-use common::{scratch_path, wait_until};
-
-const BIN: &str = env!("CARGO_BIN_EXE_knic-vhost");
+use common::knic_vhost::{BIN, Running, stats_path};
+use common::wait_until;
 
 #[test]
 fn print_capabilities_is_the_vhost_user_json_and_ignores_other_arguments() {
@@ -34,38 +31,7 @@ fn print_capabilities_is_the_vhost_user_json_and_ignores_other_arguments() {
     }
 }
 
-/// A knic-vhost serving on a scratch socket with a TAP uplink of its own.
-struct Running {
-    proc: Proc,
-    socket: PathBuf,
-    log: PathBuf,
-}
-
 impl Running {
-    fn start(tag: &str) -> Self {
-        require_root();
-        let socket = scratch_path(&format!("{tag}.sock"));
-        let log = scratch_path(&format!("{tag}.log"));
-        let tap = format!("kvsig{}{tag}", std::process::id() % 10_000);
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--socket")
-            .arg(&socket)
-            .args(["--uplink", &format!("tap:{tap}")])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        let mut proc = Proc::spawn("knic-vhost", &mut cmd);
-        wait_until("knic-vhost's socket", || {
-            proc.assert_running();
-            socket.exists()
-        });
-        Self { proc, socket, log }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
     /// Sends `signal` (`TERM`, `INT`) and checks the exit was clean: status 0, every socket
     /// gone, said so in the log. Returns the log.
     fn assert_stops_cleanly_on(mut self, signal: &str) -> String {
@@ -78,7 +44,7 @@ impl Running {
         assert!(status.success(), "exit {status} on SIG{signal}:\n{log}");
         for left in [
             self.socket.clone(),
-            with_suffix(&self.socket, ".stats"),
+            stats_path(&self.socket),
             self.socket
                 .with_file_name(format!(".{}.knic-internal", file_name(&self.socket))),
         ] {
@@ -96,12 +62,6 @@ impl Running {
 
 fn file_name(p: &Path) -> String {
     p.file_name().unwrap().to_string_lossy().into_owned()
-}
-
-fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
-    let mut s = p.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
 }
 
 #[test]

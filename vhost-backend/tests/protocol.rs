@@ -22,9 +22,9 @@ use packet_ring::{MemoryPeer, VirtioNetHdr, memory_port_pair};
 use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserProtocolFeatures};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo};
+use vhost_backend::NetBackend;
 use vhost_backend::daemon::{Role, ServeConfig, Stop, serve};
 use vhost_backend::features::OFFERED_FEATURES;
-use vhost_backend::{NetBackend, NetBackendConfig};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
@@ -165,18 +165,8 @@ fn session(socket: &PathBuf, peer: &mut MemoryPeer, round: u8, backend: &NetBack
 #[test]
 fn frontend_negotiates_moves_packets_and_reconnects() {
     let (port, mut peer) = memory_port_pair(256, packet_ring::MAX_FRAME_LEN).unwrap();
-    let backend = Arc::new(
-        NetBackend::new(
-            NetBackendConfig {
-                mac: MAC,
-                mtu: 1500,
-                queue_size: QSIZE,
-                batch: 32,
-            },
-            vec![Box::new(port)],
-        )
-        .unwrap(),
-    );
+    let backend =
+        Arc::new(NetBackend::new(common::device_config(32), vec![Box::new(port)]).unwrap());
     let socket = scratch_path("vhost.sock");
     let config = ServeConfig {
         socket: socket.clone(),

@@ -12,7 +12,7 @@ use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{GuestQueue, MAC, QSIZE, frame, scratch_path, shared_memory, wait_until};
+use common::{GuestQueue, QSIZE, frame, scratch_path, shared_memory, wait_until};
 use packet_ring::{MemoryPeer, VirtioNetHdr, memory_port_pair};
 use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserProtocolFeatures};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
@@ -22,7 +22,7 @@ use vhost_backend::features::{CTRL_FEATURES, OFFERED_FEATURES};
 
 /// What QEMU acks: everything but the control-queue features, which it emulates itself.
 const QEMU_LIKE: u64 = OFFERED_FEATURES & !CTRL_FEATURES;
-use vhost_backend::{NetBackend, NetBackendConfig};
+use vhost_backend::NetBackend;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
@@ -34,16 +34,7 @@ fn backend(pairs: usize) -> (Arc<NetBackend>, Vec<MemoryPeer>) {
         ports.push(Box::new(port));
         peers.push(peer);
     }
-    let b = NetBackend::new(
-        NetBackendConfig {
-            mac: MAC,
-            mtu: 1500,
-            queue_size: QSIZE,
-            batch: 16,
-        },
-        ports,
-    )
-    .unwrap();
+    let b = NetBackend::new(common::device_config(16), ports).unwrap();
     (Arc::new(b), peers)
 }
 

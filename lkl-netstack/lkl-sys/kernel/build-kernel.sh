@@ -11,7 +11,10 @@
 # by tarball + port content: a second build with nothing changed takes a second.
 #
 # Environment: KNIC_KERNEL_TARBALL (default /usr/src/linux-source-6.12.tar.xz),
-# KNIC_KERNEL_CACHE (default ~/.cache/knic/kernel), KNIC_KERNEL_JOBS (default nproc).
+# KNIC_KERNEL_CACHE (default ~/.cache/knic/kernel), KNIC_KERNEL_JOBS (default nproc),
+# KNIC_KERNEL_VARIANT (default none): a test build, knic.config plus the fragment
+# variants/VARIANT.config (e.g. kunit: Linux's own unit tests run at boot), built in a
+# tree of its own so it never disturbs the product kernel's incremental build.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -34,11 +37,18 @@ for tool in make gcc ld objcopy nm ar flex bison bc xz rsync; do
   command -v "$tool" >/dev/null || die "'$tool' is needed to build the kernel: run sudo deploy/dev/setup-debian.sh"
 done
 
+variant=${KNIC_KERNEL_VARIANT:-}
+config=$here/knic.config
+if [ -n "$variant" ]; then
+  [ -f "$here/variants/$variant.config" ] ||
+    die "KNIC_KERNEL_VARIANT=$variant: no $here/variants/$variant.config (variants: $(cd "$here/variants" && ls -- *.config | sed 's/\.config$//' | tr '\n' ' '))"
+fi
+
 tkey=$(stat -L -c '%n %s %Y' "$tarball" | sha256sum | cut -c1-16)
-pkey=$( (cd "$here" && find arch host knic.config build-kernel.sh knic-lib.sh -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16)
+pkey=$( (cd "$here" && find arch host variants knic.config build-kernel.sh knic-lib.sh -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16)
 src=$cache/src-$tkey
-obj=$cache/obj-$tkey
-pkg=$cache/pkg-$tkey-$pkey
+obj=$cache/obj-$tkey${variant:+-$variant}
+pkg=$cache/pkg-$tkey-$pkey${variant:+-$variant}
 
 mkdir -p "$cache"
 exec 9>"$cache/.lock"
@@ -70,15 +80,26 @@ else
   kmake=(make -C "$src" O="$obj" ARCH=knic CC="$cc" HOSTCC="$cc" -j"$jobs")
 
   mkdir -p "$obj"
-  if ! cmp -s "$here/knic.config" "$obj/.knic.config" || [ ! -f "$obj/.config" ]; then
-    say "configuring a network-only kernel (knic.config)"
-    KCONFIG_ALLCONFIG="$here/knic.config" "${kmake[@]}" allnoconfig >"$obj/config.log" 2>&1 ||
+  if [ -n "$variant" ]; then
+    # The variant's lines come last, so they win over knic.config's.
+    cat "$here/knic.config" "$here/variants/$variant.config" >"$obj/.knic.config.wanted"
+    config=$obj/.knic.config.wanted
+  fi
+  if ! cmp -s "$config" "$obj/.knic.config" || [ ! -f "$obj/.config" ]; then
+    say "configuring a network-only kernel (knic.config${variant:+ + variants/$variant.config})"
+    KCONFIG_ALLCONFIG="$config" "${kmake[@]}" allnoconfig >"$obj/config.log" 2>&1 ||
       { tail -n 30 "$obj/config.log" >&2; die "kernel configuration failed (log: $obj/config.log)"; }
-    missing=$(grep '^CONFIG_' "$here/knic.config" | while read -r line; do
-      grep -qx "$line" "$obj/.config" || echo "  $line"; done)
-    [ -z "$missing" ] || die "these options of knic.config did not take effect (a dependency is off):
+    # Both kinds of pin: "CONFIG_X=v" must appear as is, "# CONFIG_X is not set" must
+    # leave X unset (absent or "is not set").
+    missing=$(grep -E '^(CONFIG_|# CONFIG_[A-Z0-9_]+ is not set$)' "$config" | while read -r line; do
+      case $line in
+        "# "*) opt=${line#\# }; opt=${opt%% *}
+               ! grep -q "^$opt=" "$obj/.config" || echo "  $line" ;;
+        *) grep -qx "$line" "$obj/.config" || echo "  $line" ;;
+      esac; done)
+    [ -z "$missing" ] || die "these options of knic.config${variant:+ + variants/$variant.config} did not take effect (a dependency is off):
 $missing"
-    cp "$here/knic.config" "$obj/.knic.config"
+    cp "$config" "$obj/.knic.config"
   fi
 
   say "building Linux $(make -s -C "$src" kernelversion) with $jobs jobs$( [ "$cc" = gcc ] || echo ', ccache') (a few minutes the first time)"

@@ -53,5 +53,6 @@ find "$pkg/include/knic/uapi" -name '*.h' -exec sed -i -E \
   die "headers_install did not produce the expected UAPI"
 
 { echo "kernel_version=$(make -s -C "$src" kernelversion)"
+  echo "variant=${KNIC_KERNEL_VARIANT:-}"
   echo "built=$(date -u +%Y-%m-%dT%H:%M:%SZ)"; } > "$pkg/build-info"
 rm -f "$pkg/knic-kernel.o" "$pkg/knic-host.o"

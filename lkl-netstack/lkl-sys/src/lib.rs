@@ -23,6 +23,10 @@ pub mod nr {
 /// The kernel version of the tarball the library was built from.
 pub const KERNEL_VERSION: &str = env!("KNIC_KERNEL_VERSION");
 
+/// Which build of the kernel this is: empty for the product kernel, else the name of the
+/// test variant (`KNIC_KERNEL_VARIANT` at build time, e.g. `kunit`).
+pub const KERNEL_VARIANT: &str = env!("KNIC_KERNEL_VARIANT");
+
 /// Room for the host C library's `jmp_buf`.
 #[repr(C, align(16))]
 #[derive(Debug)]

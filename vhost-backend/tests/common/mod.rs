@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used, dead_code)]
 
+pub mod frontend;
+pub mod knic_vhost;
+
 use std::fs::OpenOptions;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,6 +22,16 @@ pub const RX: usize = 0;
 pub const TX: usize = 1;
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The device the in-process tests serve: [`MAC`], MTU 1500, [`QSIZE`], batches of `batch`.
+pub fn device_config(batch: usize) -> vhost_backend::NetBackendConfig {
+    vhost_backend::NetBackendConfig {
+        mac: MAC,
+        mtu: 1500,
+        queue_size: QSIZE,
+        batch,
+    }
+}
+
 pub fn scratch_path(name: &str) -> PathBuf {
     let base = if std::path::Path::new("/dev/shm").is_dir() {
         PathBuf::from("/dev/shm")
@@ -28,8 +41,9 @@ pub fn scratch_path(name: &str) -> PathBuf {
     base.join(format!("knic-test-{}-{name}", std::process::id()))
 }
 
-/// Guest memory backed by a file both sides map shared, as QEMU's memory-backend-memfd.
-pub fn shared_memory(name: &str) -> GuestMemoryMmap {
+/// A file of `len` bytes with no name (created in /dev/shm and unlinked): a regular file,
+/// as a memfd is, for guest memory both sides map shared.
+pub fn unlinked_file(name: &str, len: u64) -> std::fs::File {
     let path = scratch_path(name);
     let file = OpenOptions::new()
         .read(true)
@@ -38,8 +52,14 @@ pub fn shared_memory(name: &str) -> GuestMemoryMmap {
         .truncate(true)
         .open(&path)
         .unwrap();
-    file.set_len(MEM_SIZE as u64).unwrap();
+    file.set_len(len).unwrap();
     std::fs::remove_file(&path).unwrap();
+    file
+}
+
+/// Guest memory backed by a file both sides map shared, as QEMU's memory-backend-memfd.
+pub fn shared_memory(name: &str) -> GuestMemoryMmap {
+    let file = unlinked_file(name, MEM_SIZE as u64);
     GuestMemoryMmap::from_ranges_with_files(&[(
         GuestAddress(0),
         MEM_SIZE,
