@@ -220,9 +220,8 @@ impl QueuePair {
         if n == 0 {
             return Ok(());
         }
-        for p in self.tx_batch.packets() {
-            self.stats.sent(p.len());
-        }
+        self.stats
+            .sent_all(self.tx_batch.packets().iter().map(|p| p.len()));
         if !enabled {
             self.stats.count_drops(DropReason::TxRingDisabled, n);
         } else {

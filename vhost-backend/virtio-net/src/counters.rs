@@ -87,6 +87,22 @@ impl QueueCounters {
         }
     }
 
+    /// Frames of `lens` bytes left for the backend, counted with one update per counter
+    /// (a batch's worth at once).
+    pub fn sent_all(&self, lens: impl IntoIterator<Item = usize>) {
+        let (mut packets, mut bytes, mut large) = (0u64, 0u64, 0u64);
+        for len in lens {
+            packets += 1;
+            bytes += len as u64;
+            large += u64::from(len >= LARGE_FRAME);
+        }
+        self.tx_packets.add(packets);
+        self.tx_bytes.add(bytes);
+        if large > 0 {
+            self.tx_large_frames.add(large);
+        }
+    }
+
     /// A frame of `len` bytes reached the driver in `buffers` buffers.
     pub fn received(&self, len: usize, buffers: usize) {
         self.rx_packets.add(1);
@@ -120,7 +136,7 @@ mod tests {
     fn frames_and_decisions_land_in_their_counters() {
         let c = QueueCounters::default();
         c.sent(LARGE_FRAME);
-        c.sent(60);
+        c.sent_all([60]);
         c.received(100, 2);
         c.count_drop(DropReason::RxBufferTooSmall);
         c.count_drops(DropReason::TxRingDisabled, 3);
