@@ -27,6 +27,8 @@ PACKAGES=(
   # dpdk-testpmd (the virtio-user frontend the vhost e2e tests drive) ships in dpdk-dev
   dpdk-dev
   tcpdump curl openssl procps psmisc iputils-ping
+  # the AF_XDP uplink links Debian's libxdp (its default XDP program ships in libxdp1)
+  libxdp-dev libbpf-dev
 )
 
 missing=()

@@ -1,6 +1,6 @@
 //! knic-vhost with DPDK testpmd (`net_virtio_user`) as the guest, inside a network namespace
-//! these tests create. Every scenario runs over both uplink kinds: a TAP device, and AF_PACKET
-//! on one end of a veth pair. Needs root, `ip`, `busybox` (ping), `stdbuf` and
+//! these tests create. Every scenario runs over every uplink kind: a TAP device, and AF_PACKET
+//! or AF_XDP (copy mode) on one end of a veth pair. Needs root, `ip`, `busybox` (ping), `stdbuf` and
 //! `dpdk-testpmd`: run `deploy/dev/setup-debian.sh` first.
 //!
 //!   cargo test -p guest-tests --test testpmd -- --test-threads=1
@@ -23,6 +23,8 @@ enum Uplink {
     Tap,
     /// veth `kva` (knic-vhost's AF_PACKET socket) <-> `kvb` (the host side).
     Veth,
+    /// The same veth, with knic-vhost's AF_XDP socket on `kva`.
+    Xdp,
 }
 
 impl Uplink {
@@ -30,6 +32,7 @@ impl Uplink {
         match self {
             Self::Tap => "tap:kvtap0",
             Self::Veth => "packet:kva",
+            Self::Xdp => "xdp:kva",
         }
     }
 
@@ -37,7 +40,7 @@ impl Uplink {
     fn host_if(self) -> &'static str {
         match self {
             Self::Tap => "kvtap0",
-            Self::Veth => "kvb",
+            Self::Veth | Self::Xdp => "kvb",
         }
     }
 
@@ -45,13 +48,13 @@ impl Uplink {
     fn knic_if(self) -> &'static str {
         match self {
             Self::Tap => "kvtap0",
-            Self::Veth => "kva",
+            Self::Veth | Self::Xdp => "kva",
         }
     }
 
     /// Creates what must exist before knic-vhost starts.
     fn before_start(self, ns: &NetNs) {
-        if let Self::Veth = self {
+        if let Self::Veth | Self::Xdp = self {
             run(ns
                 .cmd("ip")
                 .args(["link", "add", "kva", "type", "veth", "peer", "name", "kvb"]));
@@ -144,7 +147,7 @@ fn txonly(uplink: Uplink) {
     // when the veth peer's backlog is full: a kernel-side drop, after the device).
     let (ctr, extra) = match uplink {
         Uplink::Tap => ("rx_packets", None),
-        Uplink::Veth => ("tx_packets", Some("tx_dropped")),
+        Uplink::Veth | Uplink::Xdp => ("tx_packets", Some("tx_dropped")),
     };
     let kernel_count = |ns: &NetNs| ns.if_stat(kif, ctr) + extra.map_or(0, |e| ns.if_stat(kif, e));
     let before = kernel_count(&r.ns);
@@ -174,6 +177,12 @@ fn txonly(uplink: Uplink) {
 }
 
 #[test]
+fn icmpecho_answers_ping_through_af_xdp() {
+    let _one = serial();
+    icmpecho(Uplink::Xdp);
+}
+
+#[test]
 fn txonly_moves_a_million_packets_to_the_tap_without_drops() {
     let _one = serial();
     txonly(Uplink::Tap);
@@ -183,6 +192,12 @@ fn txonly_moves_a_million_packets_to_the_tap_without_drops() {
 fn txonly_moves_a_million_packets_to_af_packet_without_drops() {
     let _one = serial();
     txonly(Uplink::Veth);
+}
+
+#[test]
+fn txonly_moves_a_million_packets_to_af_xdp_without_drops() {
+    let _one = serial();
+    txonly(Uplink::Xdp);
 }
 
 /// rxonly: frames sent from the namespace reach the guest. Every packet is followed: what the
@@ -269,4 +284,10 @@ fn rxonly_moves_a_million_packets_from_the_tap_without_drops() {
 fn rxonly_moves_a_million_packets_from_af_packet_without_drops() {
     let _one = serial();
     rxonly(Uplink::Veth);
+}
+
+#[test]
+fn rxonly_moves_a_million_packets_from_af_xdp_without_drops() {
+    let _one = serial();
+    rxonly(Uplink::Xdp);
 }

@@ -6,7 +6,7 @@
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_int, c_long, c_ulong, c_ulonglong, c_void};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -78,6 +78,26 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Kernel log lines, split out of the console stream and sent to `tracing`.
 static CONSOLE: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
+/// The last console lines, printed to stderr when the kernel panics or (debug build)
+/// reports a problem, so the cause is visible even where no `tracing` subscriber runs.
+static RECENT: Mutex<std::collections::VecDeque<String>> =
+    Mutex::new(std::collections::VecDeque::new());
+const RECENT_LINES: usize = 80;
+
+fn dump_recent(why: &str) {
+    let recent = lock(&RECENT);
+    let mut text = format!(
+        "--- {why}; the library kernel's last {} log lines:\n",
+        recent.len()
+    );
+    for l in recent.iter() {
+        text.push_str(l);
+        text.push('\n');
+    }
+    text.push_str("---\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
+}
+
 unsafe extern "C" fn print(str: *const c_char, len: c_int) {
     let Ok(len) = usize::try_from(len) else {
         return;
@@ -92,12 +112,81 @@ unsafe extern "C" fn print(str: *const c_char, len: c_int) {
     while let Some(end) = pending.iter().position(|&b| b == b'\n') {
         let line: Vec<u8> = pending.drain(..=end).collect();
         let text = String::from_utf8_lossy(&line[..line.len() - 1]);
-        tracing::info!(target: "linux", "{text}");
+        {
+            let mut recent = lock(&RECENT);
+            if recent.len() == RECENT_LINES {
+                recent.pop_front();
+            }
+            recent.push_back(text.clone().into_owned());
+        }
+        if is_kernel_report(&text) {
+            note_kernel_report(&text);
+        } else {
+            tracing::info!(target: "linux", "{text}");
+        }
+    }
+}
+
+/// Reports the kernel has printed: a BUG, a WARNING, an oops, list or slab corruption,
+/// a lockdep finding. Read by [`crate::Kernel::kernel_reports`].
+pub(crate) static KERNEL_REPORTS: AtomicU64 = AtomicU64::new(0);
+
+/// Whether a console line opens a kernel report (what `BUG()`, `WARN()`, SLUB_DEBUG,
+/// DEBUG_LIST, DEBUG_ATOMIC_SLEEP and lockdep print first), after its `[ time]` stamp.
+pub(crate) fn is_kernel_report(line: &str) -> bool {
+    let mut text = line.trim_start();
+    if let Some(rest) = text.strip_prefix('[')
+        && let Some(end) = rest.find(']')
+    {
+        text = rest[end + 1..].trim_start();
+    }
+    ["BUG:", "BUG ", "WARNING:", "Oops", "kernel BUG", "INFO: "]
+        .iter()
+        .any(|p| text.starts_with(p))
+        || text.contains(" corruption")
+}
+
+/// In the `debug` build, also fails a process that exits normally after a report (one
+/// printed too late for the abort timer below): checked by an `atexit` handler.
+pub(crate) fn install_debug_exit_check() {
+    extern "C" fn abort_if_reported() {
+        if KERNEL_REPORTS.load(Ordering::SeqCst) != 0 {
+            // Only async-signal-safe calls: this runs inside exit().
+            const MSG: &[u8] =
+                b"the debug build of the library kernel reported a problem; aborting\n";
+            // SAFETY: write(2) reads MSG.len() bytes from a static buffer.
+            unsafe { libc::write(2, MSG.as_ptr().cast(), MSG.len()) };
+            std::process::abort();
+        }
+    }
+    if lkl_sys::KERNEL_VARIANT == "debug" {
+        // SAFETY: atexit stores a function pointer to a function that never unwinds and
+        // touches only an atomic and fd 2.
+        unsafe { libc::atexit(abort_if_reported) };
+    }
+}
+
+/// Counts a report and logs it at error level. In the `debug` build of the kernel (see
+/// `kernel/variants/debug.config`) a report is a test failure: the process aborts half a
+/// second later, once the report's stack trace has been printed.
+fn note_kernel_report(text: &str) {
+    tracing::error!(target: "linux", "{text}");
+    if KERNEL_REPORTS.fetch_add(1, Ordering::SeqCst) == 0 && lkl_sys::KERNEL_VARIANT == "debug" {
+        let _ = thread::Builder::new().name("knic-report".into()).spawn(|| {
+            thread::sleep(Duration::from_millis(500));
+            tracing::error!(
+                target: "linux",
+                "the debug build of the library kernel reported a problem (above); aborting"
+            );
+            dump_recent("the debug build of the library kernel reported a problem");
+            std::process::abort();
+        });
     }
 }
 
 unsafe extern "C" fn panic() {
     tracing::error!(target: "linux", "the library kernel panicked; stopping the process");
+    dump_recent("the library kernel panicked");
     std::process::abort();
 }
 
@@ -450,4 +539,32 @@ unsafe extern "C" fn timer_free(timer: *mut c_void) {
     }
     // SAFETY: the thread has exited; nothing refers to the box anymore.
     drop(unsafe { Box::from_raw(timer) });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_kernel_report;
+
+    #[test]
+    fn kernel_reports_are_recognised_and_ordinary_lines_are_not() {
+        for line in [
+            "[    1.234567] BUG: sleeping function called from invalid context at mm/slub.c:4116",
+            "[    1.2] BUG kmalloc-64 (Not tainted): Poison overwritten",
+            "WARNING: CPU: 0 PID: 1 at net/core/dev.c:1 foo+0x1/0x2",
+            "[ 2.0] WARNING: possible circular locking dependency detected",
+            "[ 2.0] list_add corruption. prev->next should be next",
+            "[ 2.0] INFO: trying to register non-static key.",
+            "[ 2.0] Oops: general protection fault",
+        ] {
+            assert!(is_kernel_report(line), "{line}");
+        }
+        for line in [
+            "[    0.000000] Linux version 6.12.95 (knic)",
+            "[    0.1] NET: Registered PF_INET6 protocol family",
+            "[    0.1] virtio_net virtio0 eth0: renamed",
+            "[    0.2] TCP: cubic registered",
+        ] {
+            assert!(!is_kernel_report(line), "{line}");
+        }
+    }
 }

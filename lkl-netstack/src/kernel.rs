@@ -1,4 +1,46 @@
-//! Booting and halting the library kernel.
+//! Booting and halting the library kernel, and its network devices coming and going.
+//!
+//! # Network devices: adding and removing
+//!
+//! A device is three things on the host side, besides its backend: a device model
+//! ([`VirtioNetDevice`], with one receive thread per queue pair), an MMIO window on
+//! the bus ([`mmio`]) and an interrupt line from the kernel's allocator. The kernel
+//! side is a virtio-mmio platform device, its `virtio_net` driver and the interface.
+//! [`Kernel::add_net_device`] builds the host side and then asks the kernel to probe
+//! it (`knic_virtio_mmio_add`); [`Kernel::remove_net_device`] undoes it in the
+//! reverse order:
+//!
+//! 1. `knic_virtio_mmio_remove(base)` unregisters the platform device. The driver's
+//!    remove path runs inside that call, on the calling thread, which owns the
+//!    kernel's CPU: `unregister_netdev` (the interface goes, its queues stop), then
+//!    a device reset, which reaches the model as a STATUS write of 0 from kernel
+//!    context, then the virtqueues are deleted (QueueReady 0) and their memory freed,
+//!    and the interrupt is freed. The reset takes each queue side's lock, so it waits
+//!    for a receive round in progress (a round never blocks: TAP reads are
+//!    non-blocking, port reads take what is there), and afterwards every side is
+//!    "not running": no thread touches the rings again, before the kernel frees them.
+//!    A receive thread that raises the interrupt in that window only sets a pending
+//!    bit and posts the idle semaphore (`knic_trigger_irq` runs no kernel code); the
+//!    kernel finds no handler, or, once a later device owns the line, a handler that
+//!    reads an empty InterruptStatus and returns IRQ_NONE.
+//! 2. The receive threads are told to stop and joined. Before this step they are
+//!    idle but alive, so if the kernel refuses the removal the device still works.
+//! 3. The MMIO window leaves the bus: the kernel released the window's resource in
+//!    step 1, so the next device added gets the same window.
+//! 4. The interrupt line goes back to the allocator, only now that no thread of
+//!    this device can raise it, so the next device never inherits a stale trigger
+//!    from a live thread.
+//! 5. The model is dropped with its backend: TAP queues close (the host removes a
+//!    non-persistent TAP with its last queue), port halves drop, and the counters go
+//!    with it.
+//!
+//! **Indices are never reused.** Each device added gets the next index (boot devices
+//! are 0..n); a removed index stays unknown for good, and every call with it
+//! ([`Kernel::net_device_stats`], [`Kernel::set_net_device_link`],
+//! [`Kernel::remove_net_device`]) returns [`UnknownNetDevice`]. A handle the caller
+//! kept can therefore never reach a different device. **Names are the kernel's**: it
+//! gives a new interface the lowest free `eth<N>`, so after eth0 is removed the next
+//! device added is eth0 again, under a new index. `add_net_device` returns both.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -10,7 +52,8 @@ use lkl_sys::nr;
 
 use std::net::IpAddr;
 
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::device::{NetBackend, NetDeviceConfig, NetDeviceStats, VirtioNetDevice, mmio};
 use crate::host::{HOST_OPS, HOST_OPS_GENERIC_CRYPTO};
@@ -53,17 +96,88 @@ pub struct NetDeviceError {
     pub source: io::Error,
 }
 
+/// Why a network device cannot be used or removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the library kernel has no network device {index}: it was removed or never added \
+     (indices are never reused; add_net_device returns the index of a new device)"
+)]
+pub struct UnknownNetDevice {
+    pub index: usize,
+}
+
+/// A network device that could not be removed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoveNetDeviceError {
+    #[error(transparent)]
+    Unknown(#[from] UnknownNetDevice),
+    /// The kernel refused; the device is still there and still works.
+    #[error("the kernel did not remove network device {index}; it stays in service")]
+    Kernel {
+        index: usize,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A device's host side: the model, its MMIO window and its interrupt line.
+struct LiveDevice {
+    device: Arc<VirtioNetDevice>,
+    base: u64,
+    irq: i32,
+}
+
+impl LiveDevice {
+    /// Takes the host side down once the kernel knows no device at `base` (steps 2 to
+    /// 5 of the module docs).
+    fn release(self) {
+        self.device.stop();
+        drop(mmio::unregister(self.base));
+        // SAFETY: the line was allocated for this device; the kernel freed its handler
+        // (or never requested one) and the device's threads, the only host code that
+        // raised it, have ended.
+        unsafe { lkl_sys::knic_put_irq(self.irq) };
+        if Arc::strong_count(&self.device) != 1 {
+            tracing::error!("a removed network device is still referenced; its backend stays open");
+        }
+    }
+}
+
+/// The devices by index, and the index the next one gets.
+#[derive(Default)]
+struct NetDevices {
+    live: BTreeMap<usize, LiveDevice>,
+    next_index: usize,
+}
+
+impl NetDevices {
+    fn get(&self, index: usize) -> Result<&Arc<VirtioNetDevice>, UnknownNetDevice> {
+        self.live
+            .get(&index)
+            .map(|d| &d.device)
+            .ok_or(UnknownNetDevice { index })
+    }
+
+    /// Takes down the host side of devices the kernel never probed (a failed boot).
+    fn release_all(self) {
+        for live in self.live.into_values() {
+            live.release();
+        }
+    }
+}
+
+fn backend_name(config: &NetDeviceConfig) -> String {
+    match &config.backend {
+        NetBackend::Tap(tap) => format!("TAP {}", tap.name),
+        NetBackend::Port(_) => "a packet port".to_owned(),
+    }
+}
+
 /// Makes device `index` and its MMIO window; the kernel has yet to probe it.
-fn create_net_device(
-    index: usize,
-    config: &NetDeviceConfig,
-) -> Result<(Arc<VirtioNetDevice>, u64, i32), NetDeviceError> {
+fn create_net_device(index: usize, config: &NetDeviceConfig) -> Result<LiveDevice, NetDeviceError> {
     let err = |source| NetDeviceError {
         index,
-        backend: match &config.backend {
-            NetBackend::Tap(tap) => format!("TAP {}", tap.name),
-            NetBackend::Port(_) => "a packet port".to_owned(),
-        },
+        backend: backend_name(config),
         source,
     };
     // SAFETY: allocates an interrupt line; callable before and after boot.
@@ -71,17 +185,19 @@ fn create_net_device(
     if irq < 0 {
         return Err(err(io::Error::from_raw_os_error(-irq)));
     }
-    let device = match VirtioNetDevice::new(config.clone(), irq) {
-        Ok(device) => device,
-        Err(source) => {
-            // SAFETY: returns the line allocated above, which nothing uses.
-            unsafe { lkl_sys::knic_put_irq(irq) };
-            return Err(err(source));
-        }
-    };
+    // SAFETY: returns the line allocated above, which nothing uses yet.
+    let put_irq = || unsafe { lkl_sys::knic_put_irq(irq) };
+    let device = VirtioNetDevice::new(config.clone(), irq).map_err(|source| {
+        put_irq();
+        err(source)
+    })?;
+    if let Err(source) = device.start(&format!("net{index}")) {
+        device.stop();
+        put_irq();
+        return Err(err(source));
+    }
     let base = mmio::register(device.clone());
-    device.start(&format!("eth{index}")).map_err(err)?;
-    Ok((device, base, irq))
+    Ok(LiveDevice { device, base, irq })
 }
 
 /// Why a boot failed.
@@ -141,15 +257,15 @@ pub(crate) fn is_running() -> bool {
 /// The running kernel. Syscalls may come from any number of host threads at once.
 pub struct Kernel {
     boot_time: Duration,
-    /// Index i is the device the kernel named eth`i` at boot, or the i-th added.
-    net_devices: RwLock<Vec<Arc<VirtioNetDevice>>>,
+    /// Live devices by index (boot devices 0..n, then one more per device added).
+    net_devices: RwLock<NetDevices>,
 }
 
 impl std::fmt::Debug for Kernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Kernel")
             .field("boot_time", &self.boot_time)
-            .field("net_devices", &read(&self.net_devices).len())
+            .field("net_devices", &read(&self.net_devices).live.len())
             .finish()
     }
 }
@@ -162,16 +278,28 @@ impl Kernel {
         }
         let started = Instant::now();
         let mut cmdline = config.cmdline.clone();
-        let mut net_devices = Vec::with_capacity(config.net_devices.len());
+        let mut net_devices = NetDevices::default();
         for (index, dev) in config.net_devices.iter().enumerate() {
-            let (device, base, irq) = create_net_device(index, dev)?;
+            let live = match create_net_device(index, dev) {
+                Ok(live) => live,
+                Err(e) => {
+                    net_devices.release_all();
+                    return Err(e.into());
+                }
+            };
             cmdline.push_str(&format!(
-                " virtio_mmio.device={:#x}@{base:#x}:{irq}",
-                mmio::MMIO_SIZE
+                " virtio_mmio.device={:#x}@{:#x}:{}",
+                mmio::MMIO_SIZE,
+                live.base,
+                live.irq
             ));
-            net_devices.push(device);
+            net_devices.live.insert(index, live);
+            net_devices.next_index = index + 1;
         }
-        let cmdline = CString::new(cmdline).map_err(|_| BootError::CommandLine)?;
+        let Ok(cmdline) = CString::new(cmdline) else {
+            net_devices.release_all();
+            return Err(BootError::CommandLine);
+        };
         let ops = if config.host_crypto {
             &HOST_OPS
         } else {
@@ -181,6 +309,7 @@ impl Kernel {
         // contract (host.rs); the command line is copied before the call returns.
         let rc = unsafe { lkl_sys::knic_start_kernel(ops, config.memory_bytes, cmdline.as_ptr()) };
         if rc != 0 {
+            net_devices.release_all();
             return Err(BootError::Start(io::Error::from_raw_os_error(-rc)));
         }
         let kernel = Kernel {
@@ -192,65 +321,112 @@ impl Kernel {
             lkl_sys::KERNEL_VERSION,
             kernel.boot_time.as_secs_f64() * 1e3
         );
+        crate::host::install_debug_exit_check();
         kernel.mount_proc().map_err(BootError::MountProc)?;
         kernel.raise_fd_limit().map_err(BootError::FdLimit)?;
         crate::netlink::set_link("lo", Some(true), None).map_err(BootError::Loopback)?;
         Ok(kernel)
     }
 
-    /// Counters and state of network device `index` (eth`index`), per queue pair and
-    /// in total.
-    pub fn net_device_stats(&self, index: usize) -> Option<NetDeviceStats> {
+    /// Counters and state of network device `index`, per queue pair and in total.
+    pub fn net_device_stats(&self, index: usize) -> Result<NetDeviceStats, UnknownNetDevice> {
         read(&self.net_devices).get(index).map(|d| d.stats())
+    }
+
+    /// The indices of the network devices present, in order.
+    pub fn net_device_indices(&self) -> Vec<usize> {
+        read(&self.net_devices).live.keys().copied().collect()
     }
 
     /// Sets the link state network device `index` reports. The driver hears of it by a
     /// configuration-change interrupt and turns the carrier on or off (IFF_LOWER_UP,
-    /// `Link::carrier`). Returns false for an unknown device.
-    pub fn set_net_device_link(&self, index: usize, up: bool) -> bool {
-        read(&self.net_devices)
-            .get(index)
-            .map(|d| d.set_link(up))
-            .is_some()
+    /// `Link::carrier`).
+    pub fn set_net_device_link(&self, index: usize, up: bool) -> Result<(), UnknownNetDevice> {
+        read(&self.net_devices).get(index).map(|d| d.set_link(up))
     }
 
     /// Adds a network device to the running kernel: its driver probes it before this
-    /// returns. Returns its index (for `net_device_stats`) and interface name.
+    /// returns. Returns its index (for `net_device_stats`; never one used before) and
+    /// the interface name (the kernel's lowest free `eth<N>`).
     pub fn add_net_device(
         &self,
         config: &NetDeviceConfig,
     ) -> Result<(usize, String), NetDeviceError> {
-        let mut devices = self
-            .net_devices
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        let index = devices.len();
-        let (device, base, irq) = create_net_device(index, config)?;
+        let mut devices = write(&self.net_devices);
+        let index = devices.next_index;
         let err = |source| NetDeviceError {
             index,
-            backend: "added device".into(),
+            backend: backend_name(config),
             source,
         };
         let known: Vec<u32> = self.links().map_err(err)?.iter().map(|l| l.index).collect();
+        let live = create_net_device(index, config)?;
+        devices.next_index += 1;
         if let Err(source) = sys::syscall_values(
             nr::KNIC_VIRTIO_MMIO_ADD,
-            [base as i64, mmio::MMIO_SIZE as i64, i64::from(irq), 0, 0, 0],
+            [
+                live.base as i64,
+                mmio::MMIO_SIZE as i64,
+                i64::from(live.irq),
+                0,
+                0,
+                0,
+            ],
         ) {
-            device.stop();
-            // SAFETY: the line was allocated for this device, which the kernel refused.
-            unsafe { lkl_sys::knic_put_irq(irq) };
-            // The MMIO window stays registered but is never probed.
+            // The kernel registered nothing at the window.
+            live.release();
             return Err(err(source));
         }
-        devices.push(device);
-        let name = self
-            .links()
-            .map_err(err)?
-            .into_iter()
-            .find(|l| !known.contains(&l.index) && l.mac == Some(config.mac))
-            .map(|l| l.name)
-            .ok_or_else(|| err(io::Error::other("the driver registered no interface")))?;
-        Ok((index, name))
+        let name = self.links().map_err(err).and_then(|links| {
+            links
+                .into_iter()
+                .find(|l| !known.contains(&l.index) && l.mac == Some(config.mac))
+                .map(|l| l.name)
+                .ok_or_else(|| {
+                    err(io::Error::other(
+                        "the driver registered no interface (see the kernel log)",
+                    ))
+                })
+        });
+        match name {
+            Ok(name) => {
+                devices.live.insert(index, live);
+                Ok((index, name))
+            }
+            Err(e) => {
+                // Registered but unusable: take the platform device away again.
+                match remove_from_kernel(live.base) {
+                    Ok(()) => live.release(),
+                    Err(source) => {
+                        tracing::error!(
+                            "network device {index}: the kernel kept a device it cannot \
+                             use ({source}); its window stays allocated"
+                        );
+                        devices.live.insert(index, live);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes network device `index`: the kernel's driver lets go of it (its interface
+    /// disappears, with its addresses and routes) before this returns, then its receive
+    /// threads end, its backend closes and its MMIO window and interrupt line are free
+    /// for the next device. The module docs say in which order, and why.
+    pub fn remove_net_device(&self, index: usize) -> Result<(), RemoveNetDeviceError> {
+        let mut devices = write(&self.net_devices);
+        let base = devices
+            .live
+            .get(&index)
+            .ok_or(UnknownNetDevice { index })?
+            .base;
+        remove_from_kernel(base)
+            .map_err(|source| RemoveNetDeviceError::Kernel { index, source })?;
+        if let Some(live) = devices.live.remove(&index) {
+            live.release();
+        }
+        Ok(())
     }
 
     /// Sets how many queue pairs interface `name` uses (`ethtool -L NAME combined N`);
@@ -268,8 +444,8 @@ impl Kernel {
     /// `ESHUTDOWN`, and so does every later call.
     pub fn halt(&self) -> io::Result<()> {
         // Devices' receive threads write into the kernel's RAM, which the halt unmaps.
-        for device in read(&self.net_devices).iter() {
-            device.stop();
+        for live in read(&self.net_devices).live.values() {
+            live.device.stop();
         }
         // SAFETY: no arguments; the kernel stops every thread it started.
         let rc = unsafe { lkl_sys::knic_halt() };
@@ -288,6 +464,12 @@ impl Kernel {
     /// The calling thread's process id inside the kernel (all host threads share PID 1).
     pub fn getpid(&self) -> io::Result<i64> {
         sys::syscall_values(nr::GETPID, [0; 6])
+    }
+
+    /// How many reports (BUG, WARNING, oops, list or slab corruption, lockdep) the kernel
+    /// has printed since boot. Zero in a healthy kernel; the `debug` build aborts at the first.
+    pub fn kernel_reports(&self) -> u64 {
+        crate::host::KERNEL_REPORTS.load(Ordering::SeqCst)
     }
 
     /// The kernel log so far (the `syslog` syscall, like `dmesg`).
@@ -518,7 +700,18 @@ fn write_all(fd: &Fd, mut data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Asks the kernel to unregister the virtio-mmio device at `base`; its driver's
+/// remove path has run when this returns.
+fn remove_from_kernel(base: u64) -> io::Result<()> {
+    sys::syscall_values(nr::KNIC_VIRTIO_MMIO_REMOVE, [base as i64, 0, 0, 0, 0, 0]).map(drop)
+}
+
 /// The device list for reading; a panic elsewhere does not hide the devices.
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The device list for adding or removing.
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
 }

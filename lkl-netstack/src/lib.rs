@@ -25,6 +25,8 @@ pub use device::{
     DevicePort, DropReason, MAX_QUEUE_PAIRS, NetBackend, NetDeviceConfig, NetDeviceStats, Offloads,
     QueuePairStats, TapConfig,
 };
-pub use kernel::{BootConfig, BootError, Kernel, NetDeviceError};
+pub use kernel::{
+    BootConfig, BootError, Kernel, NetDeviceError, RemoveNetDeviceError, UnknownNetDevice,
+};
 pub use netlink::{Link, NetlinkError, Route};
 pub use socket::{Fd, TcpListener, TcpStream, UdpSocket};

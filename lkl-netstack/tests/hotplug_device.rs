@@ -6,7 +6,9 @@
 mod common;
 
 use common::{Netns, run};
-use lkl_netstack::{BootConfig, Kernel, NetBackend, NetDeviceConfig, Offloads, TapConfig};
+use lkl_netstack::{
+    BootConfig, Kernel, NetBackend, NetDeviceConfig, Offloads, TapConfig, UnknownNetDevice,
+};
 
 fn tap_device(name: &str, last: u8) -> NetDeviceConfig {
     NetDeviceConfig {
@@ -21,8 +23,9 @@ fn tap_device(name: &str, last: u8) -> NetDeviceConfig {
 #[test]
 fn devices_added_after_boot_carry_traffic() {
     let kernel = Kernel::boot(&BootConfig::default()).unwrap();
-    assert!(
-        kernel.net_device_stats(0).is_none(),
+    assert_eq!(
+        kernel.net_device_stats(0),
+        Err(UnknownNetDevice { index: 0 }),
         "booted without devices"
     );
     let id = std::process::id() % 100_000;
@@ -78,7 +81,10 @@ fn devices_added_after_boot_carry_traffic() {
         ),
         "{message}"
     );
-    assert!(kernel.net_device_stats(2).is_none());
+    assert_eq!(
+        kernel.net_device_stats(2),
+        Err(UnknownNetDevice { index: 2 })
+    );
     assert!(kernel.net_device_stats(1).unwrap().link_up);
     kernel.halt().unwrap();
 }

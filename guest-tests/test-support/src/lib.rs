@@ -5,6 +5,10 @@
 //! never a silent pass. Children are reaped on drop (SIGTERM, then SIGKILL), namespaces
 //! deleted, and every wait has a deadline.
 
+mod sys;
+
+pub use sys::{in_netns, poll_readable};
+
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};

@@ -19,14 +19,30 @@ pub(crate) trait MmioDevice: Send + Sync {
 
 static BUS: RwLock<Vec<(u64, Arc<dyn MmioDevice>)>> = RwLock::new(Vec::new());
 
-/// Registers a device and returns the base address of its window.
+fn bus() -> std::sync::RwLockWriteGuard<'static, Vec<(u64, Arc<dyn MmioDevice>)>> {
+    BUS.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Registers a device in the lowest free window and returns the window's base: a
+/// window freed by [`unregister`] serves the next device, so adding and removing
+/// devices forever uses as many windows as were ever live at once.
 pub(crate) fn register(device: Arc<dyn MmioDevice>) -> u64 {
-    let mut bus = BUS
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let base = MMIO_BASE + MMIO_STRIDE * bus.len() as u64;
+    let mut bus = bus();
+    let base = (0..)
+        .map(|slot| MMIO_BASE + MMIO_STRIDE * slot)
+        .find(|base| bus.iter().all(|(b, _)| b != base))
+        .unwrap_or(MMIO_BASE); // the iterator is endless: never taken
     bus.push((base, device));
     base
+}
+
+/// Frees the window at `base`, once the kernel no longer knows a device there (its
+/// driver was removed, or it never probed). Returns the device, if one was there.
+pub(crate) fn unregister(base: u64) -> Option<Arc<dyn MmioDevice>> {
+    let mut bus = bus();
+    let slot = bus.iter().position(|(b, _)| *b == base)?;
+    Some(bus.swap_remove(slot).1)
 }
 
 /// The `iomem_access` host operation.

@@ -4,7 +4,7 @@
 //! The device has one or more queue pairs (RX queue `2p`, TX queue `2p + 1`) and, with
 //! more than one, a control queue after them. Each pair's TX runs in the kernel's queue
 //! kick (the MMIO write to QueueNotify, on the thread that runs kernel code). Each
-//! pair's RX runs on a thread of its own (`eth0-rx1`) that owns the pair's receiving
+//! pair's RX runs on a thread of its own (`net0-rx1`: device 0, pair 1) that owns the pair's receiving
 //! half of the backend outright; the two directions share no lock. The data path itself
 //! (chains, used ring, notification decisions) is [`super::net_queue`].
 //!
@@ -13,6 +13,12 @@
 //! (they are not offered). Link state: [`VirtioNetDevice::set_link`] flips
 //! VIRTIO_NET_S_LINK_UP in the config space and raises a configuration-change
 //! interrupt, on which the driver re-reads it and sets the carrier.
+//!
+//! Reset (a STATUS write of 0) comes from kernel context whenever the driver wants it,
+//! including from its remove path when the device is taken away (`kernel.rs` says in
+//! which order). It takes every queue side's lock, so it waits out a receive round in
+//! progress, and leaves every side not running: from then on no thread touches the
+//! rings, which the driver may free at once.
 #![allow(unsafe_code)]
 
 use std::io::{self, Read, Write};
@@ -428,8 +434,9 @@ impl VirtioNetDevice {
         Ok(())
     }
 
-    /// Ends the receive threads and waits for them: after this the device touches the
-    /// kernel's RAM only from kernel kicks (TX), which end with the kernel.
+    /// Ends the receive threads and waits for them; each drops its receiving half of
+    /// the backend as it ends. After this the device touches the kernel's RAM only
+    /// from kernel kicks (TX), which end with the kernel or with the driver's removal.
     pub(crate) fn stop(&self) {
         let _ = self.rx_stop.write(1);
         for handle in lock(&self.rx_threads).drain(..) {

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses part of this module
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // test code: a failed unwrap is a failed test; results are reported on stdout
 
+pub mod frames;
 pub mod http;
 pub mod pki;
 pub mod tap_net;
@@ -37,6 +38,55 @@ pub fn run(cmd: &str) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Lines of the kernel log that report a warning, a bug or a reference-count error.
+pub fn kernel_complaints(kernel: &Kernel) -> Vec<String> {
+    kernel
+        .kernel_log()
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("WARNING") || l.contains("BUG") || l.contains("refcount"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits until the kernel reports interface `name`'s carrier as `up` (IFF_LOWER_UP
+/// over rtnetlink). The driver learns the device's link state from its config work,
+/// which runs shortly after the probe, and until the carrier is on the kernel's
+/// transmit queues are not started: a frame answered before then is dropped.
+pub fn wait_for_carrier(kernel: &Kernel, name: &str, up: bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let link = kernel.links().unwrap().into_iter().find(|l| l.name == name);
+        if link.as_ref().is_some_and(|l| l.carrier == up) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "carrier never became {up}: {link:?}"
+        );
+        thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Moves host TAP `tap` into namespace `ns` as 10.`subnet`.0.1/24, gives library
+/// interface `name` 10.`subnet`.0.2/24, brings both up, and pings the library once.
+pub fn connect_tap(kernel: &Kernel, name: &str, tap: &str, ns: &Netns, subnet: u8) {
+    run(&format!(
+        "ip link set {tap} netns {0} && ip -n {0} link set {tap} up && \
+         ip -n {0} addr add 10.{subnet}.0.1/24 dev {tap}",
+        ns.0
+    ));
+    kernel.set_link_up(name, true).unwrap();
+    kernel
+        .add_address(name, format!("10.{subnet}.0.2").parse().unwrap(), 24)
+        .unwrap();
+    wait_for_carrier(kernel, name, true);
+    run(&format!(
+        "ip netns exec {} ping -c 1 -W 2 10.{subnet}.0.2",
+        ns.0
+    ));
 }
 
 /// A network namespace that is deleted again when the test ends, pass or fail.

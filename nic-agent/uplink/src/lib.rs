@@ -1,10 +1,15 @@
-//! knic's uplinks: host-side ports a queue pair's packets flow through, a TAP device or an
-//! AF_PACKET socket on an existing interface. Both exchange the virtio-net header with the kernel, so offload
-//! metadata (GSO, partial checksums) passes end to end without touching the payload.
+//! knic's uplinks: host-side ports a queue pair's packets flow through, a TAP device, an
+//! AF_PACKET socket or AF_XDP sockets on an existing interface. TAP and AF_PACKET exchange the
+//! virtio-net header with the kernel, so offload metadata (GSO, partial checksums) passes end
+//! to end without touching the payload; AF_XDP has no such header and says so through
+//! [`PacketSink::tx_offloads`](packet_ring::PacketSink::tx_offloads).
 
 mod af_packet;
 mod sys;
 mod tap;
+mod xdp;
+mod xdp_prog;
+mod xsk_sys;
 
 use std::fmt;
 use std::str::FromStr;
@@ -12,14 +17,20 @@ use std::str::FromStr;
 use packet_ring::PacketPort;
 use thiserror::Error;
 
-pub use af_packet::{PacketSocketPort, PacketSocketSink, PacketSocketSource};
+pub use af_packet::{FanoutGroup, PacketSocketPort, PacketSocketSink, PacketSocketSource};
 pub use tap::{TapPort, TapSink, TapSource};
+pub use xdp::{
+    XDP_FRAME_SIZE, XDP_MAX_RX_FRAME, XDP_MAX_TX_FRAME, XdpBinding, XdpConfig, XdpMode, XdpPort,
+    XdpSink, XdpSource, XdpStats,
+};
 
-/// Which uplink to open, as given on the command line (`tap:NAME` or `packet:IFNAME`).
+/// Which uplink to open, as given on the command line (`tap:NAME`, `packet:IFNAME` or
+/// `xdp:IFNAME`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UplinkSpec {
     Tap(String),
     Packet(String),
+    Xdp(String),
 }
 
 impl FromStr for UplinkSpec {
@@ -29,7 +40,10 @@ impl FromStr for UplinkSpec {
         match s.split_once(':') {
             Some(("tap", name)) if !name.is_empty() => Ok(Self::Tap(name.to_string())),
             Some(("packet", name)) if !name.is_empty() => Ok(Self::Packet(name.to_string())),
-            _ => Err(format!("expected tap:NAME or packet:IFNAME, got {s:?}")),
+            Some(("xdp", name)) if !name.is_empty() => Ok(Self::Xdp(name.to_string())),
+            _ => Err(format!(
+                "expected tap:NAME, packet:IFNAME or xdp:IFNAME, got {s:?}"
+            )),
         }
     }
 }
@@ -39,6 +53,7 @@ impl fmt::Display for UplinkSpec {
         match self {
             Self::Tap(n) => write!(f, "tap:{n}"),
             Self::Packet(n) => write!(f, "packet:{n}"),
+            Self::Xdp(n) => write!(f, "xdp:{n}"),
         }
     }
 }
@@ -47,7 +62,7 @@ impl fmt::Display for UplinkSpec {
 #[derive(Debug, Error)]
 pub enum UplinkError {
     #[error(
-        "opening {spec} needs CAP_NET_ADMIN (and CAP_NET_RAW for packet:): run as root or grant the capabilities"
+        "opening {spec} needs CAP_NET_ADMIN (and CAP_NET_RAW for packet: and xdp:, CAP_BPF and CAP_IPC_LOCK for xdp:): run as root or grant the capabilities"
     )]
     Permission {
         spec: UplinkSpec,
@@ -70,6 +85,36 @@ pub enum UplinkError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "interface {name} cannot run AF_XDP in {mode:?} mode (no native XDP in its driver, or a kernel without CONFIG_XDP_SOCKETS): use the default automatic mode, which falls back to generic XDP, or another uplink kind"
+    )]
+    NoXdpSupport {
+        name: String,
+        mode: XdpMode,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "interface {name} already runs XDP program {program:?}, which is not libxdp's AF_XDP program: if nothing needs it, remove it with `ip link set dev {name} xdp off` (and `xdpgeneric off`), then retry"
+    )]
+    XdpProgramBusy { name: String, program: String },
+    #[error(
+        "queue {queue} of interface {name} already has an AF_XDP socket: stop the process that holds it (`ss -f xdp -p` may show it) or use another interface"
+    )]
+    XdpQueueBusy {
+        name: String,
+        queue: usize,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "interface {name} has {have} queue(s) but {need} queue pairs need {need}: raise its channel count with `ethtool -L {name} combined {need}` (drivers with separate channels, such as veth: `ethtool -L {name} rx {need} tx {need}`)"
+    )]
+    NotEnoughQueues {
+        name: String,
+        have: usize,
+        need: usize,
+    },
     #[error("cannot open uplink {spec}")]
     Other {
         spec: UplinkSpec,
@@ -90,7 +135,10 @@ impl UplinkError {
                 source,
             },
             (Some(libc::ENOENT), UplinkSpec::Tap(_)) => Self::NoTunDevice(source),
-            (Some(libc::ENODEV | libc::ENXIO), UplinkSpec::Packet(name)) => Self::NoSuchInterface {
+            (
+                Some(libc::ENODEV | libc::ENXIO),
+                UplinkSpec::Packet(name) | UplinkSpec::Xdp(name),
+            ) => Self::NoSuchInterface {
                 name: name.clone(),
                 source,
             },
@@ -100,6 +148,82 @@ impl UplinkError {
             },
         }
     }
+}
+
+impl UplinkError {
+    fn classify_xdp(spec: &UplinkSpec, name: &str, queue: usize, e: xdp::XdpOpenError) -> Self {
+        match (e.kind, e.source.raw_os_error()) {
+            (xdp::XdpFailure::ForeignProgram(program), _) => Self::XdpProgramBusy {
+                name: name.to_string(),
+                program,
+            },
+            (xdp::XdpFailure::QueueBusy, _) => Self::XdpQueueBusy {
+                name: name.to_string(),
+                queue,
+                source: e.source,
+            },
+            (_, Some(libc::EOPNOTSUPP | libc::EAFNOSUPPORT)) => Self::NoXdpSupport {
+                name: name.to_string(),
+                mode: e.mode,
+                source: e.source,
+            },
+            _ => Self::classify(spec, e.source),
+        }
+    }
+}
+
+/// Receive and transmit queues interface `name` has now (`/sys/class/net/NAME/queues`
+/// lists the real counts, which `ethtool -L` changes).
+fn interface_queues(name: &str) -> std::io::Result<usize> {
+    let (mut rx, mut tx) = (0, 0);
+    for e in std::fs::read_dir(format!("/sys/class/net/{name}/queues"))? {
+        let e = e?;
+        let n = e.file_name();
+        let n = n.to_string_lossy();
+        rx += usize::from(n.starts_with("rx-"));
+        tx += usize::from(n.starts_with("tx-"));
+    }
+    Ok(rx.min(tx))
+}
+
+/// Opens `queue_pairs` AF_XDP sockets on `name`, queue `i` for pair `i`; the first decides
+/// the attach mode the others use.
+pub fn open_xdp_uplinks(
+    name: &str,
+    queue_pairs: usize,
+    config: &XdpConfig,
+) -> Result<Vec<XdpPort>, UplinkError> {
+    let spec = UplinkSpec::Xdp(name.to_string());
+    let ifindex = crate::sys::if_index(name).map_err(|e| UplinkError::classify(&spec, e))?;
+    // Where sysfs does not show the interface (a thread in another network namespace than
+    // the mount's), the bind's own EINVAL is left to tell.
+    if let Ok(have) = interface_queues(name) {
+        if have < queue_pairs {
+            return Err(UplinkError::NotEnoughQueues {
+                name: name.to_string(),
+                have,
+                need: queue_pairs,
+            });
+        }
+    }
+    let mut config = *config;
+    let mut ports = Vec::with_capacity(queue_pairs);
+    for q in 0..queue_pairs {
+        let port = XdpPort::open(name, ifindex, q as u32, &config)
+            .map_err(|e| UplinkError::classify_xdp(&spec, name, q, e))?;
+        config.mode = port.binding().mode;
+        if q == 0 {
+            tracing::info!(
+                interface = name,
+                zero_copy = port.binding().zero_copy,
+                mode = ?port.binding().mode,
+                queue_pairs,
+                "AF_XDP uplink open"
+            );
+        }
+        ports.push(port);
+    }
+    Ok(ports)
 }
 
 /// Opens one port per queue pair.
@@ -118,11 +242,16 @@ pub fn open_uplinks(
         }
         UplinkSpec::Packet(name) => {
             let ifindex = crate::sys::if_index(name).map_err(|e| UplinkError::classify(spec, e))?;
-            // One fanout group per process and interface: flows hash across the pairs.
-            let group = (queue_pairs > 1).then(|| (std::process::id() as u16) ^ (ifindex as u16));
+            // One fanout group per uplink: flows hash across the pairs that can receive.
+            let group = (queue_pairs > 1).then(FanoutGroup::new);
             for _ in 0..queue_pairs {
-                let port = PacketSocketPort::open(ifindex, group)
+                let port = PacketSocketPort::open(ifindex, group.clone())
                     .map_err(|e| UplinkError::classify(spec, e))?;
+                ports.push(Box::new(port));
+            }
+        }
+        UplinkSpec::Xdp(name) => {
+            for port in open_xdp_uplinks(name, queue_pairs, &XdpConfig::default())? {
                 ports.push(Box::new(port));
             }
         }
@@ -139,7 +268,10 @@ mod tests {
         assert_eq!("tap:knic0".parse(), Ok(UplinkSpec::Tap("knic0".into())));
         assert_eq!("packet:eth0".parse(), Ok(UplinkSpec::Packet("eth0".into())));
         assert!("tap:".parse::<UplinkSpec>().is_err());
-        assert!("xdp:eth0".parse::<UplinkSpec>().is_err());
+        assert_eq!("xdp:eth0".parse(), Ok(UplinkSpec::Xdp("eth0".into())));
+        assert!("xdp:".parse::<UplinkSpec>().is_err());
+        assert!("dpdk:0".parse::<UplinkSpec>().is_err());
+        assert_eq!(UplinkSpec::Xdp("e".into()).to_string(), "xdp:e");
         assert_eq!(UplinkSpec::Tap("a".into()).to_string(), "tap:a");
     }
 
@@ -155,5 +287,60 @@ mod tests {
             std::io::Error::from_raw_os_error(libc::EPERM),
         );
         assert!(e.to_string().contains("run as root"), "{e}");
+    }
+
+    #[test]
+    fn xdp_failures_name_the_fix() {
+        let spec = UplinkSpec::Xdp("eth1".into());
+        let open = |kind, errno| xdp::XdpOpenError {
+            mode: XdpMode::Native,
+            kind,
+            source: std::io::Error::from_raw_os_error(errno),
+        };
+        let e = UplinkError::classify_xdp(
+            &spec,
+            "eth1",
+            0,
+            open(xdp::XdpFailure::Open, libc::EOPNOTSUPP),
+        );
+        assert!(
+            matches!(
+                e,
+                UplinkError::NoXdpSupport {
+                    mode: XdpMode::Native,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let e = UplinkError::classify_xdp(
+            &spec,
+            "eth1",
+            0,
+            open(
+                xdp::XdpFailure::ForeignProgram("xdp_filter".into()),
+                libc::EBUSY,
+            ),
+        );
+        assert!(
+            e.to_string().contains("ip link set dev eth1 xdp off"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("xdp_filter"), "{e}");
+        let e = UplinkError::classify_xdp(
+            &spec,
+            "eth1",
+            3,
+            open(xdp::XdpFailure::QueueBusy, libc::EBUSY),
+        );
+        assert!(e.to_string().contains("queue 3 of interface eth1"), "{e}");
+        let e =
+            UplinkError::classify_xdp(&spec, "eth1", 0, open(xdp::XdpFailure::Open, libc::EPERM));
+        assert!(matches!(e, UplinkError::Permission { .. }), "{e:?}");
+        let e =
+            UplinkError::classify_xdp(&spec, "eth1", 0, open(xdp::XdpFailure::Open, libc::ENODEV));
+        assert!(matches!(e, UplinkError::NoSuchInterface { .. }), "{e:?}");
+        let e = open_xdp_uplinks("knicnope0", 1, &XdpConfig::default()).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
     }
 }

@@ -175,11 +175,24 @@ fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) ->
     Ok(())
 }
 
-/// An AF_PACKET raw socket on interface `ifindex` exchanging frames with a 10-byte
-/// `virtio_net_hdr` (`PACKET_VNET_HDR`), promiscuous, not seeing its own transmissions, and
-/// (when `fanout_group` is set) sharing received flows with the group's other sockets.
-pub fn packet_socket(ifindex: libc::c_int, fanout_group: Option<u16>) -> io::Result<OwnedFd> {
-    let proto = (libc::ETH_P_ALL as u16).to_be();
+/// `PACKET_FANOUT_FLAG_UNIQUEID` (`linux/if_packet.h`): the kernel picks an unused group id.
+const PACKET_FANOUT_FLAG_UNIQUEID: u32 = 0x2000;
+/// `PACKET_FANOUT_FLAG_IGNORE_OUTGOING`: the group's hook skips the host's own transmissions
+/// (a member's own `PACKET_IGNORE_OUTGOING` does not apply inside a group).
+const PACKET_FANOUT_FLAG_IGNORE_OUTGOING: u32 = 0x4000;
+
+/// Which fanout group a receiving socket joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FanoutJoin {
+    /// The group with this id (created if none has it).
+    Id(u16),
+    /// A new group with an id no other group has.
+    Unique,
+}
+
+/// A non-blocking AF_PACKET raw socket for `proto` (network order) exchanging frames with a
+/// 10-byte `virtio_net_hdr` (`PACKET_VNET_HDR`).
+fn packet_socket(proto: u16) -> io::Result<OwnedFd> {
     // SAFETY: socket has no memory effects; the returned fd is owned by nobody else yet.
     let fd = cvt(unsafe {
         libc::socket(
@@ -190,20 +203,16 @@ pub fn packet_socket(ifindex: libc::c_int, fanout_group: Option<u16>) -> io::Res
     })?;
     // SAFETY: `fd` was just returned by socket and is not owned elsewhere.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let raw = fd.as_raw_fd();
     setsockopt(
-        raw,
+        fd.as_raw_fd(),
         libc::SOL_PACKET,
         libc::PACKET_VNET_HDR,
         &1 as &libc::c_int,
     )?;
-    setsockopt(
-        raw,
-        libc::SOL_PACKET,
-        libc::PACKET_IGNORE_OUTGOING,
-        &1 as &libc::c_int,
-    )?;
+    Ok(fd)
+}
 
+fn packet_bind(fd: RawFd, ifindex: libc::c_int, proto: u16) -> io::Result<()> {
     // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value to fill in.
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     addr.sll_family = libc::AF_PACKET as u16;
@@ -212,11 +221,39 @@ pub fn packet_socket(ifindex: libc::c_int, fanout_group: Option<u16>) -> io::Res
     // SAFETY: bind reads `size_of::<sockaddr_ll>()` bytes from `addr`, a live local.
     cvt(unsafe {
         libc::bind(
-            raw,
+            fd,
             (&addr as *const libc::sockaddr_ll).cast(),
             std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
         )
     })?;
+    Ok(())
+}
+
+/// A send-only AF_PACKET socket on `ifindex`: bound with protocol 0, so the kernel registers
+/// no receive hook for it and it never queues (nor, in a fanout group, draws) a frame.
+pub fn packet_tx_socket(ifindex: libc::c_int) -> io::Result<OwnedFd> {
+    let fd = packet_socket(0)?;
+    packet_bind(fd.as_raw_fd(), ifindex, 0)?;
+    Ok(fd)
+}
+
+/// A receiving AF_PACKET socket on `ifindex`: every protocol, promiscuous, not seeing the
+/// host's own transmissions, and (with `fanout`) sharing flows by hash with the other members
+/// of a fanout group. Returns the socket and the group id it joined.
+pub fn packet_rx_socket(
+    ifindex: libc::c_int,
+    fanout: Option<FanoutJoin>,
+) -> io::Result<(OwnedFd, Option<u16>)> {
+    let proto = (libc::ETH_P_ALL as u16).to_be();
+    let fd = packet_socket(proto)?;
+    let raw = fd.as_raw_fd();
+    setsockopt(
+        raw,
+        libc::SOL_PACKET,
+        libc::PACKET_IGNORE_OUTGOING,
+        &1 as &libc::c_int,
+    )?;
+    packet_bind(raw, ifindex, proto)?;
 
     // SAFETY: packet_mreq is plain old data; all-zero is a valid value to fill in.
     let mut mreq: libc::packet_mreq = unsafe { std::mem::zeroed() };
@@ -224,11 +261,51 @@ pub fn packet_socket(ifindex: libc::c_int, fanout_group: Option<u16>) -> io::Res
     mreq.mr_type = libc::PACKET_MR_PROMISC as u16;
     setsockopt(raw, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq)?;
 
-    if let Some(group) = fanout_group {
-        let arg: u32 = u32::from(group) | (libc::PACKET_FANOUT_HASH << 16);
-        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg)?;
-    }
-    Ok(fd)
+    let Some(join) = fanout else {
+        return Ok((fd, None));
+    };
+    let (id, flags) = match join {
+        FanoutJoin::Id(id) => (id, 0),
+        FanoutJoin::Unique => (0, PACKET_FANOUT_FLAG_UNIQUEID),
+    };
+    let kind = libc::PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_IGNORE_OUTGOING | flags;
+    let arg: u32 = u32::from(id) | (kind << 16);
+    setsockopt(raw, libc::SOL_PACKET, libc::PACKET_FANOUT, &arg)?;
+    // The group id the kernel chose (or confirmed): the low 16 bits of PACKET_FANOUT.
+    let mut val: u32 = 0;
+    let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` (4) bytes into `val`, a live local u32.
+    cvt(unsafe {
+        libc::getsockopt(
+            raw,
+            libc::SOL_PACKET,
+            libc::PACKET_FANOUT,
+            (&mut val as *mut u32).cast(),
+            &mut len,
+        )
+    })?;
+    Ok((fd, Some(val as u16)))
+}
+
+/// A new epoll instance: a stable readiness fd that stands for whichever sockets are
+/// registered in it over time.
+pub fn epoll_new() -> io::Result<OwnedFd> {
+    // SAFETY: epoll_create1 has no memory effects; the fd is owned by nobody else yet.
+    let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+    // SAFETY: `fd` was just returned by epoll_create1 and is not owned elsewhere.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Registers `fd` in `epoll` for input, level-triggered (the caller's own registration of
+/// `epoll` decides edge or level). Closing `fd` removes it again.
+pub fn epoll_add(epoll: RawFd, fd: RawFd) -> io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: fd as u64,
+    };
+    // SAFETY: epoll_ctl reads one epoll_event from `ev`, a live local; both fds are open.
+    cvt(unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut ev) })?;
+    Ok(())
 }
 
 /// Packets the kernel dropped for this packet socket since the last call (`PACKET_STATISTICS`

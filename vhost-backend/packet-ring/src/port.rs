@@ -39,11 +39,31 @@ pub struct GuestOffloads {
     pub ecn: bool,
 }
 
+impl GuestOffloads {
+    /// Every offload the virtio-net header can express.
+    pub const ALL: Self = Self {
+        csum: true,
+        tso4: true,
+        tso6: true,
+        ecn: true,
+    };
+}
+
 /// The sending half of a port: packets leave through it.
 pub trait PacketSink: Send + std::fmt::Debug {
     /// Offers every packet of `batch`; returns how many were taken. The rest are the caller's to
     /// count as dropped.
     fn send(&mut self, batch: &PacketBatch) -> Result<usize, PortError>;
+
+    /// Offloads a packet given to `send` may still ask for: what the far side of the port
+    /// completes. A port that passes the virtio-net header on (TAP, AF_PACKET: the host kernel
+    /// segments and checksums) takes them all, the default; one with no header (AF_XDP) takes
+    /// none. The device that feeds the port offers its driver only these (for the library's
+    /// virtio-net device: no `HOST_TSO*`/`CSUM` without `tso4`/`tso6`/`csum`), so the
+    /// kernel above it segments and checksums in software instead.
+    fn tx_offloads(&self) -> GuestOffloads {
+        GuestOffloads::ALL
+    }
 }
 
 /// The receiving half of a port: packets arrive through it.
@@ -100,6 +120,10 @@ macro_rules! port_from_halves {
                 batch: &$crate::PacketBatch,
             ) -> ::std::result::Result<usize, $crate::PortError> {
                 $crate::PacketSink::send(&mut self.sink, batch)
+            }
+
+            fn tx_offloads(&self) -> $crate::GuestOffloads {
+                $crate::PacketSink::tx_offloads(&self.sink)
             }
         }
 

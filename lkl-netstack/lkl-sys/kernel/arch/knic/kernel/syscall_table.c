@@ -17,6 +17,7 @@ const knic_syscall_fn knic_syscall_table[__NR_syscalls];
 #undef __SYSCALL
 
 asmlinkage long sys_knic_virtio_mmio_add(long, long, long, long, long, long);
+asmlinkage long sys_knic_virtio_mmio_remove(long, long, long, long, long, long);
 
 #define __SYSCALL(nr, call) [nr] = call,
 const knic_syscall_fn knic_syscall_table[__NR_syscalls] = {
@@ -24,4 +25,5 @@ const knic_syscall_fn knic_syscall_table[__NR_syscalls] = {
 #include <asm/syscall_table_64.h>
 	/* The port's own, in the range left to architectures (asm/unistd.h). */
 	[__NR_knic_virtio_mmio_add] = sys_knic_virtio_mmio_add,
+	[__NR_knic_virtio_mmio_remove] = sys_knic_virtio_mmio_remove,
 };
