@@ -5,9 +5,11 @@
 //! an uplink ([`packet_ring::PacketPort`]: TAP, AF_PACKET, or in memory). Layout:
 //!
 //! * [`features`], [`config`]: what is offered and what a negotiation means;
-//! * `tx`, `rx`, `ring`: walking guest chains (hostile input, validated); [`rx_filter`]: the
-//!   receive filter the driver programs through the control queue;
-//! * `queue_pair` ([`QueuePair`]): the per-pair data path;
+//! * the data path's engine, shared with the library kernel's device, is `knic-virtio-net`:
+//!   walking guest chains (hostile input, validated), the TX and RX engines, features, drop
+//!   reasons and counters (`ring` re-exports its ring walk); [`rx_filter`]: the receive
+//!   filter the driver programs through the control queue;
+//! * `queue_pair` ([`QueuePair`]): the per-pair data path over the engine;
 //! * `backend`: the rust-vmm `VhostUserBackend` glue; `vring` ([`NetVring`]): its vring, with
 //!   the notification rule the framework lacks;
 //! * `sys`: fd passing, thread names and signals (the only `unsafe`); the uplinks (TAP,
@@ -28,20 +30,17 @@ pub mod message;
 mod queue_pair;
 mod ratelimit;
 mod ring;
-mod rx;
 pub mod rx_filter;
 pub mod stats;
 pub mod stats_server;
 mod sys;
-mod tx;
 mod vring;
 
 pub use backend::{
     BackendError, CTRL_VRING_EVENT, GuestMem, MAX_QUEUE_PAIRS, NetBackend, NetBackendConfig,
     RX_VRING_EVENT, SharedBackend, TX_VRING_EVENT,
 };
+pub use knic_virtio_net::{Placement, RxBuffers, RxChainError, TxChainError, TxLimits};
 pub use queue_pair::{HostError, QueuePair, QueuePairConfig};
-pub use rx::{Placement, RxBuffers, RxChainError};
 pub use sys::{FdKind, fd_kind};
-pub use tx::{TxChainError, TxLimits};
 pub use vring::NetVring;

@@ -20,10 +20,10 @@ use vm_memory::GuestMemory;
 use crate::features::NetFeatures;
 use crate::ratelimit::LogLimiter;
 use crate::ring::{self, RingError, pop_chain, return_used};
-use crate::rx::{Placement, RxBuffers};
 use crate::rx_filter::{RxFilterView, SharedRxFilter};
-use crate::stats::{DropReason, QueuePairStats};
-use crate::tx::{ETH_VLAN_HLEN, TxLimits, read_chain};
+use crate::stats::{Direction, DropReason, QueuePairStats};
+use knic_virtio_net::rx::{Placement, RxBuffers, RxChainError, check_frame};
+use knic_virtio_net::tx::{TxLimits, read_chain};
 
 /// Failures of the host side; these end the worker.
 #[derive(Debug, Error)]
@@ -95,10 +95,7 @@ impl QueuePair {
     }
 
     fn tx_limits(features: NetFeatures, mtu: u16) -> TxLimits {
-        TxLimits {
-            features,
-            max_plain_frame: usize::from(mtu) + ETH_VLAN_HLEN,
-        }
+        TxLimits::new(features, mtu)
     }
 
     /// Applies a newly negotiated feature set.
@@ -147,6 +144,11 @@ impl QueuePair {
         record(&self.stats, &mut self.log, self.index, reason, err);
     }
 
+    /// Counts and logs a broken ring of `direction`.
+    fn ring_error(&mut self, direction: Direction, err: &RingError) {
+        self.guest_error(err.reason(direction), err);
+    }
+
     /// Moves every available TX chain to the uplink (or discards it when the ring is started
     /// but disabled). Returns whether the guest should be notified.
     pub fn process_tx<M: GuestMemory>(
@@ -158,7 +160,7 @@ impl QueuePair {
         let old_used = queue.next_used();
         'drain: loop {
             if let Err(e) = queue.disable_notification(mem) {
-                self.guest_error(DropReason::RingBroken, &RingError::Queue(e));
+                self.ring_error(Direction::Tx, &RingError::Used(e));
                 break 'drain;
             }
             loop {
@@ -169,7 +171,7 @@ impl QueuePair {
                         Ok(Some(c)) => c,
                         Ok(None) => break,
                         Err(e) => {
-                            self.guest_error(DropReason::RingBroken, &e);
+                            self.ring_error(Direction::Tx, &e);
                             self.flush_tx(enabled)?;
                             break 'drain;
                         }
@@ -187,7 +189,7 @@ impl QueuePair {
                     }
                     // The device writes nothing into TX buffers: used length 0 (§2.7.8).
                     if let Err(e) = return_used(queue, mem, head, 0) {
-                        self.guest_error(DropReason::RingBroken, &e);
+                        self.ring_error(Direction::Tx, &e);
                         self.flush_tx(enabled)?;
                         break 'drain;
                     }
@@ -202,28 +204,30 @@ impl QueuePair {
                 Ok(true) => continue,
                 Ok(false) => break,
                 Err(e) => {
-                    self.guest_error(DropReason::RingBroken, &RingError::Queue(e));
+                    self.ring_error(Direction::Tx, &RingError::Used(e));
                     break;
                 }
             }
         }
-        Ok(self.needs_notification(queue, mem, old_used))
+        Ok(self.needs_notification(Direction::Tx, queue, mem, old_used))
     }
 
+    /// Hands the batch to the uplink. `tx_packets` counts every chain read whole, also those
+    /// then discarded (ring disabled) or refused by the uplink, which are counted under
+    /// their reasons too (the protocol tests rely on this device's meaning).
     fn flush_tx(&mut self, enabled: bool) -> Result<(), HostError> {
         let n = self.tx_batch.len();
         if n == 0 {
             return Ok(());
         }
-        let bytes: usize = self.tx_batch.packets().iter().map(|p| p.len()).sum();
-        self.stats.tx_packets.add(n as u64);
-        self.stats.tx_bytes.add(bytes as u64);
+        self.stats
+            .sent_all(self.tx_batch.packets().iter().map(|p| p.len()));
         if !enabled {
             self.stats.count_drops(DropReason::TxRingDisabled, n);
         } else {
             let sent = self.uplink.send(&self.tx_batch)?;
             self.stats
-                .count_drops(DropReason::TxUplinkRefused, n.saturating_sub(sent));
+                .count_drops(DropReason::TxBackendRefused, n.saturating_sub(sent));
         }
         self.tx_batch.clear();
         Ok(())
@@ -261,14 +265,13 @@ impl QueuePair {
                 self.rx_next += 1;
                 continue;
             }
-            if !self.features.rx_offload_allowed(&pkt.hdr) {
-                self.stats.count_drop(DropReason::RxOffloadNotNegotiated);
+            if let Err(reason) = check_frame(&pkt.hdr, pkt.len(), &self.features) {
+                self.stats.count_drop(reason);
                 self.rx_next += 1;
                 continue;
             }
             let (stats, log, index) = (&self.stats, &mut self.log, self.index);
-            let mut on_malformed =
-                |e: crate::rx::RxChainError| record(stats, log, index, e.reason(), &e);
+            let mut on_malformed = |e: RxChainError| record(stats, log, index, e.reason(), &e);
             let placed = self.rx_buffers.place(
                 queue,
                 mem,
@@ -278,9 +281,8 @@ impl QueuePair {
                 &mut on_malformed,
             );
             match placed {
-                Ok(Placement::Delivered { .. }) => {
-                    self.stats.rx_packets.add(1);
-                    self.stats.rx_bytes.add(pkt.len() as u64);
+                Ok(Placement::Delivered { buffers }) => {
+                    self.stats.received(pkt.len(), buffers);
                     self.rx_next += 1;
                 }
                 Ok(Placement::TooBig) => {
@@ -289,33 +291,29 @@ impl QueuePair {
                 }
                 Ok(Placement::Aborted) => self.rx_next += 1,
                 Ok(Placement::NoBuffers { seen_avail }) => {
-                    // Ask for a kick when buffers arrive; retry at once only if the guest
-                    // added some since the attempt (closing the race with the kick). Buffers
-                    // that were there but too few wait for more: retrying would spin.
-                    match queue.enable_notification(mem) {
-                        Ok(true)
-                            if queue
-                                .avail_idx(mem, std::sync::atomic::Ordering::Acquire)
-                                .is_ok_and(|now| now.0 != seen_avail) =>
-                        {
+                    // Ask for a kick once buffers beyond those seen arrive; retry at once
+                    // only if the guest added some since the attempt (closing the race with
+                    // the kick). Buffers that were there but too few wait for more: retrying
+                    // would spin.
+                    match ring::ask_for_kick(queue, mem, seen_avail) {
+                        Ok(true) => {
                             let _ = queue.disable_notification(mem);
                             continue;
                         }
-                        Ok(true) => break,
                         Ok(false) => break,
                         Err(e) => {
-                            self.guest_error(DropReason::RingBroken, &RingError::Queue(e));
+                            self.ring_error(Direction::Rx, &e);
                             break;
                         }
                     }
                 }
                 Err(e) => {
-                    self.guest_error(DropReason::RingBroken, &e);
+                    self.ring_error(Direction::Rx, &e);
                     break;
                 }
             }
         }
-        Ok(self.needs_notification(queue, mem, old_used))
+        Ok(self.needs_notification(Direction::Rx, queue, mem, old_used))
     }
 
     /// Whether packets are held back waiting for guest RX buffers.
@@ -327,6 +325,7 @@ impl QueuePair {
     /// moved from `old_used`); a suppressed notification is counted.
     fn needs_notification<M: GuestMemory>(
         &mut self,
+        direction: Direction,
         queue: &Queue,
         mem: &M,
         old_used: u16,
@@ -337,12 +336,13 @@ impl QueuePair {
         match ring::needs_notification(queue, mem, old_used) {
             Ok(true) => true,
             Ok(false) => {
-                self.stats.notifications_suppressed.add(1);
-                false
+                // Sent notifications are counted by the transport once it has signalled.
+                self.stats.notification(direction, false)
             }
             Err(e) => {
-                self.guest_error(DropReason::RingBroken, &e);
-                false
+                // Unreadable hint: notify rather than stall the driver.
+                self.ring_error(direction, &e);
+                true
             }
         }
     }

@@ -308,7 +308,7 @@ fn tx_all_malformed_shapes(features: u64) {
         2
     });
     // Chain shorter than the virtio-net header.
-    tx_malformed(features, DropReason::TxShortHeader, |s| {
+    tx_malformed(features, DropReason::TxMalformedHeader, |s| {
         add_chains(s, 0, &[&[D(BUF_BASE, hlen - 1, false)]]);
         1
     });
@@ -361,7 +361,7 @@ fn tx_all_malformed_shapes(features: u64) {
         2
     });
     // Header asking for an offload nobody negotiated (UDP fragmentation).
-    tx_malformed(features, DropReason::TxBadHeader, |s| {
+    tx_malformed(features, DropReason::TxOffloadNotNegotiated, |s| {
         let h = VirtioNetHdr {
             gso_type: VirtioNetHdr::GSO_UDP,
             gso_size: 1000,
@@ -420,7 +420,7 @@ fn tx_event_idx_suppresses_and_rearms_notifications() {
     s.mem.write_obj(5u16, used_event).unwrap();
     add_chains(&s, 0, &[&[D(BUF_BASE, t, false)]]);
     assert!(!s.qp.process_tx(&mut s.q, &s.mem, true).unwrap());
-    assert_eq!(s.qp.stats().notifications_suppressed.get(), 1);
+    assert_eq!(s.qp.stats().tx_notifications_suppressed.get(), 1);
     assert_eq!(
         s.mem.read_obj::<u16>(used_ring.unchecked_add(2)).unwrap(),
         1
@@ -445,7 +445,7 @@ fn tx_without_event_idx_always_notifies() {
     let t = s.put(&VirtioNetHdr::default(), &frame(100, 0));
     add_chains(&s, 0, &[&[D(BUF_BASE, t, false)]]);
     assert!(s.qp.process_tx(&mut s.q, &s.mem, true).unwrap());
-    assert_eq!(s.qp.stats().notifications_suppressed.get(), 0);
+    assert_eq!(s.qp.stats().tx_notifications_suppressed.get(), 0);
 }
 
 // ---------------------------------------------------------------- RX
@@ -635,7 +635,7 @@ fn rx_mergeable_frame_notification_follows_used_event() {
             .unwrap()
     );
     assert!(!s.qp.process_rx(&mut s.q, &s.mem, true).unwrap());
-    assert_eq!(s.qp.stats().notifications_suppressed.get(), 1);
+    assert_eq!(s.qp.stats().rx_notifications_suppressed.get(), 1);
     assert!(
         s.peer
             .send(VirtioNetHdr::default(), &frame(2500, 3))
@@ -886,7 +886,7 @@ fn broken_ring_is_counted_not_fatal() {
         .write_obj(100u16, s.avail_addr().unchecked_add(2))
         .unwrap();
     assert!(!s.qp.process_tx(&mut s.q, &s.mem, true).unwrap());
-    assert_eq!(s.qp.stats().drops(DropReason::RingBroken), 1);
+    assert_eq!(s.qp.stats().drops(DropReason::TxAvailRingBroken), 1);
 }
 
 /// Runs `f` on another thread and fails (instead of hanging) if it does not finish in 10 s:
@@ -940,12 +940,12 @@ fn unreadable_avail_entries_are_a_broken_ring_not_a_spin() {
         s.q.set_avail_ring_address(Some(avail as u32), Some(0));
         s.mem.write_obj(3u16, GuestAddress(avail + 2)).unwrap();
         assert!(!s.qp.process_tx(&mut s.q, &s.mem, true).unwrap());
-        assert_eq!(s.qp.stats().drops(DropReason::RingBroken), 1);
+        assert_eq!(s.qp.stats().drops(DropReason::TxAvailRingBroken), 1);
 
         // The same ring as an RX ring, on a fresh pair.
         (s.qp, s.peer) = pair(MRG);
         assert!(s.peer.send(VirtioNetHdr::default(), &frame(60, 0)).unwrap());
         assert!(!s.qp.process_rx(&mut s.q, &s.mem, true).unwrap());
-        assert_eq!(s.qp.stats().drops(DropReason::RingBroken), 1);
+        assert_eq!(s.qp.stats().drops(DropReason::RxAvailRingBroken), 1);
     });
 }

@@ -320,7 +320,7 @@ mod tests {
         // the driver's used_event (0) was already passed.
         let stats = &backend.pair_stats()[0];
         assert_eq!(stats.rx_notifications.get(), 1);
-        assert_eq!(stats.notifications_suppressed.get(), 1);
+        assert_eq!(stats.rx_notifications_suppressed.get(), 1);
         assert_eq!(interrupts(&mut masked_end), 1);
 
         let (guest, mut guest_end) = call_fd();

@@ -19,8 +19,8 @@
 //!   validates and only uses offloads negotiated that way; on RX, `num_buffers` is the
 //!   number of used entries the frame spans (1 without MRG_RXBUF).
 //!
-//! Input layout (bytes past the end read as zero): features (u16, one bit per
-//! [`NetFeatures`] field), ring sizes (u8: log2 of TX, RX), shape (u8: TX kicks, RX
+//! Input layout (bytes past the end read as zero): features (u16, one bit per offload,
+//! MRG_RXBUF and EVENT_IDX field of [`NetFeatures`]), ring sizes (u8: log2 of TX, RX), shape (u8: TX kicks, RX
 //! rounds), the TX descriptor table and avail ring verbatim, a TX avail-index bump, the RX
 //! descriptor table and avail ring, three RX avail-index bumps (one before each later
 //! round), the packets for RX (count, then per packet its 12-byte header, a 24-bit length
@@ -36,9 +36,13 @@ use vm_memory::{
     Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestRegionMmap, MmapRegion,
 };
 
+use knic_virtio_net::audit::{self, overlaps, range};
+use knic_virtio_net::{Counter, Direction, DropUnit};
+
 use super::features::NetFeatures;
 use super::net_queue::{
-    DropReason, QUEUE_MAX, QueueCounters, RxPath, RxQueue, RxWait, RxWire, TxWire, transmit,
+    DropReason, QUEUE_MAX, QueueCounters, RxPath, RxQueue, RxWait, RxWire, TxLimits, TxWire,
+    transmit,
 };
 
 const PAGE: usize = 4096;
@@ -55,8 +59,6 @@ const HDR_LEN: usize = VirtioNetHdr::LEN;
 const PORT_SLOTS: usize = 16;
 const MAX_PACKETS: u8 = 24;
 const RX_BUMPS: usize = 3;
-/// `VIRTQ_DESC_F_INDIRECT` (virtio 1.2 §2.7.5.3).
-const DESC_F_INDIRECT: u16 = 4;
 
 /// Where one queue's rings live in region A (each fits a ring of [`QUEUE_MAX`]).
 #[derive(Debug, Clone, Copy)]
@@ -183,20 +185,31 @@ impl<'a> Input<'a> {
     }
 }
 
+/// The input's feature bits, one per [`NetFeatures`] field the data path consults, on top
+/// of VERSION_1 (which the device always offers and the driver always accepts).
 fn features(bits: u16) -> NetFeatures {
-    let on = |bit: u16| bits & (1 << bit) != 0;
-    NetFeatures {
-        mrg_rxbuf: on(0),
-        event_idx: on(1),
-        host_csum: on(2),
-        host_tso4: on(3),
-        host_tso6: on(4),
-        host_ecn: on(5),
-        guest_csum: on(6),
-        guest_tso4: on(7),
-        guest_tso6: on(8),
-        guest_ecn: on(9),
-    }
+    use knic_virtio_net::features::{
+        F_CSUM, F_GUEST_CSUM, F_GUEST_ECN, F_GUEST_TSO4, F_GUEST_TSO6, F_HOST_ECN, F_HOST_TSO4,
+        F_HOST_TSO6, F_MRG_RXBUF, F_RING_EVENT_IDX, F_VERSION_1,
+    };
+    let order = [
+        F_MRG_RXBUF,
+        F_RING_EVENT_IDX,
+        F_CSUM,
+        F_HOST_TSO4,
+        F_HOST_TSO6,
+        F_HOST_ECN,
+        F_GUEST_CSUM,
+        F_GUEST_TSO4,
+        F_GUEST_TSO6,
+        F_GUEST_ECN,
+    ];
+    let acked = order
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| bits & (1 << bit) != 0)
+        .fold(F_VERSION_1, |acked, (_, f)| acked | f);
+    NetFeatures::from_acked(acked)
 }
 
 /// A packet's frame: `len` bytes derived from `seed`, so a check can regenerate it.
@@ -277,8 +290,8 @@ fn run(mem: &GuestMemoryMmap, input: &mut Input<'_>) -> Outcome {
     write(mem, REGIONS[1].0, &rest[..rest.len().min(REGIONS[1].1)]);
 
     // What each head's chain is before the device runs (see `chain_shapes`).
-    let tx_chains = chain_shapes(mem, TX_RINGS.desc, tx_size);
-    let rx_chains = chain_shapes(mem, RX_RINGS.desc, rx_size);
+    let tx_chains = audit::chain_shapes(mem, TX_RINGS.desc, tx_size, SCRATCH);
+    let rx_chains = audit::chain_shapes(mem, RX_RINGS.desc, rx_size, SCRATCH);
 
     let counters = QueueCounters::default();
     let (port, mut peer) = memory_port_pair(PORT_SLOTS, MAX_FRAME_LEN).expect("eventfds");
@@ -296,32 +309,17 @@ fn run(mem: &GuestMemoryMmap, input: &mut Input<'_>) -> Outcome {
             bump_avail(mem, TX_RINGS, tx_bump);
         }
         let before = txq.next_used();
-        transmit(&mut txq, mem, &mut wire, f, &counters);
+        transmit(&mut txq, mem, &mut wire, &TxLimits::new(f, 1500), &counters);
         let mut received = Vec::new();
         peer.recv_with(usize::MAX, |p| received.push((p.hdr, p.frame().to_vec())));
         outcome.tx_checked &= check_tx(mem, &txq, before, &tx_chains, &received, f);
     }
     let tx_taken = txq.next_avail();
-    assert_eq!(
-        tx_taken - no_chain(&avail_entries(mem, TX_RINGS, tx_size), tx_taken),
-        txq.next_used(),
-        "every TX chain taken is used"
-    );
-    let tx_drops: u64 = [
-        DropReason::TxMalformedChain,
-        DropReason::TxMalformedHeader,
-        DropReason::TxOffloadNotNegotiated,
-        DropReason::TxBackendRefused,
-    ]
-    .iter()
-    .map(|r| counters.drops(*r))
-    .sum();
+    let tx_entries = audit::avail_entries(mem, TX_RINGS.avail, tx_size);
+    let tx_no_head = audit::entries_naming_no_head(&tx_entries, tx_taken);
+    audit::assert_every_chain_used(Direction::Tx, tx_taken, tx_no_head, txq.next_used());
     let tx_sent = load(&counters.tx_packets);
-    assert_eq!(
-        u64::from(tx_taken),
-        tx_sent + tx_drops,
-        "every TX chain sent or counted as dropped"
-    );
+    audit::assert_tx_chains_accounted(&counters, tx_taken, tx_sent, false);
 
     // RX: the port's packets into the driver's buffers.
     let mut sent = Vec::new();
@@ -333,9 +331,9 @@ fn run(mem: &GuestMemoryMmap, input: &mut Input<'_>) -> Outcome {
     let mut rxq = RX_RINGS.queue(rx_size, f.event_idx);
     // The avail entries as the device reads them, unless a buffer of the driver's lies over
     // its RX rings or indirect tables (then the device may write over what it reads).
-    let rx_entries = avail_entries(mem, RX_RINGS, rx_size);
+    let rx_entries = audit::avail_entries(mem, RX_RINGS.avail, rx_size);
     let mut rx_sensitive = RX_RINGS.areas(rx_size)[..2].to_vec();
-    rx_sensitive.extend(indirect_tables(mem, RX_RINGS.desc, rx_size));
+    rx_sensitive.extend(audit::indirect_tables(mem, RX_RINGS.desc, rx_size));
     let rx_rings_kept = !rx_chains
         .iter()
         .flatten()
@@ -358,20 +356,14 @@ fn run(mem: &GuestMemoryMmap, input: &mut Input<'_>) -> Outcome {
             .wait;
         let taken = rxq.next_avail();
         if rx_rings_kept {
-            assert_eq!(
-                taken - no_chain(&rx_entries, taken),
-                rxq.next_used(),
-                "every RX chain taken is used"
-            );
+            let no_head = audit::entries_naming_no_head(&rx_entries, taken);
+            audit::assert_every_chain_used(Direction::Rx, taken, no_head, rxq.next_used());
         } else {
             assert!(rxq.next_used() <= taken, "more RX chains used than taken");
         }
     }
     let delivered = load(&counters.rx_packets);
-    let frames_accounted = delivered
-        + counters.drops(DropReason::RxBufferTooSmall)
-        + counters.drops(DropReason::RxOffloadNotNegotiated)
-        + counters.drops(DropReason::RxMalformedHeader);
+    let frames_accounted = delivered + audit::drops_of(&counters, Direction::Rx, DropUnit::Frame);
     if wait == RxWait::Backend {
         // The port is empty and no frame waits for buffers.
         assert_eq!(
@@ -386,11 +378,11 @@ fn run(mem: &GuestMemoryMmap, input: &mut Input<'_>) -> Outcome {
         );
     }
     assert_eq!(
-        counters.drops(DropReason::UsedRingBroken),
+        counters.drops(DropReason::TxUsedRingBroken) + counters.drops(DropReason::RxUsedRingBroken),
         0,
         "the rings are valid"
     );
-    let no_rx_chain = u64::from(no_chain(&rx_entries, rxq.next_avail()));
+    let no_rx_chain = u64::from(audit::entries_naming_no_head(&rx_entries, rxq.next_avail()));
     outcome.rx_checked = check_rx(mem, &rxq, &rx_chains, &sent, f, &counters, no_rx_chain);
 
     outcome.tx_sent = tx_sent;
@@ -403,8 +395,8 @@ fn run(mem: &GuestMemoryMmap, input: &mut Input<'_>) -> Outcome {
     outcome
 }
 
-fn load(counter: &std::sync::atomic::AtomicU64) -> u64 {
-    counter.load(std::sync::atomic::Ordering::Relaxed)
+fn load(counter: &Counter) -> u64 {
+    counter.get()
 }
 
 fn write(mem: &GuestMemoryMmap, addr: u64, bytes: &[u8]) {
@@ -426,95 +418,6 @@ fn bump_avail(mem: &GuestMemoryMmap, rings: Rings, n: u16) {
     write(mem, at, &idx.wrapping_add(n).to_le_bytes());
 }
 
-/// The heads in a queue's avail ring.
-fn avail_entries(mem: &GuestMemoryMmap, rings: Rings, size: u16) -> Vec<u16> {
-    read(mem, rings.avail + 4, 2 * usize::from(size))
-        .chunks_exact(2)
-        .map(|e| u16::from_le_bytes([e[0], e[1]]))
-        .collect()
-}
-
-/// Of the first `taken` avail entries, those naming no head of the ring (the driver's
-/// corruption): the device counts them as malformed and has no used entry to give back.
-fn no_chain(entries: &[u16], taken: u16) -> u16 {
-    let size = entries.len();
-    (0..usize::from(taken))
-        .filter(|&p| usize::from(entries[p % size]) >= size)
-        .count() as u16
-}
-
-/// The chain each head starts, as the device's `virtio-queue` walk sees it: a scratch
-/// avail ring in region C offers every head once to a queue over the real descriptor
-/// table. Taken before the device runs; valid while the device has not written over
-/// descriptors (the overlap checks below say when).
-fn chain_shapes(mem: &GuestMemoryMmap, desc_table: u64, size: u16) -> Vec<Vec<Descriptor>> {
-    let mut avail = Vec::with_capacity(6 + 2 * usize::from(size));
-    avail.extend_from_slice(&0u16.to_le_bytes());
-    avail.extend_from_slice(&size.to_le_bytes());
-    for head in 0..size {
-        avail.extend_from_slice(&head.to_le_bytes());
-    }
-    avail.extend_from_slice(&0u16.to_le_bytes());
-    write(mem, SCRATCH, &avail);
-    let scratch = Rings {
-        desc: desc_table,
-        avail: SCRATCH,
-        used: SCRATCH + 0x1000,
-    };
-    let mut q = scratch.queue(size, false);
-    let shapes = (0..size)
-        .map(|_| {
-            q.pop_descriptor_chain(mem)
-                .map(|chain| chain.collect())
-                .unwrap_or_default()
-        })
-        .collect();
-    write(mem, SCRATCH, &vec![0; avail.len()]);
-    shapes
-}
-
-/// Used entries `from..to` (ids and lengths), or None when they no longer all fit the ring.
-fn used_entries(mem: &GuestMemoryMmap, q: &Queue, from: u16, to: u16) -> Option<Vec<(u32, u32)>> {
-    let count = to.wrapping_sub(from);
-    if count > q.size() {
-        return None;
-    }
-    let idx = u16::from_le_bytes(read(mem, q.used_ring() + 2, 2).try_into().expect("2 bytes"));
-    assert_eq!(idx, to, "the used index the driver sees is the device's");
-    let entries = (0..count)
-        .map(|k| {
-            let slot = u64::from(from.wrapping_add(k) % q.size());
-            let raw = read(mem, q.used_ring() + 4 + 8 * slot, 8);
-            let word = |i: usize| u32::from_le_bytes(raw[i..i + 4].try_into().expect("4 bytes"));
-            (word(0), word(4))
-        })
-        .collect();
-    Some(entries)
-}
-
-fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
-    a.1 > 0 && b.1 > 0 && a.0 < b.0.saturating_add(b.1) && b.0 < a.0.saturating_add(a.1)
-}
-
-fn range(d: &Descriptor) -> (u64, u64) {
-    (d.addr().0, u64::from(d.len()))
-}
-
-/// Indirect tables named by any descriptor of the table (more than any chain reaches).
-fn indirect_tables(mem: &GuestMemoryMmap, desc_table: u64, size: u16) -> Vec<(u64, u64)> {
-    let raw = read(mem, desc_table, 16 * usize::from(size));
-    raw.chunks_exact(16)
-        .filter(|d| u16::from_le_bytes([d[12], d[13]]) & DESC_F_INDIRECT != 0)
-        .map(|d| {
-            let addr = u64::from_le_bytes(d[..8].try_into().expect("8 bytes"));
-            (
-                addr,
-                u64::from(u32::from_le_bytes(d[8..12].try_into().expect("4 bytes"))),
-            )
-        })
-        .collect()
-}
-
 /// The first `limit` bytes of the chain's buffers, when every buffer is in memory and
 /// faces the wanted way; None otherwise.
 fn chain_bytes(
@@ -525,7 +428,9 @@ fn chain_bytes(
 ) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     for d in chain {
-        if d.is_write_only() != writable || mem.get_slice(d.addr(), d.len() as usize).is_err() {
+        // A zero-length buffer touches no memory: its address is not checked.
+        let outside = d.len() > 0 && mem.get_slice(d.addr(), d.len() as usize).is_err();
+        if d.is_write_only() != writable || outside {
             return None;
         }
         let take = (d.len() as usize).min(limit - out.len());
@@ -567,11 +472,11 @@ fn check_tx(
             "TX offload not negotiated reached the port: {hdr:?} {f:?}"
         );
     }
-    let Some(used) = used_entries(mem, q, before, q.next_used()) else {
+    let Some(used) = audit::used_entries(mem, q, before, q.next_used()) else {
         return false;
     };
     let used_ring = TX_RINGS.areas(q.size())[2];
-    let indirect = indirect_tables(mem, TX_RINGS.desc, q.size());
+    let indirect = audit::indirect_tables(mem, TX_RINGS.desc, q.size());
     let mut candidates = Vec::new();
     for &(id, len) in &used {
         let chain = chains.get(id as usize).expect("TX used id within the ring");
@@ -587,6 +492,11 @@ fn check_tx(
         if let Some(bytes) = chain_bytes(mem, chain, false, usize::MAX)
             && let Ok(hdr) = VirtioNetHdr::parse(&bytes)
         {
+            // num_buffers means nothing on transmit: the engine sends it as 0.
+            let hdr = VirtioNetHdr {
+                num_buffers: 0,
+                ..hdr
+            };
             candidates.push((hdr, bytes[HDR_LEN..].to_vec()));
         }
     }
@@ -615,7 +525,7 @@ fn check_rx(
     counters: &QueueCounters,
     no_chain: u64,
 ) -> bool {
-    let Some(used) = used_entries(mem, q, 0, q.next_used()) else {
+    let Some(used) = audit::used_entries(mem, q, 0, q.next_used()) else {
         return false;
     };
     let mut heads: Vec<u32> = used.iter().map(|e| e.0).collect();
@@ -624,30 +534,12 @@ fn check_rx(
         return false;
     }
     let mut fixed = RX_RINGS.areas(q.size()).to_vec();
-    fixed.extend(indirect_tables(mem, RX_RINGS.desc, q.size()));
+    fixed.extend(audit::indirect_tables(mem, RX_RINGS.desc, q.size()));
     // An entry a buffer overwrote names no chain (or the wrong one); but the last buffer
     // to write over the used ring was used after its write, so its own entry is intact and
     // shows the overlap.
-    let mut written: Vec<(u64, u64)> = Vec::new();
-    for chain in used.iter().filter_map(|e| chains.get(e.0 as usize)) {
-        for r in chain.iter().filter(|d| d.is_write_only()).map(range) {
-            if fixed.iter().chain(&written).any(|&w| overlaps(r, w)) {
-                return false;
-            }
-            written.push(r);
-        }
-    }
-    for &(id, len) in &used {
-        let chain = chains.get(id as usize).expect("RX used id within the ring");
-        let writable: u64 = chain
-            .iter()
-            .filter(|d| d.is_write_only())
-            .map(|d| u64::from(d.len()))
-            .sum();
-        assert!(
-            u64::from(len) <= writable,
-            "RX used length {len} > {writable} writable bytes"
-        );
+    if !audit::assert_used_within_writable(&used, chains, &fixed) {
+        return false;
     }
 
     // Frames in used order: a first entry with the header (num_buffers entries in all); a
@@ -715,8 +607,8 @@ fn check_rx(
     assert_eq!(bytes, load(&counters.rx_bytes), "rx_bytes");
     assert_eq!(
         malformed + no_chain,
-        counters.drops(DropReason::RxMalformedChain),
-        "rx_malformed_chain"
+        audit::drops_of(counters, Direction::Rx, DropUnit::Chain),
+        "RX chains counted as malformed"
     );
     true
 }
@@ -919,6 +811,33 @@ mod tests {
                     .is_err()
             );
         });
+    }
+
+    #[test]
+    fn a_zero_length_buffer_outside_memory_costs_nothing() {
+        // Found by the device_queues fuzz target after the port path moved to the engine's
+        // read_chain: such a buffer touches no memory, and the TAP path (chain_iovecs) and
+        // the harness had refused it while read_chain sent the frame.
+        let tx = ring(
+            4,
+            &[
+                desc(0x100_0000_4000, 0, VRING_DESC_F_NEXT, 1),
+                desc(BUFFERS + 0x100, HDR_LEN as u32 + 100, 0, 0),
+            ],
+            &[0],
+        );
+        let s = Scenario {
+            features: 0,
+            tx_size_log2: 2,
+            rx_size_log2: 0,
+            tx,
+            rx: ring(1, &[], &[]),
+            packets: vec![],
+            buffers: [vec![0; 0x100 + HDR_LEN], pattern(9, 100)].concat(), // plain header
+        };
+        let out = device_queues(&s.bytes());
+        assert!(out.tx_checked, "{out:?}");
+        assert_eq!((out.tx_sent, out.drops), (1, vec![]));
     }
 
     #[test]

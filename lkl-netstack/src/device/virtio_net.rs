@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 
+use knic_virtio_net::Direction;
 use packet_ring::PacketPort;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
@@ -36,8 +37,8 @@ use super::features::{BASE_FEATURES, MQ_FEATURES, NetFeatures, OFFLOAD_FEATURES}
 use super::memory::kernel_ram;
 use super::mmio::MmioDevice;
 use super::net_queue::{
-    DropReason, QUEUE_MAX, QueueCounters, RxPath, RxQueue, RxWait, RxWire, TxWire, needs_interrupt,
-    transmit,
+    DropReason, QUEUE_MAX, QueueCounters, RxPath, RxQueue, RxWait, RxWire, TxLimits, TxWire,
+    needs_interrupt, transmit,
 };
 use super::tap::{Tap, TapConfig};
 
@@ -138,17 +139,19 @@ pub struct QueuePairStats {
 impl QueuePairStats {
     /// Frames dropped for `reason`.
     pub fn dropped(&self, reason: DropReason) -> u64 {
-        self.drops[reason as usize]
+        self.drops[reason.index()]
     }
 
-    /// Frames dropped on the way out (kernel to backend), any reason.
+    /// Drops on the way out (kernel to backend), any reason: the TX ring's own
+    /// breakage included, never the RX ring's.
     pub fn tx_dropped(&self) -> u64 {
-        self.sum_drops(|r| r.name().starts_with("tx_"))
+        self.sum_drops(|r| r.direction() == Direction::Tx)
     }
 
-    /// Frames dropped on the way in (backend to kernel), any reason.
+    /// Drops on the way in (backend to kernel), any reason, the RX ring's breakage
+    /// included.
     pub fn rx_dropped(&self) -> u64 {
-        self.sum_drops(|r| !r.name().starts_with("tx_"))
+        self.sum_drops(|r| r.direction() == Direction::Rx)
     }
 
     fn sum_drops(&self, pick: impl Fn(DropReason) -> bool) -> u64 {
@@ -160,23 +163,23 @@ impl QueuePairStats {
     }
 
     fn read(c: &QueueCounters) -> QueuePairStats {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut drops = [0; DropReason::ALL.len()];
-        for (d, r) in drops.iter_mut().zip(DropReason::ALL) {
-            *d = c.drops(r);
+        for (d, (_, n)) in drops.iter_mut().zip(c.drop_counts()) {
+            *d = n;
         }
         QueuePairStats {
-            tx_packets: get(&c.tx_packets),
-            tx_bytes: get(&c.tx_bytes),
-            rx_packets: get(&c.rx_packets),
-            rx_bytes: get(&c.rx_bytes),
-            tx_large_frames: get(&c.tx_large_frames),
-            rx_large_frames: get(&c.rx_large_frames),
-            rx_merged_frames: get(&c.rx_merged_frames),
-            tx_kicks: get(&c.tx_kicks),
-            rx_kicks: get(&c.rx_kicks),
-            interrupts: get(&c.interrupts),
-            interrupts_suppressed: get(&c.interrupts_suppressed),
+            tx_packets: c.tx_packets.get(),
+            tx_bytes: c.tx_bytes.get(),
+            rx_packets: c.rx_packets.get(),
+            rx_bytes: c.rx_bytes.get(),
+            tx_large_frames: c.tx_large_frames.get(),
+            rx_large_frames: c.rx_large_frames.get(),
+            rx_merged_frames: c.rx_merged_frames.get(),
+            tx_kicks: c.tx_kicks.get(),
+            rx_kicks: c.rx_kicks.get(),
+            interrupts: c.tx_notifications.get() + c.rx_notifications.get(),
+            interrupts_suppressed: c.tx_notifications_suppressed.get()
+                + c.rx_notifications_suppressed.get(),
             drops,
         }
     }
@@ -520,7 +523,7 @@ impl VirtioNetDevice {
     fn driver_ok(&self) {
         let accepted = lock(&self.regs).driver_features & self.features;
         self.negotiated.store(accepted, Ordering::Relaxed);
-        let features = NetFeatures::from_bits(accepted);
+        let features = NetFeatures::from_acked(accepted);
         if let Some(ctrl) = &self.ctrl {
             lock(ctrl).set_event_idx(features.event_idx);
         }
@@ -557,10 +560,10 @@ impl VirtioNetDevice {
         let pair = index / 2;
         if let Some(p) = self.pairs.get(pair) {
             if index % 2 == 1 {
-                p.counters.tx_kicks.fetch_add(1, Ordering::Relaxed);
+                p.counters.tx_kicks.add(1);
                 self.process_tx(p);
             } else {
-                p.counters.rx_kicks.fetch_add(1, Ordering::Relaxed);
+                p.counters.rx_kicks.add(1);
                 let _ = p.rx_kick.write(1);
             }
         } else if index == 2 * self.pairs.len() {
@@ -575,7 +578,8 @@ impl VirtioNetDevice {
             return;
         }
         let TxSide { queue, wire, state } = &mut *tx;
-        let interrupt = transmit(queue, mem, wire, state.features, &pair.counters);
+        let limits = TxLimits::new(state.features, self.config.mtu);
+        let interrupt = transmit(queue, mem, wire, &limits, &pair.counters);
         drop(tx);
         if interrupt {
             self.raise_interrupt();

@@ -1,4 +1,11 @@
-//! Reading one guest TX descriptor chain into a [`Packet`] (virtio 1.2 §5.1.6.2).
+//! The TX engine: what a driver's transmit chain must be (virtio 1.2 §5.1.6.2), and reading
+//! one into a [`Packet`].
+//!
+//! [`check_header`] is the one header check of both devices: it parses the virtio-net header
+//! in the negotiated layout, validates it against the frame, and refuses offloads the driver
+//! did not negotiate and frames that are runts or too large. [`read_chain`] copies a chain
+//! into a packet and applies it; a device that hands the driver's own buffers to its backend
+//! (the library kernel's TAP, by `writev`) maps the chain and applies the check alone.
 //!
 //! The chain is walked once with `virtio-queue`'s descriptor iterator (which bounds the walk by
 //! the queue size, refuses nested indirect tables and stops at a 4 GiB total); every byte is
@@ -13,9 +20,9 @@ use thiserror::Error;
 use virtio_queue::DescriptorChain;
 use vm_memory::{Address, Bytes, GuestMemory};
 
+use crate::drops::DropReason;
 use crate::features::NetFeatures;
 use crate::ring::{Access, ShapeError, walk_chain};
-use crate::stats::DropReason;
 
 /// Largest Ethernet header in front of an MTU-sized payload (with one VLAN tag).
 pub const ETH_VLAN_HLEN: usize = 18;
@@ -60,13 +67,13 @@ impl TxChainError {
     pub fn reason(&self) -> DropReason {
         match self {
             Self::WriteOnlyDescriptor { .. } => DropReason::TxWriteOnlyDescriptor,
-            Self::ShortHeader { .. } => DropReason::TxShortHeader,
+            Self::ShortHeader { .. } | Self::BadHeader(_) => DropReason::TxMalformedHeader,
             Self::BadAddress { .. } => DropReason::TxBadAddress,
             Self::FrameTooLarge { .. } => DropReason::TxFrameTooLarge,
             Self::RuntFrame { .. } => DropReason::TxRuntFrame,
             Self::EmptyChain => DropReason::TxEmptyChain,
             Self::ChainTruncated => DropReason::TxChainTruncated,
-            Self::BadHeader(_) | Self::OffloadNotNegotiated => DropReason::TxBadHeader,
+            Self::OffloadNotNegotiated => DropReason::TxOffloadNotNegotiated,
         }
     }
 }
@@ -77,6 +84,53 @@ pub struct TxLimits {
     pub features: NetFeatures,
     /// Largest frame without GSO: MTU plus an Ethernet+VLAN header.
     pub max_plain_frame: usize,
+}
+
+impl TxLimits {
+    /// The limits of a device with `mtu` under `features`.
+    pub fn new(features: NetFeatures, mtu: u16) -> Self {
+        Self {
+            features,
+            max_plain_frame: usize::from(mtu) + ETH_VLAN_HLEN,
+        }
+    }
+}
+
+/// Checks a TX chain's header against its frame: `raw` holds the `got` header bytes the
+/// chain had (of `limits.features.hdr_len`), `frame_len` the bytes after them. Returns the
+/// header to send on, `num_buffers` cleared (it means nothing on transmit, virtio 1.2
+/// §5.1.6.2).
+pub fn check_header(
+    raw: &[u8; VirtioNetHdr::LEN],
+    got: usize,
+    frame_len: usize,
+    limits: &TxLimits,
+) -> Result<VirtioNetHdr, TxChainError> {
+    let need = limits.features.hdr_len;
+    if got < need {
+        return Err(TxChainError::ShortHeader { got, need });
+    }
+    let mut hdr = if need == VirtioNetHdr::LEN {
+        VirtioNetHdr::parse(raw)
+    } else {
+        VirtioNetHdr::parse_legacy(raw)
+    }
+    .map_err(TxChainError::BadHeader)?;
+    hdr.num_buffers = 0;
+    if frame_len < ETH_HLEN {
+        return Err(TxChainError::RuntFrame { len: frame_len });
+    }
+    hdr.validate(frame_len).map_err(TxChainError::BadHeader)?;
+    if !limits.features.tx_offload_allowed(&hdr) {
+        return Err(TxChainError::OffloadNotNegotiated);
+    }
+    if hdr.gso_type == VirtioNetHdr::GSO_NONE && frame_len > limits.max_plain_frame {
+        return Err(TxChainError::FrameTooLarge {
+            len: frame_len,
+            max: limits.max_plain_frame,
+        });
+    }
+    Ok(hdr)
 }
 
 /// Copies the header and frame of the TX `chain` into `pkt` and validates them. On error
@@ -127,34 +181,7 @@ where
         Ok(ControlFlow::Continue(()))
     })?;
 
-    if hdr_got < hdr_len {
-        return Err(TxChainError::ShortHeader {
-            got: hdr_got,
-            need: hdr_len,
-        });
-    }
-    let mut hdr = if hdr_len == VirtioNetHdr::LEN {
-        VirtioNetHdr::parse(&hdr_buf)
-    } else {
-        VirtioNetHdr::parse_legacy(&hdr_buf)
-    }
-    .map_err(TxChainError::BadHeader)?;
-    // num_buffers means nothing on transmit (virtio 1.2 §5.1.6.2).
-    hdr.num_buffers = 0;
-
-    if frame_len < ETH_HLEN {
-        return Err(TxChainError::RuntFrame { len: frame_len });
-    }
-    hdr.validate(frame_len).map_err(TxChainError::BadHeader)?;
-    if !limits.features.tx_offload_allowed(&hdr) {
-        return Err(TxChainError::OffloadNotNegotiated);
-    }
-    if hdr.gso_type == VirtioNetHdr::GSO_NONE && frame_len > limits.max_plain_frame {
-        return Err(TxChainError::FrameTooLarge {
-            len: frame_len,
-            max: limits.max_plain_frame,
-        });
-    }
+    let hdr = check_header(&hdr_buf, hdr_got, frame_len, limits)?;
     pkt.hdr = hdr;
     // Cannot fail: frame_len was bounded by the buffer above.
     pkt.set_len(frame_len);

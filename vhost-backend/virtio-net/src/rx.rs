@@ -1,4 +1,6 @@
-//! Writing a received packet into guest RX descriptor chains (virtio 1.2 §5.1.6.3/§5.1.6.4).
+//! The RX engine: what a backend's frame must be before a driver sees it
+//! ([`check_frame`]), and writing it into the driver's RX descriptor chains (virtio 1.2
+//! §5.1.6.3/§5.1.6.4).
 //!
 //! A packet is presented as one logical byte stream, header then frame ([`RxStream`]), and
 //! written descriptor by descriptor through `vm-memory`. With `MRG_RXBUF` a packet may span
@@ -13,8 +15,9 @@ use thiserror::Error;
 use virtio_queue::DescriptorChain;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 
+use crate::drops::DropReason;
+use crate::features::NetFeatures;
 use crate::ring::{Access, ShapeError, walk_chain};
-use crate::stats::DropReason;
 
 /// Why an RX chain was refused. All are the guest's doing.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +52,23 @@ impl RxChainError {
             Self::ChainTruncated => DropReason::RxChainTruncated,
         }
     }
+}
+
+/// Whether a frame from the backend may reach the driver: its header validates against it
+/// (the backend's peer is no more trusted than a driver) and it only uses offloads the
+/// driver negotiated.
+pub fn check_frame(
+    hdr: &VirtioNetHdr,
+    frame_len: usize,
+    features: &NetFeatures,
+) -> Result<(), DropReason> {
+    if hdr.validate(frame_len).is_err() {
+        return Err(DropReason::RxMalformedHeader);
+    }
+    if !features.rx_offload_allowed(hdr) {
+        return Err(DropReason::RxOffloadNotNegotiated);
+    }
+    Ok(())
 }
 
 /// Header bytes followed by frame bytes, consumed front to back.
@@ -229,7 +249,7 @@ impl RxBuffers {
         mem: &M,
         hdr: &VirtioNetHdr,
         frame: &[u8],
-        features: &crate::features::NetFeatures,
+        features: &NetFeatures,
         on_malformed: &mut impl FnMut(RxChainError),
     ) -> Result<Placement, crate::ring::RingError> {
         use crate::ring::{pop_chain, return_used, return_used_together, unpop};
