@@ -298,6 +298,7 @@ fn configure(agent: &Shared, config: &AgentConfig) -> Result<(), AgentError> {
     for r in &config.routes {
         a.add_route(r.clone())?;
     }
+    a.start_services(&config.services)?;
     Ok(())
 }
 
