@@ -27,6 +27,8 @@ const DHCP_CLIENT_PORT: u16 = 68;
 /// RFC 4861 §6.2.4: the first few unsolicited adverts come faster (at most 16 s apart).
 const INITIAL_ADVERTS: u32 = 3;
 const INITIAL_INTERVAL: Duration = Duration::from_secs(16);
+/// After a failed send (the link not ready yet), try again this soon.
+const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// Answers to solicitations: a burst of 8, then one per 500 ms per link.
 const RS_BURST: u32 = 8;
 const RS_REFILL_MS: u64 = 500;
@@ -437,22 +439,28 @@ fn ra_loop(
     {
         Ok(_) => {
             counter.fetch_add(1, Ordering::Relaxed);
+            true
         }
         Err(e) => {
+            // EADDRNOTAVAIL until the link's own link-local address has passed DAD.
             c.send_errors.fetch_add(1, Ordering::Relaxed);
             debug!(device = %shared.device, "sending a router advertisement to {to} failed: {e}");
+            false
         }
     };
     while !stop.load(Ordering::Relaxed) {
         if Instant::now() >= next {
-            send(ALL_NODES, &c.sent_unsolicited);
-            sent += 1;
-            next = Instant::now()
-                + if sent < INITIAL_ADVERTS {
+            let wait = if !send(ALL_NODES, &c.sent_unsolicited) {
+                RETRY_INTERVAL
+            } else {
+                sent += 1;
+                if sent < INITIAL_ADVERTS {
                     interval.min(INITIAL_INTERVAL)
                 } else {
                     interval
-                };
+                }
+            };
+            next = Instant::now() + wait;
         }
         let (n, from) = match sock.recv_from(&mut buf) {
             Ok(r) => r,
@@ -483,7 +491,7 @@ fn ra_loop(
                 } else {
                     source
                 };
-                send(to, &c.sent_solicited);
+                let _ = send(to, &c.sent_solicited);
             }
             Err(why) => {
                 if let Some(i) = RsDrop::ALL.iter().position(|r| *r == why) {
