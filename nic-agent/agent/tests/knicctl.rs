@@ -570,8 +570,7 @@ fn dhcp_and_router_adverts_serve_stock_clients_and_leases_survive_a_restart() {
 
 /// The client with the fixed MAC gets its fixed address, outside the pool.
 fn run_static(link: &ClientLink, dir: &Scratch) {
-    let out = link.sh(&format!("ip link set {0} down && ip link set {0} address 02:4b:44:00:00:09 && ip addr flush dev {0} && ip link set {0} up", link.tap));
-    let _ = out;
+    link.sh(&format!("ip link set {0} down && ip link set {0} address 02:4b:44:00:00:09 && ip addr flush dev {0} && ip link set {0} up", link.tap));
     let env = link.udhcpc(dir, &[]);
     assert!(env.contains("ip=10.213.0.9"), "{env}");
 }
