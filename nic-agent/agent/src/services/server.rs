@@ -366,16 +366,22 @@ fn dhcp_loop(sock: &UdpSocket, shared: &DhcpShared, stop: &AtomicBool) {
             }
         };
         c.received.fetch_add(1, Ordering::Relaxed);
-        let mut server = lock(&shared.server);
-        let outcome = server.handle(&buf[..n.min(buf.len())], now_secs());
-        if server.leases.dirty() {
-            server.leases.clean();
-            if let Err(e) = shared.file.save(server.leases.persistent()) {
+        let (outcome, to_save) = {
+            let mut server = lock(&shared.server);
+            let outcome = server.handle(&buf[..n.min(buf.len())], now_secs());
+            let to_save = server.leases.dirty().then(|| {
+                server.leases.clean();
+                server.leases.persistent()
+            });
+            (outcome, to_save)
+        };
+        // Written outside the lock, so the API's lease listing never waits for an fsync.
+        if let Some(leases) = to_save {
+            if let Err(e) = shared.file.save(leases) {
                 c.lease_write_errors.fetch_add(1, Ordering::Relaxed);
-                warn!(device = %shared.device, "{e}: {}", crate::error_chain(&e));
+                warn!(device = %shared.device, "{}", crate::error_chain(&e));
             }
         }
-        drop(server);
         match outcome {
             Outcome::Dropped(why) => {
                 if let Some(i) = DhcpDrop::ALL.iter().position(|r| *r == why) {
