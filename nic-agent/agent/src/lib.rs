@@ -118,6 +118,8 @@ pub enum AgentError {
     EventLoop(String),
     #[error(transparent)]
     Service(#[from] services::ServiceError),
+    #[error(transparent)]
+    Metrics(#[from] services::metrics::MetricsError),
     #[error("services need the library kernel of this process")]
     NoLocalKernel,
     #[error("out of host resources (threads, eventfds)")]

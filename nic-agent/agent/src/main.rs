@@ -68,6 +68,11 @@ struct Args {
     #[arg(long, value_name = "DEVICE[,...]")]
     ra: Vec<RaConfig>,
 
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (per port and queue packets,
+    /// bytes and drops by reason; library devices; DHCP and RA counters).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
+
     /// Directory of the DHCP lease files (one DEVICE.json per server, rewritten atomically).
     #[arg(long, value_name = "DIR", default_value = DEFAULT_LEASE_DIR)]
     lease_dir: PathBuf,
@@ -110,6 +115,7 @@ fn main() -> ExitCode {
             dhcp: args.dhcp,
             ra: args.ra,
             lease_dir: args.lease_dir,
+            metrics: args.metrics,
         },
     };
     match knic_agent::run(config) {

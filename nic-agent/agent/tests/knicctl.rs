@@ -429,7 +429,13 @@ fn dhcp_and_router_adverts_serve_stock_clients_and_leases_survive_a_restart() {
             format!("--lease-dir={}", leases.0.display()),
         ]
     };
-    let mut agent = Agent::start("dhcp", &args(&tap));
+    let metrics = format!("127.0.0.1:{}", 20_000 + id % 20_000);
+    let mut first = args(&tap);
+    first.push(format!("--metrics={metrics}"));
+    // A port too, for its per-queue metrics.
+    let socks = sockets("dhcp-m");
+    first.push(port_arg(&socks, "vm1", ""));
+    let mut agent = Agent::start("dhcp", &first);
     let client = ClientLink::new("dhcp1", &tap, "02:4b:44:00:00:01");
 
     // IPv4 from the agent's DHCP server: address, router, DNS, MTU and lease time, through
@@ -523,6 +529,39 @@ fn dhcp_and_router_adverts_serve_stock_clients_and_leases_survive_a_restart() {
         "{ra}"
     );
 
+    // The same counters over HTTP in the Prometheus text format.
+    let scraped = scrape(&metrics, "/metrics");
+    assert!(scraped.starts_with("HTTP/1.1 200"), "{scraped}");
+    for line in [
+        "knic_dhcp_acks_total{device=\"up0\"} 1",
+        "knic_dhcp_drops_total{device=\"up0\",reason=\"bad_magic\"} 2",
+        "knic_dhcp_drops_total{device=\"up0\",reason=\"bad_length\"} 1",
+    ] {
+        assert!(
+            scraped.lines().any(|l| l == line),
+            "{line} not in:\n{scraped}"
+        );
+    }
+    for family in [
+        "knic_library_rx_packets_total{device=\"up0\",kind=\"uplink\"}",
+        "knic_ra_sent_unsolicited_total{device=\"up0\"}",
+    ] {
+        assert!(scraped.contains(family), "{family} not in:\n{scraped}");
+    }
+    assert!(
+        scraped
+            .lines()
+            .any(|l| l == "knic_vhost_tx_packets_total{port=\"vm1\",queue=\"0\"} 0"),
+        "{scraped}"
+    );
+    assert!(
+        scraped.contains(
+            "knic_vhost_drops_total{port=\"vm1\",queue=\"0\",reason=\"tx_malformed_header\"} 0"
+        ),
+        "every engine drop reason is a label value: {scraped}"
+    );
+    assert!(scrape(&metrics, "/other").starts_with("HTTP/1.1 404"));
+
     let list = agent.json(&["leases"]);
     let lease = &list[0];
     assert_eq!(
@@ -573,4 +612,19 @@ fn run_static(link: &ClientLink, dir: &Scratch) {
     link.sh(&format!("ip link set {0} down && ip link set {0} address 02:4b:44:00:00:09 && ip addr flush dev {0} && ip link set {0} up", link.tap));
     let env = link.udhcpc(dir, &[]);
     assert!(env.contains("ip=10.213.0.9"), "{env}");
+}
+
+/// `GET path` on `addr`; the whole response.
+fn scrape(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }

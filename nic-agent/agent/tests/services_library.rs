@@ -57,6 +57,7 @@ fn library_socket_client_renews_informs_floods_and_the_lease_survives_a_restart(
         ],
         ra: vec![],
         lease_dir: dir.clone(),
+        metrics: None,
     };
     let links = [ServiceLink {
         device: "lo0".into(),

@@ -8,7 +8,8 @@
 //!   and counted by [`DhcpDrop`] reason;
 //! * [`leases`]: the lease table and its file, rewritten atomically on every change;
 //! * [`ra`]: router advertisements and solicitation checks (RFC 4861);
-//! * `server`: the threads, one per link and service.
+//! * `server`: the threads, one per link and service;
+//! * [`metrics`]: Prometheus metrics over HTTP, built from the API's `stats`.
 //!
 //! A link's settings come from [`ServiceLink`]: its library interface, the addresses the
 //! agent gave it (the DHCP server's identity and subnet, the advertised /64 prefixes) and,
@@ -16,6 +17,7 @@
 
 pub mod dhcp;
 pub mod leases;
+pub mod metrics;
 pub mod ra;
 mod server;
 
@@ -354,6 +356,9 @@ pub struct ServicesConfig {
     /// Directory of the DHCP servers' lease files (`DEVICE.json` each).
     #[serde(default = "default_lease_dir")]
     pub lease_dir: PathBuf,
+    /// Where Prometheus metrics are served over HTTP, if anywhere.
+    #[serde(default)]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 fn default_lease_dir() -> PathBuf {
@@ -366,6 +371,7 @@ impl Default for ServicesConfig {
             dhcp: Vec::new(),
             ra: Vec::new(),
             lease_dir: default_lease_dir(),
+            metrics: None,
         }
     }
 }
