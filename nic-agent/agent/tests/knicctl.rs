@@ -251,6 +251,96 @@ fn uplink_add_and_list() {
 }
 
 #[test]
+fn tenant_add_list_and_remove() {
+    let socks = sockets("tenants");
+    let agent = Agent::start("tenants", &[port_arg(&socks, "vm1", "")]);
+    let t = agent.json(&["tenant", "add", "t1,subnet=10.70.0.1/24,subnet=fd70::1/64"]);
+    assert_eq!(t["vrf"], "vrf-t1", "{t}");
+    assert_eq!(t["table"], 1000, "{t}");
+    assert_eq!(t["subnets"][0]["prefix"], "10.70.0.0/24", "{t}");
+    assert_eq!(t["subnets"][0]["gateway"], "10.70.0.1", "{t}");
+    let msg = agent.refused(&["tenant", "add", "t1"]);
+    assert!(msg.contains("already the name of a tenant"), "{msg}");
+    let msg = agent.refused(&["tenant", "add", "t2,uplink=nope"]);
+    assert!(msg.contains("\"nope\""), "{msg}");
+    let vm2 = agent.path("vm2.sock");
+    agent.json(&[
+        "port",
+        "add",
+        &format!("vm2={vm2},tenant=t1,mac=52:54:00:70:00:02"),
+    ]);
+    let list = agent.json(&["tenant", "list"]);
+    assert_eq!(list[0]["ports"], serde_json::json!(["vm2"]), "{list}");
+    // The library kernel's view: vm2's interface is enslaved to the VRF, which is up.
+    let links = agent.json(&["links"]);
+    let links = links.as_array().unwrap();
+    let vm2_link = links.iter().find(|l| l["device"] == "vm2").unwrap();
+    assert_eq!(vm2_link["master"], "vrf-t1", "{links:?}");
+    assert!(
+        links
+            .iter()
+            .any(|l| l["ifname"] == "vrf-t1" && l["up"] == true),
+        "{links:?}"
+    );
+    // Its anti-spoofing counters exist, all zero.
+    let spoof = agent.json(&["antispoof"]);
+    assert_eq!(spoof[0]["port"], "vm2", "{spoof}");
+    assert_eq!(spoof[0]["drops"]["source_mac"]["packets"], 0, "{spoof}");
+    let msg = agent.refused(&[
+        "port",
+        "add",
+        &format!("vm3={},tenant=t9", agent.path("vm3.sock")),
+    ]);
+    assert!(msg.contains("no tenant is named \"t9\""), "{msg}");
+    let msg = agent.refused(&["tenant", "remove", "t1"]);
+    assert!(msg.contains("still has ports (vm2)"), "{msg}");
+    agent.json(&["port", "remove", "vm2"]);
+    assert_eq!(agent.json(&["antispoof"]), serde_json::json!([]));
+    agent.json(&["tenant", "remove", "t1"]);
+    assert_eq!(agent.json(&["tenant", "list"]), serde_json::json!([]));
+    let links = agent.json(&["links"]);
+    assert!(
+        !links
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["ifname"] == "vrf-t1"),
+        "{links}"
+    );
+    assert_eq!(agent.json(&["nat"]), serde_json::json!([]));
+    assert!(agent.json(&["conntrack"]).is_array());
+    let msg = agent.refused(&["reload"]);
+    assert!(msg.contains("without --config"), "{msg}");
+}
+
+#[test]
+fn a_bad_config_file_is_refused_before_anything_starts() {
+    let dir = Scratch::new("agent-badconfig");
+    let file = dir.0.join("agent.toml");
+    std::fs::write(&file, "[[tenant]]\nname = \"blue\"\nuplink = \"up0\"\n").unwrap();
+    let out = Command::new(AGENT)
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tenant \"blue\" (tenant[0]).uplink = \"up0\"")
+            && err.contains("none is defined"),
+        "{err}"
+    );
+    let out = Command::new(AGENT)
+        .arg("--config")
+        .arg(&file)
+        .args(["--port", "vm1=/tmp/x.sock"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+}
+
+#[test]
 fn bad_flags_are_refused_with_the_value_and_what_is_allowed() {
     let out = Command::new(AGENT)
         .args(["--port", "vm1=/tmp/x.sock,queues=0"])
