@@ -13,6 +13,8 @@ const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_CREATE: u16 = 0x400;
+/// Without it nf_tables puts a new rule first in its chain (nf_tables_newrule).
+const NLM_F_APPEND: u16 = 0x800;
 const NLA_F_NESTED: u16 = 0x8000;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
@@ -400,7 +402,7 @@ impl Batch {
                 e.encode(list);
             }
         });
-        self.push(NFT_MSG_NEWRULE, family, NLM_F_CREATE, a);
+        self.push(NFT_MSG_NEWRULE, family, NLM_F_CREATE | NLM_F_APPEND, a);
     }
 
     /// The batch's bytes and how many acknowledgements the kernel will send.
