@@ -537,6 +537,10 @@ mod tests {
             at += len;
         }
         assert_eq!(kinds, [0x10, 10 << 8, (10 << 8) | 6, 0x11]);
+        // The rule is appended (NLM_F_APPEND), else each new rule would go first.
+        let rule = 20 + u32::from_ne_bytes(bytes[20..24].try_into().unwrap()) as usize;
+        let flags = u16::from_ne_bytes(bytes[rule + 6..rule + 8].try_into().unwrap());
+        assert_eq!(flags & NLM_F_APPEND, NLM_F_APPEND);
     }
 
     #[test]
