@@ -73,6 +73,8 @@ pub enum Request {
     /// Re-reads the agent's `--config` file and applies the difference; a file with any
     /// mistake changes nothing.
     Reload,
+    /// The DHCP servers' leases.
+    LeaseList,
 }
 
 /// One answer.

@@ -669,6 +669,8 @@ pub struct AgentConfig {
     pub tenants: Vec<TenantConfig>,
     /// The file this came from (`--config`), re-read on reload.
     pub config_file: Option<PathBuf>,
+    /// DHCP servers and router advertisements, started once addresses are set.
+    pub services: crate::services::ServicesConfig,
 }
 
 #[cfg(test)]

@@ -131,6 +131,10 @@ pub struct FileConfig {
     pub addresses: Vec<AddressConfig>,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// DHCP servers, router advertisements, lease directory and metrics (`[services]`,
+    /// the shape of `crate::services::ServicesConfig`).
+    #[serde(default)]
+    pub services: crate::services::ServicesConfig,
 }
 
 /// Reads and checks `path`.
@@ -172,6 +176,7 @@ impl FileConfig {
             routes: self.routes.clone(),
             tenants: self.tenants.clone(),
             config_file: None,
+            services: self.services.clone(),
         }
     }
 }

@@ -79,8 +79,11 @@ enum Command {
     Reload,
     /// The library kernel's interfaces.
     Links,
-    /// Counters of every port and uplink, with copies per frame.
+    /// Counters of every port and uplink, with copies per frame, and of the DHCP servers
+    /// and router advertisements.
     Stats,
+    /// The DHCP servers' leases (device, MAC, address, state, expiry in Unix seconds).
+    Leases,
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +151,7 @@ fn request(command: Command) -> Request {
         Command::Conntrack => Request::ConntrackList,
         Command::Links => Request::LinkList,
         Command::Stats => Request::Stats,
+        Command::Leases => Request::LeaseList,
     }
 }
 
