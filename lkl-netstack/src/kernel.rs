@@ -57,9 +57,12 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::device::{NetBackend, NetDeviceConfig, NetDeviceStats, VirtioNetDevice, mmio};
 use crate::host::{HOST_OPS, HOST_OPS_GENERIC_CRYPTO};
-use crate::netlink::{self, Link, Route};
+use crate::netlink::{self, Link, NetfilterReply, Route};
 use crate::socket::Fd;
 use crate::sys;
+
+/// The main routing table (RT_TABLE_MAIN), where routes go unless a table is named.
+pub const MAIN_TABLE: u32 = 254;
 
 /// How to boot the kernel.
 #[derive(Debug, Clone)]
@@ -524,12 +527,51 @@ impl Kernel {
         gateway: Option<IpAddr>,
         dev: Option<&str>,
     ) -> io::Result<()> {
-        netlink::add_route(destination, prefix_len, gateway, dev)
+        netlink::add_route(destination, prefix_len, gateway, dev, MAIN_TABLE)
+    }
+
+    /// Adds a route to routing table `table` (a VRF's, say), via a gateway and/or a device.
+    pub fn add_route_in_table(
+        &self,
+        table: u32,
+        destination: IpAddr,
+        prefix_len: u8,
+        gateway: Option<IpAddr>,
+        dev: Option<&str>,
+    ) -> io::Result<()> {
+        netlink::add_route(destination, prefix_len, gateway, dev, table)
     }
 
     /// The main routing table for IPv4 or IPv6 (an RTM_GETROUTE dump).
     pub fn routes(&self, ipv6: bool) -> io::Result<Vec<Route>> {
-        netlink::routes(ipv6)
+        netlink::routes(ipv6, MAIN_TABLE)
+    }
+
+    /// Routing table `table` for IPv4 or IPv6 (a VRF's table, say).
+    pub fn routes_in_table(&self, ipv6: bool, table: u32) -> io::Result<Vec<Route>> {
+        netlink::routes(ipv6, table)
+    }
+
+    /// Creates a VRF device `name` (up) whose routes live in table `table`.
+    pub fn add_vrf(&self, name: &str, table: u32) -> io::Result<()> {
+        netlink::add_vrf(name, table)
+    }
+
+    /// Enslaves interface `name` to the VRF (or other master) `master`; `None` frees it.
+    pub fn set_link_master(&self, name: &str, master: Option<&str>) -> io::Result<()> {
+        netlink::set_master(name, master)
+    }
+
+    /// One NETLINK_NETFILTER exchange (nf_tables, ctnetlink): `messages` are complete
+    /// netlink messages the caller encoded; waits for `acks` acknowledgements, or for the
+    /// end of a dump when `acks` is 0. The kernel's first error is returned.
+    pub fn netfilter(&self, messages: &[u8], acks: usize) -> io::Result<Vec<NetfilterReply>> {
+        netlink::netfilter(messages, acks)
+    }
+
+    /// Deletes a virtual interface (a VRF), freeing its slaves.
+    pub fn delete_link(&self, name: &str) -> io::Result<()> {
+        netlink::delete_link(name)
     }
 
     /// Tasks bound to host threads right now: the threads of PID 1's process minus

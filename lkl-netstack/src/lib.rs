@@ -26,7 +26,8 @@ pub use device::{
     QueuePairStats, TapConfig,
 };
 pub use kernel::{
-    BootConfig, BootError, Kernel, NetDeviceError, RemoveNetDeviceError, UnknownNetDevice,
+    BootConfig, BootError, Kernel, MAIN_TABLE, NetDeviceError, RemoveNetDeviceError,
+    UnknownNetDevice,
 };
-pub use netlink::{Link, NetlinkError, Route};
+pub use netlink::{Link, NetfilterReply, NetlinkError, Route};
 pub use socket::{Fd, Icmpv6Socket, TcpListener, TcpStream, UdpSocket};

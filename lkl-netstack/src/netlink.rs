@@ -10,7 +10,9 @@ use netlink_packet_core::{
     NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVrf, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -29,6 +31,8 @@ pub struct Link {
     pub carrier: bool,
     /// The hardware address, for links that have a 6-byte one.
     pub mac: Option<[u8; 6]>,
+    /// The index of the device it is enslaved to (a VRF, a bridge), if any (IFLA_MASTER).
+    pub master: Option<u32>,
 }
 
 /// A route of the main table as the kernel reports it.
@@ -170,10 +174,12 @@ pub(crate) fn links() -> io::Result<Vec<Link>> {
                 up: link.header.flags.contains(LinkFlags::Up),
                 carrier: link.header.flags.contains(LinkFlags::LowerUp),
                 mac: None,
+                master: None,
             };
             for attr in link.attributes {
                 match attr {
                     LinkAttribute::IfName(name) => out.name = name,
+                    LinkAttribute::Controller(master) => out.master = Some(master),
                     LinkAttribute::Mtu(mtu) => out.mtu = mtu,
                     LinkAttribute::Address(address) => out.mac = address.try_into().ok(),
                     _ => {}
@@ -259,11 +265,20 @@ pub(crate) fn add_route(
     prefix_len: u8,
     gateway: Option<IpAddr>,
     dev: Option<&str>,
+    table: u32,
 ) -> io::Result<()> {
     let mut msg = RouteMessage::default();
     msg.header.address_family = family(&destination);
     msg.header.destination_prefix_length = prefix_len;
-    msg.header.table = RouteHeader::RT_TABLE_MAIN;
+    // Tables above 255 only fit the RTA_TABLE attribute; the header says RT_TABLE_UNSPEC
+    // then, as iproute2 does.
+    match u8::try_from(table) {
+        Ok(t) => msg.header.table = t,
+        Err(_) => {
+            msg.header.table = RouteHeader::RT_TABLE_UNSPEC;
+            msg.attributes.push(RouteAttribute::Table(table));
+        }
+    }
     msg.header.protocol = RouteProtocol::Static;
     msg.header.scope = if gateway.is_some() {
         RouteScope::Universe
@@ -287,7 +302,7 @@ pub(crate) fn add_route(
     Ok(())
 }
 
-pub(crate) fn routes(ipv6: bool) -> io::Result<Vec<Route>> {
+pub(crate) fn routes(ipv6: bool, table: u32) -> io::Result<Vec<Route>> {
     let mut query = RouteMessage::default();
     query.header.address_family = if ipv6 {
         AddressFamily::Inet6
@@ -298,9 +313,7 @@ pub(crate) fn routes(ipv6: bool) -> io::Result<Vec<Route>> {
     Ok(replies
         .into_iter()
         .filter_map(|m| match m {
-            RouteNetlinkMessage::NewRoute(r) if r.header.table == RouteHeader::RT_TABLE_MAIN => {
-                Some(r)
-            }
+            RouteNetlinkMessage::NewRoute(r) if route_table(&r) == table => Some(r),
             _ => None,
         })
         .map(|r| {
@@ -321,6 +334,118 @@ pub(crate) fn routes(ipv6: bool) -> io::Result<Vec<Route>> {
             out
         })
         .collect())
+}
+
+/// A route's table: RTA_TABLE when present (tables above 255), else the header's.
+fn route_table(r: &RouteMessage) -> u32 {
+    r.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(r.header.table))
+}
+
+/// Creates a VRF device `name` whose routes live in `table` (IFLA_INFO_KIND "vrf",
+/// IFLA_VRF_TABLE), and brings it up. The kernel adds its `l3mdev` FIB rules with the
+/// first VRF (net/l3mdev/l3mdev.c, Documentation/networking/vrf.rst).
+pub(crate) fn add_vrf(name: &str, table: u32) -> io::Result<()> {
+    let mut link = LinkMessage::default();
+    link.header.flags = LinkFlags::Up;
+    link.header.change_mask = LinkFlags::Up;
+    link.attributes.push(LinkAttribute::IfName(name.to_owned()));
+    link.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Vrf),
+        LinkInfo::Data(InfoData::Vrf(vec![InfoVrf::TableId(table)])),
+    ]));
+    RouteSocket::open()?.request(
+        RouteNetlinkMessage::NewLink(link),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )?;
+    Ok(())
+}
+
+/// Enslaves interface `name` to `master` (a VRF), or frees it with `None` (IFLA_MASTER 0).
+pub(crate) fn set_master(name: &str, master: Option<&str>) -> io::Result<()> {
+    let index = match master {
+        Some(m) => link_index(m)?,
+        None => 0,
+    };
+    let mut link = LinkMessage::default();
+    link.header.index = link_index(name)?;
+    link.attributes.push(LinkAttribute::Controller(index));
+    RouteSocket::open()?.request(RouteNetlinkMessage::SetLink(link), 0)?;
+    Ok(())
+}
+
+/// Deletes a virtual interface (a VRF) by name (RTM_DELLINK).
+pub(crate) fn delete_link(name: &str) -> io::Result<()> {
+    let mut link = LinkMessage::default();
+    link.header.index = link_index(name)?;
+    RouteSocket::open()?.request(RouteNetlinkMessage::DelLink(link), 0)?;
+    Ok(())
+}
+
+/// One reply of a NETLINK_NETFILTER exchange: the message type and what follows the
+/// 16-byte netlink header (the `nfgenmsg` and the attributes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetfilterReply {
+    pub kind: u16,
+    pub payload: Vec<u8>,
+}
+
+const NLMSG_HDRLEN: usize = 16;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+
+/// Sends `messages` (complete netlink messages, encoded by the caller: an nf_tables batch,
+/// or one dump request) on a NETLINK_NETFILTER socket of the kernel and collects the
+/// replies: until `acks` acknowledgements arrived (a batch whose messages each ask for
+/// NLM_F_ACK), or until NLMSG_DONE when `acks` is 0 (a dump). The first error the kernel
+/// reports is returned, with its extended-ACK reason.
+pub(crate) fn netfilter(messages: &[u8], acks: usize) -> io::Result<Vec<NetfilterReply>> {
+    let fd = socket::raw_socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_NETFILTER)?;
+    socket::set_int_option(&fd, libc::SOL_NETLINK, libc::NETLINK_EXT_ACK, 1)?;
+    socket::set_int_option(&fd, libc::SOL_NETLINK, libc::NETLINK_CAP_ACK, 1)?;
+    socket::send(&fd, messages)?;
+    let mut replies = Vec::new();
+    let mut acked = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = socket::recv(&fd, &mut buf)?;
+        let mut at = 0;
+        while at + NLMSG_HDRLEN <= n {
+            let len = u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+            let len = len as usize;
+            if len < NLMSG_HDRLEN || at + len > n {
+                return Err(invalid(format!("netfilter reply of length {len}")));
+            }
+            let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
+            let payload = &buf[at + NLMSG_HDRLEN..at + len];
+            at += (len + 3) & !3;
+            match kind {
+                NLMSG_ERROR => {
+                    let code = payload
+                        .get(..4)
+                        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                        .ok_or_else(|| invalid("short netfilter error"))?;
+                    if code != 0 {
+                        return Err(NetlinkError::from_reply(-code, &payload[4..]).into());
+                    }
+                    acked += 1;
+                    if acks > 0 && acked >= acks {
+                        return Ok(replies);
+                    }
+                }
+                NLMSG_DONE => return Ok(replies),
+                _ => replies.push(NetfilterReply {
+                    kind,
+                    payload: payload.to_vec(),
+                }),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -100,6 +100,43 @@ fn netlink_links_addresses_routes(kernel: &Kernel) {
     assert_eq!(missing.unwrap_err().kind(), std::io::ErrorKind::NotFound);
 }
 
+/// A VRF and its own routing table: a route added there is not in the main table, and
+/// the VRF goes with its routes.
+fn vrf_with_its_own_table(kernel: &Kernel) {
+    kernel.add_vrf("vrf-test", 1100).unwrap();
+    let vrf = kernel
+        .links()
+        .unwrap()
+        .into_iter()
+        .find(|l| l.name == "vrf-test")
+        .expect("the VRF is listed");
+    assert!(vrf.up, "{vrf:?}");
+    let net: IpAddr = "10.99.0.0".parse().unwrap();
+    kernel
+        .add_route_in_table(1100, net, 24, None, Some("vrf-test"))
+        .unwrap();
+    let routes = kernel.routes_in_table(false, 1100).unwrap();
+    assert!(
+        routes
+            .iter()
+            .any(|r| r.destination == Some(net) && r.output_index == Some(vrf.index)),
+        "{routes:?}"
+    );
+    assert!(
+        !kernel
+            .routes(false)
+            .unwrap()
+            .iter()
+            .any(|r| r.destination == Some(net)),
+        "the VRF's route leaked into the main table"
+    );
+    let e = kernel.add_vrf("vrf-test", 1101).unwrap_err();
+    assert!(e.to_string().contains("File exists"), "{e}");
+    kernel.delete_link("vrf-test").unwrap();
+    assert!(kernel.routes_in_table(false, 1100).unwrap().is_empty());
+    assert!(!kernel.links().unwrap().iter().any(|l| l.name == "vrf-test"));
+}
+
 fn sysctl_through_procfs(kernel: &Kernel) {
     assert_eq!(
         kernel.sysctl("net.ipv4.tcp_congestion_control").unwrap(),
@@ -227,6 +264,7 @@ fn sendfile_from_ramfs(kernel: &Kernel) {
 fn configure_with_netlink_sysctl_and_socket_options() {
     let kernel = Kernel::boot(&BootConfig::default()).unwrap();
     netlink_links_addresses_routes(&kernel);
+    vrf_with_its_own_table(&kernel);
     sysctl_through_procfs(&kernel);
     ktls_tx_record_decrypts(&kernel);
     sendfile_from_ramfs(&kernel);

@@ -13,7 +13,11 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::AgentError;
 use crate::api::Request;
-use crate::config::{AddressConfig, PortConfig, RouteConfig, UplinkConfig};
+use crate::config::{AddressConfig, PortConfig, RouteConfig, TenantConfig, UplinkConfig};
+use crate::config_file::FIRST_TENANT_TABLE;
+use crate::net::nft::{self, Batch};
+use crate::net::tenant::uplink_gateway;
+use crate::net::{Tenant, antispoof, conntrack, nat};
 use crate::port::{Port, Uplink};
 use crate::seam::SeamSnapshot;
 use crate::services::{ServiceLink, Services, ServicesConfig};
@@ -48,12 +52,30 @@ pub struct Agent {
     ports: Vec<Port>,
     uplinks: Vec<Uplink>,
     addresses: Vec<AddressConfig>,
+    routes: Vec<RouteConfig>,
+    tenants: Vec<Tenant>,
     /// Written by the ports' seams when a guest's state changes.
     guest_events: Arc<EventFd>,
     /// Numbers made-up MACs; never reused, so a re-added port gets new ones.
     next_seq: u16,
+    /// Where the configuration came from (`--config`), for reloads.
+    config_file: Option<std::path::PathBuf>,
+    /// Whether the NAT table exists in the library kernel.
+    nat_table: bool,
     /// DHCP servers and router advertisements.
     services: Services,
+}
+
+/// What a reload changes, worked out before anything is touched.
+#[derive(Debug, Default)]
+struct ReloadPlan {
+    remove_ports: Vec<String>,
+    remove_tenants: Vec<String>,
+    add_uplinks: Vec<UplinkConfig>,
+    add_tenants: Vec<TenantConfig>,
+    add_ports: Vec<PortConfig>,
+    add_addresses: Vec<AddressConfig>,
+    add_routes: Vec<RouteConfig>,
 }
 
 impl Agent {
@@ -63,10 +85,154 @@ impl Agent {
             ports: Vec::new(),
             uplinks: Vec::new(),
             addresses: Vec::new(),
+            routes: Vec::new(),
+            tenants: Vec::new(),
             guest_events,
             next_seq: 1,
+            config_file: None,
+            nat_table: false,
             services: Services::default(),
         }
+    }
+
+    /// The file `reload` re-reads.
+    pub fn set_config_file(&mut self, path: Option<std::path::PathBuf>) {
+        self.config_file = path;
+    }
+
+    /// Re-reads the configuration file and applies the difference. The whole file is
+    /// checked, and every change the agent cannot make while running is refused, before
+    /// anything changes: a refused reload leaves everything as it was.
+    pub fn reload(&mut self) -> Result<Value, AgentError> {
+        let path = self.config_file.clone().ok_or(AgentError::NoConfigFile)?;
+        let file = crate::config_file::load(&path)?;
+        let plan = self.plan_reload(&file)?;
+        let summary = json!({
+            "file": path,
+            "ports_removed": plan.remove_ports,
+            "tenants_removed": plan.remove_tenants,
+            "uplinks_added": plan.add_uplinks.iter().map(|u| &u.name).collect::<Vec<_>>(),
+            "tenants_added": plan.add_tenants.iter().map(|t| &t.name).collect::<Vec<_>>(),
+            "ports_added": plan.add_ports.iter().map(|p| &p.name).collect::<Vec<_>>(),
+            "addresses_added": plan.add_addresses.len(),
+            "routes_added": plan.add_routes.len(),
+        });
+        if file.agent.forwarding {
+            self.stack.set_sysctl("net.ipv4.ip_forward", "1")?;
+            self.stack.set_sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        } else {
+            self.stack.set_sysctl("net.ipv4.ip_forward", "0")?;
+            self.stack.set_sysctl("net.ipv6.conf.all.forwarding", "0")?;
+        }
+        for p in &plan.remove_ports {
+            self.remove_port(p)?;
+        }
+        for t in &plan.remove_tenants {
+            self.remove_tenant(t)?;
+        }
+        for u in plan.add_uplinks {
+            self.add_uplink(u)?;
+        }
+        for t in plan.add_tenants {
+            self.add_tenant(t)?;
+        }
+        for p in plan.add_ports {
+            self.add_port(p)?;
+        }
+        for a in plan.add_addresses {
+            self.add_address(a)?;
+        }
+        for r in plan.add_routes {
+            self.add_route(r)?;
+        }
+        self.connect_uplinks()?;
+        Ok(summary)
+    }
+
+    fn plan_reload(&self, file: &crate::config_file::FileConfig) -> Result<ReloadPlan, AgentError> {
+        let refuse = |what: String, why: &str| AgentError::ReloadRefused {
+            what,
+            why: why.to_owned(),
+        };
+        let mut plan = ReloadPlan::default();
+        for u in &self.uplinks {
+            if !file.uplinks.contains(&u.config) {
+                return Err(refuse(
+                    format!("uplink {}", u.config.name),
+                    "changing or removing an uplink needs a restart of the agent",
+                ));
+            }
+        }
+        plan.add_uplinks = file
+            .uplinks
+            .iter()
+            .filter(|u| !self.uplinks.iter().any(|x| x.config.name == u.name))
+            .cloned()
+            .collect();
+        for t in &self.tenants {
+            if !file.tenants.contains(&t.config) {
+                plan.remove_tenants.push(t.config.name.clone());
+            }
+        }
+        plan.add_tenants = file
+            .tenants
+            .iter()
+            .filter(|t| {
+                plan.remove_tenants.contains(&t.name)
+                    || !self.tenants.iter().any(|x| x.config.name == t.name)
+            })
+            .cloned()
+            .collect();
+        for p in &self.ports {
+            let gone = !file.ports.contains(&p.config)
+                || p.config
+                    .tenant
+                    .as_ref()
+                    .is_some_and(|t| plan.remove_tenants.contains(t));
+            if gone {
+                plan.remove_ports.push(p.config.name.clone());
+            }
+        }
+        plan.add_ports = file
+            .ports
+            .iter()
+            .filter(|p| {
+                plan.remove_ports.contains(&p.name)
+                    || !self.ports.iter().any(|x| x.config.name == p.name)
+            })
+            .cloned()
+            .collect();
+        // Addresses and routes: the agent adds, it does not take away (yet).
+        let kept = |device: &str| !plan.remove_ports.iter().any(|p| p == device);
+        for a in &self.addresses {
+            if kept(&a.device) && !file.addresses.contains(a) {
+                return Err(refuse(
+                    format!("address {} of {}", a.address, a.device),
+                    "removing an address needs a restart of the agent (or removing its port)",
+                ));
+            }
+        }
+        for r in &self.routes {
+            if !file.routes.contains(r) {
+                return Err(refuse(
+                    format!("route to {}", r.destination),
+                    "removing a route needs a restart of the agent",
+                ));
+            }
+        }
+        plan.add_addresses = file
+            .addresses
+            .iter()
+            .filter(|a| !kept(&a.device) || !self.addresses.contains(a))
+            .cloned()
+            .collect();
+        plan.add_routes = file
+            .routes
+            .iter()
+            .filter(|r| !self.routes.contains(r))
+            .cloned()
+            .collect();
+        Ok(plan)
     }
 
     pub fn stack(&self) -> &dyn StackInstance {
@@ -126,11 +292,290 @@ impl Agent {
                 port: p.config.name.clone(),
             });
         }
+        let tenant = match &config.tenant {
+            Some(t) => Some(self.tenant(t)?.clone()),
+            None => None,
+        };
         let seq = self.seq();
         let port = Port::start(config, seq, self.stack.as_ref(), &self.guest_events)?;
+        if let Some(t) = &tenant
+            && let Err(e) = self.join_tenant(&port, t)
+        {
+            // A port half in its tenant is not served: its device goes with it.
+            let mut port = port;
+            if let Err(r) = self.stack.remove_device(&port.device) {
+                warn!(port = %port.config.name, "cannot remove the device of a failed port: {r}");
+            }
+            port.stop();
+            return Err(e);
+        }
         let info = self.port_info(&port);
         self.ports.push(port);
         Ok(info)
+    }
+
+    fn tenant(&self, name: &str) -> Result<&Tenant, AgentError> {
+        self.tenants
+            .iter()
+            .find(|t| t.config.name == name)
+            .ok_or_else(|| AgentError::UnknownTenant {
+                name: name.to_owned(),
+                known: list(self.tenants.iter().map(|t| t.config.name.as_str())),
+            })
+    }
+
+    /// Puts a port's library interface into its tenant's VRF: enslaved, the subnets'
+    /// gateways on it, a host route per guest address it declares, proxy ARP on.
+    fn join_tenant(&self, port: &Port, tenant: &Tenant) -> Result<(), AgentError> {
+        let ifname = &port.device.ifname;
+        let stack = self.stack.as_ref();
+        stack.set_link_master(ifname, Some(&tenant.vrf))?;
+        stack.set_link_up(ifname, true)?;
+        for s in &tenant.config.subnets {
+            stack.add_address(ifname, s.gateway, s.prefix.prefix_len)?;
+        }
+        for a in &port.config.addresses {
+            let host = if a.is_ipv4() { 32 } else { 128 };
+            stack.add_route_in_table(tenant.table, *a, host, None, Some(ifname))?;
+        }
+        stack.set_sysctl(&format!("net.ipv4.conf.{ifname}.proxy_arp"), "1")?;
+        let guard = antispoof::Guard {
+            port: port.config.name.clone(),
+            ifname: ifname.clone(),
+            mac: port.guest_mac.0,
+            addresses: port.config.addresses.clone(),
+            slaac_prefixes: tenant
+                .config
+                .subnets
+                .iter()
+                .filter(|s| s.prefix.prefix_len == 64)
+                .filter_map(|s| match s.prefix.addr {
+                    IpAddr::V6(a) => Some(a),
+                    IpAddr::V4(_) => None,
+                })
+                .collect(),
+        };
+        let mut batch = Batch::new();
+        antispoof::install(&mut batch, &guard);
+        let (bytes, acks) = batch.finish();
+        stack.netfilter(
+            &format!(
+                "installing the anti-spoofing rules of port {}",
+                port.config.name
+            ),
+            &bytes,
+            acks,
+        )?;
+        Ok(())
+    }
+
+    /// Drops by anti-spoofing, per port of a tenant and reason (the counter objects of the
+    /// ports' nf_tables tables, as the kernel reports them).
+    fn antispoof_counters(&self) -> Result<Value, AgentError> {
+        let replies = self.stack.netfilter(
+            "reading the anti-spoofing counters",
+            &nft::get_counters(nft::NFPROTO_NETDEV),
+            0,
+        )?;
+        let mut ports: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+        for r in &replies {
+            let Some(c) = nft::parse_counter(&r.payload) else {
+                continue;
+            };
+            let Some(port) = c.table.strip_prefix(antispoof::TABLE_PREFIX) else {
+                continue;
+            };
+            ports
+                .entry(port.to_owned())
+                .or_default()
+                .insert(c.name, json!({ "packets": c.packets, "bytes": c.bytes }));
+        }
+        Ok(Value::Array(
+            ports
+                .into_iter()
+                .map(|(port, drops)| json!({ "port": port, "drops": drops }))
+                .collect(),
+        ))
+    }
+
+    /// Creates a tenant's VRF (its ports join it as they are added).
+    pub fn add_tenant(&mut self, config: TenantConfig) -> Result<Value, AgentError> {
+        if self.tenants.iter().any(|t| t.config.name == config.name) {
+            return Err(AgentError::TenantTaken(config.name));
+        }
+        if let Some(u) = &config.uplink {
+            self.device(u)?;
+        }
+        let table = match config.table {
+            Some(t) => t,
+            None => (FIRST_TENANT_TABLE..)
+                .find(|n| !self.tenants.iter().any(|t| t.table == *n))
+                .unwrap_or(FIRST_TENANT_TABLE),
+        };
+        if let Some(t) = self.tenants.iter().find(|t| t.table == table) {
+            return Err(AgentError::TableTaken {
+                table,
+                tenant: t.config.name.clone(),
+            });
+        }
+        let tenant = Tenant::new(config, table);
+        self.stack.add_vrf(&tenant.vrf, table)?;
+        let info = tenant.info(&[]);
+        self.tenants.push(tenant);
+        Ok(info)
+    }
+
+    /// Deletes a tenant's VRF; refused while ports belong to it.
+    pub fn remove_tenant(&mut self, name: &str) -> Result<Value, AgentError> {
+        let i = self
+            .tenants
+            .iter()
+            .position(|t| t.config.name == name)
+            .ok_or_else(|| AgentError::UnknownTenant {
+                name: name.to_owned(),
+                known: list(self.tenants.iter().map(|t| t.config.name.as_str())),
+            })?;
+        let ports = self.tenant_ports(name);
+        if !ports.is_empty() {
+            return Err(AgentError::TenantInUse {
+                name: name.to_owned(),
+                ports: ports.join(", "),
+            });
+        }
+        self.stack.delete_link(&self.tenants[i].vrf)?;
+        self.tenants.remove(i);
+        self.apply_nat()?;
+        Ok(json!({ "removed": name }))
+    }
+
+    fn tenant_ports(&self, name: &str) -> Vec<&str> {
+        self.ports
+            .iter()
+            .filter(|p| p.config.tenant.as_deref() == Some(name))
+            .map(|p| p.config.name.as_str())
+            .collect()
+    }
+
+    /// Leaks each tenant's routes to and from its uplink (see `net::tenant`), once the
+    /// uplinks' addresses and routes exist. Idempotent per tenant.
+    pub fn connect_uplinks(&mut self) -> Result<(), AgentError> {
+        for i in 0..self.tenants.len() {
+            let Some(uplink) = self.tenants[i].config.uplink.clone() else {
+                continue;
+            };
+            if self.tenants[i].return_routes {
+                continue;
+            }
+            let ifname = self.device(&uplink)?.ifname.clone();
+            let t = &self.tenants[i];
+            for ipv6 in [false, true] {
+                if !t
+                    .config
+                    .subnets
+                    .iter()
+                    .any(|s| s.prefix.addr.is_ipv6() == ipv6)
+                {
+                    continue;
+                }
+                let any = if ipv6 {
+                    IpAddr::from([0u16; 8])
+                } else {
+                    IpAddr::from([0u8; 4])
+                };
+                let gw = uplink_gateway(&self.routes, &uplink, ipv6);
+                self.stack
+                    .add_route_in_table(t.table, any, 0, gw, Some(&ifname))?;
+            }
+            let shared = self.tenants.iter().enumerate().find(|(j, o)| {
+                *j != i && o.config.uplink.as_deref() == Some(&uplink) && t.overlaps(&o.config)
+            });
+            if let Some((_, o)) = shared {
+                warn!(
+                    tenant = %t.config.name, other = %o.config.name, uplink = %uplink,
+                    "subnets overlap another tenant's behind the same uplink: replies from the \
+                     uplink cannot be told apart without conntrack marks, so none are routed back"
+                );
+            } else {
+                for s in &t.config.subnets {
+                    self.stack
+                        .add_route(s.prefix.addr, s.prefix.prefix_len, None, Some(&t.vrf))?;
+                }
+            }
+            self.tenants[i].return_routes = shared.is_none();
+        }
+        self.apply_nat()
+    }
+
+    /// Rebuilds the NAT table from the tenants whose replies come back (return routes):
+    /// masquerade where `snat` is on, their DNAT forwards.
+    fn apply_nat(&mut self) -> Result<(), AgentError> {
+        let mut uplinks = Vec::new();
+        for t in self.tenants.iter().filter(|t| t.return_routes) {
+            if let Some(u) = &t.config.uplink {
+                uplinks.push((t, self.device(u)?.ifname.clone()));
+            }
+        }
+        let nat: Vec<nat::TenantNat<'_>> = uplinks
+            .iter()
+            .map(|(t, ifname)| nat::TenantNat {
+                tenant: &t.config,
+                uplink_ifname: ifname,
+            })
+            .collect();
+        if nat.is_empty() && !self.nat_table {
+            return Ok(());
+        }
+        let (bytes, acks) = nat::replace(&nat, self.nat_table).finish();
+        self.stack
+            .netfilter("installing the NAT rules", &bytes, acks)?;
+        self.nat_table = true;
+        Ok(())
+    }
+
+    fn nat_info(&self) -> Value {
+        let mut out = Vec::new();
+        for t in &self.tenants {
+            let Some(uplink) = &t.config.uplink else {
+                continue;
+            };
+            if t.config.snat {
+                for s in t.config.subnets.iter().filter(|s| s.prefix.addr.is_ipv4()) {
+                    out.push(json!({
+                        "tenant": t.config.name, "kind": "snat", "from": s.prefix,
+                        "uplink": uplink, "applied": t.return_routes,
+                    }));
+                }
+            }
+            for f in &t.config.forwards {
+                out.push(json!({
+                    "tenant": t.config.name, "kind": "dnat", "protocol": f.protocol,
+                    "port": f.port, "to": f.to, "uplink": uplink, "applied": t.return_routes,
+                }));
+            }
+        }
+        Value::Array(out)
+    }
+
+    fn conntrack(&self) -> Result<Value, AgentError> {
+        let replies =
+            self.stack
+                .netfilter("reading the conntrack table", &conntrack::dump_request(), 0)?;
+        Ok(Value::Array(
+            replies
+                .iter()
+                .filter_map(|r| conntrack::parse(&r.payload))
+                .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+                .collect(),
+        ))
+    }
+
+    fn tenants_info(&self) -> Value {
+        Value::Array(
+            self.tenants
+                .iter()
+                .map(|t| t.info(&self.tenant_ports(&t.config.name)))
+                .collect(),
+        )
     }
 
     pub fn remove_port(&mut self, name: &str) -> Result<Value, AgentError> {
@@ -142,6 +587,17 @@ impl Agent {
                 name: name.to_owned(),
                 known: self.device_names(),
             })?;
+        if self.ports[i].config.tenant.is_some() {
+            let mut batch = Batch::new();
+            antispoof::remove(&mut batch, name);
+            let (bytes, acks) = batch.finish();
+            if let Err(e) =
+                self.stack
+                    .netfilter("removing a port's anti-spoofing rules", &bytes, acks)
+            {
+                warn!(port = %name, "{e}");
+            }
+        }
         // The library device goes first: a kernel that cannot remove it keeps the port
         // whole (still served) rather than leaving a device with nothing behind it.
         self.stack.remove_device(&self.ports[i].device)?;
@@ -184,7 +640,9 @@ impl Agent {
             route.via,
             ifname.as_deref(),
         )?;
-        Ok(serde_json::to_value(&route).unwrap_or(Value::Null))
+        let v = serde_json::to_value(&route).unwrap_or(Value::Null);
+        self.routes.push(route);
+        Ok(v)
     }
 
     /// What the services need to know of every port and uplink: interface, index, MAC,
@@ -360,6 +818,7 @@ impl Agent {
                         "up": l.up,
                         "carrier": l.carrier,
                         "device": self.device_of_ifname(&l.name),
+                        "master": self.ifname_of_index(&links, l.master),
                     })
                 })
                 .collect(),
@@ -416,6 +875,13 @@ impl Agent {
             Request::RouteList => self.routes(),
             Request::LinkList => self.links(),
             Request::Stats => self.stats(),
+            Request::TenantAdd { tenant } => self.add_tenant(tenant),
+            Request::TenantRemove { name } => self.remove_tenant(&name),
+            Request::TenantList => Ok(self.tenants_info()),
+            Request::Reload => self.reload(),
+            Request::AntispoofList => self.antispoof_counters(),
+            Request::NatList => Ok(self.nat_info()),
+            Request::ConntrackList => self.conntrack(),
             Request::LeaseList => Ok(self.leases()),
         }
     }
@@ -429,6 +895,15 @@ impl Agent {
         if let Err(e) = self.stack.halt() {
             warn!("halting the library kernel: {e}");
         }
+    }
+}
+
+fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.collect();
+    if names.is_empty() {
+        "none yet".into()
+    } else {
+        names.join(", ")
     }
 }
 

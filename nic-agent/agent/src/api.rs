@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::config::{AddressConfig, PortConfig, RouteConfig, UplinkConfig};
+use crate::config::{AddressConfig, PortConfig, RouteConfig, TenantConfig, UplinkConfig};
 
 /// Longest request line accepted; a longer one closes the connection.
 pub const MAX_REQUEST_LEN: usize = 64 << 10;
@@ -54,6 +54,25 @@ pub enum Request {
     LinkList,
     /// Counters of every port and uplink.
     Stats,
+    /// Creates a tenant (a VRF in the library kernel); ports join it with `tenant`.
+    TenantAdd {
+        tenant: TenantConfig,
+    },
+    /// Deletes a tenant that has no port left.
+    TenantRemove {
+        name: String,
+    },
+    /// Tenants with their VRF, table, subnets, uplink, NAT settings and ports.
+    TenantList,
+    /// Anti-spoofing drops per port and reason.
+    AntispoofList,
+    /// The SNAT and DNAT rules of every tenant, and whether they are applied.
+    NatList,
+    /// The library kernel's conntrack entries.
+    ConntrackList,
+    /// Re-reads the agent's `--config` file and applies the difference; a file with any
+    /// mistake changes nothing.
+    Reload,
     /// The DHCP servers' leases.
     LeaseList,
 }

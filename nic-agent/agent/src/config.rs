@@ -175,6 +175,17 @@ pub struct PortConfig {
     pub mac: Option<Mac>,
     #[serde(default)]
     pub offloads: OffloadMode,
+    /// The tenant (VRF) the port belongs to; none = the library's main table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The guest's addresses. In a tenant each gets a host route to this port in the
+    /// tenant's table (so ports of one subnet are told apart); they are also the source
+    /// addresses the anti-spoofing rules are to allow (issue 9, not built yet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<IpAddr>,
+    /// The library interface's MTU (68 to 65535); none = the kernel's default (1500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 /// An uplink: a host interface the library kernel reaches the wire through.
@@ -188,6 +199,9 @@ pub struct UplinkConfig {
     pub queue_pairs: u16,
     #[serde(default)]
     pub offloads: OffloadMode,
+    /// The library interface's MTU (68 to 65535); none = the kernel's default (1500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 /// An address on a port's or uplink's library interface.
@@ -266,8 +280,23 @@ fn split_spec<'a>(
     Ok((name, first, opts))
 }
 
-const PORT_FORM: &str = "NAME=SOCKET[,role=server|client][,queues=N][,mac=MAC][,offloads=tso|off]";
-const UPLINK_FORM: &str = "NAME=tap:IFNAME|packet:IFNAME|xdp:IFNAME[,queues=N][,offloads=tso|off]";
+const PORT_FORM: &str = "NAME=SOCKET[,role=server|client][,queues=N][,mac=MAC][,offloads=tso|off][,tenant=NAME][,mtu=N]";
+const UPLINK_FORM: &str =
+    "NAME=tap:IFNAME|packet:IFNAME|xdp:IFNAME[,queues=N][,offloads=tso|off][,mtu=N]";
+
+/// Smallest and largest MTU a library interface takes (IPv4's minimum; the 16-bit limit).
+pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
+
+fn mtu(v: &str) -> Result<u32, ConfigError> {
+    match v.parse::<u32>() {
+        Ok(n) if MTU_RANGE.contains(&n) => Ok(n),
+        _ => Err(bad(
+            "MTU",
+            v,
+            "a number from 68 to 65535 (9000 for jumbo frames)",
+        )),
+    }
+}
 const ADDRESS_FORM: &str = "DEVICE=ADDRESS/PREFIX, like vm1=10.0.1.1/24";
 const ROUTE_FORM: &str = "DEST/PREFIX[,via=GATEWAY][,dev=DEVICE], like 0.0.0.0/0,via=10.0.0.254";
 
@@ -283,6 +312,9 @@ impl FromStr for PortConfig {
             queue_pairs: 1,
             mac: None,
             offloads: OffloadMode::Tso,
+            tenant: None,
+            addresses: Vec::new(),
+            mtu: None,
         };
         for (k, v) in opts {
             match k {
@@ -296,6 +328,11 @@ impl FromStr for PortConfig {
                 "queues" => port.queue_pairs = queue_pairs(v)?,
                 "mac" => port.mac = Some(v.parse()?),
                 "offloads" => port.offloads = offloads(v)?,
+                "tenant" => {
+                    valid_name("tenant name", v)?;
+                    port.tenant = Some(v.to_owned())
+                }
+                "mtu" => port.mtu = Some(mtu(v)?),
                 _ => return Err(bad("port option", k, PORT_FORM)),
             }
         }
@@ -311,6 +348,12 @@ impl PortConfig {
         if self.socket.as_os_str().is_empty() {
             return Err(bad("port socket", "", "a path like /run/knic/vm1.sock"));
         }
+        if let Some(t) = &self.tenant {
+            valid_name("tenant name", t)?;
+        }
+        if let Some(m) = self.mtu {
+            mtu(&m.to_string())?;
+        }
         Ok(())
     }
 }
@@ -325,11 +368,13 @@ impl FromStr for UplinkConfig {
             spec: spec.to_owned(),
             queue_pairs: 1,
             offloads: OffloadMode::Tso,
+            mtu: None,
         };
         for (k, v) in opts {
             match k {
                 "queues" => uplink.queue_pairs = queue_pairs(v)?,
                 "offloads" => uplink.offloads = offloads(v)?,
+                "mtu" => uplink.mtu = Some(mtu(v)?),
                 _ => return Err(bad("uplink option", k, UPLINK_FORM)),
             }
         }
@@ -353,6 +398,9 @@ impl UplinkConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         valid_name("uplink name", &self.name)?;
         queue_pairs(&self.queue_pairs.to_string())?;
+        if let Some(m) = self.mtu {
+            mtu(&m.to_string())?;
+        }
         self.spec().map(|_| ())
     }
 }
@@ -423,6 +471,190 @@ impl RouteConfig {
     }
 }
 
+/// A subnet of a tenant: the guests' prefix and the address the tenant's router (the
+/// library kernel, on each of the tenant's ports) answers on, their default gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSubnet {
+    /// The network, like `10.1.0.0/24` or `fd01::/64` (host bits zero).
+    pub prefix: Cidr,
+    /// The router's address inside `prefix`, like `10.1.0.1`.
+    pub gateway: IpAddr,
+}
+
+impl TenantSubnet {
+    /// Whether `addr` lies inside this subnet.
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        self.prefix.contains(addr)
+    }
+}
+
+impl Cidr {
+    /// The prefix's first address (host bits cleared).
+    pub fn network(&self) -> IpAddr {
+        let len = u32::from(self.prefix_len);
+        match self.addr {
+            IpAddr::V4(a) => {
+                let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+                IpAddr::V4(std::net::Ipv4Addr::from(u32::from(a) & mask))
+            }
+            IpAddr::V6(a) => {
+                let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+                IpAddr::V6(std::net::Ipv6Addr::from(u128::from(a) & mask))
+            }
+        }
+    }
+
+    /// Whether `addr` lies inside this prefix (same family, same leading bits).
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        addr.is_ipv4() == self.addr.is_ipv4()
+            && Cidr {
+                addr,
+                prefix_len: self.prefix_len,
+            }
+            .network()
+                == self.network()
+    }
+
+    /// Whether the two prefixes share any address.
+    pub fn overlaps(&self, other: &Cidr) -> bool {
+        if self.prefix_len <= other.prefix_len {
+            self.contains(other.addr)
+        } else {
+            other.contains(self.addr)
+        }
+    }
+
+    /// Whether the host bits (after the prefix) are all zero.
+    pub fn is_network(&self) -> bool {
+        self.network() == self.addr
+    }
+}
+
+/// Transport protocol of a port forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+/// A DNAT port forward: connections to the uplink's address on `port` go to `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {
+    pub protocol: Protocol,
+    /// The port on the uplink's address (1 to 65535).
+    pub port: u16,
+    /// The guest's address and port, like `10.1.0.10:80` (inside one of the tenant's subnets).
+    pub to: std::net::SocketAddr,
+}
+
+/// A tenant: a Linux VRF inside the library kernel. Its ports reach each other and its
+/// uplink; ports of other tenants never (their subnets may overlap).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub name: String,
+    /// The routing table of its VRF (1 to 2^32-1, not 253-255); none = 1000 + its position
+    /// in the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<u32>,
+    /// Its guests' subnets (IPv4 and/or IPv6), each with its gateway.
+    #[serde(default, rename = "subnet")]
+    pub subnets: Vec<TenantSubnet>,
+    /// The uplink its traffic leaves by (none = its ports reach only one another).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<String>,
+    /// Masquerade its IPv4 traffic to the uplink's address (default on when it has an uplink).
+    #[serde(default = "default_true")]
+    pub snat: bool,
+    /// DNAT port forwards from the uplink's address to its guests.
+    #[serde(default, rename = "forward", skip_serializing_if = "Vec::is_empty")]
+    pub forwards: Vec<ForwardConfig>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+const TENANT_FORM: &str = "NAME[,table=N][,uplink=UPLINK][,snat=on|off][,subnet=GATEWAY/PREFIX]...\
+[,forward=tcp|udp:PORT:GUEST:GUESTPORT]..., like blue,uplink=up0,subnet=10.1.0.1/24";
+
+impl FromStr for TenantConfig {
+    type Err = ConfigError;
+    /// The command line's form: a subnet is written as its gateway with the prefix length
+    /// (`10.1.0.1/24` is subnet 10.1.0.0/24, gateway 10.1.0.1).
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let mut parts = s.split(',');
+        let name = parts.next().unwrap_or_default();
+        valid_name("tenant name", name)?;
+        let mut t = TenantConfig {
+            name: name.to_owned(),
+            table: None,
+            subnets: Vec::new(),
+            uplink: None,
+            snat: true,
+            forwards: Vec::new(),
+        };
+        for p in parts {
+            let (k, v) = p
+                .split_once('=')
+                .ok_or_else(|| bad("tenant", s, TENANT_FORM))?;
+            match k {
+                "table" => {
+                    t.table =
+                        Some(v.parse().map_err(|_| {
+                            bad("tenant table", v, "a routing table number like 1000")
+                        })?)
+                }
+                "uplink" => {
+                    valid_name("uplink name", v)?;
+                    t.uplink = Some(v.to_owned())
+                }
+                "snat" => {
+                    t.snat = match v {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(bad("tenant snat", v, "on or off")),
+                    }
+                }
+                "subnet" => {
+                    let gw: Cidr = v.parse()?;
+                    let prefix = Cidr {
+                        addr: gw.network(),
+                        prefix_len: gw.prefix_len,
+                    };
+                    t.subnets.push(TenantSubnet {
+                        prefix,
+                        gateway: gw.addr,
+                    });
+                }
+                "forward" => {
+                    let allowed = "tcp|udp:PORT:GUEST:GUESTPORT, like tcp:8080:10.1.0.10:80";
+                    let mut f = v.splitn(3, ':');
+                    let protocol = match f.next() {
+                        Some("tcp") => Protocol::Tcp,
+                        Some("udp") => Protocol::Udp,
+                        _ => return Err(bad("tenant forward", v, allowed)),
+                    };
+                    let port = f
+                        .next()
+                        .and_then(|p| p.parse().ok())
+                        .ok_or_else(|| bad("tenant forward", v, allowed))?;
+                    let to = f
+                        .next()
+                        .and_then(|p| p.parse().ok())
+                        .ok_or_else(|| bad("tenant forward", v, allowed))?;
+                    t.forwards.push(ForwardConfig { protocol, port, to });
+                }
+                _ => return Err(bad("tenant option", k, TENANT_FORM)),
+            }
+        }
+        Ok(t)
+    }
+}
+
 /// Everything the agent starts with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {
@@ -434,6 +666,9 @@ pub struct AgentConfig {
     pub uplinks: Vec<UplinkConfig>,
     pub addresses: Vec<AddressConfig>,
     pub routes: Vec<RouteConfig>,
+    pub tenants: Vec<TenantConfig>,
+    /// The file this came from (`--config`), re-read on reload.
+    pub config_file: Option<PathBuf>,
     /// DHCP servers and router advertisements, started once addresses are set.
     pub services: crate::services::ServicesConfig,
 }

@@ -32,15 +32,24 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 type Shared = Rc<RefCell<Agent>>;
 
 /// Termination signals: the first one ends the loop, and the agent shuts down cleanly.
+/// SIGHUP reloads the configuration file.
 struct Signals {
     fd: SignalFd,
     shutdown: Rc<Cell<bool>>,
+    agent: Shared,
 }
 
 impl MutEventSubscriber for Signals {
     fn process(&mut self, _events: Events, _ops: &mut EventOps<'_>) {
         loop {
             match self.fd.read() {
+                Ok(Some(signo)) if signo == libc::SIGHUP as u32 => {
+                    info!("SIGHUP: reloading the configuration file");
+                    match self.agent.borrow_mut().reload() {
+                        Ok(v) => info!(changes = %v, "reloaded"),
+                        Err(e) => warn!("reload refused, nothing changed: {}", error_chain(&e)),
+                    }
+                }
                 Ok(Some(signo)) => {
                     info!(signal = signo, "stopping: ports, then the library kernel");
                     self.shutdown.set(true);
@@ -286,8 +295,12 @@ pub fn run(config: AgentConfig) -> Result<(), AgentError> {
 
 fn configure(agent: &Shared, config: &AgentConfig) -> Result<(), AgentError> {
     let mut a = agent.borrow_mut();
+    a.set_config_file(config.config_file.clone());
     for u in &config.uplinks {
         a.add_uplink(u.clone())?;
+    }
+    for t in &config.tenants {
+        a.add_tenant(t.clone())?;
     }
     for p in &config.ports {
         a.add_port(p.clone())?;
@@ -298,6 +311,7 @@ fn configure(agent: &Shared, config: &AgentConfig) -> Result<(), AgentError> {
     for r in &config.routes {
         a.add_route(r.clone())?;
     }
+    a.connect_uplinks()?;
     a.start_services(&config.services)?;
     Ok(())
 }
@@ -316,6 +330,7 @@ fn serve(
     manager.add_subscriber(Box::new(Signals {
         fd: signals,
         shutdown: Rc::clone(&shutdown),
+        agent: Rc::clone(agent),
     }));
     manager.add_subscriber(Box::new(GuestEvents {
         fd: guest_events,

@@ -8,7 +8,8 @@
 //!                                queue pairs)       over our device)
 //! ```
 //!
-//! * [`config`]: ports, uplinks, addresses and routes, from flags or the API (JSON).
+//! * [`config`]: ports, uplinks, tenants, addresses and routes, from flags or the API (JSON);
+//!   [`config_file`]: all of it from one TOML file (`--config`), checked whole before use.
 //! * [`stack`] ([`StackInstance`]): the one way the agent addresses its kernel, so that later
 //!   several kernels (one process each) can share the ports.
 //! * [`port`]: a vhost-user port ([`Port`]: `vhost_backend::NetBackend` served on its own
@@ -58,7 +59,9 @@
 pub mod agent;
 pub mod api;
 pub mod config;
+pub mod config_file;
 mod control;
+pub mod net;
 pub mod port;
 pub mod seam;
 pub mod services;
@@ -84,6 +87,20 @@ pub enum AgentError {
     Stack(#[from] StackError),
     #[error("{0:?} is already the name of a port or uplink; pick another name")]
     NameTaken(String),
+    #[error(transparent)]
+    File(#[from] config_file::FileError),
+    #[error("the agent was started without --config: there is no file to reload")]
+    NoConfigFile,
+    #[error("reload refused, nothing changed: {what}: {why}")]
+    ReloadRefused { what: String, why: String },
+    #[error("{0:?} is already the name of a tenant; pick another name")]
+    TenantTaken(String),
+    #[error("no tenant is named {name:?} (known: {known})")]
+    UnknownTenant { name: String, known: String },
+    #[error("routing table {table} is tenant {tenant}'s; pick another table")]
+    TableTaken { table: u32, tenant: String },
+    #[error("tenant {name} still has ports ({ports}); remove them first")]
+    TenantInUse { name: String, ports: String },
     #[error("socket {socket} is already served by port {port}")]
     SocketTaken { socket: String, port: String },
     #[error("no port or uplink is named {name:?} (known: {known})")]

@@ -27,9 +27,15 @@ const RUN_DIR: &str = "/run/knic";
 #[derive(Debug, Parser)]
 #[command(name = "knic-agent", version, verbatim_doc_comment)]
 struct Args {
-    /// Control API socket (JSON lines; knicctl speaks it).
-    #[arg(long, value_name = "PATH", default_value = "/run/knic/agent.sock")]
-    api_socket: PathBuf,
+    /// The whole configuration as a TOML file (ports, uplinks, tenants, NAT; see the README's
+    /// "Config file"). SIGHUP or `knicctl reload` re-reads it and applies the difference; a
+    /// bad file changes nothing. Not with --port, --uplink, --address, --route.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["port", "uplink", "address", "route", "memory_mib", "no_forwarding", "dhcp", "ra", "metrics"])]
+    config: Option<PathBuf>,
+
+    /// Control API socket (JSON lines; knicctl speaks it) [default: /run/knic/agent.sock].
+    #[arg(long, value_name = "PATH")]
+    api_socket: Option<PathBuf>,
 
     /// A vhost-user port: `NAME=SOCKET[,role=server|client][,queues=N][,mac=MAC][,offloads=tso|off]`.
     /// Repeatable.
@@ -78,6 +84,47 @@ struct Args {
     lease_dir: PathBuf,
 }
 
+/// Today's flags: a working default (one port, vm0) when nothing is asked for.
+fn from_flags(args: Args) -> Result<AgentConfig, ExitCode> {
+    let mut ports = args.port;
+    if ports.is_empty() && args.uplink.is_empty() {
+        ports.push(PortConfig {
+            name: "vm0".into(),
+            socket: PathBuf::from(RUN_DIR).join("vm0.sock"),
+            role: Default::default(),
+            queue_pairs: 1,
+            mac: None,
+            offloads: Default::default(),
+            tenant: None,
+            addresses: Vec::new(),
+            mtu: None,
+        });
+        if let Err(e) = std::fs::create_dir_all(RUN_DIR) {
+            eprintln!("knic-agent: cannot create {RUN_DIR}: {e}");
+            return Err(ExitCode::FAILURE);
+        }
+    }
+    Ok(AgentConfig {
+        api_socket: args
+            .api_socket
+            .unwrap_or_else(|| PathBuf::from(knic_agent::config_file::DEFAULT_API_SOCKET)),
+        memory_bytes: args.memory_mib << 20,
+        forwarding: !args.no_forwarding,
+        ports,
+        uplinks: args.uplink,
+        addresses: args.address,
+        routes: args.route,
+        tenants: Vec::new(),
+        config_file: None,
+        services: ServicesConfig {
+            dhcp: args.dhcp,
+            ra: args.ra,
+            lease_dir: args.lease_dir,
+            metrics: args.metrics,
+        },
+    })
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -88,34 +135,21 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let mut ports = args.port;
-    if ports.is_empty() && args.uplink.is_empty() {
-        ports.push(PortConfig {
-            name: "vm0".into(),
-            socket: PathBuf::from(RUN_DIR).join("vm0.sock"),
-            role: Default::default(),
-            queue_pairs: 1,
-            mac: None,
-            offloads: Default::default(),
-        });
-        if let Err(e) = std::fs::create_dir_all(RUN_DIR) {
-            eprintln!("knic-agent: cannot create {RUN_DIR}: {e}");
-            return ExitCode::FAILURE;
-        }
-    }
-    let config = AgentConfig {
-        api_socket: args.api_socket,
-        memory_bytes: args.memory_mib << 20,
-        forwarding: !args.no_forwarding,
-        ports,
-        uplinks: args.uplink,
-        addresses: args.address,
-        routes: args.route,
-        services: ServicesConfig {
-            dhcp: args.dhcp,
-            ra: args.ra,
-            lease_dir: args.lease_dir,
-            metrics: args.metrics,
+    let config = match args.config.clone() {
+        Some(path) => match knic_agent::config_file::load(&path) {
+            Ok(file) => {
+                let mut c = file.agent_config(args.api_socket);
+                c.config_file = Some(path);
+                c
+            }
+            Err(e) => {
+                eprintln!("knic-agent: {}", error_chain(&e));
+                return ExitCode::FAILURE;
+            }
+        },
+        None => match from_flags(args) {
+            Ok(c) => c,
+            Err(code) => return code,
         },
     };
     match knic_agent::run(config) {

@@ -27,8 +27,15 @@ use crate::config::{Mac, OffloadMode, PortConfig, Role, UplinkConfig};
 use crate::seam::{GuestLink, SeamStats, seam};
 use crate::stack::{DeviceHandle, StackInstance};
 
-/// MTU of every port and uplink until issue 9 makes it configurable.
+/// MTU of a port or uplink whose configuration names none.
 pub const MTU: u16 = 1500;
+
+/// The MTU a device offers (virtio-net's `mtu` field) and its library link starts with.
+fn mtu_of(configured: Option<u32>) -> u16 {
+    configured
+        .and_then(|m| u16::try_from(m).ok())
+        .unwrap_or(MTU)
+}
 /// Largest guest virtqueue accepted.
 const QUEUE_SIZE: u16 = 1024;
 /// Packets a vhost worker moves per uplink call.
@@ -101,7 +108,7 @@ impl Port {
             NetBackend::new(
                 NetBackendConfig {
                     mac: guest_mac.0,
-                    mtu: MTU,
+                    mtu: mtu_of(config.mtu),
                     queue_size: QUEUE_SIZE,
                     batch: BATCH,
                 },
@@ -118,7 +125,7 @@ impl Port {
             NetDeviceConfig {
                 backend: LibraryBackend::Port(DevicePort::per_queue_pair(stack_sides)),
                 mac: library_mac.0,
-                mtu: MTU,
+                mtu: mtu_of(config.mtu),
                 offloads: offloads(config.offloads),
                 queue_pairs: config.queue_pairs,
             },
@@ -263,7 +270,7 @@ impl Uplink {
             NetDeviceConfig {
                 backend: LibraryBackend::Port(DevicePort::per_queue_pair(ports)),
                 mac: library_mac.0,
-                mtu: MTU,
+                mtu: mtu_of(config.mtu),
                 offloads: offloads(config.offloads),
                 queue_pairs: config.queue_pairs,
             },

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 use lkl_netstack::{
     BootConfig, BootError, Kernel, Link, NetDeviceConfig, NetDeviceError, NetDeviceStats,
-    RemoveNetDeviceError, Route, UnknownNetDevice,
+    NetfilterReply, RemoveNetDeviceError, Route, UnknownNetDevice,
 };
 use thiserror::Error;
 
@@ -76,8 +76,34 @@ pub trait StackInstance: std::fmt::Debug {
         gateway: Option<IpAddr>,
         dev: Option<&str>,
     ) -> Result<(), StackError>;
+    /// Adds a route to routing table `table` (a tenant VRF's).
+    fn add_route_in_table(
+        &self,
+        table: u32,
+        destination: IpAddr,
+        prefix_len: u8,
+        gateway: Option<IpAddr>,
+        dev: Option<&str>,
+    ) -> Result<(), StackError>;
     /// The main routing table of one family.
     fn routes(&self, ipv6: bool) -> Result<Vec<Route>, StackError>;
+    /// Routing table `table` of one family.
+    fn routes_in_table(&self, ipv6: bool, table: u32) -> Result<Vec<Route>, StackError>;
+    /// Creates VRF device `name` (up) for routing table `table`.
+    fn add_vrf(&self, name: &str, table: u32) -> Result<(), StackError>;
+    /// Enslaves `ifname` to VRF `master`, or frees it (`None`).
+    fn set_link_master(&self, ifname: &str, master: Option<&str>) -> Result<(), StackError>;
+    /// Deletes a virtual interface (a VRF).
+    fn delete_link(&self, ifname: &str) -> Result<(), StackError>;
+    fn set_link_mtu(&self, ifname: &str, mtu: u32) -> Result<(), StackError>;
+    /// One NETLINK_NETFILTER exchange (an nf_tables batch waiting for `acks`
+    /// acknowledgements, or a dump when `acks` is 0); `op` names it in errors.
+    fn netfilter(
+        &self,
+        op: &str,
+        messages: &[u8],
+        acks: usize,
+    ) -> Result<Vec<NetfilterReply>, StackError>;
     fn sysctl(&self, name: &str) -> Result<String, StackError>;
     fn set_sysctl(&self, name: &str, value: &str) -> Result<(), StackError>;
     /// Stops the kernel; nothing works afterwards.
@@ -184,6 +210,65 @@ impl StackInstance for LocalStack {
         self.kernel
             .routes(ipv6)
             .map_err(kernel_err("listing routes"))
+    }
+
+    fn add_route_in_table(
+        &self,
+        table: u32,
+        destination: IpAddr,
+        prefix_len: u8,
+        gateway: Option<IpAddr>,
+        dev: Option<&str>,
+    ) -> Result<(), StackError> {
+        self.kernel
+            .add_route_in_table(table, destination, prefix_len, gateway, dev)
+            .map_err(kernel_err(format!(
+                "adding the route to {destination}/{prefix_len} in table {table}"
+            )))
+    }
+
+    fn routes_in_table(&self, ipv6: bool, table: u32) -> Result<Vec<Route>, StackError> {
+        self.kernel
+            .routes_in_table(ipv6, table)
+            .map_err(kernel_err(format!("listing routes of table {table}")))
+    }
+
+    fn add_vrf(&self, name: &str, table: u32) -> Result<(), StackError> {
+        self.kernel
+            .add_vrf(name, table)
+            .map_err(kernel_err(format!("creating VRF {name} (table {table})")))
+    }
+
+    fn set_link_master(&self, ifname: &str, master: Option<&str>) -> Result<(), StackError> {
+        self.kernel
+            .set_link_master(ifname, master)
+            .map_err(kernel_err(match master {
+                Some(m) => format!("enslaving {ifname} to {m}"),
+                None => format!("freeing {ifname} from its VRF"),
+            }))
+    }
+
+    fn delete_link(&self, ifname: &str) -> Result<(), StackError> {
+        self.kernel
+            .delete_link(ifname)
+            .map_err(kernel_err(format!("deleting {ifname}")))
+    }
+
+    fn netfilter(
+        &self,
+        op: &str,
+        messages: &[u8],
+        acks: usize,
+    ) -> Result<Vec<NetfilterReply>, StackError> {
+        self.kernel
+            .netfilter(messages, acks)
+            .map_err(kernel_err(op))
+    }
+
+    fn set_link_mtu(&self, ifname: &str, mtu: u32) -> Result<(), StackError> {
+        self.kernel
+            .set_link_mtu(ifname, mtu)
+            .map_err(kernel_err(format!("setting the MTU of {ifname} to {mtu}")))
     }
 
     fn sysctl(&self, name: &str) -> Result<String, StackError> {

@@ -5,8 +5,9 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-/// Signals the agent handles itself: SIGTERM and SIGINT stop it gracefully.
-const HANDLED: [libc::c_int; 2] = [libc::SIGTERM, libc::SIGINT];
+/// Signals the agent handles itself: SIGTERM and SIGINT stop it gracefully, SIGHUP
+/// reloads its configuration file.
+const HANDLED: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 
 fn handled_set() -> io::Result<libc::sigset_t> {
     // SAFETY: sigemptyset/sigaddset write only into `set`, a local we own; sigset_t is

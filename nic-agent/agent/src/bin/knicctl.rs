@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use knic_agent::api::{Request, call};
-use knic_agent::config::{AddressConfig, PortConfig, RouteConfig, UplinkConfig};
+use knic_agent::config::{AddressConfig, PortConfig, RouteConfig, TenantConfig, UplinkConfig};
 use knic_agent::error_chain;
 use serde_json::Value;
 
@@ -17,6 +17,8 @@ use serde_json::Value;
 ///   knicctl port add vm2=/run/knic/vm2.sock,queues=2
 ///   knicctl address add vm2=10.0.2.1/24
 ///   knicctl port list --output json
+///   knicctl tenant add blue,uplink=up0,subnet=10.1.0.1/24
+///   knicctl reload
 ///   knicctl stats
 #[derive(Debug, Parser)]
 #[command(name = "knicctl", version, verbatim_doc_comment)]
@@ -62,6 +64,19 @@ enum Command {
     /// Routes in the library kernel's main table.
     #[command(subcommand)]
     Route(RouteCommand),
+    /// Tenants: each a VRF of the library kernel, with its subnets, uplink and ports.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Anti-spoofing drops of each tenant port, by reason (source_mac, arp_source,
+    /// ipv4_source, ipv6_source, ethertype), from the library kernel's nf_tables counters.
+    Antispoof,
+    /// SNAT (masquerade) and DNAT port forwards of every tenant, and whether applied.
+    Nat,
+    /// The library kernel's conntrack entries (original and reply tuples, NAT flags).
+    Conntrack,
+    /// Re-reads the agent's --config file and applies the difference (as SIGHUP does); a
+    /// file with any mistake changes nothing.
+    Reload,
     /// The library kernel's interfaces.
     Links,
     /// Counters of every port and uplink, with copies per frame, and of the DHCP servers
@@ -73,11 +88,22 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum PortCommand {
-    /// Adds a port: `NAME=SOCKET[,role=server|client][,queues=N][,mac=MAC][,offloads=tso|off]`.
+    /// Adds a port: `NAME=SOCKET[,role=server|client][,queues=N][,mac=MAC][,offloads=tso|off][,tenant=NAME][,mtu=N]`.
     Add { port: PortConfig },
     /// Removes a port and its library device.
     Remove { name: String },
     /// Lists ports with link state and negotiated features.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Adds a tenant: `NAME[,table=N][,uplink=UPLINK][,snat=on|off][,subnet=GATEWAY/PREFIX]...`
+    /// (`subnet=10.1.0.1/24`: subnet 10.1.0.0/24 whose gateway is 10.1.0.1).
+    Add { tenant: TenantConfig },
+    /// Removes a tenant that has no port left (its VRF goes).
+    Remove { name: String },
+    /// Lists tenants with their VRF, table, subnets, uplink and ports.
     List,
 }
 
@@ -116,6 +142,13 @@ fn request(command: Command) -> Request {
         Command::Address(AddressCommand::List) => Request::AddressList,
         Command::Route(RouteCommand::Add { route }) => Request::RouteAdd { route },
         Command::Route(RouteCommand::List) => Request::RouteList,
+        Command::Tenant(TenantCommand::Add { tenant }) => Request::TenantAdd { tenant },
+        Command::Tenant(TenantCommand::Remove { name }) => Request::TenantRemove { name },
+        Command::Tenant(TenantCommand::List) => Request::TenantList,
+        Command::Reload => Request::Reload,
+        Command::Antispoof => Request::AntispoofList,
+        Command::Nat => Request::NatList,
+        Command::Conntrack => Request::ConntrackList,
         Command::Links => Request::LinkList,
         Command::Stats => Request::Stats,
         Command::Leases => Request::LeaseList,
