@@ -19,6 +19,13 @@
 //! make (the vhost worker between guest memory and its batch, the library device between
 //! its batch and the kernel's RAM) to report copies per frame.
 //!
+//! A full seam (every buffer in flight: the receiver is behind) refuses what is offered and
+//! counts it as `full`; the sender counts its own drop (the vhost worker's
+//! `tx_backend_refused`). Backpressure instead (the vhost worker leaving chains in the
+//! guest's ring until buffers return, woken by the receiver) is not built yet: it needs a
+//! "room" query and a room-returned eventfd on `PacketSink`, registered in the worker's
+//! epoll.
+//!
 //! The vhost side also reports its guest's life: the queue pair tells its uplink when its
 //! receive ring can take packets (`set_attached`, on ring start and on device reset) and
 //! what the guest negotiated (`set_guest_offloads`). Those land in [`GuestLink`], which wakes
