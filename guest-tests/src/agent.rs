@@ -273,31 +273,37 @@ impl KnicAgent {
 }
 
 /// Asserts a port's copy accounting in direction `dir` (`to_stack`, `to_guest`): each frame
-/// that crossed was copied three times (vhost worker, seam, library device; the seam's
-/// receive side swaps), and every copy beyond that belongs to a frame the seam refused
-/// (all its buffers in flight), flushed, or that was lost after the seam. Returns the
-/// measured copies per frame.
+/// that crossed was copied twice (vhost worker, library device; the seam swaps buffers on
+/// both sides), and every copy beyond that belongs to a frame the seam refused (all its
+/// buffers in flight), flushed, or that was lost after the seam. Returns the measured
+/// copies per frame.
 pub fn assert_copy_accounting(port_stats: &Value, dir: &str) -> f64 {
+    const COPIES: u64 = 2;
     let n = |v: &Value| v.as_u64().unwrap_or_else(|| panic!("not a counter: {v}"));
     let c = &port_stats["copies"][dir];
     let s = &port_stats["seam"][dir];
     let frames = n(&c["frames"]);
     assert!(frames > 0, "{dir}: no frame crossed: {port_stats}");
     assert_eq!(
-        s["copies"], s["swaps"],
-        "{dir}: the seam's receiver copies nothing: {port_stats}"
+        n(&s["copies"]),
+        0,
+        "{dir}: the seam takes the sender's buffers, it copies nothing: {port_stats}"
+    );
+    assert_eq!(
+        s["taken"], s["swaps"],
+        "{dir}: every buffer the seam took was swapped out to the receiver: {port_stats}"
     );
     let all = n(&c["vhost_copies"]) + n(&c["seam_copies"]) + n(&c["library_copies"]);
     let lost =
         n(&s["full"]) + n(&s["refused"]) + n(&s["flushed"]) + n(&s["swaps"]).saturating_sub(frames);
     assert!(
-        all >= 3 * frames,
-        "{dir}: fewer than 3 copies per frame: {port_stats}"
+        all >= COPIES * frames,
+        "{dir}: fewer than {COPIES} copies per frame: {port_stats}"
     );
     assert!(
-        all - 3 * frames <= 2 * lost,
-        "{dir}: {} copies beyond 3 per frame, only {lost} frames lost on the way: {port_stats}",
-        all - 3 * frames
+        all - COPIES * frames <= 2 * lost,
+        "{dir}: {} copies beyond {COPIES} per frame, only {lost} frames lost on the way: {port_stats}",
+        all - COPIES * frames
     );
     c["per_frame"].as_f64().unwrap_or(0.0)
 }

@@ -49,6 +49,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use lkl_sys::nr;
+use packet_ring::GuestOffloads;
 
 use std::net::IpAddr;
 
@@ -436,6 +437,16 @@ impl Kernel {
     /// the kernel starts a multi-queue virtio-net device with one pair per CPU.
     pub fn set_queue_pairs(&self, name: &str, pairs: u32) -> io::Result<()> {
         crate::device::set_combined_channels(name, pairs)
+    }
+
+    /// Which transmit offloads the kernel may use on interface `name` (`ethtool -K`):
+    /// partial checksums (`offloads.csum`) and TSO (all of `tso4`, `tso6`, `ecn`, since the
+    /// kernel switches TSO as one). Without them it checksums and segments in software, so
+    /// a device whose far side (a guest that did not negotiate GUEST_TSO*) cannot take
+    /// large frames is given none. Only offloads the device offers can be turned on.
+    pub fn set_tx_offloads(&self, name: &str, offloads: GuestOffloads) -> io::Result<()> {
+        let tso = offloads.csum && offloads.tso4 && offloads.tso6 && offloads.ecn;
+        crate::device::set_tx_offloads(name, offloads.csum, tso)
     }
 
     /// How long `boot` took until the kernel accepted syscalls.

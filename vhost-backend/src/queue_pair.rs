@@ -225,7 +225,9 @@ impl QueuePair {
         if !enabled {
             self.stats.count_drops(DropReason::TxRingDisabled, n);
         } else {
-            let sent = self.uplink.send(&self.tx_batch)?;
+            // The uplink may take the batch's buffers (the agent's seam does), leaving
+            // free ones of its own in their place: the batch is cleared below either way.
+            let sent = self.uplink.send_swap(&mut self.tx_batch)?;
             self.stats
                 .count_drops(DropReason::TxBackendRefused, n.saturating_sub(sent));
         }

@@ -4,7 +4,9 @@
 //! data path consults.
 
 pub(crate) use knic_virtio_net::NetFeatures;
-pub(crate) use knic_virtio_net::features::OFFLOAD_FEATURES;
+pub(crate) use knic_virtio_net::features::{
+    F_CSUM, F_HOST_ECN, F_HOST_TSO4, F_HOST_TSO6, OFFLOAD_FEATURES,
+};
 use knic_virtio_net::features::{
     F_CTRL_VQ, F_MAC, F_MQ, F_MRG_RXBUF, F_MTU, F_RING_EVENT_IDX, F_STATUS, F_VERSION_1,
 };

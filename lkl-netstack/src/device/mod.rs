@@ -18,7 +18,7 @@ pub mod queue_fuzz;
 mod tap;
 mod virtio_net;
 
-pub(crate) use ethtool::set_combined_channels;
+pub(crate) use ethtool::{set_combined_channels, set_tx_offloads};
 pub use net_queue::DropReason;
 pub use tap::TapConfig;
 pub(crate) use virtio_net::VirtioNetDevice;

@@ -319,7 +319,9 @@ fn send_chain(
             read_chain(chain, slot, limits).map_err(|e| e.reason())?;
             let frame = slot.len();
             packet.commit();
-            if !matches!(sink.send(packet), Ok(1)) {
+            // The port may take the packet's buffer, leaving one of its own (the agent's
+            // seam does): the packet is cleared before its next use either way.
+            if !matches!(sink.send_swap(packet), Ok(1)) {
                 return Err(DropReason::TxBackendRefused);
             }
             frame
@@ -877,6 +879,52 @@ mod tests {
             hdrs.push(p.hdr);
         });
         (counters, hdrs)
+    }
+
+    /// A sink that takes the kick's buffer (as the agent's seam does) and leaves a fresh
+    /// one of its own; lending it the packet instead is a failure.
+    #[derive(Debug)]
+    struct SwappingSink(std::sync::mpsc::Sender<packet_ring::Packet>);
+
+    impl PacketSink for SwappingSink {
+        fn send(&mut self, _: &PacketBatch) -> Result<usize, packet_ring::PortError> {
+            panic!("the kick lends its packet to a port that could take it");
+        }
+
+        fn send_swap(&mut self, batch: &mut PacketBatch) -> Result<usize, packet_ring::PortError> {
+            for slot in batch.packets_mut() {
+                let mut mine = packet_ring::Packet::with_capacity(MAX_FRAME_LEN);
+                std::mem::swap(slot, &mut mine);
+                let _ = self.0.send(mine);
+            }
+            Ok(batch.len())
+        }
+    }
+
+    #[test]
+    fn a_tx_kick_hands_its_packet_to_a_port_that_takes_it() {
+        let (taken, got) = std::sync::mpsc::channel();
+        let mut wire = TxWire::port(Box::new(SwappingSink(taken)));
+        let f = features(true, false, false);
+        let counters = QueueCounters::default();
+        // Two kicks: the buffer the port left behind carries the second frame whole.
+        for kick in 0..2 {
+            let mem = memory();
+            let q = MockSplitQueue::new(&mem, SIZE);
+            let mut queue: Queue = q.create_queue().unwrap();
+            post_tx(&mem, &q, tso_hdr(false));
+            transmit(
+                &mut queue,
+                &mem,
+                &mut wire,
+                &TxLimits::new(f, 1500),
+                &counters,
+            );
+            let p = got.try_recv().expect("the port took the frame");
+            assert!(p.frame() == &frame(3000)[..], "kick {kick}");
+            assert_eq!(p.hdr, tso_hdr(false));
+        }
+        assert_eq!(counters.tx_packets.get(), 2);
     }
 
     #[test]

@@ -28,12 +28,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 
 use knic_virtio_net::Direction;
-use packet_ring::PacketPort;
+use packet_ring::{GuestOffloads, PacketPort};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
-use super::features::{BASE_FEATURES, MQ_FEATURES, NetFeatures, OFFLOAD_FEATURES};
+use super::features::{
+    BASE_FEATURES, F_CSUM, F_HOST_ECN, F_HOST_TSO4, F_HOST_TSO6, MQ_FEATURES, NetFeatures,
+    OFFLOAD_FEATURES,
+};
 use super::memory::kernel_ram;
 use super::mmio::MmioDevice;
 use super::net_queue::{
@@ -47,7 +50,9 @@ use super::tap::{Tap, TapConfig};
 pub enum Offloads {
     /// No checksum or segmentation offload: every frame fits the MTU.
     Off,
-    /// CSUM/GUEST_CSUM, TSO4/6 and ECN both ways: 64 KiB frames cross the device.
+    /// CSUM/GUEST_CSUM, TSO4/6 and ECN both ways: 64 KiB frames cross the device. The
+    /// transmit half (CSUM, HOST_*) only as far as every port's far side completes it
+    /// (`PacketSink::tx_offloads`); `Kernel::set_tx_offloads` narrows it at run time.
     Tso,
 }
 
@@ -106,6 +111,25 @@ pub struct NetDeviceConfig {
     /// VIRTIO_NET_F_MQ and a control queue; the kernel starts with one pair per CPU and
     /// `Kernel::set_queue_pairs` (ethtool's `-L combined`) enables the rest.
     pub queue_pairs: u16,
+}
+
+/// The HOST_* offload bits the driver must not be offered because the backend's far side
+/// does not complete them (an AF_XDP uplink takes no offload): without them the kernel
+/// segments and checksums in software, so nothing large is sent only to be dropped. Per
+/// virtio 1.2 §5.1.3.1 TSO needs CSUM, and ECN needs TSO.
+fn host_offloads_refused(takes: GuestOffloads) -> u64 {
+    let tso4 = takes.csum && takes.tso4;
+    let tso6 = takes.csum && takes.tso6;
+    let ecn = (tso4 || tso6) && takes.ecn;
+    [
+        (takes.csum, F_CSUM),
+        (tso4, F_HOST_TSO4),
+        (tso6, F_HOST_TSO6),
+        (ecn, F_HOST_ECN),
+    ]
+    .iter()
+    .filter(|(ok, _)| !ok)
+    .fold(0, |bits, (_, f)| bits | f)
 }
 
 /// Most queue pairs a device offers: queue indices and the MMIO window stay small.
@@ -343,6 +367,8 @@ impl VirtioNetDevice {
             ));
         }
         let mut wires = Vec::with_capacity(usize::from(pairs));
+        // What every port's far side completes (all, for a TAP: the host kernel does).
+        let mut takes = GuestOffloads::ALL;
         match &config.backend {
             NetBackend::Tap(tap) => {
                 for _ in 0..pairs {
@@ -359,6 +385,11 @@ impl VirtioNetDevice {
                     ));
                 }
                 for port in ports {
+                    let t = port.tx_offloads();
+                    takes.csum &= t.csum;
+                    takes.tso4 &= t.tso4;
+                    takes.tso6 &= t.tso6;
+                    takes.ecn &= t.ecn;
                     let (sink, source) = port.split();
                     wires.push((TxWire::port(sink), RxWire::port(source)));
                 }
@@ -366,7 +397,7 @@ impl VirtioNetDevice {
         }
         let mut features = BASE_FEATURES;
         if config.offloads == Offloads::Tso {
-            features |= OFFLOAD_FEATURES;
+            features |= OFFLOAD_FEATURES & !host_offloads_refused(takes);
         }
         if pairs > 1 {
             features |= MQ_FEATURES;

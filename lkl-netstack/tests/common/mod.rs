@@ -150,6 +150,11 @@ pub fn boot_on_tap(
 /// Boots a kernel with eth0 on a TAP, pings it both families from a namespace and
 /// moves 64 MiB each way; returns the device's counters at the end.
 pub fn tap_scenario(offloads: Offloads) -> NetDeviceStats {
+    tap_scenario_with(offloads, |_| {})
+}
+
+/// [`tap_scenario`], with `configure` run on the kernel once eth0 is up, before traffic.
+pub fn tap_scenario_with(offloads: Offloads, configure: impl FnOnce(&Kernel)) -> NetDeviceStats {
     let id = std::process::id() % 100_000;
     let ns = Netns(format!("knic-tap-{id}"));
     let tap = format!("knt{id}");
@@ -177,6 +182,7 @@ pub fn tap_scenario(offloads: Offloads) -> NetDeviceStats {
     kernel
         .add_address("eth0", LIB_V6.parse().unwrap(), 64)
         .unwrap();
+    configure(&kernel);
 
     run(&format!(
         "ip netns exec {} ping -c 3 -i 0.2 -W 2 {LIB_V4}",

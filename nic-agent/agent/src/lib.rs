@@ -23,31 +23,29 @@
 //!   threads) keep their own threads and never touch the control loop.
 //!
 //! # Copies per frame
-//! Between guest memory and the library kernel's RAM a frame is copied three times in each
-//! direction today, and the stats count each (`copies` in `knicctl stats`):
+//! Between guest memory and the library kernel's RAM a frame is copied twice in each
+//! direction, and the stats count each (`copies` in `knicctl stats`):
 //! 1. the vhost worker copies the guest's chain into its batch (or its batch into the
 //!    guest's receive chain),
-//! 2. the seam copies the borrowed batch into one of its own buffers (`PacketSink::send`
-//!    lends the batch, so the seam must copy or give it back at once),
-//! 3. the library device copies its packet into the kernel's posted buffers (or the kernel's
+//! 2. the library device copies its packet into the kernel's posted buffers (or the kernel's
 //!    chain into its packet).
 //!
-//! The seam's receiving side copies nothing: it swaps its filled buffer with the receiver's
-//! batch slot. `packet_ring::memory_port_pair` plus an adapter making its `MemoryPeer` a
-//! port would copy twice at the seam (into the channel, then out of it into the receiver's
-//! batch): four copies, the figure issue 8 starts from.
+//! The seam copies nothing: both endpoints send with `PacketSink::send_swap`, which lets the
+//! seam take the frame's buffer and leave a free one of its own in the sender's batch, and
+//! the receiving side swaps its filled buffer with the receiver's batch slot. (A plain
+//! `send`, which only lends the batch, would cost a third copy into a seam buffer; the stats
+//! would show it as `seam_copies`.) `packet_ring::memory_port_pair` plus an adapter making
+//! its `MemoryPeer` a port would copy twice at the seam: four copies, the figure issue 8
+//! started from.
 //!
-//! Two steps remain. To two copies: a `PacketSink` call that takes the sender's batch
-//! mutably (`send_swap(&mut PacketBatch)`, defaulting to `send`), so the seam swaps on the
-//! sending side too; the vhost worker and the library device call it (their files belong to
-//! the shared-engine work, so it is not done here). To one copy, the design for the shared
-//! virtio-net engine to take up: the library
-//! device's receive thread hands the vhost worker the kernel's posted receive chains
-//! (addresses in the kernel's RAM, which is plain memory of this process) instead of a
-//! `PacketBatch`, so the worker copies guest chain → kernel chain once and publishes the used
-//! entry; the other direction lends the kernel's TX chain to the worker the same way. Both
-//! need the engine's chain walk on both sides of one call, which is why it waits for the
-//! engine unification (`vhost-backend` and `lkl-netstack/src/device` share one engine).
+//! One step remains, to one copy, the design for the shared virtio-net engine to take up:
+//! the library device's receive thread hands the vhost worker the kernel's posted receive
+//! chains (addresses in the kernel's RAM, which is plain memory of this process) instead of
+//! a `PacketBatch`, so the worker copies guest chain → kernel chain once and publishes the
+//! used entry; the other direction lends the kernel's TX chain to the worker the same way.
+//! Both need the engine's chain walk on both sides of one call (the vhost worker walking
+//! the kernel's ring while the library device's lock on it is held elsewhere), and a seam
+//! that carries ring positions rather than packets.
 //!
 //! # Guest life
 //! The library device exists as long as its port: when no frontend is connected its link is

@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use lkl_netstack::{DevicePort, NetBackend as LibraryBackend, NetDeviceConfig, Offloads};
-use packet_ring::PacketPort;
+use packet_ring::{GuestOffloads, PacketPort};
 use tracing::{info, warn};
 use vhost_backend::daemon::{self, DaemonError, ServeConfig, Stop};
 use vhost_backend::{NetBackend, NetBackendConfig};
@@ -72,8 +72,47 @@ pub struct Port {
     seam: Arc<SeamStats>,
     stop: Arc<Stop>,
     serving: Option<JoinHandle<Result<(), DaemonError>>>,
-    /// The link state last given to the library device.
+    /// What the library device was last told of its guest.
+    library: LibraryLink,
+}
+
+/// What a port's library device was last told of its guest: the link state, and (for a
+/// device with offloads) which transmit offloads its kernel may use, so that a guest that
+/// did not negotiate GUEST_TSO*/GUEST_CSUM is handed frames it can take (the kernel
+/// segments and checksums the rest) instead of large frames the vhost worker must drop.
+#[derive(Debug)]
+struct LibraryLink {
+    /// The device offers transmit offloads (`offloads = tso`), so they can be narrowed.
+    narrows_offloads: bool,
     link_up: bool,
+    tx_offloads: Option<GuestOffloads>,
+}
+
+impl LibraryLink {
+    /// Brings the device up to date with `guest`; returns the link state. The offloads go
+    /// first: the guest negotiates its features before its rings start, and the link must
+    /// not come up while the kernel may still hand it frames it cannot take.
+    fn refresh(
+        &mut self,
+        guest: &GuestLink,
+        device: &DeviceHandle,
+        stack: &dyn StackInstance,
+    ) -> Result<bool, AgentError> {
+        let up = guest.up();
+        if up && self.narrows_offloads {
+            let offloads = guest.offloads();
+            if self.tx_offloads != Some(offloads) {
+                stack.set_tx_offloads(&device.ifname, offloads)?;
+                self.tx_offloads = Some(offloads);
+                info!(ifname = %device.ifname, ?offloads, "library transmit offloads follow the guest");
+            }
+        }
+        if up != self.link_up {
+            stack.set_device_link(device, up)?;
+            self.link_up = up;
+        }
+        Ok(up)
+    }
 }
 
 impl Port {
@@ -132,6 +171,7 @@ impl Port {
         )?;
         // No frontend yet: the library sees no carrier until a guest's ring is up.
         stack.set_device_link(&device, false)?;
+        let narrows_offloads = config.offloads == OffloadMode::Tso;
         let stop = Arc::new(Stop::default());
         let serving = spawn_serve(&config, Arc::clone(&backend), Arc::clone(&stop))?;
         info!(port = %config.name, socket = %config.socket.display(), ifname = %device.ifname, "port ready");
@@ -145,23 +185,26 @@ impl Port {
             seam: stats,
             stop,
             serving: Some(serving),
-            link_up: false,
+            library: LibraryLink {
+                narrows_offloads,
+                link_up: false,
+                tx_offloads: None,
+            },
         })
     }
 
     /// Gives the library device the guest's link state, if it changed; returns the state.
     pub fn refresh_link(&mut self, stack: &dyn StackInstance) -> Result<bool, AgentError> {
-        let up = self.guest.up();
-        if up != self.link_up {
-            stack.set_device_link(&self.device, up)?;
-            self.link_up = up;
+        let was = self.library.link_up;
+        let up = self.library.refresh(&self.guest, &self.device, stack)?;
+        if up != was {
             info!(port = %self.config.name, up, "guest link changed");
         }
         Ok(up)
     }
 
     pub fn link_up(&self) -> bool {
-        self.link_up
+        self.library.link_up
     }
 
     pub fn guest(&self) -> &GuestLink {
@@ -286,4 +329,129 @@ impl Uplink {
 /// Where a port's socket would go by default: `DIR/NAME.sock`.
 pub fn default_socket(dir: &std::path::Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.sock"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::net::IpAddr;
+
+    use lkl_netstack::{Link, NetDeviceStats, Route};
+    use vmm_sys_util::eventfd::EFD_NONBLOCK;
+
+    use super::*;
+    use crate::StackError;
+    use crate::seam::SeamStats;
+
+    /// Records what the port asks of its kernel, in order; nothing else is expected.
+    #[derive(Debug, Default)]
+    struct Recorder(RefCell<Vec<String>>);
+
+    impl StackInstance for Recorder {
+        fn add_device(&self, _: &NetDeviceConfig) -> Result<DeviceHandle, StackError> {
+            unreachable!()
+        }
+        fn remove_device(&self, _: &DeviceHandle) -> Result<(), StackError> {
+            unreachable!()
+        }
+        fn set_device_link(&self, device: &DeviceHandle, up: bool) -> Result<(), StackError> {
+            self.0
+                .borrow_mut()
+                .push(format!("{} link {up}", device.ifname));
+            Ok(())
+        }
+        fn device_stats(&self, _: &DeviceHandle) -> Result<NetDeviceStats, StackError> {
+            unreachable!()
+        }
+        fn set_queue_pairs(&self, _: &str, _: u32) -> Result<(), StackError> {
+            unreachable!()
+        }
+        fn set_tx_offloads(&self, ifname: &str, o: GuestOffloads) -> Result<(), StackError> {
+            self.0
+                .borrow_mut()
+                .push(format!("{ifname} csum {} tso4 {}", o.csum, o.tso4));
+            Ok(())
+        }
+        fn links(&self) -> Result<Vec<Link>, StackError> {
+            unreachable!()
+        }
+        fn set_link_up(&self, _: &str, _: bool) -> Result<(), StackError> {
+            unreachable!()
+        }
+        fn add_address(&self, _: &str, _: IpAddr, _: u8) -> Result<(), StackError> {
+            unreachable!()
+        }
+        fn add_route(
+            &self,
+            _: IpAddr,
+            _: u8,
+            _: Option<IpAddr>,
+            _: Option<&str>,
+        ) -> Result<(), StackError> {
+            unreachable!()
+        }
+        fn routes(&self, _: bool) -> Result<Vec<Route>, StackError> {
+            unreachable!()
+        }
+        fn sysctl(&self, _: &str) -> Result<String, StackError> {
+            unreachable!()
+        }
+        fn set_sysctl(&self, _: &str, _: &str) -> Result<(), StackError> {
+            unreachable!()
+        }
+        fn halt(&self) -> Result<(), StackError> {
+            unreachable!()
+        }
+    }
+
+    /// A guest connects without GUEST_TSO/GUEST_CSUM, goes, and one with them comes: the
+    /// kernel is told what each can take before the link comes up, and only on a change.
+    fn guest_sequence(narrows_offloads: bool) -> Vec<String> {
+        let changed = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        let guest = GuestLink::new(1, changed);
+        let stats = Arc::new(SeamStats::default());
+        let (vhost_side, _library_side) = seam(0, &stats, Arc::clone(&guest)).unwrap();
+        let (_, mut source) = (Box::new(vhost_side) as Box<dyn PacketPort>).split();
+        let device = DeviceHandle {
+            index: 0,
+            ifname: "eth1".into(),
+        };
+        let stack = Recorder::default();
+        let mut library = LibraryLink {
+            narrows_offloads,
+            link_up: false,
+            tx_offloads: None,
+        };
+        let mut step = |offloads: Option<GuestOffloads>, attached: bool| {
+            if let Some(o) = offloads {
+                source.set_guest_offloads(o).unwrap();
+            }
+            source.set_attached(attached).unwrap();
+            library.refresh(&guest, &device, &stack).unwrap();
+            library.refresh(&guest, &device, &stack).unwrap();
+        };
+        step(Some(GuestOffloads::default()), true); // testpmd: no offloads
+        step(None, false);
+        step(Some(GuestOffloads::ALL), true); // a Linux guest
+        stack.0.into_inner()
+    }
+
+    #[test]
+    fn the_kernel_sends_a_guest_only_the_offloads_it_negotiated() {
+        assert_eq!(
+            guest_sequence(true),
+            [
+                "eth1 csum false tso4 false",
+                "eth1 link true",
+                "eth1 link false",
+                "eth1 csum true tso4 true",
+                "eth1 link true",
+            ]
+        );
+        // A device without offloads has nothing to narrow.
+        assert_eq!(
+            guest_sequence(false),
+            ["eth1 link true", "eth1 link false", "eth1 link true"]
+        );
+    }
 }

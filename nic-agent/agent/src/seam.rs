@@ -4,17 +4,27 @@
 //! Each direction is a pair of single-producer single-consumer rings of owned [`Packet`]s
 //! (`packet_ring::spsc`): a data ring of filled packets and a free ring returning their
 //! buffers, all allocated once when the seam is made ([`SEAM_PACKETS`] buffers of
-//! [`MAX_FRAME_LEN`] bytes per direction). Sending copies the frame of the sender's borrowed
-//! batch into a free buffer (the [`PacketSink`] contract lends a batch, so this copy cannot be
-//! avoided at the seam); receiving does not copy at all: the filled buffer is swapped with the
-//! receiver's batch slot, and the slot's old buffer goes back on the free ring. So a frame
-//! costs one copy at the seam, where `packet_ring::memory_port_pair` plus an adapter for its
-//! `MemoryPeer` would cost two (one into the channel, one out of it).
+//! [`MAX_FRAME_LEN`] bytes per direction). Neither side copies: sending with
+//! [`PacketSink::send_swap`] (what the vhost worker and the library device call) moves the
+//! sender's filled buffer onto the data ring and leaves a free seam buffer in its batch slot;
+//! receiving swaps the filled buffer with the receiver's batch slot, and the slot's old
+//! buffer goes back on the free ring. So the number of buffers each party holds never
+//! changes, and a frame crosses the seam without a copy. Plain [`PacketSink::send`] (a
+//! borrowed batch) still copies into a free buffer, as does a sender's slot smaller than a
+//! seam buffer (it could not hold every later frame).
 //!
 //! Counters: every frame copied into the seam bumps the direction's `copies` counter, every
-//! frame handed over by a swap its `swaps` counter ([`SeamStats`]); the agent's stats add the
-//! two copies the endpoints make (the vhost worker between guest memory and its batch, the
-//! library device between its batch and the kernel's RAM) to report copies per frame.
+//! frame whose buffer the seam took its `taken` counter, every frame handed over by a swap
+//! its `swaps` counter ([`SeamStats`]); the agent's stats add the two copies the endpoints
+//! make (the vhost worker between guest memory and its batch, the library device between
+//! its batch and the kernel's RAM) to report copies per frame.
+//!
+//! A full seam (every buffer in flight: the receiver is behind) refuses what is offered and
+//! counts it as `full`; the sender counts its own drop (the vhost worker's
+//! `tx_backend_refused`). Backpressure instead (the vhost worker leaving chains in the
+//! guest's ring until buffers return, woken by the receiver) is not built yet: it needs a
+//! "room" query and a room-returned eventfd on `PacketSink`, registered in the worker's
+//! epoll.
 //!
 //! The vhost side also reports its guest's life: the queue pair tells its uplink when its
 //! receive ring can take packets (`set_attached`, on ring start and on device reset) and
@@ -40,8 +50,12 @@ pub const SEAM_PACKETS: usize = 256;
 /// Counters of one direction of a seam.
 #[derive(Debug, Default)]
 pub struct DirectionCounters {
-    /// Frames copied into the seam (one per frame sent).
+    /// Frames copied into the seam (sent with `PacketSink::send`, or from a sender's
+    /// buffer too small to circulate).
     pub copies: AtomicU64,
+    /// Frames whose buffer the seam took from the sender in exchange for a free one
+    /// (`PacketSink::send_swap`: no copy).
+    pub taken: AtomicU64,
     /// Frames handed to the receiver by swapping buffers (no copy).
     pub swaps: AtomicU64,
     /// Frames the sender offered while every buffer was in flight (the receiver is behind).
@@ -56,6 +70,7 @@ pub struct DirectionCounters {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DirectionSnapshot {
     pub copies: u64,
+    pub taken: u64,
     pub swaps: u64,
     pub full: u64,
     pub refused: u64,
@@ -67,6 +82,7 @@ impl DirectionCounters {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         DirectionSnapshot {
             copies: get(&self.copies),
+            taken: get(&self.taken),
             swaps: get(&self.swaps),
             full: get(&self.full),
             refused: get(&self.refused),
@@ -259,39 +275,92 @@ fn dir(stats: &SeamStats, to_guest: bool) -> &DirectionCounters {
     }
 }
 
-impl PacketSink for SeamSink {
-    fn send(&mut self, batch: &PacketBatch) -> Result<usize, PortError> {
-        let mut sent = 0u64;
-        let mut refused = 0u64;
+/// What one send did with one frame.
+enum Put {
+    Copied,
+    Taken,
+    Refused,
+}
+
+/// Copies `src` into the free seam buffer `pkt` (which cannot fail: every seam buffer holds
+/// [`MAX_FRAME_LEN`] bytes, and a frame larger than that is not carried).
+fn copy_into(pkt: &mut Packet, src: &Packet) -> Put {
+    if pkt.copy_from(src) {
+        Put::Copied
+    } else {
+        pkt.set_len(0);
+        Put::Refused
+    }
+}
+
+/// Whether the seam carries `pkt` at all: not empty, not larger than a seam buffer.
+fn carried(pkt: &Packet) -> bool {
+    !pkt.is_empty() && pkt.len() <= MAX_FRAME_LEN
+}
+
+impl SeamSink {
+    /// Publishes the frames of `src` (`offered` of them) in one batch, `put` filling a free
+    /// seam buffer from each; counts what was done and wakes the receiver if anything was
+    /// published.
+    fn publish<T: std::ops::Deref<Target = Packet>>(
+        &mut self,
+        offered: usize,
+        mut src: impl Iterator<Item = T>,
+        mut put: impl FnMut(T, &mut Packet) -> Put,
+    ) -> Result<usize, PortError> {
+        let (mut copied, mut taken, mut refused) = (0u64, 0u64, 0u64);
         let free = &mut self.free;
-        let mut src = batch.packets().iter();
-        self.data.push_batch(batch.len(), || {
+        self.data.push_batch(offered, || {
             loop {
-                let s = src.next()?;
-                if s.is_empty() || s.len() > MAX_FRAME_LEN {
+                let frame = src.next()?;
+                if !carried(&frame) {
                     refused += 1;
                     continue;
                 }
                 let mut pkt = free.pop()?;
-                // Cannot fail: every seam buffer holds MAX_FRAME_LEN bytes.
-                if pkt.copy_from(s) {
-                    sent += 1;
-                    return Some(pkt);
+                match put(frame, &mut pkt) {
+                    Put::Copied => copied += 1,
+                    Put::Taken => taken += 1,
+                    Put::Refused => refused += 1,
                 }
-                refused += 1;
-                pkt.set_len(0);
                 return Some(pkt);
             }
         });
         let counters = dir(&self.counters, self.to_guest);
-        counters.copies.fetch_add(sent, Ordering::Relaxed);
+        counters.copies.fetch_add(copied, Ordering::Relaxed);
+        counters.taken.fetch_add(taken, Ordering::Relaxed);
         counters.refused.fetch_add(refused, Ordering::Relaxed);
-        let full = (batch.len() as u64).saturating_sub(sent + refused);
+        let sent = copied + taken;
+        let full = (offered as u64).saturating_sub(sent + refused);
         counters.full.fetch_add(full, Ordering::Relaxed);
         if sent > 0 {
             self.peer_ready.write(1).map_err(PortError::Send)?;
         }
         Ok(sent as usize)
+    }
+}
+
+impl PacketSink for SeamSink {
+    fn send(&mut self, batch: &PacketBatch) -> Result<usize, PortError> {
+        self.publish(batch.len(), batch.packets().iter(), |src, pkt| {
+            copy_into(pkt, src)
+        })
+    }
+
+    /// The swap: each frame's buffer moves into the seam as it is, and a free seam buffer
+    /// (empty, [`MAX_FRAME_LEN`] bytes) takes its place in the sender's batch, so nothing
+    /// is copied. A slot smaller than a seam buffer is copied instead, so every buffer
+    /// circulating in the seam stays large enough for any frame.
+    fn send_swap(&mut self, batch: &mut PacketBatch) -> Result<usize, PortError> {
+        let offered = batch.len();
+        self.publish(offered, batch.packets_mut().iter_mut(), |slot, pkt| {
+            if slot.capacity() >= MAX_FRAME_LEN {
+                std::mem::swap(slot, pkt);
+                Put::Taken
+            } else {
+                copy_into(pkt, slot)
+            }
+        })
     }
 }
 
@@ -434,9 +503,84 @@ mod tests {
         assert_eq!(g.recv(&mut inb).unwrap(), 1);
         let snap = stats.snapshot();
         assert_eq!(snap.to_stack.copies, 3);
+        assert_eq!(snap.to_stack.taken, 0, "a borrowed batch is copied");
         assert_eq!(snap.to_stack.swaps, 3);
         assert_eq!(snap.to_guest.copies, 2);
         assert_eq!(snap.to_guest.swaps, 2);
+    }
+
+    #[test]
+    fn send_swap_takes_the_senders_buffers_and_copies_nothing() {
+        let (mut g, mut s, stats, _, _) = pair();
+        // Guest to library, both ends swapping: the frames arrive whole, metadata intact,
+        // and no counter says "copied".
+        let mut out = frames(3, 65_000);
+        let want: Vec<Vec<u8>> = out.packets().iter().map(|p| p.frame().to_vec()).collect();
+        assert_eq!(g.send_swap(&mut out).unwrap(), 3);
+        for p in out.packets() {
+            assert!(p.is_empty(), "a free seam buffer took the frame's place");
+            assert_eq!(p.capacity(), MAX_FRAME_LEN);
+        }
+        let mut inb = PacketBatch::new(8, MAX_FRAME_LEN);
+        assert_eq!(s.recv(&mut inb).unwrap(), 3);
+        for (got, want) in inb.packets().iter().zip(&want) {
+            assert_eq!(got.frame(), &want[..]);
+            assert_eq!(got.hdr.gso_size, 1448);
+        }
+        // Library to guest the same way.
+        let mut back = frames(2, 60);
+        assert_eq!(s.send_swap(&mut back).unwrap(), 2);
+        let mut inb = PacketBatch::new(8, MAX_FRAME_LEN);
+        assert_eq!(g.recv(&mut inb).unwrap(), 2);
+        assert_eq!(inb.packets()[1].frame(), &[1u8; 60][..]);
+        let snap = stats.snapshot();
+        assert_eq!(
+            (
+                snap.to_stack.copies,
+                snap.to_stack.taken,
+                snap.to_stack.swaps
+            ),
+            (0, 3, 3)
+        );
+        assert_eq!(
+            (
+                snap.to_guest.copies,
+                snap.to_guest.taken,
+                snap.to_guest.swaps
+            ),
+            (0, 2, 2)
+        );
+    }
+
+    #[test]
+    fn send_swap_copies_from_small_slots_so_every_seam_buffer_stays_full_size() {
+        let (mut g, mut s, stats, _, _) = pair();
+        let mut small = PacketBatch::new(2, 2048);
+        assert!(small.push(VirtioNetHdr::default(), &[7; 100]));
+        assert!(small.push(VirtioNetHdr::default(), &[]));
+        assert_eq!(g.send_swap(&mut small).unwrap(), 1);
+        assert_eq!(
+            small.packets()[0].capacity(),
+            2048,
+            "the slot kept its buffer"
+        );
+        let snap = stats.snapshot().to_stack;
+        assert_eq!((snap.copies, snap.taken, snap.refused), (1, 0, 1));
+        // Round after round of full-size swaps, every buffer the seam hands the sender in
+        // exchange (its free ring's, refilled by the receiver's slots) still holds the
+        // largest frame.
+        for round in 0..3 {
+            let mut out = frames(SEAM_PACKETS, 10);
+            let taken = g.send_swap(&mut out).unwrap();
+            assert_eq!(taken, SEAM_PACKETS - usize::from(round == 0));
+            assert!(
+                out.packets()[..taken]
+                    .iter()
+                    .all(|p| p.is_empty() && p.capacity() == MAX_FRAME_LEN)
+            );
+            let mut inb = PacketBatch::new(SEAM_PACKETS, MAX_FRAME_LEN);
+            assert_eq!(s.recv(&mut inb).unwrap(), SEAM_PACKETS);
+        }
     }
 
     #[test]

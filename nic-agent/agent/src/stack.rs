@@ -13,6 +13,7 @@ use lkl_netstack::{
     BootConfig, BootError, Kernel, Link, NetDeviceConfig, NetDeviceError, NetDeviceStats,
     NetfilterReply, RemoveNetDeviceError, Route, UnknownNetDevice,
 };
+use packet_ring::GuestOffloads;
 use thiserror::Error;
 
 /// A library network device, as the stack knows it.
@@ -65,6 +66,9 @@ pub trait StackInstance: std::fmt::Debug {
     fn device_stats(&self, device: &DeviceHandle) -> Result<NetDeviceStats, StackError>;
     /// Enables `pairs` queue pairs on a multi-queue interface (`ethtool -L combined`).
     fn set_queue_pairs(&self, ifname: &str, pairs: u32) -> Result<(), StackError>;
+    /// The transmit offloads the kernel may use on an interface (`ethtool -K tx, tso`):
+    /// what the device's far side (a guest) can take.
+    fn set_tx_offloads(&self, ifname: &str, offloads: GuestOffloads) -> Result<(), StackError>;
     /// The kernel's interfaces.
     fn links(&self) -> Result<Vec<Link>, StackError>;
     fn set_link_up(&self, ifname: &str, up: bool) -> Result<(), StackError>;
@@ -170,6 +174,12 @@ impl StackInstance for LocalStack {
             .map_err(kernel_err(format!(
                 "enabling {pairs} queue pairs on {ifname}"
             )))
+    }
+
+    fn set_tx_offloads(&self, ifname: &str, offloads: GuestOffloads) -> Result<(), StackError> {
+        self.kernel
+            .set_tx_offloads(ifname, offloads)
+            .map_err(kernel_err(format!("setting {ifname}'s transmit offloads")))
     }
 
     fn links(&self) -> Result<Vec<Link>, StackError> {

@@ -55,6 +55,17 @@ pub trait PacketSink: Send + std::fmt::Debug {
     /// count as dropped.
     fn send(&mut self, batch: &PacketBatch) -> Result<usize, PortError>;
 
+    /// As [`send`](Self::send), but the port may take the packets' buffers instead of
+    /// copying them: each taken packet's slot is left holding an empty buffer of at least
+    /// the same capacity (one the port owned), so the caller's batch stays whole and
+    /// allocation-free. The caller must treat every packet of `batch` as gone afterwards
+    /// (it clears the batch). Ports that keep packets in buffers of their own (an in-memory
+    /// ring of owned packets, the agent's seam) swap; the default, for ports that write
+    /// packets out at once (a socket, a TAP), is `send`.
+    fn send_swap(&mut self, batch: &mut PacketBatch) -> Result<usize, PortError> {
+        self.send(batch)
+    }
+
     /// Offloads a packet given to `send` may still ask for: what the far side of the port
     /// completes. A port that passes the virtio-net header on (TAP, AF_PACKET: the host kernel
     /// segments and checksums) takes them all, the default; one with no header (AF_XDP) takes
@@ -120,6 +131,13 @@ macro_rules! port_from_halves {
                 batch: &$crate::PacketBatch,
             ) -> ::std::result::Result<usize, $crate::PortError> {
                 $crate::PacketSink::send(&mut self.sink, batch)
+            }
+
+            fn send_swap(
+                &mut self,
+                batch: &mut $crate::PacketBatch,
+            ) -> ::std::result::Result<usize, $crate::PortError> {
+                $crate::PacketSink::send_swap(&mut self.sink, batch)
             }
 
             fn tx_offloads(&self) -> $crate::GuestOffloads {
