@@ -119,7 +119,14 @@ unsafe extern "C" fn print(str: *const c_char, len: c_int) {
             }
             recent.push_back(text.clone().into_owned());
         }
-        if is_kernel_report(&text) {
+        let report = is_kernel_report(&text);
+        if in_thread_exit() {
+            // No `tracing` here (see IN_THREAD_EXIT): a report goes to stderr as is.
+            if report {
+                KERNEL_REPORTS.fetch_add(1, Ordering::SeqCst);
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), &line);
+            }
+        } else if report {
             note_kernel_report(&text);
         } else {
             tracing::info!(target: "linux", "{text}");
@@ -337,10 +344,57 @@ unsafe extern "C" fn thread_create(
     }
 }
 
+/// The kernel's thread-exit destructor (one per key; in practice one key, the host task's):
+/// pthreads runs it through [`run_tls_destructor`], which marks the thread as exiting.
+static TLS_DESTRUCTOR: std::sync::atomic::AtomicPtr<c_void> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+thread_local! {
+    /// Set while the kernel's destructor runs at host-thread exit. By then the C library
+    /// has run the Rust thread-locals' destructors (glibc runs them before pthread key
+    /// destructors), so a kernel print on this thread must not reach `tracing`, whose
+    /// subscriber keeps thread-local buffers: the access would panic inside C. No drop,
+    /// constant initialiser: readable at any point of the thread's exit.
+    static IN_THREAD_EXIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this host thread is past its Rust thread-locals (see [`IN_THREAD_EXIT`]).
+fn in_thread_exit() -> bool {
+    IN_THREAD_EXIT.with(std::cell::Cell::get)
+}
+
+unsafe extern "C" fn run_tls_destructor(value: *mut c_void) {
+    IN_THREAD_EXIT.with(|e| e.set(true));
+    let f = TLS_DESTRUCTOR.load(Ordering::Acquire);
+    if !f.is_null() {
+        // SAFETY: `f` was stored from an `unsafe extern "C" fn(*mut c_void)` by
+        // `tls_alloc`; function and data pointers have one size on the hosts we build for.
+        let f: unsafe extern "C" fn(*mut c_void) = unsafe { std::mem::transmute(f) };
+        // SAFETY: pthreads hands the destructor the key's value, as the kernel expects.
+        unsafe { f(value) };
+    }
+}
+
 unsafe extern "C" fn tls_alloc(destructor: Option<unsafe extern "C" fn(*mut c_void)>) -> c_long {
+    // The kernel's destructor runs behind a trampoline that marks the thread as
+    // exiting; a second, different destructor (none today) is registered directly.
+    let destructor = destructor.map(|d| {
+        let d_ptr = d as *mut c_void;
+        match TLS_DESTRUCTOR.compare_exchange(
+            std::ptr::null_mut(),
+            d_ptr,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => run_tls_destructor as unsafe extern "C" fn(*mut c_void),
+            Err(current) if current == d_ptr => run_tls_destructor,
+            Err(_) => d,
+        }
+    });
     let mut key: libc::pthread_key_t = 0;
-    // SAFETY: `key` is a valid out pointer; the destructor is a kernel function that
-    // takes the stored value and runs at host-thread exit, as pthread_key_create says.
+    // SAFETY: `key` is a valid out pointer; the destructor is a kernel function (or our
+    // trampoline to it) that takes the stored value and runs at host-thread exit, as
+    // pthread_key_create says.
     let rc = unsafe { libc::pthread_key_create(&mut key, destructor) };
     if rc == 0 {
         c_long::from(key)
@@ -544,6 +598,46 @@ unsafe extern "C" fn timer_free(timer: *mut c_void) {
 #[cfg(test)]
 mod tests {
     use super::is_kernel_report;
+
+    /// The kernel prints from its host-thread exit destructor (a dying task's stack
+    /// report, a WARN in do_exit): by then the thread's Rust thread-locals are gone,
+    /// and a `tracing` subscriber's thread-local buffer with them. Before the fix the
+    /// print below panicked inside C and aborted the process.
+    #[test]
+    fn kernel_prints_at_host_thread_exit_do_not_reach_tracing() {
+        use std::ffi::c_void;
+        // A global subscriber whose fmt layer keeps a thread-local buffer.
+        let _ = tracing::subscriber::set_global_default(
+            tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::INFO)
+                .with_writer(std::io::sink)
+                .finish(),
+        );
+        unsafe extern "C" fn prints_at_exit(_: *mut c_void) {
+            let line = b"exit_test (7) used greatest stack depth: 61000 bytes left\n";
+            // SAFETY: a readable buffer of that many bytes.
+            unsafe { super::print(line.as_ptr().cast(), line.len() as i32) };
+        }
+        // SAFETY: a destructor that only prints.
+        let key = unsafe { super::tls_alloc(Some(prints_at_exit)) };
+        assert!(key >= 0, "tls_alloc: {key}");
+        std::thread::spawn(move || {
+            tracing::info!("this thread's fmt buffer exists");
+            let value = std::ptr::dangling_mut::<u8>().cast();
+            // SAFETY: the key came from tls_alloc; any non-null value runs the destructor.
+            let rc = unsafe { super::tls_set(key, value) };
+            assert_eq!(rc, 0);
+        })
+        .join()
+        .unwrap();
+        // SAFETY: the key came from tls_alloc and no thread uses it anymore.
+        unsafe { super::tls_free(key) };
+        let recent = super::lock(&super::RECENT);
+        assert!(
+            recent.iter().any(|l| l.starts_with("exit_test (7)")),
+            "{recent:?}"
+        );
+    }
 
     #[test]
     fn kernel_reports_are_recognised_and_ordinary_lines_are_not() {
