@@ -12,9 +12,6 @@ pub(crate) const SOL_TLS: i32 = 282;
 /// `TLS_TX` / `TLS_RX`: the option names that install keys per direction.
 pub(crate) const TLS_TX: i32 = 1;
 pub(crate) const TLS_RX: i32 = 2;
-/// `TLS_RX_EXPECT_NO_PAD` (TLS 1.3): decrypt straight into the reader's pages,
-/// trusting the peer not to pad; a padded record is decrypted again in place.
-pub(crate) const TLS_RX_EXPECT_NO_PAD: i32 = 4;
 /// Control-message types for records other than application data.
 pub(crate) const TLS_SET_RECORD_TYPE: i32 = 1;
 pub(crate) const TLS_GET_RECORD_TYPE: i32 = 2;

@@ -4,7 +4,7 @@ use std::io::{self, Read, Write};
 
 use super::TlsError;
 use super::control::{ALERT_CLOSE_NOTIFY, ALERT_LEVEL_WARNING, ControlOutcome, ControlReader};
-use super::keys::{SOL_TLS, TLS_RX, TLS_RX_EXPECT_NO_PAD, TLS_TX, TlsVersion, TrafficKeys};
+use super::keys::{SOL_TLS, TLS_RX, TLS_TX, TlsVersion, TrafficKeys};
 use super::record::{self, CONTENT_ALERT, CONTENT_APPLICATION_DATA};
 use crate::user_memory::UserBuffer;
 use crate::{Fd, TcpStream};
@@ -28,10 +28,9 @@ pub struct KtlsStream {
     /// Alerts and post-handshake messages, gathered and judged.
     control: ControlReader,
     peer_closed: bool,
-    /// Where records are received: the kernel decrypts them from the TCP
-    /// queue straight into these pages (TLS 1.2 always, TLS 1.3 with
-    /// `TLS_RX_EXPECT_NO_PAD`), which it cannot do into host memory.
-    landing: UserBuffer,
+    /// Where TLS 1.2 records are received: the kernel decrypts them in place
+    /// there (zero copy), which it cannot do into host memory.
+    landing: Option<UserBuffer>,
 }
 
 impl KtlsStream {
@@ -61,16 +60,6 @@ impl KtlsStream {
                 cipher: rx.cipher.name(),
                 source,
             })?;
-        if rx.version == TlsVersion::Tls13 {
-            // Peers do not pad (rustls, OpenSSL by default); one that does costs
-            // a second decryption of that record, not an error.
-            tcp.set_option(SOL_TLS, TLS_RX_EXPECT_NO_PAD, &1i32.to_ne_bytes())
-                .map_err(|source| TlsError::Keys {
-                    direction: "receive",
-                    cipher: rx.cipher.name(),
-                    source,
-                })?;
-        }
         Ok(KtlsStream {
             tcp,
             version: tx.version,
@@ -79,7 +68,11 @@ impl KtlsStream {
             early_read: 0,
             control: ControlReader::new(tx.version),
             peer_closed: false,
-            landing: UserBuffer::map(LANDING_LEN).map_err(TlsError::Io)?,
+            landing: match rx.version {
+                TlsVersion::Tls12 => Some(UserBuffer::map(LANDING_LEN).map_err(TlsError::Io)?),
+                // TLS 1.3 decrypts in place only with TLS_RX_EXPECT_NO_PAD.
+                TlsVersion::Tls13 => None,
+            },
         })
     }
 
@@ -166,12 +159,19 @@ impl KtlsStream {
             if self.peer_closed {
                 return Ok(0);
             }
-            let want = buf.len().min(self.landing.len());
-            let got = record::recv_record(self.tcp.fd(), &mut self.landing.as_mut_slice()[..want]);
-            if let Ok((n, _)) = got {
-                buf[..n].copy_from_slice(&self.landing.as_mut_slice()[..n]);
+            let (n, content) = match &mut self.landing {
+                None => record::recv_record(self.tcp.fd(), buf),
+                Some(landing) => {
+                    let want = buf.len().min(landing.len());
+                    let got =
+                        record::recv_record(self.tcp.fd(), &mut landing.as_mut_slice()[..want]);
+                    if let Ok((n, _)) = got {
+                        buf[..n].copy_from_slice(&landing.as_mut_slice()[..n]);
+                    }
+                    got
+                }
             }
-            let (n, content) = got.map_err(TlsError::from_receive)?;
+            .map_err(TlsError::from_receive)?;
             if n == 0 || content == CONTENT_APPLICATION_DATA {
                 return Ok(n);
             }
