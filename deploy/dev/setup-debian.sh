@@ -29,6 +29,8 @@ PACKAGES=(
   tcpdump curl openssl procps psmisc iputils-ping
   # the AF_XDP uplink links Debian's libxdp (its default XDP program ships in libxdp1)
   libxdp-dev libbpf-dev
+  # profiling the benchmarks (flame graphs: perf record -g, then inferno)
+  linux-perf
 )
 
 missing=()

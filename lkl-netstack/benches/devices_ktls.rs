@@ -119,24 +119,29 @@ fn loopback(kernel: &Kernel) -> (TcpStream, TcpStream) {
     (a, listener.accept().unwrap().0)
 }
 
-fn keys(cipher: &TrafficCipher) -> TrafficKeys {
+fn keys(cipher: &TrafficCipher, version: TlsVersion) -> TrafficKeys {
     TrafficKeys {
-        version: TlsVersion::Tls13,
+        version,
         cipher: cipher.clone(),
         sequence: 0,
     }
 }
 
 /// One library-loopback stream: `tls` None is plain TCP; `rx` adds kTLS receive.
-fn library_stream(kernel: &Kernel, tls: Option<&TrafficCipher>, rx: bool) -> Transfer {
+fn library_stream(
+    kernel: &Kernel,
+    tls: Option<(&TrafficCipher, TlsVersion)>,
+    rx: bool,
+) -> Transfer {
     best((0..ROUNDS).map(|_| {
         let (a, b) = loopback(kernel);
         match tls {
             None => measure(TLS_BYTES, || pump(a, b, TLS_BYTES)),
-            Some(cipher) => {
-                let sender = KtlsStream::install(a, &keys(cipher), &keys(cipher)).unwrap();
+            Some((cipher, version)) => {
+                let k = keys(cipher, version);
+                let sender = KtlsStream::install(a, &k, &k).unwrap();
                 if rx {
-                    let receiver = KtlsStream::install(b, &keys(cipher), &keys(cipher)).unwrap();
+                    let receiver = KtlsStream::install(b, &k, &k).unwrap();
                     measure(TLS_BYTES, || pump(sender, receiver, TLS_BYTES))
                 } else {
                     // The receiver reads ciphertext until the sender shuts down.
@@ -192,20 +197,84 @@ fn user_space_aes_gcm(key_len: usize) -> Transfer {
 /// kernel per process, so the comparison needs a second process).
 const GENERIC_CHILD: &str = "KNIC_BENCH_GENERIC_CRYPTO";
 
+const AES128: TrafficCipher = TrafficCipher::AesGcm128 {
+    key: [1; 16],
+    nonce: [2; 12],
+};
+const AES256: TrafficCipher = TrafficCipher::AesGcm256 {
+    key: [1; 32],
+    nonce: [2; 12],
+};
+
+/// TLS 1.3: TX only with AES-128, TX+RX with AES-128 and AES-256.
 fn ktls_streams(kernel: &Kernel) -> [Transfer; 3] {
-    let aes128 = TrafficCipher::AesGcm128 {
-        key: [1; 16],
-        nonce: [2; 12],
-    };
-    let aes256 = TrafficCipher::AesGcm256 {
-        key: [1; 32],
-        nonce: [2; 12],
-    };
+    let v = TlsVersion::Tls13;
     [
-        library_stream(kernel, Some(&aes128), false),
-        library_stream(kernel, Some(&aes128), true),
-        library_stream(kernel, Some(&aes256), true),
+        library_stream(kernel, Some((&AES128, v)), false),
+        library_stream(kernel, Some((&AES128, v)), true),
+        library_stream(kernel, Some((&AES256, v)), true),
     ]
+}
+
+/// The rest of the matrix (host AES only): TX only with AES-256 on TLS 1.3, and
+/// TLS 1.2 TX only and TX+RX with both key sizes.
+fn ktls_more_streams(kernel: &Kernel) -> [(&'static str, Transfer); 5] {
+    let (v13, v12) = (TlsVersion::Tls13, TlsVersion::Tls12);
+    [
+        (
+            "lib_ktls_tx_aes256",
+            library_stream(kernel, Some((&AES256, v13)), false),
+        ),
+        (
+            "lib_ktls12_tx_aes128",
+            library_stream(kernel, Some((&AES128, v12)), false),
+        ),
+        (
+            "lib_ktls12_tx_aes256",
+            library_stream(kernel, Some((&AES256, v12)), false),
+        ),
+        (
+            "lib_ktls12_txrx_aes128",
+            library_stream(kernel, Some((&AES128, v12)), true),
+        ),
+        (
+            "lib_ktls12_txrx_aes256",
+            library_stream(kernel, Some((&AES256, v12)), true),
+        ),
+    ]
+}
+
+/// Set to run only plain TCP and the kTLS streams (host AES) and print them,
+/// recording nothing: for profiling (`perf record`) the kTLS path alone.
+const KTLS_ONLY: &str = "KNIC_BENCH_KTLS_ONLY";
+
+fn ktls_only() {
+    let kernel = Kernel::boot(&BootConfig {
+        memory_bytes: 1 << 30,
+        cmdline: "quiet".into(),
+        net_devices: Vec::new(),
+        host_crypto: true,
+    })
+    .unwrap();
+    let plain = library_stream(&kernel, None, false);
+    let [tx128, both128, both256] = ktls_streams(&kernel);
+    let more = ktls_more_streams(&kernel);
+    kernel.halt().unwrap();
+    let rows = [
+        ("lib_plain_tcp", plain),
+        ("lib_ktls_tx_aes128", tx128),
+        ("lib_ktls_txrx_aes128", both128),
+        ("lib_ktls_txrx_aes256", both256),
+    ];
+    for (name, t) in rows.into_iter().chain(more) {
+        println!(
+            "  {name:30} {:7.3} GB/s  {:6.2} CPU-s/GB  {:5.2} x plain",
+            t.gbyte_per_s(),
+            t.cpu_s_per_gb,
+            t.gbit_per_s / plain.gbit_per_s
+        );
+    }
+    println!("  host AES-GCM: {:?}", lkl_netstack::host_crypto_counters());
 }
 
 /// The child: kTLS with the generic C AES-GCM; prints "gbit cpu" per stream.
@@ -246,6 +315,9 @@ fn generic_crypto_in_child() -> [Transfer; 3] {
 fn main() {
     if std::env::var_os(GENERIC_CHILD).is_some() {
         return generic_crypto_child();
+    }
+    if std::env::var_os(KTLS_ONLY).is_some() {
+        return ktls_only();
     }
     let id = std::process::id() % 100_000;
     let peers: Vec<Peer> = [241u8, 242]
@@ -312,6 +384,7 @@ fn main() {
     let (off_in, off_out) = tap_tcp(&kernel, &peers[1], 5202);
     let plain = library_stream(&kernel, None, false);
     let [tx128, both128, both256] = ktls_streams(&kernel);
+    let more = ktls_more_streams(&kernel);
     let ring128 = user_space_aes_gcm(16);
     let ring256 = user_space_aes_gcm(32);
     kernel.halt().unwrap();
@@ -333,6 +406,7 @@ fn main() {
         ("user_ring_aes128_seal", ring128),
         ("user_ring_aes256_seal", ring256),
     ];
+    let rows = rows.into_iter().chain(more);
     println!(
         "One stream each, best of {ROUNDS} ({} cores), GB/s and CPU-seconds per GB:",
         run.cores
@@ -343,9 +417,10 @@ fn main() {
     );
     for (name, t) in rows {
         println!(
-            "  {name:30} {:7.3} GB/s  {:6.2} CPU-s/GB",
+            "  {name:30} {:7.3} GB/s  {:6.2} CPU-s/GB  {:5.2} x plain",
             t.gbyte_per_s(),
-            t.cpu_s_per_gb
+            t.cpu_s_per_gb,
+            t.gbit_per_s / plain.gbit_per_s
         );
         json.push_str(&format!(
             ",\"{name}_gbyte_s\":{:.4},\"{name}_cpu_s_per_gb\":{:.3}",

@@ -21,7 +21,9 @@ pub(crate) static HOST_OPS: knic_host_ops = OPS;
 
 /// The same, leaving AES-GCM to the kernel's generic C code.
 pub(crate) static HOST_OPS_GENERIC_CRYPTO: knic_host_ops = knic_host_ops {
-    aes_gcm: None,
+    aes_gcm_key_new: None,
+    aes_gcm_key_free: None,
+    aes_gcm_crypt: None,
     ..OPS
 };
 
@@ -51,7 +53,9 @@ const OPS: knic_host_ops = knic_host_ops {
     memcpy: Some(memcpy),
     memmove: Some(memmove),
     memset: Some(memset),
-    aes_gcm: Some(crate::host_crypto::aes_gcm),
+    aes_gcm_key_new: Some(crate::host_crypto::aes_gcm_key_new),
+    aes_gcm_key_free: Some(crate::host_crypto::aes_gcm_key_free),
+    aes_gcm_crypt: Some(crate::host_crypto::aes_gcm_crypt),
 };
 
 // The C library's vectorised routines, with the kernel's size type.

@@ -1,135 +1,146 @@
-//! The `aes_gcm` host operation: the kernel's "gcm(aes)" (kernel TLS) computed
-//! with ring, which uses the CPU's AES and carry-less multiply instructions. The
-//! kernel side (arch/knic/crypto/host_gcm.c) gathers each request into one buffer.
+//! The `aes_gcm_*` host operations: the kernel's "gcm(aes)" (kernel TLS)
+//! computed in host code with the CPU's AES and carry-less multiply
+//! instructions. The kernel side (arch/knic/crypto/host_gcm.c) expands each key
+//! once into a handle here and passes each request as a list of segments of
+//! its own memory, which is this process's memory; see host_ops.h.
 #![allow(unsafe_code)]
 
-use std::ffi::{c_int, c_uint, c_ulong};
+mod gcm;
 
-use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, Tag, UnboundKey};
+use std::alloc::Layout;
+use std::ffi::{c_int, c_uint, c_void};
 
-const TAG_LEN: usize = 16;
+use lkl_sys::knic_crypt_seg;
 
-/// Seals or opens `data` in place; see `aes_gcm` in host_ops.h.
-pub(crate) unsafe extern "C" fn aes_gcm(
+use gcm::{GcmKey, IV_LEN, Piece, TAG_LEN};
+pub use gcm::{HostCryptoCounters, host_crypto_counters};
+
+/// Most segments in one request (the kernel's HOST_GCM_MAX_SEGS).
+const MAX_SEGS: usize = 40;
+
+/// `aes_gcm_key_new`: a boxed [`GcmKey`], or NULL.
+pub(crate) unsafe extern "C" fn aes_gcm_key_new(key: *const u8, key_len: c_uint) -> *mut c_void {
+    // SAFETY: the kernel passes a key of key_len bytes, valid for the call.
+    let key = unsafe { std::slice::from_raw_parts(key, key_len as usize) };
+    match GcmKey::new(key) {
+        Ok(key) => Box::into_raw(Box::new(key)).cast(),
+        Err(_) => std::ptr::null_mut(),
+    }
+}
+
+/// `aes_gcm_key_free`: drops the key and overwrites its bytes before the
+/// memory goes back (the expanded key schedules live inline in it).
+pub(crate) unsafe extern "C" fn aes_gcm_key_free(key: *mut c_void) {
+    let key = key.cast::<GcmKey>();
+    if key.is_null() {
+        return;
+    }
+    // SAFETY: `key` came from Box::into_raw in aes_gcm_key_new and the kernel
+    // frees each handle once, after its last crypt (host_ops.h), so nothing else
+    // refers to it. After drop_in_place the bytes are dead; they are overwritten
+    // with volatile writes (not elided) and freed with the Box's own layout.
+    unsafe {
+        std::ptr::drop_in_place(key);
+        let bytes = key.cast::<u8>();
+        for i in 0..size_of::<GcmKey>() {
+            std::ptr::write_volatile(bytes.add(i), 0);
+        }
+        std::alloc::dealloc(bytes, Layout::new::<GcmKey>());
+    }
+}
+
+/// `aes_gcm_crypt`: one message, as segments; see host_ops.h.
+pub(crate) unsafe extern "C" fn aes_gcm_crypt(
+    key: *const c_void,
     encrypt: c_int,
-    key: *const u8,
-    key_len: c_uint,
     iv: *const u8,
-    aad: *const u8,
-    aad_len: c_uint,
-    data: *mut u8,
-    data_len: c_ulong,
+    segs: *const knic_crypt_seg,
+    aad_segs: c_uint,
+    data_segs: c_uint,
     tag: *mut u8,
 ) -> c_int {
-    // SAFETY: the kernel passes a key of key_len bytes, a 12-byte IV, aad_len bytes
-    // of AAD, data_len bytes of data and a 16-byte tag, all valid for the call and
-    // with data and tag not overlapping the rest.
-    let (key, iv, aad, data, tag) = unsafe {
+    let (aad_n, data_n) = (aad_segs as usize, data_segs as usize);
+    if aad_n > MAX_SEGS || data_n > MAX_SEGS - aad_n {
+        return -libc::EINVAL;
+    }
+    // SAFETY: `key` is a live handle from aes_gcm_key_new (the transform holds it
+    // until exit, after its last request), only read here. The IV is 12 bytes,
+    // the tag 16, and the segment array aad_segs + data_segs entries, all kernel
+    // memory valid for the call.
+    let (key, iv, tag, segs) = unsafe {
         (
-            std::slice::from_raw_parts(key, key_len as usize),
-            &*iv.cast::<[u8; NONCE_LEN]>(),
-            std::slice::from_raw_parts(aad, aad_len as usize),
-            std::slice::from_raw_parts_mut(data, data_len as usize),
+            &*key.cast::<GcmKey>(),
+            &*iv.cast::<[u8; IV_LEN]>(),
             &mut *tag.cast::<[u8; TAG_LEN]>(),
+            std::slice::from_raw_parts(segs, aad_n + data_n),
         )
     };
-    match crypt(encrypt != 0, key, iv, aad, data, tag) {
+    let mut aad: [&[u8]; MAX_SEGS] = [&[]; MAX_SEGS];
+    for (slot, seg) in aad.iter_mut().zip(&segs[..aad_n]) {
+        // SAFETY: an AAD segment is len readable bytes at src (host_ops.h),
+        // only read during the call.
+        *slot = unsafe { std::slice::from_raw_parts(seg.src, seg.len as usize) };
+    }
+    let data_segs = &segs[aad_n..];
+    if let Some(whole) = one_destination(data_segs) {
+        // SAFETY: the destinations are writable for the call and adjacent, so
+        // together they are the one range [first dst, + total len); an
+        // out-of-place source does not overlap its destination (the driver sends
+        // overlapping ones to the generic code), and sources are not written.
+        let whole = unsafe {
+            for seg in data_segs
+                .iter()
+                .filter(|seg| !std::ptr::eq(seg.src, seg.dst))
+            {
+                std::ptr::copy_nonoverlapping(seg.src, seg.dst, seg.len as usize);
+            }
+            std::slice::from_raw_parts_mut(whole.0, whole.1)
+        };
+        let mut data = [Piece::InPlace(whole)];
+        return match key.crypt(encrypt != 0, iv, &aad[..aad_n], &mut data, tag) {
+            Ok(()) => 0,
+            Err(e) => -e.errno(),
+        };
+    }
+    let mut data: [Piece<'_>; MAX_SEGS] = std::array::from_fn(|_| Piece::InPlace(&mut []));
+    for (slot, seg) in data.iter_mut().zip(data_segs) {
+        let len = seg.len as usize;
+        *slot = if std::ptr::eq(seg.src, seg.dst) {
+            // SAFETY: in place: len bytes at dst that the kernel gives us to
+            // rewrite for the call; the driver merges pieces only when adjacent,
+            // so no two segments share a byte.
+            Piece::InPlace(unsafe { std::slice::from_raw_parts_mut(seg.dst, len) })
+        } else {
+            // SAFETY: len bytes to read at src and to write at dst, which the
+            // driver checked do not overlap (it sends overlapping ones to the
+            // generic code); distinct segments are distinct bytes.
+            unsafe {
+                Piece::Copy {
+                    src: std::slice::from_raw_parts(seg.src, len),
+                    dst: std::slice::from_raw_parts_mut(seg.dst, len),
+                }
+            }
+        };
+    }
+    match key.crypt(encrypt != 0, iv, &aad[..aad_n], &mut data[..data_n], tag) {
         Ok(()) => 0,
-        Err(errno) => -errno,
+        Err(e) => -e.errno(),
     }
 }
 
-fn crypt(
-    encrypt: bool,
-    key: &[u8],
-    iv: &[u8; NONCE_LEN],
-    aad: &[u8],
-    data: &mut [u8],
-    tag: &mut [u8; TAG_LEN],
-) -> Result<(), c_int> {
-    let algorithm = match key.len() {
-        16 => &AES_128_GCM,
-        32 => &AES_256_GCM,
-        _ => return Err(libc::EINVAL),
-    };
-    let key = LessSafeKey::new(UnboundKey::new(algorithm, key).map_err(|_| libc::EINVAL)?);
-    let nonce = Nonce::assume_unique_for_key(*iv);
-    if encrypt {
-        let sealed = key
-            .seal_in_place_separate_tag(nonce, Aad::from(aad), data)
-            .map_err(|_| libc::EINVAL)?;
-        tag.copy_from_slice(sealed.as_ref());
-    } else {
-        key.open_in_place_separate_tag(nonce, Aad::from(aad), Tag::from(*tag), data, 0..)
-            .map_err(|_| libc::EBADMSG)?;
+/// The data's destinations as one range (start, length) when each follows the
+/// previous: then the message is sealed or opened there in one pass, after its
+/// out-of-place sources are copied in. A TLS 1.3 record is that case on
+/// transmit (the plaintext already in the record's pages, its one-byte content
+/// type elsewhere), and so is a TLS 1.2 record opened into the caller's buffer.
+fn one_destination(segs: &[knic_crypt_seg]) -> Option<(*mut u8, usize)> {
+    let first = segs.first()?;
+    let mut len = 0usize;
+    for seg in segs {
+        if seg.dst != first.dst.wrapping_add(len) {
+            return None;
+        }
+        len += seg.len as usize;
     }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const KEY: [u8; 16] = [0x42; 16];
-    const IV: [u8; 12] = [0x24; 12];
-
-    /// The GCM specification's test case 2 (McGrew & Viega): zero key, zero IV,
-    /// one zero block.
-    #[test]
-    fn matches_the_gcm_specification() {
-        let mut data = [0u8; 16];
-        let mut tag = [0u8; TAG_LEN];
-        crypt(true, &[0; 16], &[0; 12], b"", &mut data, &mut tag).unwrap();
-        assert_eq!(
-            data,
-            [
-                0x03, 0x88, 0xda, 0xce, 0x60, 0xb6, 0xa3, 0x92, 0xf3, 0x28, 0xc2, 0xb9, 0x71, 0xb2,
-                0xfe, 0x78
-            ]
-        );
-        assert_eq!(
-            tag,
-            [
-                0xab, 0x6e, 0x47, 0xd4, 0x2c, 0xec, 0x13, 0xbd, 0xf5, 0x3a, 0x67, 0xb2, 0x12, 0x57,
-                0xbd, 0xdf
-            ]
-        );
-    }
-
-    #[test]
-    fn seals_and_opens_in_place() {
-        let plain: Vec<u8> = (0..100u8).collect();
-        let mut data = plain.clone();
-        let mut tag = [0u8; TAG_LEN];
-        crypt(true, &KEY, &IV, b"header", &mut data, &mut tag).unwrap();
-        assert_ne!(data, plain);
-        crypt(false, &KEY, &IV, b"header", &mut data, &mut tag).unwrap();
-        assert_eq!(data, plain);
-    }
-
-    #[test]
-    fn a_wrong_tag_or_aad_is_ebadmsg() {
-        let mut data = vec![1u8; 64];
-        let mut tag = [0u8; TAG_LEN];
-        crypt(true, &KEY, &IV, b"aad", &mut data, &mut tag).unwrap();
-        let mut forged = data.clone();
-        assert_eq!(
-            crypt(false, &KEY, &IV, b"aaX", &mut forged, &mut tag),
-            Err(libc::EBADMSG)
-        );
-        tag[0] ^= 1;
-        assert_eq!(
-            crypt(false, &KEY, &IV, b"aad", &mut data, &mut tag),
-            Err(libc::EBADMSG)
-        );
-    }
-
-    #[test]
-    fn other_key_sizes_are_einval() {
-        let mut tag = [0u8; TAG_LEN];
-        assert_eq!(
-            crypt(true, &[0; 24], &IV, b"", &mut [], &mut tag),
-            Err(libc::EINVAL)
-        );
-    }
+    Some((first.dst, len))
 }

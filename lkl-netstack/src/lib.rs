@@ -20,6 +20,7 @@ mod user_memory;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub use device::queue_fuzz as fuzzing;
+pub use host_crypto::{HostCryptoCounters, host_crypto_counters};
 
 pub use device::{
     DevicePort, DropReason, MAX_QUEUE_PAIRS, NetBackend, NetDeviceConfig, NetDeviceStats, Offloads,

@@ -34,6 +34,15 @@ pub struct knic_jmp_buf {
     pub buf: [u64; 64],
 }
 
+/// One piece of an AES-GCM message (`struct knic_crypt_seg`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct knic_crypt_seg {
+    pub src: *const u8,
+    pub dst: *mut u8,
+    pub len: c_ulong,
+}
+
 /// The host operations table (`struct knic_host_ops`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -93,16 +102,17 @@ pub struct knic_host_ops {
         unsafe extern "C" fn(dest: *mut c_void, src: *const c_void, n: c_ulong) -> *mut c_void,
     >,
     pub memset: Option<unsafe extern "C" fn(s: *mut c_void, c: c_int, n: c_ulong) -> *mut c_void>,
-    pub aes_gcm: Option<
+    pub aes_gcm_key_new:
+        Option<unsafe extern "C" fn(key: *const u8, key_len: c_uint) -> *mut c_void>,
+    pub aes_gcm_key_free: Option<unsafe extern "C" fn(key: *mut c_void)>,
+    pub aes_gcm_crypt: Option<
         unsafe extern "C" fn(
+            key: *const c_void,
             encrypt: c_int,
-            key: *const u8,
-            key_len: c_uint,
             iv: *const u8,
-            aad: *const u8,
-            aad_len: c_uint,
-            data: *mut u8,
-            data_len: c_ulong,
+            segs: *const knic_crypt_seg,
+            aad_segs: c_uint,
+            data_segs: c_uint,
             tag: *mut u8,
         ) -> c_int,
     >,

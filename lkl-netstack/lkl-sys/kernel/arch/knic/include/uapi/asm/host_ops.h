@@ -15,6 +15,13 @@ struct knic_jmp_buf {
 	unsigned long long buf[64];
 } __attribute__((aligned(16)));
 
+/* One piece of an AES-GCM message: len bytes at src, the result to dst. */
+struct knic_crypt_seg {
+	const unsigned char *src;
+	unsigned char *dst;
+	unsigned long len;
+};
+
 struct knic_host_ops {
 	/* Console output of the kernel log (one or more whole lines). */
 	void (*print)(const char *str, int len);
@@ -73,17 +80,32 @@ struct knic_host_ops {
 	void *(*memset)(void *s, int c, unsigned long n);
 
 	/*
-	 * Optional: AES-GCM with a 12-byte IV and a 16-byte tag, in host code (AES-NI,
-	 * a crypto engine). With it, the kernel's "gcm(aes)" for 128- and 256-bit keys
-	 * (kernel TLS, IPsec) runs there instead of the generic C code. Encrypting
-	 * replaces data with its ciphertext and writes tag; decrypting checks tag and
-	 * replaces data with the plaintext. Returns 0, -EBADMSG if the tag does not
-	 * match, or -EINVAL for a key length it does not take. Never sleeps.
+	 * Optional, all three or none: AES-GCM with a 12-byte IV and a 16-byte tag
+	 * in host code (AES-NI, a crypto engine). With them, the kernel's
+	 * "gcm(aes)" for 128- and 256-bit keys (kernel TLS, IPsec) runs there
+	 * instead of the generic C code.
+	 *
+	 * aes_gcm_key_new expands a key of key_len bytes once and returns a handle,
+	 * or NULL for a key length it does not take or when out of memory; the
+	 * caller keeps no use for its own copy. aes_gcm_key_free wipes the handle's
+	 * key material and releases it, once per handle, after its last crypt.
+	 * A handle is read-only to aes_gcm_crypt, so any threads may use it at once.
+	 *
+	 * aes_gcm_crypt seals (encrypt) or opens one message described by segs:
+	 * the first aad_segs entries are the AAD (src only, dst unused), the next
+	 * data_segs the data, each read from src and its result written to dst.
+	 * Within one entry dst is src (in place) or does not overlap any source.
+	 * Encrypting writes the tag; decrypting checks it and returns -EBADMSG if
+	 * it does not match (dst then holds no plaintext anyone may use). Returns 0
+	 * or a negative errno (-EINVAL: over GCM's length limit). Never sleeps, no
+	 * allocation; the segments are kernel memory, valid for the call.
 	 */
-	int (*aes_gcm)(int encrypt, const unsigned char *key, unsigned int key_len,
-		       const unsigned char *iv, const unsigned char *aad,
-		       unsigned int aad_len, unsigned char *data,
-		       unsigned long data_len, unsigned char *tag);
+	void *(*aes_gcm_key_new)(const unsigned char *key, unsigned int key_len);
+	void (*aes_gcm_key_free)(void *key);
+	int (*aes_gcm_crypt)(const void *key, int encrypt, const unsigned char *iv,
+			     const struct knic_crypt_seg *segs,
+			     unsigned int aad_segs, unsigned int data_segs,
+			     unsigned char *tag);
 };
 
 /* Library entry points: the only global symbols of the kernel archive. */
