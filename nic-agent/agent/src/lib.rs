@@ -14,6 +14,7 @@
 //! * [`port`]: a vhost-user port ([`Port`]: `vhost_backend::NetBackend` served on its own
 //!   thread) and its library device; an uplink ([`Uplink`]) and its library device.
 //! * [`seam`]: how a port's queue pairs meet its library device (below).
+//! * [`offload`]: the kernel offload server (host programs' sockets under `knic-offload`).
 //! * [`agent`] ([`Agent`]): the state and the operations; [`api`]: the control API (JSON
 //!   lines on a unix socket) that `knicctl` speaks; `control`: the rust-vmm `event-manager`
 //!   loop whose subscribers are the API socket, the termination signals and the guests' life
@@ -58,6 +59,7 @@ pub mod agent;
 pub mod api;
 pub mod config;
 mod control;
+pub mod offload;
 pub mod port;
 pub mod seam;
 pub mod stack;
@@ -69,7 +71,7 @@ use thiserror::Error;
 
 pub use agent::Agent;
 pub use config::{AgentConfig, ConfigError};
-pub use control::{error_chain, run};
+pub use control::{OffloadSocket, error_chain, run, run_with_offload};
 pub use port::{Port, Uplink};
 pub use stack::{LocalStack, StackError, StackInstance};
 
@@ -114,6 +116,8 @@ pub enum AgentError {
     Signals(#[source] std::io::Error),
     #[error("the control loop failed: {0}")]
     EventLoop(String),
+    #[error(transparent)]
+    Offload(#[from] offload::OffloadError),
     #[error("out of host resources (threads, eventfds)")]
     Resources(#[source] std::io::Error),
 }

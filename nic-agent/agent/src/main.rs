@@ -45,6 +45,15 @@ struct Args {
     #[arg(long, value_name = "DEST/PREFIX[,...]")]
     route: Vec<RouteConfig>,
 
+    /// Kernel offload socket (`knic-offload` programs' sockets become the library's). Default:
+    /// offload.sock next to the API socket (/run/knic/offload.sock).
+    #[arg(long, value_name = "PATH", conflicts_with = "no_offload")]
+    offload_socket: Option<PathBuf>,
+
+    /// Do not serve kernel offload.
+    #[arg(long)]
+    no_offload: bool,
+
     /// RAM of the library kernel, in MiB.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(32..=65536))]
     memory_mib: u64,
@@ -79,6 +88,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    let offload = if args.no_offload {
+        None
+    } else {
+        Some(match args.offload_socket {
+            Some(path) => knic_agent::OffloadSocket {
+                path,
+                required: true,
+            },
+            None => knic_agent::OffloadSocket {
+                path: args
+                    .api_socket
+                    .parent()
+                    .unwrap_or(std::path::Path::new("."))
+                    .join("offload.sock"),
+                required: false,
+            },
+        })
+    };
     let config = AgentConfig {
         api_socket: args.api_socket,
         memory_bytes: args.memory_mib << 20,
@@ -88,7 +115,7 @@ fn main() -> ExitCode {
         addresses: args.address,
         routes: args.route,
     };
-    match knic_agent::run(config) {
+    match knic_agent::run_with_offload(config, offload) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("knic-agent: {}", error_chain(&e));
