@@ -223,6 +223,7 @@ fn curl_fetches_from_python_http_server_both_offloaded() {
         server.assert_running();
         env.offload("curl")
             .args(["-sS", "--max-time", "5", "-o", "/dev/null", url])
+            .stderr(Stdio::null())
             .status()
             .unwrap()
             .success()
@@ -282,7 +283,8 @@ fn iperf3_client_and_server_over_the_library_loopback() {
     let mut server = env.offload("iperf3");
     server
         .args(["-s", "-B", "127.0.0.1", "-p", "15201"])
-        .stdout(std::fs::File::create(env.dir.0.join("iperf-server.log")).unwrap());
+        .stdout(std::fs::File::create(env.dir.0.join("iperf-server.log")).unwrap())
+        .stderr(std::fs::File::create(env.dir.0.join("iperf-server.err")).unwrap());
     let mut server = Proc::spawn("iperf3 -s", &mut server);
     std::thread::sleep(Duration::from_millis(500));
     server.assert_running();
@@ -308,6 +310,9 @@ fn iperf3_client_and_server_over_the_library_loopback() {
         );
     }
     assert_host_loopback_unused(&env);
+    server.assert_running();
+    let errors = std::fs::read_to_string(env.dir.0.join("iperf-server.err")).unwrap();
+    assert!(errors.is_empty(), "iperf3 -s complained: {errors}");
     drop(server);
     env.wait_no_sockets();
 }

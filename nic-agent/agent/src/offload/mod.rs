@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -128,11 +128,26 @@ impl Readiness {
 #[derive(Debug)]
 struct Conn {
     host: OwnedFd,
-    lkl_fd: i32,
+    /// The library socket; -1 once closed (Op::Close, or the connection's end).
+    lkl_fd: AtomicI32,
     domain: i32,
     kind: i32,
     ready: Mutex<Readiness>,
     closed: AtomicBool,
+}
+
+impl Conn {
+    fn lkl_fd(&self) -> i32 {
+        self.lkl_fd.load(Ordering::Acquire)
+    }
+
+    /// Closes the library socket once.
+    fn close_lkl(&self, lkl: Lkl) {
+        let fd = self.lkl_fd.swap(-1, Ordering::AcqRel);
+        if fd >= 0 {
+            lkl.close(fd);
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -400,7 +415,7 @@ fn register(
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let conn = Arc::new(Conn {
         host,
-        lkl_fd,
+        lkl_fd: AtomicI32::new(lkl_fd),
         domain,
         kind,
         ready: Mutex::new(Readiness::default()),
@@ -414,7 +429,7 @@ fn unregister(shared: &Shared, id: u64, conn: &Conn) {
     conn.closed.store(true, Ordering::SeqCst);
     lock(&shared.conns).remove(&id);
     shared.wake_watcher();
-    shared.lkl.close(conn.lkl_fd);
+    conn.close_lkl(shared.lkl);
     shared
         .counters
         .sockets_closed
@@ -488,11 +503,18 @@ fn handle(
     out: &mut [u8],
 ) -> Result<io::Result<()>, BadRequest> {
     let lkl = shared.lkl;
-    let fd = conn.lkl_fd;
+    let fd = conn.lkl_fd();
     let reply = |ret: i64| Ok(answer(shared, conn, Reply::new(ret), &[], None));
     let a = req.args;
+    if fd < 0 && req.op != Op::Describe {
+        return reply(-i64::from(libc::EBADF));
+    }
     match req.op {
         Op::Open | Op::Stats => Err(BadRequest),
+        Op::Close => {
+            conn.close_lkl(lkl);
+            reply(0)
+        }
         Op::Bind => reply(lkl.with_addr(nr::BIND, fd, &addr_arg(payload)?)),
         Op::Connect => reply(lkl.with_addr(nr::CONNECT, fd, &addr_arg(payload)?)),
         Op::Listen => reply(lkl.values(nr::LISTEN, [i64::from(fd), a[0], 0, 0, 0, 0])),
@@ -651,9 +673,9 @@ fn answer(
     pass: Option<RawFd>,
 ) -> io::Result<()> {
     let interest = lock(&conn.ready).interest();
-    let ready = interest != 0 && {
+    let ready = interest != 0 && conn.lkl_fd() >= 0 && {
         let mut p = [libc::pollfd {
-            fd: conn.lkl_fd,
+            fd: conn.lkl_fd(),
             events: interest,
             revents: 0,
         }];
@@ -713,9 +735,9 @@ fn watch_loop(shared: &Arc<Shared>, wake_read: i32) {
         for c in lock(&shared.conns).values() {
             let r = lock(&c.ready);
             let interest = r.interest();
-            if interest != 0 && !r.signalled && !r.busy {
+            if interest != 0 && !r.signalled && !r.busy && c.lkl_fd() >= 0 {
                 fds.push(libc::pollfd {
-                    fd: c.lkl_fd,
+                    fd: c.lkl_fd(),
                     events: interest,
                     revents: 0,
                 });

@@ -105,6 +105,14 @@ static void errors(void)
 	CHECK(socketpair(AF_INET, SOCK_STREAM, 0, sp) == -1 && errno == EOPNOTSUPP, "socketpair AF_INET");
 	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sp) == 0, "socketpair AF_UNIX stays on the host");
 	close(sp[0]), close(sp[1]), close(s), close(l);
+	/* close is synchronous: the port is free once close returns. */
+	for (int i = 0; i < 20; i++) {
+		int again = socket(AF_INET, SOCK_STREAM, 0);
+		a = loop4(port);
+		CHECK(bind(again, (void *)&a, sizeof a) == 0, "bind right after close (round %d)", i);
+		CHECK(listen(again, 1) == 0, "listen");
+		close(again);
+	}
 	OK();
 }
 

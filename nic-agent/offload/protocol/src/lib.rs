@@ -95,6 +95,10 @@ pub enum Op {
     /// What socket this placeholder is: `ret` = domain, `aux[0]` = type. Used after `exec`
     /// to find inherited offloaded sockets again.
     Describe = 15,
+    /// Closes the library socket now (the shim's `close` of the last reference it knows no
+    /// other process shares), so a port is free when `close` returns, as in Linux. Later
+    /// requests on the connection fail with `EBADF`.
+    Close = 16,
 }
 
 impl Op {
@@ -115,6 +119,7 @@ impl Op {
             13 => Op::Poll,
             14 => Op::Stats,
             15 => Op::Describe,
+            16 => Op::Close,
             _ => return None,
         })
     }

@@ -241,6 +241,12 @@ pub fn dispatch(nr: i64, a: [i64; 6]) -> Option<i64> {
     match nr {
         libc::SYS_socket => socket(a[0], a[1], a[2]),
         libc::SYS_close => {
+            if let Some(sock) = table::get(a[0]) {
+                // This clone and the table's entry: no other fd of this process has it.
+                if Arc::strong_count(&sock) == 2 && sock.private() {
+                    let _ = simple(a[0] as i32, &sock, Op::Close, [0; 6]);
+                }
+            }
             table::remove(a[0]);
             table::epoll_forget_set(a[0] as i32);
             None

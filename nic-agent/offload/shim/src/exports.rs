@@ -414,6 +414,9 @@ pub extern "C" fn sendfile64(out: c_int, inp: c_int, off: *mut i64, count: usize
 }
 
 extern "C" fn init() {
+    // SAFETY: registers a handler that only bumps an atomic counter (async-signal-safe, as
+    // a fork handler must be); no other argument.
+    unsafe { libc::pthread_atfork(Some(crate::table::before_fork), None, None) };
     crate::rediscover();
 }
 

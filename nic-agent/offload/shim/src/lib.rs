@@ -17,6 +17,11 @@
 //!   After `exec` the shim's constructor finds inherited placeholders again: seqpacket
 //!   sockets whose peer (`SO_PEERCRED`) is the agent's pid, asked what they are
 //!   (`Describe`) — OpenOnload's `EF_PROBE` idea with the host kernel as the registry.
+//! * **close is synchronous when it can be.** Closing the last fd of a socket this process
+//!   made (or accepted) and has not forked since closes the library socket before `close`
+//!   returns (`Op::Close`), so a port is free at once, as in Linux (iperf3 re-binds its
+//!   port right after closing it). Otherwise the library socket closes when the agent sees
+//!   the connection end, a moment later.
 //! * **Readiness through the host kernel.** The placeholder is readable exactly while the
 //!   agent has a `Ready` message queued on it, which the agent keeps true while the library
 //!   socket meets the interest the shim announced (protocol crate, *Readiness*). So `poll`,
@@ -77,7 +82,10 @@ fn rediscover() {
         if let Ok((domain, kind)) =
             dispatch::describe(fd, &probe, Request::new(Op::Describe, [0; 6]))
         {
-            table::insert(i64::from(fd), table::Sock::new(domain, kind));
+            table::insert(
+                i64::from(fd),
+                table::Sock::with_generation(domain, kind, table::INHERITED),
+            );
         }
     }
 }

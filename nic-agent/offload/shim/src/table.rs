@@ -9,7 +9,7 @@
 //! The per-fd flag makes the common case (a host fd) one relaxed load.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, RwLock};
 
 /// Fds at or above this number are never offloaded (socket() says EMFILE for them).
@@ -23,15 +23,43 @@ pub struct Sock {
     pub kind: i32,
     /// Serialises request/reply exchanges of this process's threads on the connection.
     pub lock: Mutex<()>,
+    /// [`fork_generation`] when this process made or accepted the socket; [`INHERITED`] when
+    /// it came across an `exec`. Another generation now means a child may share it.
+    pub generation: u64,
+}
+
+/// The generation of a socket found after `exec` (another process may hold it).
+pub const INHERITED: u64 = u64::MAX;
+
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+/// How many times this process forked (through glibc) since the shim loaded.
+pub fn fork_generation() -> u64 {
+    FORKS.load(Ordering::Acquire)
+}
+
+/// pthread_atfork's prepare handler: the parent's sockets may be shared from now on.
+pub extern "C" fn before_fork() {
+    FORKS.fetch_add(1, Ordering::AcqRel);
 }
 
 impl Sock {
     pub fn new(domain: i32, kind: i32) -> Arc<Sock> {
+        Sock::with_generation(domain, kind, fork_generation())
+    }
+
+    pub fn with_generation(domain: i32, kind: i32, generation: u64) -> Arc<Sock> {
         Arc::new(Sock {
             domain,
             kind,
             lock: Mutex::new(()),
+            generation,
         })
+    }
+
+    /// Whether no other process can hold this socket (made here, no fork since).
+    pub fn private(&self) -> bool {
+        self.generation == fork_generation()
     }
 
     pub fn stream(&self) -> bool {
