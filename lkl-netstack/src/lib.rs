@@ -30,4 +30,4 @@ pub use kernel::{
     BootConfig, BootError, Kernel, NetDeviceError, RemoveNetDeviceError, UnknownNetDevice,
 };
 pub use netlink::{Link, NetlinkError, Route};
-pub use socket::{Fd, TcpListener, TcpStream, UdpSocket};
+pub use socket::{Fd, Icmpv6Socket, TcpListener, TcpStream, UdpSocket};

@@ -435,44 +435,226 @@ impl UdpSocket {
     }
 
     pub fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
-        let (raw, len) = RawSockAddr::from_std(&to);
-        // SAFETY: the kernel reads buf.len() bytes from buf and `len` bytes from raw.
-        let n = unsafe {
-            sys::syscall(
-                nr::SENDTO,
-                [
-                    i64::from(self.fd.0),
-                    buf.as_ptr() as i64,
-                    buf.len() as i64,
-                    0,
-                    &raw as *const _ as i64,
-                    i64::from(len),
-                ],
-            )?
-        };
-        Ok(n as usize)
+        send_to(&self.fd, buf, &to)
     }
 
     pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        // SAFETY: all-zero is a valid RawSockAddr.
-        let mut raw: RawSockAddr = unsafe { zeroed() };
-        let mut len = size_of::<RawSockAddr>() as u32;
-        // SAFETY: the kernel writes at most buf.len() bytes into buf and `len` into raw.
-        let n = unsafe {
+        recv_from(&self.fd, buf)
+    }
+}
+
+impl UdpSocket {
+    /// A UDP socket tied to interface `ifname` (`SO_BINDTODEVICE`, set before the bind so
+    /// one port may be bound once per interface) and bound to `addr`, with `SO_REUSEADDR`
+    /// and `SO_BROADCAST` on: what a server on a link (DHCP's port 67) needs.
+    pub fn bind_on_device(
+        _kernel: &Kernel,
+        ifname: &str,
+        addr: SocketAddr,
+    ) -> io::Result<UdpSocket> {
+        let fd = socket(family(&addr), libc::SOCK_DGRAM)?;
+        bind_to_device(&fd, ifname)?;
+        set_int_option(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+        set_int_option(&fd, libc::SOL_SOCKET, libc::SO_BROADCAST, 1)?;
+        bind(&fd, &addr)?;
+        Ok(UdpSocket { fd })
+    }
+
+    /// Makes `recv_from` give up after `timeout` (`SO_RCVTIMEO`) with `WouldBlock`.
+    pub fn set_read_timeout(&self, timeout: std::time::Duration) -> io::Result<()> {
+        set_read_timeout(&self.fd, timeout)
+    }
+
+    /// Tells the kernel that `ip` on `ifname` is at `mac` (`SIOCSARP`, a complete entry),
+    /// so a datagram to `ip` goes out at once: how a DHCP server reaches a client that
+    /// has no address yet to answer ARP with (RFC 2131 §4.1).
+    pub fn set_neighbour(&self, ifname: &str, ip: Ipv4Addr, mac: [u8; 6]) -> io::Result<()> {
+        // SAFETY: all-zero is a valid arpreq.
+        let mut req: libc::arpreq = unsafe { zeroed() };
+        let pa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(ip.octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: sockaddr_in fits in the sockaddr arp_pa (both 16 bytes); plain data.
+        req.arp_pa = unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(pa) };
+        req.arp_ha.sa_family = libc::ARPHRD_ETHER;
+        for (d, s) in req.arp_ha.sa_data.iter_mut().zip(mac) {
+            *d = s as libc::c_char;
+        }
+        req.arp_flags = libc::ATF_COM;
+        copy_ifname(&mut req.arp_dev, ifname)?;
+        // SAFETY: the kernel reads one arpreq from &req, which lives across the call.
+        unsafe {
             sys::syscall(
-                nr::RECVFROM,
+                nr::IOCTL,
                 [
                     i64::from(self.fd.0),
-                    buf.as_mut_ptr() as i64,
-                    buf.len() as i64,
+                    libc::SIOCSARP as i64,
+                    &req as *const libc::arpreq as i64,
                     0,
-                    &mut raw as *mut _ as i64,
-                    &mut len as *mut u32 as i64,
+                    0,
+                    0,
                 ],
             )?
         };
-        Ok((n as usize, raw.to_std()?))
+        Ok(())
     }
+}
+
+/// An ICMPv6 raw socket inside the library (`SOCK_RAW`, `IPPROTO_ICMPV6`): the kernel
+/// fills in the checksum (RFC 3542 §3.1) and the IPv6 header; a router advertisement
+/// daemon sends and receives its neighbour discovery messages on it.
+#[derive(Debug)]
+pub struct Icmpv6Socket {
+    fd: Fd,
+}
+
+impl Icmpv6Socket {
+    /// A socket tied to interface `ifname` (`SO_BINDTODEVICE`), hop limit 255 both for
+    /// unicast and multicast (RFC 4861 §6.1.2: hosts drop neighbour discovery messages
+    /// with any other), multicast sent out of `ifindex`, and only ICMPv6 types in
+    /// `accept_types` delivered (`ICMP6_FILTER`).
+    pub fn on_device(
+        _kernel: &Kernel,
+        ifname: &str,
+        ifindex: u32,
+        accept_types: &[u8],
+    ) -> io::Result<Icmpv6Socket> {
+        let fd = raw_socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ICMPV6)?;
+        bind_to_device(&fd, ifname)?;
+        set_int_option(&fd, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS, 255)?;
+        set_int_option(&fd, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, 255)?;
+        set_int_option(
+            &fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MULTICAST_IF,
+            ifindex as i32,
+        )?;
+        set_int_option(&fd, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_LOOP, 0)?;
+        // struct icmp6_filter: a bit set per type means "block" (RFC 3542 §3.2).
+        let mut filter = [0xffu8; 32];
+        for t in accept_types {
+            filter[usize::from(t >> 3)] &= !(1u8 << (t & 7));
+        }
+        setsockopt(&fd, libc::IPPROTO_ICMPV6, ICMP6_FILTER, &filter)?;
+        Ok(Icmpv6Socket { fd })
+    }
+
+    /// Joins multicast group `group` on interface `ifindex` (`IPV6_ADD_MEMBERSHIP`).
+    pub fn join_multicast(&self, group: Ipv6Addr, ifindex: u32) -> io::Result<()> {
+        let mreq = libc::ipv6_mreq {
+            ipv6mr_multiaddr: libc::in6_addr {
+                s6_addr: group.octets(),
+            },
+            ipv6mr_interface: ifindex,
+        };
+        // SAFETY: ipv6_mreq is plain data; its bytes are read by the kernel only.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                &mreq as *const libc::ipv6_mreq as *const u8,
+                size_of::<libc::ipv6_mreq>(),
+            )
+        };
+        setsockopt(
+            &self.fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_ADD_MEMBERSHIP,
+            bytes,
+        )
+    }
+
+    /// Makes `recv_from` give up after `timeout` with `WouldBlock`.
+    pub fn set_read_timeout(&self, timeout: std::time::Duration) -> io::Result<()> {
+        set_read_timeout(&self.fd, timeout)
+    }
+
+    /// Sends one ICMPv6 message (checksum left 0: the kernel computes it).
+    pub fn send_to(&self, message: &[u8], to: SocketAddrV6) -> io::Result<usize> {
+        send_to(&self.fd, message, &SocketAddr::V6(to))
+    }
+
+    /// Receives one ICMPv6 message (without its IPv6 header) and its sender.
+    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        recv_from(&self.fd, buf)
+    }
+}
+
+/// `ICMP6_FILTER` (`<netinet/icmp6.h>`), which the libc crate does not name.
+const ICMP6_FILTER: i32 = 1;
+
+fn copy_ifname(dst: &mut [libc::c_char; libc::IFNAMSIZ], ifname: &str) -> io::Result<()> {
+    if ifname.is_empty() || ifname.len() >= libc::IFNAMSIZ || ifname.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("interface name {ifname:?}"),
+        ));
+    }
+    for (d, s) in dst.iter_mut().zip(ifname.bytes()) {
+        *d = s as libc::c_char;
+    }
+    Ok(())
+}
+
+fn bind_to_device(fd: &Fd, ifname: &str) -> io::Result<()> {
+    let mut name = [0 as libc::c_char; libc::IFNAMSIZ];
+    copy_ifname(&mut name, ifname)?;
+    let bytes: Vec<u8> = name.iter().map(|c| *c as u8).collect();
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, &bytes)
+}
+
+fn set_read_timeout(fd: &Fd, timeout: std::time::Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
+    };
+    let mut bytes = [0u8; size_of::<libc::timeval>()];
+    bytes[..8].copy_from_slice(&tv.tv_sec.to_ne_bytes());
+    bytes[8..].copy_from_slice(&tv.tv_usec.to_ne_bytes());
+    setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &bytes)
+}
+
+fn send_to(fd: &Fd, buf: &[u8], to: &SocketAddr) -> io::Result<usize> {
+    let (raw, len) = RawSockAddr::from_std(to);
+    // SAFETY: the kernel reads buf.len() bytes from buf and `len` bytes from raw.
+    let n = unsafe {
+        sys::syscall(
+            nr::SENDTO,
+            [
+                i64::from(fd.0),
+                buf.as_ptr() as i64,
+                buf.len() as i64,
+                0,
+                &raw as *const _ as i64,
+                i64::from(len),
+            ],
+        )?
+    };
+    Ok(n as usize)
+}
+
+fn recv_from(fd: &Fd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    // SAFETY: all-zero is a valid RawSockAddr.
+    let mut raw: RawSockAddr = unsafe { zeroed() };
+    let mut len = size_of::<RawSockAddr>() as u32;
+    // SAFETY: the kernel writes at most buf.len() bytes into buf and `len` into raw.
+    let n = unsafe {
+        sys::syscall(
+            nr::RECVFROM,
+            [
+                i64::from(fd.0),
+                buf.as_mut_ptr() as i64,
+                buf.len() as i64,
+                0,
+                &mut raw as *mut _ as i64,
+                &mut len as *mut u32 as i64,
+            ],
+        )?
+    };
+    Ok((n as usize, raw.to_std()?))
 }
 
 /// A socket of any family, e.g. `AF_NETLINK` for configuration.

@@ -16,6 +16,7 @@ use crate::api::Request;
 use crate::config::{AddressConfig, PortConfig, RouteConfig, UplinkConfig};
 use crate::port::{Port, Uplink};
 use crate::seam::SeamSnapshot;
+use crate::services::{ServiceLink, Services, ServicesConfig};
 use crate::stack::{DeviceHandle, StackInstance};
 
 /// virtio-net feature bits (virtio 1.2 §5.1.3) named in listings.
@@ -51,6 +52,8 @@ pub struct Agent {
     guest_events: Arc<EventFd>,
     /// Numbers made-up MACs; never reused, so a re-added port gets new ones.
     next_seq: u16,
+    /// DHCP servers and router advertisements.
+    services: Services,
 }
 
 impl Agent {
@@ -62,6 +65,7 @@ impl Agent {
             addresses: Vec::new(),
             guest_events,
             next_seq: 1,
+            services: Services::default(),
         }
     }
 
@@ -181,6 +185,76 @@ impl Agent {
             ifname.as_deref(),
         )?;
         Ok(serde_json::to_value(&route).unwrap_or(Value::Null))
+    }
+
+    /// What the services need to know of every port and uplink: interface, index, MAC,
+    /// the addresses the agent gave it, and a port's guest MAC.
+    fn service_links(&self) -> Result<Vec<ServiceLink>, AgentError> {
+        let links = self.stack.links()?;
+        let devices = self
+            .ports
+            .iter()
+            .map(|p| (&p.config.name, &p.device, Some(p.guest_mac)))
+            .chain(
+                self.uplinks
+                    .iter()
+                    .map(|u| (&u.config.name, &u.device, None)),
+            );
+        let mut out = Vec::new();
+        for (name, device, guest_mac) in devices {
+            let link = links.iter().find(|l| l.name == device.ifname);
+            let mut ipv4 = Vec::new();
+            let mut ipv6 = Vec::new();
+            for a in self.addresses.iter().filter(|a| &a.device == name) {
+                match a.address.addr {
+                    IpAddr::V4(v4) => ipv4.push((v4, a.address.prefix_len)),
+                    IpAddr::V6(v6) => ipv6.push((v6, a.address.prefix_len)),
+                }
+            }
+            out.push(ServiceLink {
+                device: name.clone(),
+                ifname: device.ifname.clone(),
+                ifindex: link.map_or(0, |l| l.index),
+                mac: link.and_then(|l| l.mac),
+                ipv4,
+                ipv6,
+                guest_mac,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Starts the DHCP servers and router advertisements of `config` (replacing any).
+    pub fn start_services(&mut self, config: &ServicesConfig) -> Result<(), AgentError> {
+        if config.dhcp.is_empty() && config.ra.is_empty() {
+            return Ok(());
+        }
+        let links = self.service_links()?;
+        let kernel = self.stack.local_kernel().ok_or(AgentError::NoLocalKernel)?;
+        self.services.stop();
+        self.services = Services::start(kernel, config, &links)?;
+        Ok(())
+    }
+
+    fn leases(&self) -> Value {
+        Value::Array(
+            self.services
+                .leases()
+                .into_iter()
+                .flat_map(|(device, leases)| {
+                    leases.into_iter().map(move |l| {
+                        json!({
+                            "device": device,
+                            "mac": l.mac,
+                            "ip": l.ip,
+                            "state": l.state,
+                            "expires": l.expires,
+                            "hostname": l.hostname,
+                        })
+                    })
+                })
+                .collect(),
+        )
     }
 
     /// Gives every port's library device its guest's link state.
@@ -313,7 +387,12 @@ impl Agent {
             let lib = self.stack.device_stats(&u.device)?;
             uplinks.push(json!({ "name": u.config.name, "library": library_stats(&lib) }));
         }
-        Ok(json!({ "ports": ports, "uplinks": uplinks }))
+        Ok(json!({
+            "ports": ports,
+            "uplinks": uplinks,
+            "dhcp": self.services.dhcp_stats(),
+            "ra": self.services.ra_stats(),
+        }))
     }
 
     /// Handles one control request.
@@ -337,11 +416,13 @@ impl Agent {
             Request::RouteList => self.routes(),
             Request::LinkList => self.links(),
             Request::Stats => self.stats(),
+            Request::LeaseList => Ok(self.leases()),
         }
     }
 
     /// Stops every port (frontends cut, workers joined, sockets removed), then the kernel.
     pub fn shutdown(&mut self) {
+        self.services.stop();
         for mut p in self.ports.drain(..) {
             p.stop();
         }

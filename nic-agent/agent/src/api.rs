@@ -54,6 +54,8 @@ pub enum Request {
     LinkList,
     /// Counters of every port and uplink.
     Stats,
+    /// The DHCP servers' leases.
+    LeaseList,
 }
 
 /// One answer.

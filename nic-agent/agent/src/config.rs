@@ -434,6 +434,8 @@ pub struct AgentConfig {
     pub uplinks: Vec<UplinkConfig>,
     pub addresses: Vec<AddressConfig>,
     pub routes: Vec<RouteConfig>,
+    /// DHCP servers and router advertisements, started once addresses are set.
+    pub services: crate::services::ServicesConfig,
 }
 
 #[cfg(test)]

@@ -329,6 +329,7 @@ fn configure(agent: &Shared, config: &AgentConfig) -> Result<(), AgentError> {
     for r in &config.routes {
         a.add_route(r.clone())?;
     }
+    a.start_services(&config.services)?;
     Ok(())
 }
 
@@ -356,6 +357,10 @@ fn serve(
         connections: HashMap::new(),
         agent: Rc::clone(agent),
     }));
+    // After the signal fd (run's first step): the thread must not take SIGTERM itself.
+    if let Some(addr) = config.services.metrics {
+        crate::services::metrics::serve(addr, config.api_socket.clone())?;
+    }
     info!(api = %config.api_socket.display(), "knic-agent ready");
     while !shutdown.get() {
         manager

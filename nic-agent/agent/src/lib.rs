@@ -18,7 +18,8 @@
 //! * [`agent`] ([`Agent`]): the state and the operations; [`api`]: the control API (JSON
 //!   lines on a unix socket) that `knicctl` speaks; `control`: the rust-vmm `event-manager`
 //!   loop whose subscribers are the API socket, the termination signals and the guests' life
-//!   events. Data-path threads (vhost queue pair workers, the library device's receive
+//!   events. [`services`]: DHCPv4 and IPv6 router advertisements for guests, on library
+//!   sockets. Data-path threads (vhost queue pair workers, the library device's receive
 //!   threads) keep their own threads and never touch the control loop.
 //!
 //! # Copies per frame
@@ -62,6 +63,7 @@ mod control;
 pub mod offload;
 pub mod port;
 pub mod seam;
+pub mod services;
 pub mod stack;
 mod sys;
 
@@ -118,6 +120,12 @@ pub enum AgentError {
     EventLoop(String),
     #[error(transparent)]
     Offload(#[from] offload::OffloadError),
+    #[error(transparent)]
+    Service(#[from] services::ServiceError),
+    #[error(transparent)]
+    Metrics(#[from] services::metrics::MetricsError),
+    #[error("services need the library kernel of this process")]
+    NoLocalKernel,
     #[error("out of host resources (threads, eventfds)")]
     Resources(#[source] std::io::Error),
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use knic_agent::config::{AddressConfig, PortConfig, RouteConfig, UplinkConfig};
+use knic_agent::services::{DEFAULT_LEASE_DIR, DhcpConfig, RaConfig, ServicesConfig};
 use knic_agent::{AgentConfig, error_chain};
 
 /// Default directory of the API socket and of the default port's socket.
@@ -21,6 +22,8 @@ const RUN_DIR: &str = "/run/knic";
 /// Examples:
 ///   knic-agent --uplink up0=packet:veth0 --port vm1=/run/knic/vm1.sock \
 ///       --address up0=10.0.0.2/24 --address vm1=10.0.1.1/24 --route 0.0.0.0/0,via=10.0.0.1
+///   knic-agent --port vm1=/run/knic/vm1.sock --address vm1=10.0.1.1/24 \
+///       --address vm1=fd00:1::1/64 --dhcp vm1,pool=10.0.1.100-10.0.1.199,dns=10.0.1.1 --ra vm1
 #[derive(Debug, Parser)]
 #[command(name = "knic-agent", version, verbatim_doc_comment)]
 struct Args {
@@ -61,6 +64,27 @@ struct Args {
     /// Do not forward between interfaces inside the library (ip_forward stays 0).
     #[arg(long)]
     no_forwarding: bool,
+
+    /// A DHCPv4 server on a port's or uplink's link, whose --address is the server's:
+    /// `DEVICE,pool=FIRST-LAST[,router=IP|none][,dns=IP[+IP...]][,mtu=N][,lease=SECONDS][,static=MAC@IP]...`.
+    /// Repeatable (one per device).
+    #[arg(long, value_name = "DEVICE,pool=FIRST-LAST[,...]")]
+    dhcp: Vec<DhcpConfig>,
+
+    /// IPv6 router advertisements (SLAAC and a default route for guests) on a port's or
+    /// uplink's link, advertising the /64 of each of its global IPv6 --address:
+    /// `DEVICE[,lifetime=SECONDS][,interval=SECONDS][,mtu=N]`. Repeatable.
+    #[arg(long, value_name = "DEVICE[,...]")]
+    ra: Vec<RaConfig>,
+
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics (per port and queue packets,
+    /// bytes and drops by reason; library devices; DHCP and RA counters).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
+
+    /// Directory of the DHCP lease files (one DEVICE.json per server, rewritten atomically).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_LEASE_DIR)]
+    lease_dir: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -114,6 +138,12 @@ fn main() -> ExitCode {
         uplinks: args.uplink,
         addresses: args.address,
         routes: args.route,
+        services: ServicesConfig {
+            dhcp: args.dhcp,
+            ra: args.ra,
+            lease_dir: args.lease_dir,
+            metrics: args.metrics,
+        },
     };
     match knic_agent::run_with_offload(config, offload) {
         Ok(()) => ExitCode::SUCCESS,

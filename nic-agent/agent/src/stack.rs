@@ -82,6 +82,10 @@ pub trait StackInstance: std::fmt::Debug {
     fn set_sysctl(&self, name: &str, value: &str) -> Result<(), StackError>;
     /// Stops the kernel; nothing works afterwards.
     fn halt(&self) -> Result<(), StackError>;
+    /// The kernel, when it runs in this process (services open its sockets).
+    fn local_kernel(&self) -> Option<&Kernel> {
+        None
+    }
 }
 
 /// The library kernel of this process.
@@ -196,5 +200,9 @@ impl StackInstance for LocalStack {
 
     fn halt(&self) -> Result<(), StackError> {
         self.kernel.halt().map_err(kernel_err("halting the kernel"))
+    }
+
+    fn local_kernel(&self) -> Option<&Kernel> {
+        Some(&self.kernel)
     }
 }

@@ -333,3 +333,298 @@ fn ports_come_and_go_without_leaks() {
     );
     assert_eq!(agent.json(&["links"]), links, "the library's interfaces");
 }
+
+/// The udhcpc script of the DHCP test: configures what the lease says and writes busybox's
+/// variables to `$KNIC_DHCP_OUT` (ip, mask, router, dns, mtu, lease, serverid).
+const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
+case "$1" in
+bound|renew)
+  ip addr add "$ip/$mask" dev "$interface"
+  [ -n "$router" ] && ip route replace default via "$router" dev "$interface"
+  env | grep -E '^(ip|mask|router|dns|mtu|lease|serverid)=' > "$KNIC_DHCP_OUT"
+  ;;
+esac
+exit 0
+"#;
+
+/// A TAP uplink of the agent with its host end in a namespace, where busybox `udhcpc` and
+/// the host kernel's IPv6 autoconf are the clients.
+struct ClientLink {
+    ns: test_support::NetNs,
+    tap: String,
+}
+
+impl ClientLink {
+    fn new(tag: &str, tap: &str, mac: &str) -> ClientLink {
+        let ns = test_support::NetNs::new(tag);
+        let sh = |cmd: String| {
+            let out = Command::new("sh").arg("-c").arg(&cmd).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{cmd}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        sh(format!("ip link set {tap} netns {}", ns.name));
+        sh(format!(
+            "ip -n {0} link set {tap} address {mac} && \
+             ip netns exec {0} sysctl -qw net.ipv6.conf.{tap}.accept_ra=1 net.ipv6.conf.{tap}.autoconf=1 && \
+             ip -n {0} link set {tap} up",
+            ns.name
+        ));
+        ClientLink {
+            ns,
+            tap: tap.to_owned(),
+        }
+    }
+
+    /// Runs `udhcpc` once (DISCOVER, OFFER, REQUEST, ACK) and returns the script's variables.
+    fn udhcpc(&self, dir: &Scratch, extra: &[&str]) -> String {
+        let script = dir.0.join("udhcpc.sh");
+        std::fs::write(&script, UDHCPC_SCRIPT).unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let out_file = dir.0.join(format!("udhcpc-{}.env", self.tap));
+        let _ = std::fs::remove_file(&out_file);
+        let out = self
+            .ns
+            .cmd("busybox")
+            .args([
+                "udhcpc", "-f", "-q", "-n", "-t", "5", "-T", "2", "-i", &self.tap, "-s",
+            ])
+            .arg(&script)
+            .args(extra)
+            .env("KNIC_DHCP_OUT", &out_file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "udhcpc got no lease: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(&out_file).unwrap()
+    }
+
+    fn sh(&self, cmd: &str) -> String {
+        let out = self.ns.cmd("sh").args(["-c", cmd]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+#[test]
+fn dhcp_and_router_adverts_serve_stock_clients_and_leases_survive_a_restart() {
+    require_root();
+    test_support::require_tool("busybox");
+    let id = std::process::id() % 100_000;
+    let leases = Scratch::new("dhcp-leases");
+    let tap = format!("kdh{id}");
+    let args = |tap: &str| {
+        vec![
+            format!("--uplink=up0=tap:{tap}"),
+            "--address=up0=10.213.0.1/24".into(),
+            "--address=up0=fd00:213::1/64".into(),
+            "--dhcp=up0,pool=10.213.0.100-10.213.0.110,dns=10.213.0.53,mtu=1400,lease=600,static=02:4b:44:00:00:09@10.213.0.9".into(),
+            "--ra=up0,interval=4,mtu=1400".into(),
+            format!("--lease-dir={}", leases.0.display()),
+        ]
+    };
+    let metrics = format!("127.0.0.1:{}", 20_000 + id % 20_000);
+    let mut first = args(&tap);
+    first.push(format!("--metrics={metrics}"));
+    // A port too, for its per-queue metrics.
+    let socks = sockets("dhcp-m");
+    first.push(port_arg(&socks, "vm1", ""));
+    let mut agent = Agent::start("dhcp", &first);
+    let client = ClientLink::new("dhcp1", &tap, "02:4b:44:00:00:01");
+
+    // IPv4 from the agent's DHCP server: address, router, DNS, MTU and lease time, through
+    // udhcpc's unicast path (no broadcast flag: the server adds the neighbour entry).
+    let env = client.udhcpc(&agent.dir, &[]);
+    for want in [
+        "ip=10.213.0.100",
+        "mask=24",
+        "router=10.213.0.1",
+        "dns=10.213.0.53",
+        "mtu=1400",
+        "lease=600",
+        "serverid=10.213.0.1",
+    ] {
+        assert!(
+            env.lines().any(|l| l.trim() == want),
+            "{want} missing from {env}"
+        );
+    }
+    assert!(
+        client
+            .sh("ip -4 route show default")
+            .contains("via 10.213.0.1")
+    );
+    // IPv6 from router advertisements: a SLAAC address in the prefix and a default route.
+    wait_for(
+        "a SLAAC address and an IPv6 default route",
+        Duration::from_secs(30),
+        || {
+            client
+                .sh(&format!("ip -6 addr show dev {tap} scope global"))
+                .contains("fd00:213:")
+                && client.sh("ip -6 route show default").contains("via fe80::")
+        },
+    );
+    assert!(
+        client
+            .sh(&format!("ip -6 addr show dev {tap} scope global"))
+            .contains("dynamic"),
+        "SLAAC, not static"
+    );
+    assert!(
+        client
+            .sh(&format!("cat /proc/sys/net/ipv6/conf/{tap}/mtu"))
+            .trim()
+            == "1400",
+        "the RA's MTU option"
+    );
+    for target in ["10.213.0.1", "fd00:213::1"] {
+        let out = client
+            .ns
+            .cmd("ping")
+            .args(["-c", "2", "-W", "5", target])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ping {target}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
+    // Hostile datagrams to the server are dropped and counted by reason.
+    let garbage = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+        for p in [b'x', bytes(300), bytes(236)+b'\\x00\\x00\\x00\\x00']:\n    s.sendto(p,('10.213.0.1',67))\n";
+    let out = client
+        .ns
+        .cmd("python3")
+        .args(["-c", garbage])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the drops counted", Duration::from_secs(10), || {
+        let s = agent.json(&["stats"]);
+        let d = &s["dhcp"][0]["drops"];
+        d["bad_length"] == 1 && d["bad_magic"] == 2
+    });
+    let stats = agent.json(&["stats"]);
+    let (dhcp, ra) = (&stats["dhcp"][0], &stats["ra"][0]);
+    assert_eq!(
+        (dhcp["offers"].as_u64(), dhcp["acks"].as_u64()),
+        (Some(1), Some(1)),
+        "{dhcp}"
+    );
+    assert!(
+        ra["sent_unsolicited"].as_u64().unwrap() + ra["sent_solicited"].as_u64().unwrap() >= 1,
+        "{ra}"
+    );
+
+    // The same counters over HTTP in the Prometheus text format.
+    let scraped = scrape(&metrics, "/metrics");
+    assert!(scraped.starts_with("HTTP/1.1 200"), "{scraped}");
+    for line in [
+        "knic_dhcp_acks_total{device=\"up0\"} 1",
+        "knic_dhcp_drops_total{device=\"up0\",reason=\"bad_magic\"} 2",
+        "knic_dhcp_drops_total{device=\"up0\",reason=\"bad_length\"} 1",
+    ] {
+        assert!(
+            scraped.lines().any(|l| l == line),
+            "{line} not in:\n{scraped}"
+        );
+    }
+    for family in [
+        "knic_library_rx_packets_total{device=\"up0\",kind=\"uplink\"}",
+        "knic_ra_sent_unsolicited_total{device=\"up0\"}",
+    ] {
+        assert!(scraped.contains(family), "{family} not in:\n{scraped}");
+    }
+    assert!(
+        scraped
+            .lines()
+            .any(|l| l == "knic_vhost_tx_packets_total{port=\"vm1\",queue=\"0\"} 0"),
+        "{scraped}"
+    );
+    assert!(
+        scraped.contains(
+            "knic_vhost_drops_total{port=\"vm1\",queue=\"0\",reason=\"tx_malformed_header\"} 0"
+        ),
+        "every engine drop reason is a label value: {scraped}"
+    );
+    assert!(scrape(&metrics, "/other").starts_with("HTTP/1.1 404"));
+
+    let list = agent.json(&["leases"]);
+    let lease = &list[0];
+    assert_eq!(
+        (
+            lease["device"].as_str(),
+            lease["mac"].as_str(),
+            lease["ip"].as_str(),
+            lease["state"].as_str()
+        ),
+        (
+            Some("up0"),
+            Some("02:4b:44:00:00:01"),
+            Some("10.213.0.100"),
+            Some("bound")
+        ),
+        "{list}"
+    );
+    let text = String::from_utf8_lossy(&ctl(&agent.api, &["leases"]).stdout).into_owned();
+    assert!(
+        text.contains("ip=10.213.0.100") && text.contains("state=bound"),
+        "{text}"
+    );
+
+    // Restart: the lease is on disk, so the address stays with its client; another client
+    // (this time with the broadcast flag) gets the next one, and the fixed MAC its own.
+    assert!(agent.proc.stop("-TERM", Duration::from_secs(20)));
+    drop(client);
+    let file = std::fs::read_to_string(leases.0.join("up0.json")).unwrap();
+    assert!(
+        file.contains("10.213.0.100") && file.contains("02:4b:44:00:00:01"),
+        "{file}"
+    );
+    let tap2 = format!("kdi{id}");
+    agent = Agent::start("dhcp2", &args(&tap2));
+    let listed = agent.json(&["leases"]);
+    assert_eq!(
+        listed[0]["ip"], "10.213.0.100",
+        "loaded from the file: {listed}"
+    );
+    let other = ClientLink::new("dhcp2", &tap2, "02:4b:44:00:00:02");
+    let env = other.udhcpc(&agent.dir, &["-B"]);
+    assert!(env.contains("ip=10.213.0.101"), "{env}");
+    run_static(&other, &agent.dir);
+}
+
+/// The client with the fixed MAC gets its fixed address, outside the pool.
+fn run_static(link: &ClientLink, dir: &Scratch) {
+    link.sh(&format!("ip link set {0} down && ip link set {0} address 02:4b:44:00:00:09 && ip addr flush dev {0} && ip link set {0} up", link.tap));
+    let env = link.udhcpc(dir, &[]);
+    assert!(env.contains("ip=10.213.0.9"), "{env}");
+}
+
+/// `GET path` on `addr`; the whole response.
+fn scrape(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}

@@ -64,8 +64,11 @@ enum Command {
     Route(RouteCommand),
     /// The library kernel's interfaces.
     Links,
-    /// Counters of every port and uplink, with copies per frame.
+    /// Counters of every port and uplink, with copies per frame, and of the DHCP servers
+    /// and router advertisements.
     Stats,
+    /// The DHCP servers' leases (device, MAC, address, state, expiry in Unix seconds).
+    Leases,
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,6 +118,7 @@ fn request(command: Command) -> Request {
         Command::Route(RouteCommand::List) => Request::RouteList,
         Command::Links => Request::LinkList,
         Command::Stats => Request::Stats,
+        Command::Leases => Request::LeaseList,
     }
 }
 
