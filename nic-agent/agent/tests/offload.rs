@@ -47,7 +47,7 @@ struct Env {
     dir: Scratch,
     socket: PathBuf,
     launcher: PathBuf,
-    _agent: Proc,
+    agent: Proc,
 }
 
 impl Env {
@@ -86,7 +86,7 @@ impl Env {
             dir,
             socket,
             launcher,
-            _agent: agent,
+            agent,
         }
     }
 
@@ -315,4 +315,120 @@ fn iperf3_client_and_server_over_the_library_loopback() {
     assert!(errors.is_empty(), "iperf3 -s complained: {errors}");
     drop(server);
     env.wait_no_sockets();
+}
+
+#[test]
+fn a_killed_program_leaves_nothing_and_an_agent_stop_gives_clean_errors() {
+    require_tool("curl");
+    let python = "/usr/bin/python3";
+    let mut env = Env::start("restart");
+    let www = env.dir.0.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    // Larger than what the library's socket buffers hold, so the kill is mid-transfer (data
+    // already in the kernel's buffers is still delivered, as in Linux).
+    std::fs::write(www.join("blob"), vec![7u8; 64 << 20]).unwrap();
+    let mut server = env.offload(python);
+    server
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            "18081",
+            "--directory",
+        ])
+        .arg(&www)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut server = Proc::spawn("python3 -m http.server", &mut server);
+    let url = "http://127.0.0.1:18081/blob";
+    wait_for("the offloaded http server", Duration::from_secs(20), || {
+        server.assert_running();
+        env.offload("curl")
+            .args(["-sS", "--max-time", "5", "-o", "/dev/null", url])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    });
+    // A slow download, then the server is killed mid-transfer: curl ends with an error (no
+    // hang), and the agent holds none of their sockets afterwards.
+    let mut curl = env.offload("curl");
+    curl.args([
+        "-sS",
+        "--limit-rate",
+        "2M",
+        "--max-time",
+        "60",
+        "-o",
+        "/dev/null",
+        url,
+    ])
+    .stderr(Stdio::null());
+    let mut curl = Proc::spawn("curl", &mut curl);
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(server.stop("-KILL", Duration::from_secs(5)));
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = curl.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "curl hangs after its server died"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        !status.success(),
+        "curl got the whole file from a killed server?"
+    );
+    env.wait_no_sockets();
+    assert!(env.stats()["sockets_closed"].as_u64().unwrap() >= 3);
+
+    // A program blocked in recv when the agent stops gets an error at once (ECONNRESET),
+    // and a new socket() says ENETDOWN: no hang, no crash.
+    let script = "import socket,sys,time\n\
+        l=socket.socket(); l.bind(('127.0.0.1',18082)); l.listen()\n\
+        c=socket.create_connection(('127.0.0.1',18082)); s,_=l.accept()\n\
+        print('ready',flush=True)\n\
+        try:\n  s.recv(10); print('eof')\n\
+        except OSError as e: print('recv', e.errno)\n\
+        try:\n  socket.socket(); print('socket ok')\n\
+        except OSError as e: print('socket', e.errno)\n";
+    let mut prog = env.offload(python);
+    prog.args(["-c", script]).stdout(Stdio::piped());
+    let mut prog = Proc::spawn("python3 client", &mut prog);
+    let mut out = std::io::BufReader::new(prog.child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    assert!(
+        env.agent.stop("-TERM", Duration::from_secs(20)),
+        "the agent did not stop"
+    );
+    let start = std::time::Instant::now();
+    while prog.child.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the program hangs after the agent stopped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(
+        rest.trim(),
+        format!(
+            "recv {}\nsocket {}",
+            libc_errno::ECONNRESET,
+            libc_errno::ENETDOWN
+        )
+    );
+}
+
+/// The errno values the shim reports (Linux, every architecture).
+mod libc_errno {
+    pub const ECONNRESET: i32 = 104;
+    pub const ENETDOWN: i32 = 100;
 }
