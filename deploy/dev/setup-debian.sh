@@ -122,4 +122,9 @@ for c in fmt:rustfmt clippy:clippy; do
     log "cargo ${c%%:*} is missing: run rustup component add ${c#*:}"; exit 1
   fi
 done
+# cargo-deny checks the offload shim's licences (nic-agent/offload/deny.toml).
+if ! cargo deny --version >/dev/null 2>&1; then
+  log "cargo install --locked cargo-deny"
+  cargo install --locked cargo-deny
+fi
 log "done"

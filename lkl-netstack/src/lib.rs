@@ -10,6 +10,7 @@ mod host;
 mod host_crypto;
 mod kernel;
 mod netlink;
+pub mod raw;
 mod socket;
 mod sys;
 pub mod tls;

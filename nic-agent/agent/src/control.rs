@@ -268,8 +268,24 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// Runs the agent until SIGTERM or SIGINT.
+/// Runs the agent until SIGTERM or SIGINT, without kernel offload.
 pub fn run(config: AgentConfig) -> Result<(), AgentError> {
+    run_with_offload(config, None)
+}
+
+/// Where and how to serve kernel offload.
+#[derive(Debug, Clone)]
+pub struct OffloadSocket {
+    pub path: std::path::PathBuf,
+    /// The operator named the path: failing to serve it stops the agent (else a warning).
+    pub required: bool,
+}
+
+/// Runs the agent until SIGTERM or SIGINT, serving kernel offload on `offload` if given.
+pub fn run_with_offload(
+    config: AgentConfig,
+    offload: Option<OffloadSocket>,
+) -> Result<(), AgentError> {
     // Before any thread exists (the kernel's included), so the signals reach only the fd.
     let signals = SignalFd::new().map_err(AgentError::Signals)?;
     let stack = LocalStack::boot(config.memory_bytes)?;
@@ -277,6 +293,19 @@ pub fn run(config: AgentConfig) -> Result<(), AgentError> {
         stack.set_sysctl("net.ipv4.ip_forward", "1")?;
         stack.set_sysctl("net.ipv6.conf.all.forwarding", "1")?;
     }
+    let offload = match offload {
+        None => None,
+        Some(o) => {
+            match crate::offload::OffloadServer::start(stack.kernel().raw_calls(), &o.path) {
+                Ok(server) => Some(server),
+                Err(e) if !o.required => {
+                    tracing::warn!("kernel offload not served: {}", error_chain(&e));
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
     let guest_events = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(AgentError::Resources)?);
     let agent = Rc::new(RefCell::new(Agent::new(
         Box::new(stack),
@@ -288,6 +317,8 @@ pub fn run(config: AgentConfig) -> Result<(), AgentError> {
         return Err(e);
     }
     let served = serve(&agent, &config, signals, guest_events);
+    // Offloaded sockets end before the kernel does.
+    drop(offload);
     agent.borrow_mut().shutdown();
     info!("stopped cleanly");
     served

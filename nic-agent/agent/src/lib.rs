@@ -15,6 +15,7 @@
 //! * [`port`]: a vhost-user port ([`Port`]: `vhost_backend::NetBackend` served on its own
 //!   thread) and its library device; an uplink ([`Uplink`]) and its library device.
 //! * [`seam`]: how a port's queue pairs meet its library device (below).
+//! * [`offload`]: the kernel offload server (host programs' sockets under `knic-offload`).
 //! * [`agent`] ([`Agent`]): the state and the operations; [`api`]: the control API (JSON
 //!   lines on a unix socket) that `knicctl` speaks; `control`: the rust-vmm `event-manager`
 //!   loop whose subscribers are the API socket, the termination signals and the guests' life
@@ -60,6 +61,7 @@ pub mod config;
 pub mod config_file;
 mod control;
 pub mod net;
+pub mod offload;
 pub mod port;
 pub mod seam;
 pub mod services;
@@ -72,7 +74,7 @@ use thiserror::Error;
 
 pub use agent::Agent;
 pub use config::{AgentConfig, ConfigError};
-pub use control::{error_chain, run};
+pub use control::{OffloadSocket, error_chain, run, run_with_offload};
 pub use port::{Port, Uplink};
 pub use stack::{LocalStack, StackError, StackInstance};
 
@@ -131,6 +133,8 @@ pub enum AgentError {
     Signals(#[source] std::io::Error),
     #[error("the control loop failed: {0}")]
     EventLoop(String),
+    #[error(transparent)]
+    Offload(#[from] offload::OffloadError),
     #[error(transparent)]
     Service(#[from] services::ServiceError),
     #[error(transparent)]

@@ -54,6 +54,15 @@ struct Args {
     #[arg(long, value_name = "DEST/PREFIX[,...]")]
     route: Vec<RouteConfig>,
 
+    /// Kernel offload socket (`knic-offload` programs' sockets become the library's). Default:
+    /// offload.sock next to the API socket (/run/knic/offload.sock).
+    #[arg(long, value_name = "PATH", conflicts_with = "no_offload")]
+    offload_socket: Option<PathBuf>,
+
+    /// Do not serve kernel offload.
+    #[arg(long)]
+    no_offload: bool,
+
     /// RAM of the library kernel, in MiB.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(32..=65536))]
     memory_mib: u64,
@@ -135,6 +144,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let (no_offload, offload_socket) = (args.no_offload, args.offload_socket.clone());
     let config = match args.config.clone() {
         Some(path) => match knic_agent::config_file::load(&path) {
             Ok(file) => {
@@ -152,7 +162,25 @@ fn main() -> ExitCode {
             Err(code) => return code,
         },
     };
-    match knic_agent::run(config) {
+    let offload = if no_offload {
+        None
+    } else {
+        Some(match offload_socket {
+            Some(path) => knic_agent::OffloadSocket {
+                path,
+                required: true,
+            },
+            None => knic_agent::OffloadSocket {
+                path: config
+                    .api_socket
+                    .parent()
+                    .unwrap_or(std::path::Path::new("."))
+                    .join("offload.sock"),
+                required: false,
+            },
+        })
+    };
+    match knic_agent::run_with_offload(config, offload) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("knic-agent: {}", error_chain(&e));

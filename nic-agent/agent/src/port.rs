@@ -393,6 +393,39 @@ mod tests {
         fn routes(&self, _: bool) -> Result<Vec<Route>, StackError> {
             unreachable!()
         }
+        fn add_route_in_table(
+            &self,
+            _: u32,
+            _: IpAddr,
+            _: u8,
+            _: Option<IpAddr>,
+            _: Option<&str>,
+        ) -> Result<(), StackError> {
+            unreachable!()
+        }
+        fn routes_in_table(&self, _: bool, _: u32) -> Result<Vec<Route>, StackError> {
+            unreachable!()
+        }
+        fn add_vrf(&self, _: &str, _: u32) -> Result<(), StackError> {
+            unreachable!()
+        }
+        fn set_link_master(&self, _: &str, _: Option<&str>) -> Result<(), StackError> {
+            unreachable!()
+        }
+        fn delete_link(&self, _: &str) -> Result<(), StackError> {
+            unreachable!()
+        }
+        fn set_link_mtu(&self, _: &str, _: u32) -> Result<(), StackError> {
+            unreachable!()
+        }
+        fn netfilter(
+            &self,
+            _: &str,
+            _: &[u8],
+            _: usize,
+        ) -> Result<Vec<lkl_netstack::NetfilterReply>, StackError> {
+            unreachable!()
+        }
         fn sysctl(&self, _: &str) -> Result<String, StackError> {
             unreachable!()
         }

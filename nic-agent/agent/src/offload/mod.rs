@@ -1,0 +1,763 @@
+//! The kernel offload server: host programs' sockets (through `knic-offload`'s shim) become
+//! sockets of this agent's library kernel.
+//!
+//! A `knic-agent` serves offload on [`knic_offload_protocol::DEFAULT_SOCKET`] unless told
+//! otherwise. Each connection to that socket is one offloaded socket (the protocol crate's
+//! docs say why: the connection *is* the application's fd); its first message makes the
+//! library socket ([`Op::Open`]). A socket returned by `accept` gets a fresh socketpair whose
+//! far end travels to the program with `SCM_RIGHTS`.
+//!
+//! # Threads
+//! * `offload-accept` accepts connections and checks the peer (`SO_PEERCRED`: root or the
+//!   agent's own user; others are refused and counted).
+//! * one `offload-sock` thread per offloaded socket reads its requests in order and answers
+//!   each with one library syscall. Library sockets are non-blocking, so no request waits in
+//!   the agent: blocking calls are the shim's loops over readiness.
+//! * `offload-ready` polls (inside the library kernel) every socket whose program announced an
+//!   interest and has no `Ready` queued, and queues one when the socket becomes ready. A pipe
+//!   inside the library wakes it when that set changes.
+//!
+//! A thread per socket keeps the first slice simple; the per-thread shared-memory rings of
+//! issue 10 replace it.
+//!
+//! # Hostile input
+//! A malformed message (bad magic, unknown op, sizes out of range) ends that socket's
+//! connection and counts `protocol_errors`; nothing a client sends reaches a panic, and every
+//! address or option is copied into bounded storage before the library sees it.
+
+mod sys;
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use knic_offload_protocol::{ADDR_SLOT, MAX_MESSAGE, MAX_PAYLOAD, Op, REPLY_LEN, Reply, Request};
+use lkl_netstack::raw::{RawCalls, nr};
+use serde::Serialize;
+use thiserror::Error;
+use tracing::{debug, info, warn};
+
+use sys::{Lkl, SockAddr};
+
+/// Why the offload server could not start.
+#[derive(Debug, Error)]
+pub enum OffloadError {
+    #[error(
+        "cannot serve kernel offload on {}: another agent answers there; stop it or pass \
+         another --offload-socket",
+        path.display()
+    )]
+    InUse { path: PathBuf },
+    #[error("cannot serve kernel offload on {}", path.display())]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot start the offload server's threads or its wake-up pipe")]
+    Resources(#[source] io::Error),
+}
+
+/// The offload server's counters (in `Op::Stats` replies, as JSON).
+#[derive(Debug, Default)]
+struct Counters {
+    connections_refused: AtomicU64,
+    sockets_opened: AtomicU64,
+    sockets_accepted: AtomicU64,
+    sockets_closed: AtomicU64,
+    open_refused: AtomicU64,
+    requests: AtomicU64,
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
+    ready_signals: AtomicU64,
+    protocol_errors: AtomicU64,
+}
+
+/// A snapshot of the counters, plus the library kernel's own view.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct OffloadStats {
+    pub connections_refused: u64,
+    pub sockets_opened: u64,
+    pub sockets_accepted: u64,
+    pub sockets_closed: u64,
+    /// Library sockets alive now.
+    pub sockets_live: u64,
+    pub open_refused: u64,
+    pub requests: u64,
+    /// Bytes programs sent through offloaded sockets (into the library).
+    pub bytes_sent: u64,
+    /// Bytes programs received from offloaded sockets.
+    pub bytes_received: u64,
+    pub ready_signals: u64,
+    pub protocol_errors: u64,
+    /// The library kernel's `/proc/net/snmp` and `/proc/net/dev`.
+    pub kernel_snmp: String,
+    pub kernel_dev: String,
+}
+
+/// Interest and signalling state of one socket; see the protocol crate's *Readiness*.
+#[derive(Debug, Default)]
+struct Readiness {
+    /// Events any epoll registration of the program waits for (only grows).
+    persistent: i16,
+    /// Events a waiting poll/select/blocking call waits for; cleared once signalled.
+    oneshot: i16,
+    /// A `Ready` is queued on the connection and not yet read by the shim.
+    signalled: bool,
+    /// A request is being answered: the shim reads everything queued before the reply, so
+    /// only the reply's sender may queue a Ready that survives (after the reply).
+    busy: bool,
+}
+
+impl Readiness {
+    fn interest(&self) -> i16 {
+        let i = self.persistent | self.oneshot;
+        if i == 0 {
+            0
+        } else {
+            i | libc::POLLERR | libc::POLLHUP
+        }
+    }
+}
+
+/// One offloaded socket: the agent's end of its connection and its library socket.
+#[derive(Debug)]
+struct Conn {
+    host: OwnedFd,
+    /// The library socket; -1 once closed (Op::Close, or the connection's end).
+    lkl_fd: AtomicI32,
+    domain: i32,
+    kind: i32,
+    ready: Mutex<Readiness>,
+    closed: AtomicBool,
+}
+
+impl Conn {
+    fn lkl_fd(&self) -> i32 {
+        self.lkl_fd.load(Ordering::Acquire)
+    }
+
+    /// Closes the library socket once.
+    fn close_lkl(&self, lkl: Lkl) {
+        let fd = self.lkl_fd.swap(-1, Ordering::AcqRel);
+        if fd >= 0 {
+            lkl.close(fd);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Debug)]
+struct Shared {
+    lkl: Lkl,
+    counters: Counters,
+    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    next_id: AtomicU64,
+    stopping: AtomicBool,
+    /// Write end of the watcher's wake-up pipe (inside the library).
+    wake: i32,
+}
+
+impl Shared {
+    fn wake_watcher(&self) {
+        let _ = self.lkl.write(self.wake, &[1]);
+    }
+
+    fn stats(&self) -> OffloadStats {
+        let c = &self.counters;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        OffloadStats {
+            connections_refused: g(&c.connections_refused),
+            sockets_opened: g(&c.sockets_opened),
+            sockets_accepted: g(&c.sockets_accepted),
+            sockets_closed: g(&c.sockets_closed),
+            sockets_live: lock(&self.conns).len() as u64,
+            open_refused: g(&c.open_refused),
+            requests: g(&c.requests),
+            bytes_sent: g(&c.bytes_sent),
+            bytes_received: g(&c.bytes_received),
+            ready_signals: g(&c.ready_signals),
+            protocol_errors: g(&c.protocol_errors),
+            kernel_snmp: self.lkl.read_file(c"/proc/net/snmp").unwrap_or_default(),
+            kernel_dev: self.lkl.read_file(c"/proc/net/dev").unwrap_or_default(),
+        }
+    }
+}
+
+/// The running offload server; stopping it (drop) ends every offloaded socket.
+#[derive(Debug)]
+pub struct OffloadServer {
+    shared: Arc<Shared>,
+    path: PathBuf,
+    listener: OwnedFd,
+    threads: Vec<JoinHandle<()>>,
+    wake_read: i32,
+}
+
+impl OffloadServer {
+    /// Serves offload on `path` (its directory is made if missing) with the kernel `calls`
+    /// reaches.
+    pub fn start(calls: RawCalls, path: &Path) -> Result<OffloadServer, OffloadError> {
+        let err = |source| OffloadError::Socket {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        if path.exists() {
+            if sys::seqpacket_connect(path).is_ok() {
+                return Err(OffloadError::InUse {
+                    path: path.to_path_buf(),
+                });
+            }
+            std::fs::remove_file(path).map_err(err)?;
+        }
+        let listener = sys::seqpacket_listen(path).map_err(err)?;
+        let lkl = Lkl(calls);
+        let (wake_read, wake) = lkl.pipe().map_err(OffloadError::Resources)?;
+        let shared = Arc::new(Shared {
+            lkl,
+            counters: Counters::default(),
+            conns: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+            wake,
+        });
+        let mut threads = Vec::new();
+        let s = Arc::clone(&shared);
+        let fd = listener.as_raw_fd();
+        threads.push(
+            std::thread::Builder::new()
+                .name("offload-accept".into())
+                .spawn(move || accept_loop(&s, fd))
+                .map_err(OffloadError::Resources)?,
+        );
+        let s = Arc::clone(&shared);
+        threads.push(
+            std::thread::Builder::new()
+                .name("offload-ready".into())
+                .spawn(move || watch_loop(&s, wake_read))
+                .map_err(OffloadError::Resources)?,
+        );
+        info!(socket = %path.display(), "kernel offload served");
+        Ok(OffloadServer {
+            shared,
+            path: path.to_path_buf(),
+            listener,
+            threads,
+            wake_read,
+        })
+    }
+
+    pub fn stats(&self) -> OffloadStats {
+        self.shared.stats()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for OffloadServer {
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        // Wakes the accept thread, which then sees `stopping`.
+        drop(sys::seqpacket_connect(&self.path));
+        sys::shutdown(self.listener.as_raw_fd());
+        self.shared.wake_watcher();
+        for c in lock(&self.shared.conns).values() {
+            sys::shutdown(c.host.as_raw_fd());
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.shared.lkl.close(self.shared.wake);
+        self.shared.lkl.close(self.wake_read);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn accept_loop(shared: &Arc<Shared>, listener: RawFd) {
+    let me = sys::euid();
+    loop {
+        let conn = match sys::accept(listener) {
+            Ok(_) if shared.stopping.load(Ordering::SeqCst) => return,
+            Ok(c) => c,
+            Err(e) => {
+                if shared.stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE)
+                {
+                    warn!(error = %e, "offload: out of fds, refusing connections for 100 ms");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                continue;
+            }
+        };
+        match sys::peer_cred(conn.as_raw_fd()) {
+            Ok(cred) if cred.uid == 0 || cred.uid == me => {}
+            Ok(cred) => {
+                shared
+                    .counters
+                    .connections_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    uid = cred.uid,
+                    pid = cred.pid,
+                    "offload: refused a peer of another user"
+                );
+                continue;
+            }
+            Err(_) => continue,
+        }
+        let s = Arc::clone(shared);
+        let spawned = std::thread::Builder::new()
+            .name("offload-sock".into())
+            .spawn(move || first_message(&s, conn));
+        if let Err(e) = spawned {
+            warn!(error = %e, "offload: cannot start a socket thread");
+        }
+    }
+}
+
+fn send_reply(fd: RawFd, reply: Reply, payload: &[u8], pass: Option<RawFd>) -> io::Result<()> {
+    let mut head = [0u8; REPLY_LEN];
+    reply.encode(&mut head);
+    sys::send(fd, &[&head, payload], pass, false)
+}
+
+/// The first message of a connection from `socket()`: Open (or Stats).
+fn first_message(shared: &Arc<Shared>, host: OwnedFd) {
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let n = match sys::recv(host.as_raw_fd(), &mut buf) {
+        Ok(n) if n > 0 && n <= buf.len() => n,
+        _ => return,
+    };
+    let req = match Request::decode(&buf[..n]) {
+        Ok((req, _)) => req,
+        Err(e) => {
+            shared
+                .counters
+                .protocol_errors
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(error = %e, "offload: bad first message");
+            return;
+        }
+    };
+    match req.op {
+        Op::Stats => {
+            let json = serde_json::to_vec(&shared.stats()).unwrap_or_default();
+            let body = &json[..json.len().min(MAX_PAYLOAD)];
+            let _ = send_reply(host.as_raw_fd(), Reply::new(body.len() as i64), body, None);
+        }
+        Op::Open => {
+            let (domain, kind, protocol) = (req.args[0], req.args[1], req.args[2]);
+            let base = kind & 0xf;
+            let supported = (domain == i64::from(libc::AF_INET)
+                || domain == i64::from(libc::AF_INET6))
+                && (base == i64::from(libc::SOCK_STREAM) || base == i64::from(libc::SOCK_DGRAM));
+            let fd = if supported {
+                shared.lkl.values(
+                    nr::SOCKET,
+                    [
+                        domain,
+                        base | i64::from(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC),
+                        protocol,
+                        0,
+                        0,
+                        0,
+                    ],
+                )
+            } else {
+                -i64::from(libc::EAFNOSUPPORT)
+            };
+            if fd < 0 {
+                shared.counters.open_refused.fetch_add(1, Ordering::Relaxed);
+                let _ = send_reply(host.as_raw_fd(), Reply::new(fd), &[], None);
+                return;
+            }
+            shared
+                .counters
+                .sockets_opened
+                .fetch_add(1, Ordering::Relaxed);
+            let conn = register(shared, host, fd as i32, domain as i32, base as i32);
+            if send_reply(conn.1.host.as_raw_fd(), Reply::new(0), &[], None).is_ok() {
+                serve(shared, conn.0, &conn.1, buf);
+            } else {
+                unregister(shared, conn.0, &conn.1);
+            }
+        }
+        _ => {
+            shared
+                .counters
+                .protocol_errors
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn register(
+    shared: &Shared,
+    host: OwnedFd,
+    lkl_fd: i32,
+    domain: i32,
+    kind: i32,
+) -> (u64, Arc<Conn>) {
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let conn = Arc::new(Conn {
+        host,
+        lkl_fd: AtomicI32::new(lkl_fd),
+        domain,
+        kind,
+        ready: Mutex::new(Readiness::default()),
+        closed: AtomicBool::new(false),
+    });
+    lock(&shared.conns).insert(id, Arc::clone(&conn));
+    (id, conn)
+}
+
+fn unregister(shared: &Shared, id: u64, conn: &Conn) {
+    conn.closed.store(true, Ordering::SeqCst);
+    lock(&shared.conns).remove(&id);
+    shared.wake_watcher();
+    conn.close_lkl(shared.lkl);
+    shared
+        .counters
+        .sockets_closed
+        .fetch_add(1, Ordering::Relaxed);
+}
+
+/// Serves one socket's requests until its connection ends.
+fn serve(shared: &Arc<Shared>, id: u64, conn: &Arc<Conn>, mut buf: Vec<u8>) {
+    let mut out = vec![0u8; MAX_PAYLOAD];
+    let fd = conn.host.as_raw_fd();
+    loop {
+        let n = match sys::recv(fd, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) if n > buf.len() => {
+                shared
+                    .counters
+                    .protocol_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            Ok(n) => n,
+        };
+        let (req, payload) = match Request::decode(&buf[..n]) {
+            Ok(r) => r,
+            Err(e) => {
+                shared
+                    .counters
+                    .protocol_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                debug!(error = %e, "offload: bad message, closing the socket");
+                break;
+            }
+        };
+        shared.counters.requests.fetch_add(1, Ordering::Relaxed);
+        // The shim reads every queued Ready before it reads this reply.
+        {
+            let mut r = lock(&conn.ready);
+            r.signalled = false;
+            r.busy = true;
+        }
+        let sent = match handle(shared, conn, &req, payload, &mut out) {
+            Ok(sent) => sent,
+            Err(BadRequest) => {
+                shared
+                    .counters
+                    .protocol_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+    unregister(shared, id, conn);
+}
+
+/// A request whose arguments are out of range: the client is not a well-behaved shim.
+struct BadRequest;
+
+fn addr_arg(payload: &[u8]) -> Result<SockAddr, BadRequest> {
+    SockAddr::from_bytes(payload).ok_or(BadRequest)
+}
+
+/// Answers one request; Ok(Err) when the reply could not be sent (connection gone).
+fn handle(
+    shared: &Arc<Shared>,
+    conn: &Conn,
+    req: &Request,
+    payload: &[u8],
+    out: &mut [u8],
+) -> Result<io::Result<()>, BadRequest> {
+    let lkl = shared.lkl;
+    let fd = conn.lkl_fd();
+    let reply = |ret: i64| Ok(answer(shared, conn, Reply::new(ret), &[], None));
+    let a = req.args;
+    if fd < 0 && req.op != Op::Describe {
+        return reply(-i64::from(libc::EBADF));
+    }
+    match req.op {
+        Op::Open | Op::Stats => Err(BadRequest),
+        Op::Close => {
+            conn.close_lkl(lkl);
+            reply(0)
+        }
+        Op::Bind => reply(lkl.with_addr(nr::BIND, fd, &addr_arg(payload)?)),
+        Op::Connect => reply(lkl.with_addr(nr::CONNECT, fd, &addr_arg(payload)?)),
+        Op::Listen => reply(lkl.values(nr::LISTEN, [i64::from(fd), a[0], 0, 0, 0, 0])),
+        Op::Shutdown => reply(lkl.values(nr::SHUTDOWN, [i64::from(fd), a[0], 0, 0, 0, 0])),
+        Op::Accept => {
+            let mut addr = SockAddr::empty();
+            let flags = i64::from(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+            let new = lkl.fill_addr(nr::ACCEPT4, fd, &mut addr, flags);
+            if new < 0 {
+                return reply(new);
+            }
+            let (mine, theirs) = match sys::seqpacket_pair() {
+                Ok(p) => p,
+                Err(e) => {
+                    lkl.close(new as i32);
+                    return reply(-i64::from(e.raw_os_error().unwrap_or(libc::EMFILE)));
+                }
+            };
+            shared
+                .counters
+                .sockets_accepted
+                .fetch_add(1, Ordering::Relaxed);
+            let (id, child) = register(shared, mine, new as i32, conn.domain, conn.kind);
+            let sent = answer(
+                shared,
+                conn,
+                Reply::new(0),
+                &[addr.bytes()],
+                Some(theirs.as_raw_fd()),
+            );
+            drop(theirs);
+            let s = Arc::clone(shared);
+            let spawned = std::thread::Builder::new()
+                .name("offload-sock".into())
+                .spawn(move || serve(&s, id, &child, vec![0u8; MAX_MESSAGE]));
+            if let Err(e) = spawned {
+                warn!(error = %e, "offload: cannot start a socket thread");
+            }
+            Ok(sent)
+        }
+        Op::Send => {
+            let addr_len = usize::try_from(a[1]).map_err(|_| BadRequest)?;
+            if addr_len > payload.len() {
+                return Err(BadRequest);
+            }
+            let to = if addr_len > 0 {
+                Some(addr_arg(&payload[..addr_len])?)
+            } else {
+                None
+            };
+            let flags = a[0] | i64::from(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+            let data = &payload[addr_len..];
+            let n = lkl.sendto(fd, data, flags, to.as_ref());
+            if n > 0 {
+                shared
+                    .counters
+                    .bytes_sent
+                    .fetch_add(n as u64, Ordering::Relaxed);
+            }
+            reply(n)
+        }
+        Op::Recv => {
+            let room = usize::try_from(a[0])
+                .map_err(|_| BadRequest)?
+                .min(out.len() - ADDR_SLOT);
+            let flags = a[1] | i64::from(libc::MSG_DONTWAIT);
+            let mut from = SockAddr::empty();
+            let (n, msg_flags) = lkl.recvmsg(fd, &mut out[..room], flags, &mut from);
+            let data = &out[..];
+            let mut r = Reply::new(n);
+            if n < 0 {
+                return Ok(answer(shared, conn, r, &[], None));
+            }
+            shared
+                .counters
+                .bytes_received
+                .fetch_add(n as u64, Ordering::Relaxed);
+            r.aux[1] = i64::from(msg_flags);
+            let copied = (n as usize).min(room);
+            // One message: header, the address in a fixed slot (when asked), then the data,
+            // so the shim can scatter the data straight into the program's buffer.
+            let mut slot = [0u8; ADDR_SLOT];
+            let name: &[u8] = if a[2] != 0 {
+                let b = from.bytes();
+                slot[..b.len()].copy_from_slice(b);
+                r.aux[0] = b.len() as i64;
+                &slot
+            } else {
+                &[]
+            };
+            Ok(answer(shared, conn, r, &[name, &data[..copied]], None))
+        }
+        Op::Name => {
+            let call = if a[0] == 0 {
+                nr::GETSOCKNAME
+            } else {
+                nr::GETPEERNAME
+            };
+            let mut addr = SockAddr::empty();
+            let r = lkl.fill_addr(call, fd, &mut addr, 0);
+            let body: &[u8] = if r < 0 { &[] } else { addr.bytes() };
+            Ok(answer(shared, conn, Reply::new(r), &[body], None))
+        }
+        Op::SetOption => reply(lkl.setsockopt(fd, a[0], a[1], payload)),
+        Op::GetOption => {
+            let room = usize::try_from(a[2])
+                .map_err(|_| BadRequest)?
+                .min(out.len());
+            let (r, len) = lkl.getsockopt(fd, a[0], a[1], &mut out[..room]);
+            let body: &[u8] = if r < 0 { &[] } else { &out[..len] };
+            Ok(answer(shared, conn, Reply::new(r), &[body], None))
+        }
+        Op::IoctlInt => {
+            let allowed = [
+                libc::FIONREAD as i64,
+                libc::TIOCOUTQ as i64, // SIOCOUTQ
+                0x894b,                // SIOCOUTQNSD
+            ];
+            if allowed.contains(&a[0]) {
+                reply(lkl.ioctl_int(fd, a[0]))
+            } else {
+                reply(-i64::from(libc::ENOTTY))
+            }
+        }
+        Op::Poll => {
+            {
+                let mut r = lock(&conn.ready);
+                r.persistent |= a[0] as i16;
+                r.oneshot = a[1] as i16;
+            }
+            let mut p = [libc::pollfd {
+                fd,
+                events: libc::POLLIN | libc::POLLOUT | libc::POLLPRI | libc::POLLRDHUP,
+                revents: 0,
+            }];
+            let r = lkl.poll(&mut p, false);
+            reply(if r < 0 { r } else { i64::from(p[0].revents) })
+        }
+        Op::Describe => {
+            let mut r = Reply::new(i64::from(conn.domain));
+            r.aux[0] = i64::from(conn.kind);
+            Ok(answer(shared, conn, r, &[], None))
+        }
+    }
+}
+
+/// Sends a reply, keeping "a Ready is queued iff the socket meets the interest": the
+/// readiness is decided before the reply goes (and announced in it, `ready_follows`), and the
+/// Ready goes right after it. Until then the connection is `busy`, so the watcher queues no
+/// Ready the shim would read (and lose) before this reply.
+fn answer(
+    shared: &Shared,
+    conn: &Conn,
+    mut reply: Reply,
+    payload: &[&[u8]],
+    pass: Option<RawFd>,
+) -> io::Result<()> {
+    let interest = lock(&conn.ready).interest();
+    let ready = interest != 0 && conn.lkl_fd() >= 0 && {
+        let mut p = [libc::pollfd {
+            fd: conn.lkl_fd(),
+            events: interest,
+            revents: 0,
+        }];
+        shared.lkl.poll(&mut p, false) > 0 && p[0].revents & interest != 0
+    };
+    reply.ready_follows = ready;
+    let mut head = [0u8; REPLY_LEN];
+    reply.encode(&mut head);
+    let mut parts: [&[u8]; 3] = [&head, &[], &[]];
+    for (d, s) in parts[1..].iter_mut().zip(payload) {
+        *d = s;
+    }
+    let sent = sys::send(
+        conn.host.as_raw_fd(),
+        &parts[..=payload.len().min(2)],
+        pass,
+        false,
+    );
+    let mut r = lock(&conn.ready);
+    r.busy = false;
+    if ready {
+        signal(shared, conn, &mut r);
+    } else if interest != 0 {
+        drop(r);
+        shared.wake_watcher();
+    }
+    sent
+}
+
+fn signal(shared: &Shared, conn: &Conn, r: &mut Readiness) {
+    let mut head = [0u8; REPLY_LEN];
+    Reply::ready().encode(&mut head);
+    // Never waits: when the connection is full the placeholder is readable anyway (replies
+    // are queued), so the shim will come back and the next reply re-checks readiness.
+    let _ = sys::send(conn.host.as_raw_fd(), &[&head], None, true);
+    r.signalled = true;
+    r.oneshot = 0;
+    shared
+        .counters
+        .ready_signals
+        .fetch_add(1, Ordering::Relaxed);
+}
+
+/// The watcher: sleeps in the library's ppoll on every socket waiting to be signalled.
+fn watch_loop(shared: &Arc<Shared>, wake_read: i32) {
+    let mut fds: Vec<libc::pollfd> = Vec::new();
+    let mut who: Vec<Arc<Conn>> = Vec::new();
+    let mut drain = [0u8; 256];
+    while !shared.stopping.load(Ordering::SeqCst) {
+        fds.clear();
+        who.clear();
+        fds.push(libc::pollfd {
+            fd: wake_read,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        for c in lock(&shared.conns).values() {
+            let r = lock(&c.ready);
+            let interest = r.interest();
+            if interest != 0 && !r.signalled && !r.busy && c.lkl_fd() >= 0 {
+                fds.push(libc::pollfd {
+                    fd: c.lkl_fd(),
+                    events: interest,
+                    revents: 0,
+                });
+                who.push(Arc::clone(c));
+            }
+        }
+        if shared.lkl.poll(&mut fds, true) < 0 {
+            continue;
+        }
+        if fds[0].revents != 0 {
+            while shared.lkl.read(wake_read, &mut drain) > 0 {}
+        }
+        for (p, c) in fds[1..].iter().zip(&who) {
+            if p.revents == 0 || c.closed.load(Ordering::SeqCst) {
+                continue;
+            }
+            let mut r = lock(&c.ready);
+            if !r.signalled && !r.busy && p.revents & r.interest() != 0 {
+                signal(shared, c, &mut r);
+            }
+        }
+    }
+}

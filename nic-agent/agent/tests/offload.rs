@@ -1,0 +1,434 @@
+//! Kernel offload end to end: unmodified programs under `knic-offload` against a
+//! `knic-agent`, in a network namespace whose loopback is **down** — so a socket that reached
+//! the host's stack instead of the library kernel cannot connect anywhere, and the agent's
+//! counters (its own and the library kernel's /proc/net) show where the bytes went.
+//!
+//! Needs root (namespaces), gcc, curl, python3 and iperf3 (deploy/dev/setup-debian.sh), and
+//! the launcher and shim built next to the agent (`cargo test --workspace` builds them; alone:
+//! `cargo build --release -p knic-offload -p knic-offload-shim`).
+#![allow(clippy::unwrap_used)] // test helpers: a failure fails the test
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use test_support::{NetNs, Proc, Scratch, require_root, require_tool, run, wait_for};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_knic-agent");
+
+fn built(name: &str) -> PathBuf {
+    let p = Path::new(AGENT).parent().unwrap().join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: build it with `cargo build {}-p knic-offload -p knic-offload-shim` \
+         (cargo test --workspace builds it)",
+        p.display(),
+        if cfg!(debug_assertions) {
+            ""
+        } else {
+            "--release "
+        }
+    );
+    p
+}
+
+fn stats_output(launcher: &Path, socket: &Path) -> Output {
+    Command::new(launcher)
+        .arg("--agent")
+        .arg(socket)
+        .arg("--stats")
+        .output()
+        .unwrap()
+}
+
+struct Env {
+    ns: NetNs,
+    dir: Scratch,
+    socket: PathBuf,
+    launcher: PathBuf,
+    agent: Proc,
+}
+
+impl Env {
+    fn start(tag: &str) -> Env {
+        require_root();
+        let launcher = built("knic-offload");
+        built("libknic_offload_shim.so");
+        let ns = NetNs::new(&format!("offload-{tag}"));
+        run(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "down"]));
+        let dir = Scratch::new(&format!("offload-{tag}"));
+        let socket = dir.0.join("offload.sock");
+        let log = std::fs::File::create(dir.0.join("agent.log")).unwrap();
+        let mut cmd = ns.cmd(AGENT);
+        cmd.arg("--api-socket")
+            .arg(dir.0.join("agent.sock"))
+            .arg("--port")
+            .arg(format!("vm0={}", dir.0.join("vm0.sock").display()))
+            .stderr(log);
+        let mut agent = Proc::spawn("knic-agent", &mut cmd);
+        let log_path = dir.0.join("agent.log");
+        wait_for(
+            "the agent's offload socket",
+            Duration::from_secs(60),
+            || {
+                if let Ok(Some(status)) = agent.child.try_wait() {
+                    panic!(
+                        "knic-agent exited ({status}):\n{}",
+                        std::fs::read_to_string(&log_path).unwrap_or_default()
+                    );
+                }
+                socket.exists() && stats_output(&launcher, &socket).status.success()
+            },
+        );
+        Env {
+            ns,
+            dir,
+            socket,
+            launcher,
+            agent,
+        }
+    }
+
+    fn stats(&self) -> Value {
+        let out = stats_output(&self.launcher, &self.socket);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// `program` under the launcher, inside the namespace.
+    fn offload(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = self.ns.cmd(&self.launcher);
+        c.arg("--agent").arg(&self.socket).arg("--").arg(program);
+        c
+    }
+
+    /// Waits until the agent holds no socket of a finished program.
+    fn wait_no_sockets(&self) {
+        wait_for(
+            "every offloaded socket closed",
+            Duration::from_secs(10),
+            || self.stats()["sockets_live"] == 0,
+        );
+    }
+}
+
+/// A counter of the library kernel's /proc/net/snmp (`Tcp`, `OutSegs`).
+fn snmp(stats: &Value, proto: &str, field: &str) -> u64 {
+    let text = stats["kernel_snmp"].as_str().unwrap();
+    let mut lines = text.lines().filter(|l| l.starts_with(&format!("{proto}:")));
+    let names: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    let values: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    let i = names.iter().position(|n| *n == field).unwrap();
+    values[i].parse().unwrap()
+}
+
+/// Bytes received by the library kernel's `lo` (from its /proc/net/dev).
+fn library_lo_rx(stats: &Value) -> u64 {
+    let text = stats["kernel_dev"].as_str().unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("lo:"))
+        .unwrap();
+    line.split(':')
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn assert_host_loopback_unused(env: &Env) {
+    assert_eq!(
+        env.ns.if_stat("lo", "rx_bytes"),
+        0,
+        "the namespace's host loopback carried traffic"
+    );
+}
+
+#[test]
+fn c_cases_errno_partial_io_dup_fork_exec_readiness() {
+    require_tool("gcc");
+    let env = Env::start("cases");
+    let exe = env.dir.0.join("cases");
+    run(Command::new("gcc")
+        .args(["-Wall", "-O1", "-o"])
+        .arg(&exe)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/offload/cases.c"
+        )));
+    let before = env.stats();
+    let out = env.offload(&exe).stderr(Stdio::piped()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("all passed"),
+        "cases failed:\n{stdout}\n{}\nagent log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(env.dir.0.join("agent.log")).unwrap_or_default()
+    );
+    env.wait_no_sockets();
+    let after = env.stats();
+    assert!(after["sockets_opened"].as_u64() > before["sockets_opened"].as_u64());
+    assert_eq!(after["protocol_errors"], 0);
+    assert!(snmp(&after, "Tcp", "ActiveOpens") > snmp(&before, "Tcp", "ActiveOpens"));
+    assert!(snmp(&after, "Udp", "InDatagrams") >= 3);
+    assert_host_loopback_unused(&env);
+    // The same binary without the launcher reaches the host stack, whose loopback is down.
+    let plain = env.ns.cmd(&exe).output().unwrap();
+    assert!(
+        !plain.status.success(),
+        "the cases passed on the host stack with lo down?"
+    );
+}
+
+#[test]
+fn curl_fetches_from_python_http_server_both_offloaded() {
+    require_tool("curl");
+    let python = PathBuf::from("/usr/bin/python3");
+    assert!(
+        python.is_file(),
+        "/usr/bin/python3 is missing: run deploy/dev/setup-debian.sh"
+    );
+    let env = Env::start("http");
+    let www = env.dir.0.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let blob: Vec<u8> = (0..8u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(www.join("blob"), &blob).unwrap();
+    let mut server = env.offload(&python);
+    server
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            "18080",
+            "--directory",
+        ])
+        .arg(&www)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(env.dir.0.join("http.log")).unwrap());
+    let mut server = Proc::spawn("python3 -m http.server", &mut server);
+    let out = env.dir.0.join("out");
+    let url = "http://127.0.0.1:18080/blob";
+    wait_for("the offloaded http server", Duration::from_secs(20), || {
+        server.assert_running();
+        env.offload("curl")
+            .args(["-sS", "--max-time", "5", "-o", "/dev/null", url])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    });
+    let before = env.stats();
+    run(env
+        .offload("curl")
+        .args(["-sS", "--max-time", "60", "-o"])
+        .arg(&out)
+        .arg(url));
+    let got = std::fs::read(&out).unwrap();
+    assert!(
+        got == blob,
+        "curl got {} bytes, not the {}-byte file",
+        got.len(),
+        blob.len()
+    );
+    let after = env.stats();
+    let sent = after["bytes_sent"].as_u64().unwrap() - before["bytes_sent"].as_u64().unwrap();
+    let received =
+        after["bytes_received"].as_u64().unwrap() - before["bytes_received"].as_u64().unwrap();
+    assert!(
+        sent >= blob.len() as u64,
+        "the agent carried {sent} bytes out of programs"
+    );
+    assert!(
+        received >= blob.len() as u64,
+        "the agent carried {received} bytes into programs"
+    );
+    assert!(library_lo_rx(&after) - library_lo_rx(&before) >= blob.len() as u64);
+    assert_host_loopback_unused(&env);
+    // Without the launcher curl is on the host stack: nothing listens there.
+    let plain = env
+        .ns
+        .cmd("curl")
+        .args(["-sS", "--max-time", "5", url])
+        .output()
+        .unwrap();
+    assert!(
+        !plain.status.success(),
+        "host curl reached the offloaded server?"
+    );
+    drop(server);
+    env.wait_no_sockets();
+}
+
+fn iperf_bytes(json: &[u8], key: &str) -> u64 {
+    let v: Value = serde_json::from_slice(json)
+        .unwrap_or_else(|e| panic!("iperf3 JSON: {e}: {}", String::from_utf8_lossy(json)));
+    v["end"][key]["bytes"].as_f64().unwrap_or(0.0) as u64
+}
+
+#[test]
+fn iperf3_client_and_server_over_the_library_loopback() {
+    require_tool("iperf3");
+    let env = Env::start("iperf");
+    let mut server = env.offload("iperf3");
+    server
+        .args(["-s", "-B", "127.0.0.1", "-p", "15201"])
+        .stdout(std::fs::File::create(env.dir.0.join("iperf-server.log")).unwrap())
+        .stderr(std::fs::File::create(env.dir.0.join("iperf-server.err")).unwrap());
+    let mut server = Proc::spawn("iperf3 -s", &mut server);
+    std::thread::sleep(Duration::from_millis(500));
+    server.assert_running();
+    for (what, extra, key) in [
+        ("TCP", &[][..], "sum_received"),
+        ("TCP reverse", &["-R"][..], "sum_received"),
+        ("TCP sendfile", &["-Z"][..], "sum_received"),
+        ("UDP", &["-u", "-b", "50M", "-l", "1400"][..], "sum"),
+    ] {
+        let before = env.stats();
+        let out = run(env
+            .offload("iperf3")
+            .args(["-c", "127.0.0.1", "-p", "15201", "-t", "2", "-J"])
+            .args(extra));
+        let bytes = iperf_bytes(&out.stdout, key);
+        let after = env.stats();
+        let sent = after["bytes_sent"].as_u64().unwrap() - before["bytes_sent"].as_u64().unwrap();
+        eprintln!("iperf3 {what}: {bytes} bytes in 2 s; the agent carried {sent}");
+        assert!(bytes > 1 << 20, "iperf3 {what} moved only {bytes} bytes");
+        assert!(
+            sent >= bytes,
+            "iperf3 {what}: {bytes} bytes but the agent carried {sent}"
+        );
+    }
+    assert_host_loopback_unused(&env);
+    server.assert_running();
+    let errors = std::fs::read_to_string(env.dir.0.join("iperf-server.err")).unwrap();
+    assert!(errors.is_empty(), "iperf3 -s complained: {errors}");
+    drop(server);
+    env.wait_no_sockets();
+}
+
+#[test]
+fn a_killed_program_leaves_nothing_and_an_agent_stop_gives_clean_errors() {
+    require_tool("curl");
+    let python = "/usr/bin/python3";
+    let mut env = Env::start("restart");
+    let www = env.dir.0.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    // Larger than what the library's socket buffers hold, so the kill is mid-transfer (data
+    // already in the kernel's buffers is still delivered, as in Linux).
+    std::fs::write(www.join("blob"), vec![7u8; 64 << 20]).unwrap();
+    let mut server = env.offload(python);
+    server
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            "18081",
+            "--directory",
+        ])
+        .arg(&www)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut server = Proc::spawn("python3 -m http.server", &mut server);
+    let url = "http://127.0.0.1:18081/blob";
+    wait_for("the offloaded http server", Duration::from_secs(20), || {
+        server.assert_running();
+        env.offload("curl")
+            .args(["-sS", "--max-time", "5", "-o", "/dev/null", url])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    });
+    // A slow download, then the server is killed mid-transfer: curl ends with an error (no
+    // hang), and the agent holds none of their sockets afterwards.
+    let mut curl = env.offload("curl");
+    curl.args([
+        "-sS",
+        "--limit-rate",
+        "2M",
+        "--max-time",
+        "60",
+        "-o",
+        "/dev/null",
+        url,
+    ])
+    .stderr(Stdio::null());
+    let mut curl = Proc::spawn("curl", &mut curl);
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(server.stop("-KILL", Duration::from_secs(5)));
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = curl.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "curl hangs after its server died"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        !status.success(),
+        "curl got the whole file from a killed server?"
+    );
+    env.wait_no_sockets();
+    assert!(env.stats()["sockets_closed"].as_u64().unwrap() >= 3);
+
+    // A program blocked in recv when the agent stops gets an error at once (ECONNRESET),
+    // and a new socket() says ENETDOWN: no hang, no crash.
+    let script = "import socket,sys,time\n\
+        l=socket.socket(); l.bind(('127.0.0.1',18082)); l.listen()\n\
+        c=socket.create_connection(('127.0.0.1',18082)); s,_=l.accept()\n\
+        print('ready',flush=True)\n\
+        try:\n  s.recv(10); print('eof')\n\
+        except OSError as e: print('recv', e.errno)\n\
+        try:\n  socket.socket(); print('socket ok')\n\
+        except OSError as e: print('socket', e.errno)\n";
+    let mut prog = env.offload(python);
+    prog.args(["-c", script]).stdout(Stdio::piped());
+    let mut prog = Proc::spawn("python3 client", &mut prog);
+    let mut out = std::io::BufReader::new(prog.child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    assert!(
+        env.agent.stop("-TERM", Duration::from_secs(20)),
+        "the agent did not stop"
+    );
+    let start = std::time::Instant::now();
+    while prog.child.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the program hangs after the agent stopped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(
+        rest.trim(),
+        format!(
+            "recv {}\nsocket {}",
+            libc_errno::ECONNRESET,
+            libc_errno::ENETDOWN
+        )
+    );
+}
+
+/// The errno values the shim reports (Linux, every architecture).
+mod libc_errno {
+    pub const ECONNRESET: i32 = 104;
+    pub const ENETDOWN: i32 = 100;
+}

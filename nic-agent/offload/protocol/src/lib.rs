@@ -1,0 +1,336 @@
+//! The wire format between the offload shim and the agent's offload server.
+//!
+//! # Transport
+//! Every offloaded socket is one `AF_UNIX` `SOCK_SEQPACKET` connection to the agent, and the
+//! application's file descriptor *is* the shim's end of it (the "placeholder"). The host
+//! kernel therefore numbers, duplicates, inherits and closes offloaded sockets exactly as it
+//! does any fd; the agent closes the library socket when the last reference to the
+//! placeholder is gone (it reads end-of-file).
+//!
+//! A socket made by `socket()` connects to the agent's listening socket and sends
+//! [`Op::Open`] first; a socket made by `accept()` arrives as the agent's end of a new
+//! socketpair, passed with `SCM_RIGHTS` in the [`Op::Accept`] reply.
+//!
+//! # Messages
+//! One message is one datagram of the seqpacket connection: a fixed [`Request`] header
+//! ([`REQUEST_LEN`] bytes) followed by at most [`MAX_PAYLOAD`] bytes of payload (data to send,
+//! a socket address, an option value). The agent answers each request with one reply
+//! ([`Reply`], [`REPLY_LEN`] bytes, then payload), in order. Between replies the agent may
+//! put [`Kind::Ready`] messages on the connection (see *Readiness*); the shim skips them while
+//! it waits for a reply.
+//!
+//! All integers are little-endian; the format does not depend on the host's struct layouts
+//! except where a payload is a kernel structure of the same ABI (`sockaddr_*`, option
+//! values), which the library kernel shares with the host (same architecture).
+//!
+//! # Readiness
+//! The agent keeps the library socket non-blocking. The placeholder is readable (`POLLIN`)
+//! exactly while a `Ready` message is queued on it, which the agent keeps true while the
+//! library socket's readiness meets the interest the shim announced ([`Op::Poll`]): a reply
+//! says whether a `Ready` follows it ([`Reply::ready_follows`], decided before the reply is
+//! sent; the shim returns only once that `Ready` is queued), and the agent's watcher queues
+//! one when an idle socket becomes ready. So the host kernel's own poll/select/epoll sleep on
+//! placeholders next to host fds; the shim then asks the agent for the exact `revents`.
+#![deny(unsafe_code)]
+
+/// Bytes of a request header.
+pub const REQUEST_LEN: usize = 64;
+/// Bytes of a reply header.
+pub const REPLY_LEN: usize = 32;
+/// Most payload bytes in one message: a read or write larger than this is carried as several
+/// requests (the default `SO_SNDBUF` of a unix socket holds one such message with room).
+pub const MAX_PAYLOAD: usize = 64 * 1024;
+/// The largest message either side sends.
+pub const MAX_MESSAGE: usize = REQUEST_LEN + MAX_PAYLOAD;
+/// Bytes of the address slot at the start of a [`Op::Recv`] reply's payload when the
+/// address was asked for (`sizeof(struct sockaddr_storage)`); the address's own length is in
+/// `aux[0]`.
+pub const ADDR_SLOT: usize = 128;
+/// Most data bytes one [`Op::Recv`] returns (its payload also holds the address slot).
+pub const MAX_RECV: usize = MAX_PAYLOAD - ADDR_SLOT;
+/// First word of every request and reply (catches a peer that is not the shim or the agent).
+pub const MAGIC: u32 = 0x6b6e_6f31; // "kno1"
+
+/// What a request asks for. Arguments are in [`Request::args`]; payloads as documented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Op {
+    /// `socket(args[0]=domain, args[1]=type, args[2]=protocol)`; the first message of a
+    /// connection made by `socket()`.
+    Open = 1,
+    /// `bind`; payload: the socket address.
+    Bind = 2,
+    /// `listen(args[0]=backlog)`.
+    Listen = 3,
+    /// `accept`; reply: the new placeholder as `SCM_RIGHTS`, payload: the peer address.
+    Accept = 4,
+    /// `connect`; payload: the socket address. Never waits: `EINPROGRESS` as for a
+    /// non-blocking socket.
+    Connect = 5,
+    /// `sendto(flags=args[0])`; `args[1]` = bytes of address at the start of the payload,
+    /// the rest of the payload is the data.
+    Send = 6,
+    /// `recvmsg(len=args[0], flags=args[1])`, at most [`MAX_RECV`] bytes; `args[2]` != 0 asks
+    /// for the source address. Reply: when asked, an [`ADDR_SLOT`]-byte slot with the address
+    /// (`aux[0]` its length) starts the payload; the data follows; `aux[1]` = `msg_flags`.
+    Recv = 7,
+    /// `shutdown(args[0]=how)`.
+    Shutdown = 8,
+    /// `getsockname` (`args[0]` = 0) or `getpeername` (`args[0]` = 1); payload: the address.
+    Name = 9,
+    /// `setsockopt(args[0]=level, args[1]=name)`; payload: the value.
+    SetOption = 10,
+    /// `getsockopt(args[0]=level, args[1]=name, args[2]=room)`; payload: the value.
+    GetOption = 11,
+    /// `ioctl(args[0]=request)` for requests with an `int` result (FIONREAD, SIOCOUTQ);
+    /// `ret` is the value.
+    IoctlInt = 12,
+    /// The socket's `revents` now (`ret`), and sets the interest: `args[0]` = persistent
+    /// interest added (epoll registrations), `args[1]` = one-shot interest (a waiting
+    /// poll/select/blocking call), cleared by the agent once it signalled it.
+    Poll = 13,
+    /// The agent's offload counters as JSON (payload); may be the first message of a
+    /// connection (no socket is made).
+    Stats = 14,
+    /// What socket this placeholder is: `ret` = domain, `aux[0]` = type. Used after `exec`
+    /// to find inherited offloaded sockets again.
+    Describe = 15,
+    /// Closes the library socket now (the shim's `close` of the last reference it knows no
+    /// other process shares), so a port is free when `close` returns, as in Linux. Later
+    /// requests on the connection fail with `EBADF`.
+    Close = 16,
+}
+
+impl Op {
+    pub fn from_u32(v: u32) -> Option<Op> {
+        Some(match v {
+            1 => Op::Open,
+            2 => Op::Bind,
+            3 => Op::Listen,
+            4 => Op::Accept,
+            5 => Op::Connect,
+            6 => Op::Send,
+            7 => Op::Recv,
+            8 => Op::Shutdown,
+            9 => Op::Name,
+            10 => Op::SetOption,
+            11 => Op::GetOption,
+            12 => Op::IoctlInt,
+            13 => Op::Poll,
+            14 => Op::Stats,
+            15 => Op::Describe,
+            16 => Op::Close,
+            _ => return None,
+        })
+    }
+}
+
+/// What a message from the agent is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Kind {
+    /// The reply to the oldest unanswered request.
+    Reply = 1,
+    /// The socket may be ready for the announced interest (no payload).
+    Ready = 2,
+}
+
+/// A request header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    pub op: Op,
+    pub args: [i64; 6],
+}
+
+/// Why bytes are not a valid message (the peer is not a well-behaved shim or agent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Shorter than its header.
+    Short,
+    /// The first word is not [`MAGIC`].
+    BadMagic,
+    /// An operation or kind this version does not know.
+    UnknownOp(u32),
+    /// Payload beyond [`MAX_PAYLOAD`].
+    TooLong,
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Short => write!(f, "message shorter than its header"),
+            DecodeError::BadMagic => write!(f, "message without the knic offload magic"),
+            DecodeError::UnknownOp(op) => write!(f, "unknown operation or kind {op}"),
+            DecodeError::TooLong => write!(f, "payload longer than {MAX_PAYLOAD} bytes"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+fn word(b: &[u8], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(w)
+}
+
+fn quad(b: &[u8], at: usize) -> i64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    i64::from_le_bytes(w)
+}
+
+impl Request {
+    pub fn new(op: Op, args: [i64; 6]) -> Request {
+        Request { op, args }
+    }
+
+    /// Writes the header into the first [`REQUEST_LEN`] bytes of `out`.
+    pub fn encode(&self, out: &mut [u8; REQUEST_LEN]) {
+        out.fill(0);
+        out[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        out[4..8].copy_from_slice(&(self.op as u32).to_le_bytes());
+        for (i, a) in self.args.iter().enumerate() {
+            out[8 + 8 * i..16 + 8 * i].copy_from_slice(&a.to_le_bytes());
+        }
+    }
+
+    /// Parses a whole message: its header and its payload.
+    pub fn decode(msg: &[u8]) -> Result<(Request, &[u8]), DecodeError> {
+        if msg.len() < REQUEST_LEN {
+            return Err(DecodeError::Short);
+        }
+        if msg.len() > MAX_MESSAGE {
+            return Err(DecodeError::TooLong);
+        }
+        if word(msg, 0) != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        let raw = word(msg, 4);
+        let op = Op::from_u32(raw).ok_or(DecodeError::UnknownOp(raw))?;
+        let mut args = [0i64; 6];
+        for (i, a) in args.iter_mut().enumerate() {
+            *a = quad(msg, 8 + 8 * i);
+        }
+        Ok((Request { op, args }, &msg[REQUEST_LEN..]))
+    }
+}
+
+/// Bit of a reply's kind word: a `Ready` message follows this reply at once.
+const READY_FOLLOWS: u32 = 1 << 16;
+
+/// A message from the agent: a reply or a readiness signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    pub kind: Kind,
+    /// The agent queues a `Ready` right after this reply (the socket meets the interest).
+    /// The shim waits until it is queued before it returns, so readiness a program sees
+    /// right after a call (an epoll_ctl, a read) is the socket's at that moment.
+    pub ready_follows: bool,
+    /// The call's result as the kernel returns it: a value, or `-errno`.
+    pub ret: i64,
+    pub aux: [i64; 2],
+}
+
+impl Reply {
+    pub fn new(ret: i64) -> Reply {
+        Reply {
+            kind: Kind::Reply,
+            ready_follows: false,
+            ret,
+            aux: [0; 2],
+        }
+    }
+
+    pub fn ready() -> Reply {
+        Reply {
+            kind: Kind::Ready,
+            ready_follows: false,
+            ret: 0,
+            aux: [0; 2],
+        }
+    }
+
+    pub fn encode(&self, out: &mut [u8; REPLY_LEN]) {
+        out.fill(0);
+        out[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        let flags = if self.ready_follows { READY_FOLLOWS } else { 0 };
+        out[4..8].copy_from_slice(&(self.kind as u32 | flags).to_le_bytes());
+        out[8..16].copy_from_slice(&self.ret.to_le_bytes());
+        out[16..24].copy_from_slice(&self.aux[0].to_le_bytes());
+        out[24..32].copy_from_slice(&self.aux[1].to_le_bytes());
+    }
+
+    pub fn decode(msg: &[u8]) -> Result<(Reply, &[u8]), DecodeError> {
+        if msg.len() < REPLY_LEN {
+            return Err(DecodeError::Short);
+        }
+        if msg.len() > REPLY_LEN + MAX_PAYLOAD {
+            return Err(DecodeError::TooLong);
+        }
+        if word(msg, 0) != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        let w = word(msg, 4);
+        let kind = match w & !READY_FOLLOWS {
+            1 => Kind::Reply,
+            2 => Kind::Ready,
+            other => return Err(DecodeError::UnknownOp(other)),
+        };
+        Ok((
+            Reply {
+                kind,
+                ready_follows: w & READY_FOLLOWS != 0,
+                ret: quad(msg, 8),
+                aux: [quad(msg, 16), quad(msg, 24)],
+            },
+            &msg[REPLY_LEN..],
+        ))
+    }
+}
+
+/// The environment variable naming the agent's offload socket inside a launched program
+/// (the launcher sets it; the shim does nothing without it).
+pub const SOCKET_ENV: &str = "KNIC_OFFLOAD_SOCKET";
+/// Where a `knic-agent` started without options serves offload.
+pub const DEFAULT_SOCKET: &str = "/run/knic/offload.sock";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trip_and_hostile_bytes() {
+        let r = Request::new(Op::Send, [1, -2, 3, i64::MIN, i64::MAX, 0]);
+        let mut buf = [0u8; REQUEST_LEN];
+        r.encode(&mut buf);
+        let mut msg = buf.to_vec();
+        msg.extend_from_slice(b"data");
+        let (back, payload) = Request::decode(&msg).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(payload, b"data");
+        assert_eq!(Request::decode(&msg[..10]), Err(DecodeError::Short));
+        let mut bad = msg.clone();
+        bad[0] ^= 1;
+        assert_eq!(Request::decode(&bad), Err(DecodeError::BadMagic));
+        let mut unknown = msg.clone();
+        unknown[4] = 99;
+        assert_eq!(Request::decode(&unknown), Err(DecodeError::UnknownOp(99)));
+        let long = vec![0u8; MAX_MESSAGE + 1];
+        assert_eq!(Request::decode(&long), Err(DecodeError::TooLong));
+    }
+
+    #[test]
+    fn reply_round_trip() {
+        let mut r = Reply::new(-11);
+        r.aux = [7, 8];
+        r.ready_follows = true;
+        let mut buf = [0u8; REPLY_LEN];
+        r.encode(&mut buf);
+        assert_eq!(Reply::decode(&buf).unwrap().0, r);
+        Reply::ready().encode(&mut buf);
+        assert_eq!(Reply::decode(&buf).unwrap().0.kind, Kind::Ready);
+        buf[4] = 3;
+        assert_eq!(Reply::decode(&buf), Err(DecodeError::UnknownOp(3)));
+    }
+}

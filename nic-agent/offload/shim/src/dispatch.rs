@@ -1,0 +1,1230 @@
+//! The raw-syscall entry: [`dispatch`] takes a host syscall number and its six arguments and
+//! either carries the call out on the agent (an offloaded socket) or says "not mine" so the
+//! caller makes the host syscall. The libc symbol overrides (`exports`) call it; a
+//! syscall-rewriting hook (zpoline-style) can call the same function for static binaries.
+//!
+//! Blocking: the library sockets are non-blocking; a blocking call here is a loop of the
+//! non-blocking call and a wait for readiness on the placeholder (see the protocol crate),
+//! so a signal interrupts the wait on the host (`EINTR`) and the agent never holds a
+//! thread for a sleeping program.
+
+use std::cell::RefCell;
+use std::sync::{Arc, MutexGuard, OnceLock};
+
+use knic_offload_protocol::{
+    ADDR_SLOT, Kind, MAX_PAYLOAD, MAX_RECV, Op, REPLY_LEN, REQUEST_LEN, Reply, Request, SOCKET_ENV,
+};
+
+use crate::sys::{self, UserPtr, host};
+use crate::table::{self, EpollReg, Sock};
+
+const fn neg(e: i32) -> i64 {
+    -(e as i64)
+}
+const EAGAIN: i64 = neg(libc::EAGAIN);
+const EINTR: i64 = neg(libc::EINTR);
+const EINVAL: i64 = neg(libc::EINVAL);
+const EINPROGRESS: i64 = neg(libc::EINPROGRESS);
+const ECONNRESET: i64 = neg(libc::ECONNRESET);
+
+/// The most bytes of an address or option value the shim carries.
+const MAX_OPTION: usize = 4096;
+const ADDR_MAX: usize = 128;
+
+/// The agent's socket path from the environment (none: the shim offloads nothing).
+fn agent_path() -> Option<&'static [u8]> {
+    static PATH: OnceLock<Option<Vec<u8>>> = OnceLock::new();
+    PATH.get_or_init(|| {
+        use std::os::unix::ffi::OsStringExt;
+        std::env::var_os(SOCKET_ENV)
+            .map(|p| p.into_vec())
+            .filter(|p| !p.is_empty())
+    })
+    .as_deref()
+}
+
+thread_local! {
+    /// Staging for readv/writev/sendmsg/recvmsg/sendfile (one per thread, made once).
+    static STAGE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn with_stage<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    STAGE.with(|s| match s.try_borrow_mut() {
+        Ok(mut v) => {
+            if v.len() < MAX_PAYLOAD {
+                v.resize(MAX_PAYLOAD, 0);
+            }
+            f(&mut v[..])
+        }
+        // Re-entered from a signal handler: a buffer of its own.
+        Err(_) => f(&mut vec![0u8; MAX_PAYLOAD][..]),
+    })
+}
+
+fn lock(sock: &Sock) -> MutexGuard<'_, ()> {
+    sock.lock.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One exchange's result: the reply, its payload length and a passed fd.
+struct Answer {
+    reply: Reply,
+    payload: usize,
+    fd: Option<i32>,
+}
+
+/// Sends a request (header + `send` parts) on placeholder `fd` and waits for its reply,
+/// scattering the reply's payload over `recv`. Ready messages before it are skipped.
+fn call(
+    fd: i32,
+    sock: &Sock,
+    req: Request,
+    send: &[(usize, usize)],
+    recv: &[(usize, usize)],
+    cloexec: bool,
+) -> Result<Answer, i64> {
+    let _g = lock(sock);
+    let mut head = [0u8; REQUEST_LEN];
+    req.encode(&mut head);
+    let mut parts = [(0usize, 0usize); 4];
+    parts[0] = (head.as_ptr() as usize, REQUEST_LEN);
+    let n = send.len().min(3);
+    parts[1..=n].copy_from_slice(&send[..n]);
+    loop {
+        let r = sys::send_parts(fd, &parts[..=n]);
+        if r >= 0 {
+            break;
+        }
+        if r == EAGAIN {
+            sys::poll_one(fd, libc::POLLOUT, -1);
+            continue;
+        }
+        if r == EINTR {
+            continue;
+        }
+        return Err(ECONNRESET);
+    }
+    let mut rhead = [0u8; REPLY_LEN];
+    let mut rparts = [(0usize, 0usize); 4];
+    rparts[0] = (rhead.as_mut_ptr() as usize, REPLY_LEN);
+    let m = recv.len().min(3);
+    rparts[1..=m].copy_from_slice(&recv[..m]);
+    loop {
+        let mut passed = None;
+        let r = sys::recv_parts(fd, &rparts[..=m], cloexec, &mut passed);
+        if r == EAGAIN || r == EINTR {
+            sys::poll_one(fd, libc::POLLIN, -1);
+            continue;
+        }
+        if r <= 0 {
+            // End of file: the agent is gone (stopped or restarted).
+            return Err(ECONNRESET);
+        }
+        let len = r as usize;
+        let reply = match Reply::decode(&rhead[..len.min(REPLY_LEN)]) {
+            Ok((reply, _)) => reply,
+            Err(_) => return Err(neg(libc::EPROTO)),
+        };
+        if reply.kind == Kind::Ready {
+            if let Some(p) = passed {
+                host(libc::SYS_close, [i64::from(p), 0, 0, 0, 0, 0]);
+            }
+            continue;
+        }
+        if reply.ready_follows {
+            // Return once the Ready is queued (not read): the placeholder is then readable,
+            // as the socket is ready, before the program's next call.
+            while sys::poll_one(fd, libc::POLLIN, -1) == EINTR {}
+        }
+        return Ok(Answer {
+            reply,
+            payload: len - REPLY_LEN,
+            fd: passed,
+        });
+    }
+}
+
+/// A request without payloads; the reply's `ret`.
+fn simple(fd: i32, sock: &Sock, op: Op, args: [i64; 6]) -> i64 {
+    match call(fd, sock, Request::new(op, args), &[], &[], false) {
+        Ok(a) => a.reply.ret,
+        Err(e) => e,
+    }
+}
+
+/// The socket's revents now; arms `oneshot` as the interest of a waiter.
+fn query(fd: i32, sock: &Sock, persistent: i16, oneshot: i16) -> i64 {
+    simple(
+        fd,
+        sock,
+        Op::Poll,
+        [i64::from(persistent), i64::from(oneshot), 0, 0, 0, 0],
+    )
+}
+
+const WAITABLE: i16 = libc::POLLIN | libc::POLLOUT | libc::POLLPRI | libc::POLLRDHUP;
+
+/// Sets O_NONBLOCK on a new placeholder (SOCK_NONBLOCK asked at creation).
+fn set_nonblocking(fd: i64) {
+    host(
+        libc::SYS_fcntl,
+        [
+            fd,
+            i64::from(libc::F_SETFL),
+            i64::from(libc::O_NONBLOCK),
+            0,
+            0,
+            0,
+        ],
+    );
+}
+
+fn nonblocking(fd: i32) -> bool {
+    let fl = host(
+        libc::SYS_fcntl,
+        [i64::from(fd), i64::from(libc::F_GETFL), 0, 0, 0, 0],
+    );
+    fl >= 0 && fl & i64::from(libc::O_NONBLOCK) != 0
+}
+
+/// Blocks until the socket meets `events` (or has an error or hang-up); `Err(EINTR)` when a
+/// signal arrives first.
+fn wait(fd: i32, sock: &Sock, events: i16) -> Result<(), i64> {
+    loop {
+        let r = query(fd, sock, 0, events);
+        if r < 0 {
+            return Err(r);
+        }
+        if r as i16 & (events | libc::POLLERR | libc::POLLHUP) != 0 {
+            return Ok(());
+        }
+        let p = sys::poll_one(fd, libc::POLLIN, -1);
+        if p == EINTR {
+            return Err(EINTR);
+        }
+    }
+}
+
+/// Reads a socket address argument (at most 128 bytes).
+fn read_addr(ptr: i64, len: i64, out: &mut [u8; ADDR_MAX]) -> Result<usize, i64> {
+    let len = usize::try_from(len).map_err(|_| EINVAL)?;
+    if len > ADDR_MAX {
+        return Err(EINVAL);
+    }
+    UserPtr(ptr as usize).read(&mut out[..len])?;
+    Ok(len)
+}
+
+/// Reads an optional destination address (null: none, length 0).
+fn read_dest(ptr: i64, len: i64, out: &mut [u8; ADDR_MAX]) -> Result<usize, i64> {
+    if ptr == 0 {
+        Ok(0)
+    } else {
+        read_addr(ptr, len, out)
+    }
+}
+
+/// Writes an address result the way the kernel does: at most `*lenp` bytes, then the full
+/// length into `*lenp`.
+fn write_addr(ptr: i64, lenp: i64, addr: &[u8]) -> Result<(), i64> {
+    if ptr == 0 {
+        return Ok(());
+    }
+    let lp = UserPtr(lenp as usize);
+    let room = lp.read_u32()? as usize;
+    UserPtr(ptr as usize).write(&addr[..addr.len().min(room)])?;
+    lp.write_u32(addr.len() as u32)
+}
+
+/// The one entry: `Some(result)` (kernel convention, `-errno`) when the call was ours,
+/// `None` when the host kernel should run it unchanged.
+pub fn dispatch(nr: i64, a: [i64; 6]) -> Option<i64> {
+    match nr {
+        libc::SYS_socket => socket(a[0], a[1], a[2]),
+        libc::SYS_close => {
+            if let Some(sock) = table::get(a[0]) {
+                // This clone and the table's entry: no other fd of this process has it.
+                if Arc::strong_count(&sock) == 2 && sock.private() {
+                    let _ = simple(a[0] as i32, &sock, Op::Close, [0; 6]);
+                }
+            }
+            table::remove(a[0]);
+            table::epoll_forget_set(a[0] as i32);
+            None
+        }
+        libc::SYS_close_range => {
+            if a[2] & i64::from(libc::CLOSE_RANGE_CLOEXEC) == 0 {
+                let last = a[1].min(table::MAX_FDS as i64 - 1);
+                for fd in a[0]..=last {
+                    table::remove(fd);
+                }
+            }
+            None
+        }
+        libc::SYS_dup => dup_like(a[0], host(libc::SYS_dup, a)),
+        libc::SYS_dup2 | libc::SYS_dup3 => {
+            if a[0] != a[1] {
+                table::remove(a[1]);
+            }
+            let sock = table::get(a[0]);
+            let r = host(nr, a);
+            if let Some(s) = sock.filter(|_| r >= 0) {
+                table::insert(r, s);
+            }
+            sock_or_none(a[0], r)
+        }
+        libc::SYS_fcntl => {
+            let cmd = a[1] as i32;
+            if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC {
+                table::get(a[0])?;
+                dup_like(a[0], host(nr, a))
+            } else {
+                None
+            }
+        }
+        libc::SYS_poll => poll_call(a[0], a[1], timeout_ms(a[2]), 0),
+        libc::SYS_ppoll => {
+            let t = match read_timespec(a[2]) {
+                Ok(t) => t,
+                Err(e) => return Some(e),
+            };
+            poll_call(a[0], a[1], t, a[3])
+        }
+        libc::SYS_select => select_call(a, false),
+        libc::SYS_pselect6 => select_call(a, true),
+        libc::SYS_epoll_ctl => epoll_ctl(a),
+        libc::SYS_epoll_wait => epoll_wait(a[0], a[1], a[2], a[3], 0),
+        libc::SYS_epoll_pwait => epoll_wait(a[0], a[1], a[2], a[3], a[4]),
+        libc::SYS_sendfile => {
+            let sock = table::get(a[0])?;
+            Some(sendfile(a[0] as i32, &sock, a[1], a[2], a[3]))
+        }
+        _ => {
+            let fd = a[0];
+            let sock = table::get(fd)?;
+            Some(socket_call(nr, fd as i32, &sock, a))
+        }
+    }
+}
+
+fn sock_or_none(_fd: i64, r: i64) -> Option<i64> {
+    Some(r)
+}
+
+fn dup_like(old: i64, r: i64) -> Option<i64> {
+    if r >= 0 {
+        if let Some(s) = table::get(old) {
+            table::insert(r, s);
+        }
+    }
+    Some(r)
+}
+
+fn socket(domain: i64, kind: i64, protocol: i64) -> Option<i64> {
+    let base = kind & 0xf;
+    let ours = (domain == i64::from(libc::AF_INET) || domain == i64::from(libc::AF_INET6))
+        && (base == i64::from(libc::SOCK_STREAM) || base == i64::from(libc::SOCK_DGRAM));
+    if !ours {
+        return None;
+    }
+    let path = agent_path()?;
+    let cloexec = kind & i64::from(libc::SOCK_CLOEXEC) != 0;
+    let fd = sys::connect_agent(path, cloexec);
+    if fd < 0 {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            sys::warn(&format!(
+                "knic-offload: no agent answers at {} (errno {}); AF_INET/AF_INET6 sockets fail \
+                 with ENETDOWN until knic-agent runs\n",
+                String::from_utf8_lossy(path),
+                -fd
+            ));
+        });
+        return Some(neg(libc::ENETDOWN));
+    }
+    if fd as usize >= table::MAX_FDS {
+        host(libc::SYS_close, [fd, 0, 0, 0, 0, 0]);
+        return Some(neg(libc::EMFILE));
+    }
+    let sock = Sock::new(domain as i32, base as i32);
+    let r = simple(
+        fd as i32,
+        &sock,
+        Op::Open,
+        [domain, kind, protocol, 0, 0, 0],
+    );
+    if r < 0 {
+        host(libc::SYS_close, [fd, 0, 0, 0, 0, 0]);
+        return Some(r);
+    }
+    if kind & i64::from(libc::SOCK_NONBLOCK) != 0 {
+        set_nonblocking(fd);
+    }
+    table::insert(fd, sock);
+    Some(fd)
+}
+
+/// Calls on an offloaded fd (the first argument).
+fn socket_call(nr: i64, fd: i32, sock: &Arc<Sock>, a: [i64; 6]) -> i64 {
+    match nr {
+        libc::SYS_bind | libc::SYS_connect => {
+            let mut addr = [0u8; ADDR_MAX];
+            let len = match read_addr(a[1], a[2], &mut addr) {
+                Ok(l) => l,
+                Err(e) => return e,
+            };
+            let op = if nr == libc::SYS_bind {
+                Op::Bind
+            } else {
+                Op::Connect
+            };
+            let parts = [(addr.as_ptr() as usize, len)];
+            let r = match call(fd, sock, Request::new(op, [0; 6]), &parts, &[], false) {
+                Ok(ans) => ans.reply.ret,
+                Err(e) => e,
+            };
+            if op == Op::Connect && r == EINPROGRESS && !nonblocking(fd) {
+                if let Err(e) = wait(fd, sock, libc::POLLOUT) {
+                    return e;
+                }
+                let mut err = [0u8; 4];
+                let got = get_option(fd, sock, libc::SOL_SOCKET, libc::SO_ERROR, &mut err);
+                return match got {
+                    Ok(_) => -i64::from(i32::from_ne_bytes(err)),
+                    Err(e) => e,
+                };
+            }
+            r
+        }
+        libc::SYS_listen => simple(fd, sock, Op::Listen, [a[1], 0, 0, 0, 0, 0]),
+        libc::SYS_shutdown => simple(fd, sock, Op::Shutdown, [a[1], 0, 0, 0, 0, 0]),
+        libc::SYS_accept => accept(fd, sock, a[1], a[2], 0),
+        libc::SYS_accept4 => accept(fd, sock, a[1], a[2], a[3]),
+        libc::SYS_getsockname | libc::SYS_getpeername => {
+            let which = i64::from(nr == libc::SYS_getpeername);
+            let mut addr = [0u8; ADDR_MAX];
+            let parts = [(addr.as_mut_ptr() as usize, ADDR_MAX)];
+            match call(
+                fd,
+                sock,
+                Request::new(Op::Name, [which, 0, 0, 0, 0, 0]),
+                &[],
+                &parts,
+                false,
+            ) {
+                Ok(ans) if ans.reply.ret < 0 => ans.reply.ret,
+                Ok(ans) => match write_addr(a[1], a[2], &addr[..ans.payload.min(ADDR_MAX)]) {
+                    Ok(()) => 0,
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            }
+        }
+        libc::SYS_setsockopt => {
+            let len = a[4];
+            if !(0..=MAX_OPTION as i64).contains(&len) {
+                return EINVAL;
+            }
+            let mut val = [0u8; MAX_OPTION];
+            if let Err(e) = UserPtr(a[3] as usize).read(&mut val[..len as usize]) {
+                return e;
+            }
+            let parts = [(val.as_ptr() as usize, len as usize)];
+            match call(
+                fd,
+                sock,
+                Request::new(Op::SetOption, [a[1], a[2], 0, 0, 0, 0]),
+                &parts,
+                &[],
+                false,
+            ) {
+                Ok(ans) => ans.reply.ret,
+                Err(e) => e,
+            }
+        }
+        libc::SYS_getsockopt => {
+            let lp = UserPtr(a[4] as usize);
+            let room = match lp.read_u32() {
+                Ok(r) => (r as usize).min(MAX_OPTION),
+                Err(e) => return e,
+            };
+            let mut val = [0u8; MAX_OPTION];
+            match get_option(fd, sock, a[1] as i32, a[2] as i32, &mut val[..room]) {
+                Ok(n) => match UserPtr(a[3] as usize)
+                    .write(&val[..n])
+                    .and_then(|()| lp.write_u32(n as u32))
+                {
+                    Ok(()) => 0,
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            }
+        }
+        libc::SYS_ioctl => {
+            let req = a[1] as u64;
+            if req == libc::FIONBIO {
+                return host(nr, a);
+            }
+            if req == libc::FIONREAD || req == libc::TIOCOUTQ || req == 0x894b {
+                let r = simple(fd, sock, Op::IoctlInt, [req as i64, 0, 0, 0, 0, 0]);
+                if r < 0 {
+                    return r;
+                }
+                return match UserPtr(a[2] as usize).write(&(r as i32).to_ne_bytes()) {
+                    Ok(()) => 0,
+                    Err(e) => e,
+                };
+            }
+            neg(libc::ENOTTY)
+        }
+        libc::SYS_read => recv(fd, sock, a[1], a[2], 0, 0, 0).0,
+        libc::SYS_recvfrom => recv(fd, sock, a[1], a[2], a[3], a[4], a[5]).0,
+        libc::SYS_write => send(fd, sock, a[1], a[2], 0, 0, 0),
+        libc::SYS_sendto => send(fd, sock, a[1], a[2], a[3], a[4], a[5]),
+        libc::SYS_readv => readv(fd, sock, a[1], a[2], 0, None),
+        libc::SYS_writev => writev(fd, sock, a[1], a[2], 0, 0, 0),
+        libc::SYS_recvmsg => recvmsg(fd, sock, a[1], a[2]),
+        libc::SYS_sendmsg => sendmsg(fd, sock, a[1], a[2]),
+        libc::SYS_socketpair => neg(libc::EOPNOTSUPP),
+        // Calls the placeholder answers correctly itself (fstat, fcntl flags, ...).
+        _ => host(nr, a),
+    }
+}
+
+fn get_option(fd: i32, sock: &Sock, level: i32, name: i32, out: &mut [u8]) -> Result<usize, i64> {
+    let parts = [(out.as_mut_ptr() as usize, out.len())];
+    let req = Request::new(
+        Op::GetOption,
+        [i64::from(level), i64::from(name), out.len() as i64, 0, 0, 0],
+    );
+    let ans = call(fd, sock, req, &[], &parts, false)?;
+    if ans.reply.ret < 0 {
+        return Err(ans.reply.ret);
+    }
+    Ok(ans.payload.min(out.len()))
+}
+
+fn accept(fd: i32, sock: &Sock, addr: i64, lenp: i64, flags: i64) -> i64 {
+    if flags & !i64::from(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) != 0 {
+        return EINVAL;
+    }
+    let cloexec = flags & i64::from(libc::SOCK_CLOEXEC) != 0;
+    let mut peer = [0u8; ADDR_MAX];
+    loop {
+        let parts = [(peer.as_mut_ptr() as usize, ADDR_MAX)];
+        let ans = match call(
+            fd,
+            sock,
+            Request::new(Op::Accept, [0; 6]),
+            &[],
+            &parts,
+            cloexec,
+        ) {
+            Ok(a) => a,
+            Err(e) => return e,
+        };
+        let r = ans.reply.ret;
+        if r == EAGAIN && !nonblocking(fd) {
+            if let Err(e) = wait(fd, sock, libc::POLLIN) {
+                return e;
+            }
+            continue;
+        }
+        if r < 0 {
+            return r;
+        }
+        let Some(new) = ans.fd else {
+            return neg(libc::EPROTO);
+        };
+        let new = i64::from(new);
+        if new as usize >= table::MAX_FDS {
+            host(libc::SYS_close, [new, 0, 0, 0, 0, 0]);
+            return neg(libc::EMFILE);
+        }
+        if flags & i64::from(libc::SOCK_NONBLOCK) != 0 {
+            set_nonblocking(new);
+        }
+        if let Err(e) = write_addr(addr, lenp, &peer[..ans.payload.min(ADDR_MAX)]) {
+            host(libc::SYS_close, [new, 0, 0, 0, 0, 0]);
+            return e;
+        }
+        table::insert(new, Sock::new(sock.domain, sock.kind));
+        return new;
+    }
+}
+
+/// recvfrom into the program's buffer; returns (result, msg_flags).
+fn recv(fd: i32, sock: &Sock, buf: i64, len: i64, flags: i64, addr: i64, lenp: i64) -> (i64, i64) {
+    let Ok(len) = usize::try_from(len) else {
+        return (EINVAL, 0);
+    };
+    if buf == 0 && len > 0 {
+        return (sys::EFAULT, 0);
+    }
+    let block = flags & i64::from(libc::MSG_DONTWAIT) == 0 && !nonblocking(fd);
+    let waitall = flags & i64::from(libc::MSG_WAITALL) != 0 && sock.stream() && block;
+    let want_addr = addr != 0;
+    let mut done = 0usize;
+    loop {
+        let room = (len - done).min(MAX_RECV);
+        let mut slot = [0u8; ADDR_SLOT];
+        let mut parts = [(0usize, 0usize); 2];
+        let mut n = 0;
+        if want_addr {
+            parts[n] = (slot.as_mut_ptr() as usize, ADDR_SLOT);
+            n += 1;
+        }
+        parts[n] = (buf as usize + done, room);
+        n += 1;
+        let req = Request::new(
+            Op::Recv,
+            [
+                room as i64,
+                flags & !i64::from(libc::MSG_WAITALL),
+                i64::from(want_addr),
+                0,
+                0,
+                0,
+            ],
+        );
+        let ans = match call(fd, sock, req, &[], &parts[..n], false) {
+            Ok(a) => a,
+            Err(e) => return (if done > 0 { done as i64 } else { e }, 0),
+        };
+        let r = ans.reply.ret;
+        if r == EAGAIN && block {
+            if let Err(e) = wait(fd, sock, libc::POLLIN) {
+                return (if done > 0 { done as i64 } else { e }, 0);
+            }
+            continue;
+        }
+        if r < 0 {
+            return (if done > 0 { done as i64 } else { r }, 0);
+        }
+        if want_addr {
+            let alen = (ans.reply.aux[0].clamp(0, ADDR_SLOT as i64)) as usize;
+            if let Err(e) = write_addr(addr, lenp, &slot[..alen]) {
+                return (e, 0);
+            }
+        }
+        if !waitall || r == 0 {
+            return (done as i64 + r, ans.reply.aux[1]);
+        }
+        done += (r as usize).min(room);
+        if done >= len {
+            return (done as i64, ans.reply.aux[1]);
+        }
+    }
+}
+
+/// sendto from the program's buffer.
+fn send(fd: i32, sock: &Sock, buf: i64, len: i64, flags: i64, addr: i64, alen: i64) -> i64 {
+    let Ok(len) = usize::try_from(len) else {
+        return EINVAL;
+    };
+    if buf == 0 && len > 0 {
+        return sys::EFAULT;
+    }
+    let mut to = [0u8; ADDR_MAX];
+    let tolen = match read_dest(addr, alen, &mut to) {
+        Ok(l) => l,
+        Err(e) => return e,
+    };
+    send_from(fd, sock, buf as usize, len, flags, &to[..tolen])
+}
+
+/// Sends `len` bytes at program address (or staging buffer) `buf`.
+fn send_from(fd: i32, sock: &Sock, buf: usize, len: usize, flags: i64, to: &[u8]) -> i64 {
+    let room = MAX_PAYLOAD - to.len();
+    if !sock.stream() && len > room {
+        return neg(libc::EMSGSIZE);
+    }
+    let block = flags & i64::from(libc::MSG_DONTWAIT) == 0 && !nonblocking(fd);
+    let mut done = 0usize;
+    loop {
+        let chunk = (len - done).min(room);
+        let parts = [(to.as_ptr() as usize, to.len()), (buf + done, chunk)];
+        let req = Request::new(Op::Send, [flags, to.len() as i64, 0, 0, 0, 0]);
+        let r = match call(fd, sock, req, &parts, &[], false) {
+            Ok(a) => a.reply.ret,
+            Err(e) => e,
+        };
+        if r == EAGAIN && block {
+            if let Err(e) = wait(fd, sock, libc::POLLOUT) {
+                return if done > 0 { done as i64 } else { e };
+            }
+            continue;
+        }
+        if r < 0 {
+            if done > 0 {
+                return done as i64;
+            }
+            if r == neg(libc::EPIPE) && flags & i64::from(libc::MSG_NOSIGNAL) == 0 {
+                sys::raise_sigpipe();
+            }
+            return r;
+        }
+        done += r as usize;
+        // Datagrams are one message; a stream's short write returns unless the caller blocks.
+        if !sock.stream() || done >= len || (!block && (r as usize) < chunk) {
+            return done as i64;
+        }
+    }
+}
+
+/// Reads an iovec array: (base, len) pairs.
+fn read_iovs(iov: i64, cnt: i64, out: &mut [(usize, usize); 64]) -> Result<usize, i64> {
+    if !(0..=1024).contains(&cnt) {
+        return Err(EINVAL);
+    }
+    let n = (cnt as usize).min(64);
+    for (i, o) in out.iter_mut().enumerate().take(n) {
+        let p = UserPtr(iov as usize).add(i * 16);
+        *o = (p.read_u64()? as usize, p.add(8).read_u64()? as usize);
+    }
+    Ok(n)
+}
+
+fn readv(fd: i32, sock: &Sock, iov: i64, cnt: i64, flags: i64, name: Option<(i64, i64)>) -> i64 {
+    recv_iov(fd, sock, iov, cnt, flags, name).0
+}
+
+fn recv_iov(
+    fd: i32,
+    sock: &Sock,
+    iov: i64,
+    cnt: i64,
+    flags: i64,
+    name: Option<(i64, i64)>,
+) -> (i64, i64) {
+    let mut v = [(0usize, 0usize); 64];
+    let n = match read_iovs(iov, cnt, &mut v) {
+        Ok(n) => n,
+        Err(e) => return (e, 0),
+    };
+    let total: usize = v[..n].iter().map(|x| x.1).sum::<usize>().min(MAX_RECV);
+    let (addr, lenp) = name.unwrap_or((0, 0));
+    with_stage(|stage| {
+        let (r, mflags) = recv(
+            fd,
+            sock,
+            stage.as_mut_ptr() as i64,
+            total as i64,
+            flags,
+            addr,
+            lenp,
+        );
+        if r <= 0 {
+            return (r, mflags);
+        }
+        let mut left = (r as usize).min(total);
+        let mut at = 0;
+        for &(base, l) in &v[..n] {
+            if left == 0 {
+                break;
+            }
+            let k = l.min(left);
+            if let Err(e) = UserPtr(base).write(&stage[at..at + k]) {
+                return (e, 0);
+            }
+            at += k;
+            left -= k;
+        }
+        (r, mflags)
+    })
+}
+
+fn writev(fd: i32, sock: &Sock, iov: i64, cnt: i64, flags: i64, addr: i64, alen: i64) -> i64 {
+    let mut v = [(0usize, 0usize); 64];
+    let n = match read_iovs(iov, cnt, &mut v) {
+        Ok(n) => n,
+        Err(e) => return e,
+    };
+    let mut to = [0u8; ADDR_MAX];
+    let tolen = match read_dest(addr, alen, &mut to) {
+        Ok(l) => l,
+        Err(e) => return e,
+    };
+    with_stage(|stage| {
+        let cap = MAX_PAYLOAD - tolen;
+        let mut at = 0;
+        for &(base, l) in &v[..n] {
+            let k = l.min(cap - at);
+            if let Err(e) = UserPtr(base).read(&mut stage[at..at + k]) {
+                return e;
+            }
+            at += k;
+            if at == cap {
+                break;
+            }
+        }
+        send_from(fd, sock, stage.as_ptr() as usize, at, flags, &to[..tolen])
+    })
+}
+
+// struct msghdr (x86-64 / arm64 LP64): name 0, namelen 8, iov 16, iovlen 24, control 32,
+// controllen 40, flags 48.
+fn recvmsg(fd: i32, sock: &Sock, msg: i64, flags: i64) -> i64 {
+    let m = UserPtr(msg as usize);
+    let (Ok(name), Ok(iov), Ok(iovlen)) =
+        (m.read_u64(), m.add(16).read_u64(), m.add(24).read_u64())
+    else {
+        return sys::EFAULT;
+    };
+    let name_arg = (name != 0).then_some((name as i64, msg + 8));
+    let (r, mflags) = recv_iov(fd, sock, iov as i64, iovlen as i64, flags, name_arg);
+    if r >= 0 {
+        // No control messages are carried yet (documented): report none.
+        let _ = m.add(40).write_u64(0);
+        let _ = m.add(48).write_u32(mflags as u32);
+    }
+    r
+}
+
+fn sendmsg(fd: i32, sock: &Sock, msg: i64, flags: i64) -> i64 {
+    let m = UserPtr(msg as usize);
+    let (Ok(name), Ok(namelen), Ok(iov), Ok(iovlen), Ok(clen)) = (
+        m.read_u64(),
+        m.add(8).read_u32(),
+        m.add(16).read_u64(),
+        m.add(24).read_u64(),
+        m.add(40).read_u64(),
+    ) else {
+        return sys::EFAULT;
+    };
+    if clen != 0 {
+        return neg(libc::EOPNOTSUPP);
+    }
+    writev(
+        fd,
+        sock,
+        iov as i64,
+        iovlen as i64,
+        flags,
+        name as i64,
+        i64::from(namelen),
+    )
+}
+
+/// sendfile(out=offloaded socket, in=host fd): the data crosses the channel.
+fn sendfile(fd: i32, sock: &Sock, in_fd: i64, offp: i64, count: i64) -> i64 {
+    if table::get(in_fd).is_some() {
+        return EINVAL;
+    }
+    let Ok(count) = usize::try_from(count) else {
+        return EINVAL;
+    };
+    let off = UserPtr(offp as usize);
+    let mut pos = if offp != 0 {
+        match off.read_u64() {
+            Ok(p) => Some(p as i64),
+            Err(e) => return e,
+        }
+    } else {
+        None
+    };
+    let mut done = 0usize;
+    let r = with_stage(|stage| {
+        while done < count {
+            let want = (count - done).min(MAX_PAYLOAD);
+            let got = match pos {
+                Some(p) => host(
+                    libc::SYS_pread64,
+                    [in_fd, stage.as_mut_ptr() as i64, want as i64, p, 0, 0],
+                ),
+                None => host(
+                    libc::SYS_read,
+                    [in_fd, stage.as_mut_ptr() as i64, want as i64, 0, 0, 0],
+                ),
+            };
+            if got <= 0 {
+                return if done > 0 { 0 } else { got };
+            }
+            let sent = send_from(fd, sock, stage.as_ptr() as usize, got as usize, 0, &[]);
+            if sent < 0 {
+                if pos.is_none() {
+                    host(
+                        libc::SYS_lseek,
+                        [in_fd, -got, i64::from(libc::SEEK_CUR), 0, 0, 0],
+                    );
+                }
+                return if done > 0 { 0 } else { sent };
+            }
+            let sent = sent as usize;
+            if let Some(p) = pos.as_mut() {
+                *p += sent as i64;
+            } else if sent < got as usize {
+                host(
+                    libc::SYS_lseek,
+                    [in_fd, sent as i64 - got, i64::from(libc::SEEK_CUR), 0, 0, 0],
+                );
+            }
+            done += sent;
+            if sent < got as usize {
+                break;
+            }
+        }
+        0
+    });
+    if let Some(p) = pos {
+        let _ = off.write_u64(p as u64);
+    }
+    if r < 0 { r } else { done as i64 }
+}
+
+fn timeout_ms(ms: i64) -> Option<libc::timespec> {
+    let ms = ms as i32;
+    (ms >= 0).then(|| libc::timespec {
+        tv_sec: i64::from(ms / 1000),
+        tv_nsec: i64::from(ms % 1000) * 1_000_000,
+    })
+}
+
+fn read_timespec(p: i64) -> Result<Option<libc::timespec>, i64> {
+    if p == 0 {
+        return Ok(None);
+    }
+    let u = UserPtr(p as usize);
+    let s = u.read_u64()? as i64;
+    let ns = u.add(8).read_u64()? as i64;
+    if s < 0 || !(0..1_000_000_000).contains(&ns) {
+        return Err(EINVAL);
+    }
+    Ok(Some(libc::timespec {
+        tv_sec: s,
+        tv_nsec: ns,
+    }))
+}
+
+fn poll_call(fds: i64, nfds: i64, timeout: Option<libc::timespec>, sigmask: i64) -> Option<i64> {
+    let n = usize::try_from(nfds).ok()?;
+    if n > 4096 {
+        return None;
+    }
+    let mut set = vec![
+        libc::pollfd {
+            fd: -1,
+            events: 0,
+            revents: 0
+        };
+        n
+    ];
+    let u = UserPtr(fds as usize);
+    for (i, p) in set.iter_mut().enumerate() {
+        let mut b = [0u8; 8];
+        if u.add(i * 8).read(&mut b).is_err() {
+            return Some(sys::EFAULT);
+        }
+        p.fd = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+        p.events = i16::from_ne_bytes([b[4], b[5]]);
+    }
+    if !set.iter().any(|p| table::get(i64::from(p.fd)).is_some()) {
+        return None;
+    }
+    let r = poll_set(&mut set, timeout, sigmask);
+    if r >= 0 {
+        for (i, p) in set.iter().enumerate() {
+            let _ = u.add(i * 8 + 6).write(&p.revents.to_ne_bytes());
+        }
+    }
+    Some(r)
+}
+
+/// poll over a mix of host and offloaded fds (see the crate docs).
+fn poll_set(set: &mut [libc::pollfd], timeout: Option<libc::timespec>, sigmask: i64) -> i64 {
+    let deadline = timeout.map(|t| sys::now_ns() + t.tv_sec * 1_000_000_000 + t.tv_nsec);
+    let socks: Vec<Option<Arc<Sock>>> = set.iter().map(|p| table::get(i64::from(p.fd))).collect();
+    let mut revents = vec![0i16; set.len()];
+    let mut ready = false;
+    let want = |p: &libc::pollfd| p.events | libc::POLLERR | libc::POLLHUP;
+    for (i, p) in set.iter().enumerate() {
+        if let Some(s) = &socks[i] {
+            let r = query(p.fd, s, 0, p.events & WAITABLE);
+            revents[i] = if r < 0 {
+                libc::POLLERR | libc::POLLHUP
+            } else {
+                r as i16 & want(p)
+            };
+            ready |= revents[i] != 0;
+        }
+    }
+    let mut host_set: Vec<libc::pollfd> = set
+        .iter()
+        .zip(&socks)
+        .map(|(p, s)| libc::pollfd {
+            fd: p.fd,
+            events: if s.is_some() { libc::POLLIN } else { p.events },
+            revents: 0,
+        })
+        .collect();
+    loop {
+        let t = if ready {
+            Some(libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            })
+        } else {
+            deadline.map(|d| {
+                let left = (d - sys::now_ns()).max(0);
+                libc::timespec {
+                    tv_sec: left / 1_000_000_000,
+                    tv_nsec: left % 1_000_000_000,
+                }
+            })
+        };
+        let r = sys::ppoll(&mut host_set, t, sigmask);
+        if r < 0 {
+            return r;
+        }
+        let mut count = 0;
+        for (i, h) in host_set.iter().enumerate() {
+            match &socks[i] {
+                None => revents[i] = h.revents,
+                Some(s) if h.revents != 0 => {
+                    let q = query(set[i].fd, s, 0, set[i].events & WAITABLE);
+                    revents[i] = if q < 0 {
+                        libc::POLLERR | libc::POLLHUP
+                    } else {
+                        q as i16 & want(&set[i])
+                    };
+                }
+                Some(_) => {}
+            }
+            count += i64::from(revents[i] != 0);
+        }
+        let expired = deadline.is_some_and(|d| sys::now_ns() >= d);
+        if count > 0 || expired || ready {
+            for (p, r) in set.iter_mut().zip(&revents) {
+                p.revents = *r;
+            }
+            return count;
+        }
+    }
+}
+
+fn select_call(a: [i64; 6], pselect: bool) -> Option<i64> {
+    let nfds = usize::try_from(a[0]).ok()?.min(libc::FD_SETSIZE);
+    let sets = [a[1], a[2], a[3]];
+    let bit = |set: i64, fd: usize| -> bool {
+        set != 0
+            && UserPtr(set as usize + fd / 64 * 8)
+                .read_u64()
+                .is_ok_and(|w| w & (1u64 << (fd % 64)) != 0)
+    };
+    let mut set = Vec::new();
+    let mut any = false;
+    for fd in 0..nfds {
+        let (r, w, e) = (bit(sets[0], fd), bit(sets[1], fd), bit(sets[2], fd));
+        if r || w || e {
+            let mut ev = 0;
+            if r {
+                ev |= libc::POLLIN;
+            }
+            if w {
+                ev |= libc::POLLOUT;
+            }
+            if e {
+                ev |= libc::POLLPRI;
+            }
+            any |= table::get(fd as i64).is_some();
+            set.push(libc::pollfd {
+                fd: fd as i32,
+                events: ev,
+                revents: 0,
+            });
+        }
+    }
+    if !any {
+        return None;
+    }
+    let timeout = if pselect {
+        match read_timespec(a[4]) {
+            Ok(t) => t,
+            Err(e) => return Some(e),
+        }
+    } else if a[4] != 0 {
+        let u = UserPtr(a[4] as usize);
+        let (Ok(s), Ok(us)) = (u.read_u64(), u.add(8).read_u64()) else {
+            return Some(sys::EFAULT);
+        };
+        let (s, us) = (s as i64, us as i64);
+        if s < 0 || us < 0 {
+            return Some(EINVAL);
+        }
+        Some(libc::timespec {
+            tv_sec: s + us / 1_000_000,
+            tv_nsec: (us % 1_000_000) * 1000,
+        })
+    } else {
+        None
+    };
+    let sigmask = if pselect && a[5] != 0 {
+        UserPtr(a[5] as usize).read_u64().unwrap_or(0) as i64
+    } else {
+        0
+    };
+    let start = sys::now_ns();
+    let r = poll_set(&mut set, timeout, sigmask);
+    if r < 0 {
+        return Some(r);
+    }
+    if set.iter().any(|p| p.revents & libc::POLLNVAL != 0) {
+        return Some(neg(libc::EBADF));
+    }
+    // Rewrite the sets: only the ready bits stay.
+    for s in sets.iter().filter(|&&s| s != 0) {
+        for w in 0..nfds.div_ceil(64) {
+            let _ = UserPtr(*s as usize + w * 8).write_u64(0);
+        }
+    }
+    let mut count = 0;
+    let mut mark = |s: i64, fd: i32| {
+        if s != 0 {
+            let u = UserPtr(s as usize + fd as usize / 64 * 8);
+            let w = u.read_u64().unwrap_or(0) | (1u64 << (fd as usize % 64));
+            let _ = u.write_u64(w);
+            count += 1;
+        }
+    };
+    for p in &set {
+        let rv = p.revents;
+        if p.events & libc::POLLIN != 0 && rv & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+        {
+            mark(sets[0], p.fd);
+        }
+        if p.events & libc::POLLOUT != 0 && rv & (libc::POLLOUT | libc::POLLERR) != 0 {
+            mark(sets[1], p.fd);
+        }
+        if p.events & libc::POLLPRI != 0 && rv & libc::POLLPRI != 0 {
+            mark(sets[2], p.fd);
+        }
+    }
+    // Linux's select writes back the time left.
+    if !pselect && a[4] != 0 {
+        if let Some(t) = timeout {
+            let left = (t.tv_sec * 1_000_000_000 + t.tv_nsec - (sys::now_ns() - start)).max(0);
+            let u = UserPtr(a[4] as usize);
+            let _ = u.write_u64((left / 1_000_000_000) as u64);
+            let _ = u.add(8).write_u64((left % 1_000_000_000 / 1000) as u64);
+        }
+    }
+    Some(count)
+}
+
+/// Tag in the host registration's data: marks an offloaded fd's placeholder.
+const EPOLL_TAG: u64 = 0x6b6e_6f66 << 32;
+const EPOLL_HOST_FLAGS: u32 =
+    (libc::EPOLLET | libc::EPOLLONESHOT | libc::EPOLLEXCLUSIVE | libc::EPOLLWAKEUP) as u32;
+
+fn epoll_ctl(a: [i64; 6]) -> Option<i64> {
+    let (epfd, op, fd, evp) = (a[0] as i32, a[1] as i32, a[2] as i32, a[3]);
+    let sock = table::get(i64::from(fd))?;
+    if op == libc::EPOLL_CTL_DEL {
+        let r = host(libc::SYS_epoll_ctl, a);
+        if r == 0 {
+            table::epoll_del(epfd, fd);
+        }
+        return Some(r);
+    }
+    let u = UserPtr(evp as usize);
+    let (Ok(events), Ok(data)) = (u.read_u32(), u.add(4).read_u64()) else {
+        return Some(sys::EFAULT);
+    };
+    let mut ev = [0u8; 12];
+    ev[..4].copy_from_slice(&((libc::EPOLLIN as u32) | (events & EPOLL_HOST_FLAGS)).to_ne_bytes());
+    ev[4..].copy_from_slice(&(EPOLL_TAG | fd as u32 as u64).to_ne_bytes());
+    let r = host(
+        libc::SYS_epoll_ctl,
+        [a[0], a[1], a[2], ev.as_ptr() as i64, 0, 0],
+    );
+    if r < 0 {
+        return Some(r);
+    }
+    table::epoll_set(epfd, fd, EpollReg { events, data });
+    let q = query(fd, &sock, events as i16 & WAITABLE, 0);
+    Some(if q < 0 { q } else { 0 })
+}
+
+fn epoll_wait(epfd: i64, evs: i64, max: i64, timeout: i64, sigmask: i64) -> Option<i64> {
+    if !table::epoll_has_offloaded(epfd) {
+        return None;
+    }
+    if max <= 0 {
+        return Some(EINVAL);
+    }
+    let deadline = (timeout as i32 >= 0).then(|| sys::now_ns() + timeout * 1_000_000);
+    let out = UserPtr(evs as usize);
+    loop {
+        let left = deadline.map_or(-1, |d| ((d - sys::now_ns()).max(0) + 999_999) / 1_000_000);
+        let n = host(libc::SYS_epoll_pwait, [epfd, evs, max, left, sigmask, 8]);
+        if n <= 0 {
+            return Some(n);
+        }
+        let mut kept = 0usize;
+        for i in 0..n as usize {
+            let e = out.add(i * 12);
+            let (Ok(events), Ok(data)) = (e.read_u32(), e.add(4).read_u64()) else {
+                return Some(sys::EFAULT);
+            };
+            let mut result = Some((events, data));
+            if data & 0xffff_ffff_0000_0000 == EPOLL_TAG {
+                let fd = data as u32 as i32;
+                result = None;
+                if let (Some(reg), Some(sock)) =
+                    (table::epoll_get(epfd as i32, fd), table::get(i64::from(fd)))
+                {
+                    let q = query(fd, &sock, 0, 0);
+                    let wanted =
+                        (reg.events & !EPOLL_HOST_FLAGS) | (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+                    let got = if q < 0 {
+                        (libc::EPOLLERR | libc::EPOLLHUP) as u32
+                    } else {
+                        q as u32 & 0xffff & wanted
+                    };
+                    if got != 0 {
+                        result = Some((got, reg.data));
+                    } else if reg.events & libc::EPOLLONESHOT as u32 != 0 {
+                        // The host disarmed it for a spurious wake-up: arm it again.
+                        let mut ev = [0u8; 12];
+                        ev[..4].copy_from_slice(
+                            &((libc::EPOLLIN as u32) | (reg.events & EPOLL_HOST_FLAGS))
+                                .to_ne_bytes(),
+                        );
+                        ev[4..].copy_from_slice(&data.to_ne_bytes());
+                        host(
+                            libc::SYS_epoll_ctl,
+                            [
+                                epfd,
+                                i64::from(libc::EPOLL_CTL_MOD),
+                                i64::from(fd),
+                                ev.as_ptr() as i64,
+                                0,
+                                0,
+                            ],
+                        );
+                    }
+                }
+            }
+            if let Some((ev, d)) = result {
+                let o = out.add(kept * 12);
+                let _ = o.write_u32(ev);
+                let _ = o.add(4).write_u64(d);
+                kept += 1;
+            }
+        }
+        if kept > 0 {
+            return Some(kept as i64);
+        }
+        if deadline.is_some_and(|d| sys::now_ns() >= d) {
+            return Some(0);
+        }
+    }
+}
+
+/// What socket placeholder `fd` is: (domain, type).
+pub(crate) fn describe(fd: i32, sock: &Sock, req: Request) -> Result<(i32, i32), i64> {
+    let ans = call(fd, sock, req, &[], &[], false)?;
+    if ans.reply.ret < 0 {
+        return Err(ans.reply.ret);
+    }
+    Ok((ans.reply.ret as i32, ans.reply.aux[0] as i32))
+}
