@@ -29,6 +29,8 @@ PACKAGES=(
   tcpdump curl openssl procps psmisc iputils-ping
   # the AF_XDP uplink links Debian's libxdp (its default XDP program ships in libxdp1)
   libxdp-dev libbpf-dev
+  # deploy/ checks: shellcheck, jq (the BlueField script), virt-xml-validate (+ its xmllint)
+  shellcheck jq libvirt-clients libxml2-utils
 )
 
 missing=()
