@@ -62,7 +62,7 @@ fn unit_verifies_and_has_the_hardening() {
         "ProtectHome=yes",
         "PrivateTmp=yes",
         "NoNewPrivileges=yes",
-        "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_BPF CAP_IPC_LOCK",
+        "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_IPC_LOCK",
         "RuntimeDirectory=knic",
         "RuntimeDirectoryMode=0750",
         "Group=knic",
@@ -70,7 +70,22 @@ fn unit_verifies_and_has_the_hardening() {
     ] {
         assert!(lines.contains(&want), "unit lacks {want}");
     }
-    assert!(!text.contains("CAP_SYS_ADMIN CAP") && !text.contains("CAP_SYS_ADMIN\n"));
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with("CapabilityBoundingSet=") && l.contains("CAP_SYS_ADMIN")),
+        "the base unit grants CAP_SYS_ADMIN"
+    );
+    // The AF_XDP drop-in adds exactly CAP_BPF and CAP_SYS_ADMIN and verifies with the unit.
+    let dropin = fs::read_to_string(unit_source().with_file_name("knic-agent-xdp.conf"))
+        .unwrap_or_else(|e| panic!("drop-in: {e}"));
+    assert!(dropin.contains("CapabilityBoundingSet=CAP_BPF CAP_SYS_ADMIN\n"));
+    let unit = unit_in(&dir.0, |t| t);
+    let d = dir.0.join("knic-agent.service.d");
+    fs::create_dir_all(&d).unwrap();
+    fs::write(d.join("xdp.conf"), dropin).unwrap();
+    let (ok, err) = verify(&unit);
+    assert!(ok, "with the xdp drop-in: {err}");
 }
 
 /// Receives one notification within `timeout`.
