@@ -4,31 +4,14 @@
 # the peer pings the guest, and every packet crosses the library kernel's routing between
 # the uplink's device and the port's. Counters come from knicctl. Run by demo.sh after the
 # build; needs root.
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-
+# shellcheck source=deploy/dev/demo-lib.sh
+source "$(dirname "$0")/demo-lib.sh"
 agent_ns=knic-demo-agent-$$
 peer_ns=knic-demo-peer-$$
-dir=$(mktemp -d /tmp/knic-demo-agent.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  ip netns delete "$agent_ns" 2>/dev/null || true
-  ip netns delete "$peer_ns" 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-
-wait_for() { # wait_for WHAT SECONDS COMMAND...
-  local what=$1 secs=$2; shift 2
-  for _ in $(seq $((secs * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "timed out waiting for $what" >&2; return 1
-}
 knicctl() { target/release/knicctl --api-socket "$dir/agent.sock" "$@"; }
 
-ip netns add "$agent_ns"
-ip netns add "$peer_ns"
+netns_add "$agent_ns"
+netns_add "$peer_ns"
 ip -n "$agent_ns" link add kga type veth peer name kgb netns "$peer_ns"
 ip -n "$agent_ns" link set kga up
 ip -n "$peer_ns" addr add 10.210.0.1/24 dev kgb
@@ -43,12 +26,7 @@ pids+=($!)
 wait_for "knic-agent's API" 30 knicctl port list
 
 echo "=== guest: DPDK testpmd with net_virtio_user on vm1's socket, answering as 10.210.1.2"
-dpdk-testpmd -l 0-1 --no-huge -m 512 --no-pci --file-prefix="knicagentdemo$$" \
-  --vdev "net_virtio_user0,path=$dir/vm1.sock,queues=1" -- \
-  --forward-mode=icmpecho --auto-start --total-num-mbufs=8192 --stats-period 1 \
-  >"$dir/testpmd.log" 2>&1 </dev/null &
-pids+=($!)
-wait_for "testpmd to forward" 30 grep -q "start packet forwarding" "$dir/testpmd.log"
+testpmd_guest "$dir/vm1.sock"
 wait_for "the guest's link in the library" 20 sh -c \
   "target/release/knicctl --api-socket $dir/agent.sock port list | grep -q guest_connected=true"
 knicctl port list

@@ -2,7 +2,7 @@
 //! namespace behind a veth uplink: the topology of the agent's end-to-end tests.
 //!
 //! ```text
-//!  guests ──vhost-user──▶ knic-agent (namespace A: uplink AF_PACKET on kga)
+//!  guests ──vhost-user──▶ knic-agent (namespace A: uplink AF_PACKET or AF_XDP on kga)
 //!                                   kga ══ veth ══ kgb (namespace B: the peer, PEER_IP)
 //! ```
 //! Inside the agent's library kernel the uplink has UPLINK_IP and port `vmN` has
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::{NetNs, Proc, run, wait_for, workspace_bin};
+use crate::{Footprint, NetNs, Proc, footprint, run, wait_for, workspace_bin};
 
 /// The peer's address on its veth end.
 pub const PEER_IP: &str = "10.210.0.1";
@@ -31,6 +31,33 @@ pub fn gateway_ip(n: u8) -> String {
 /// The guest's address behind port `vm{n}`.
 pub fn guest_ip(n: u8) -> String {
     format!("10.210.{n}.2")
+}
+
+/// Attach/detach cycles the leak tests run before taking their baseline: the first
+/// connections fault in memory the agent keeps (allocator arenas, the vhost workers'
+/// stacks), which is not a leak.
+pub const LEAK_WARMUP: usize = 3;
+/// RSS may wander by allocator noise, not by a per-connection leak: 100 connections that
+/// each leaked one 64 KiB packet buffer would exceed this.
+pub const RSS_SLACK_KIB: u64 = 4096;
+
+/// How the agent's uplink reaches the veth `kga`: the same scenario runs over each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UplinkKind {
+    /// AF_PACKET with `PACKET_VNET_HDR` (`packet:kga`).
+    Packet,
+    /// AF_XDP through libxdp's program, copy mode on a veth (`xdp:kga`).
+    Xdp,
+}
+
+impl UplinkKind {
+    /// The agent's `--uplink` value for `kga`.
+    pub fn spec(self) -> &'static str {
+        match self {
+            Self::Packet => "packet:kga",
+            Self::Xdp => "xdp:kga",
+        }
+    }
 }
 
 /// The agent's namespace and the peer's, joined by a veth pair.
@@ -67,10 +94,60 @@ impl Topology {
         Topology { agent_ns, peer_ns }
     }
 
-    /// The agent's flags for this topology with ports `vm1..=vm{ports}` in `dir`.
-    pub fn agent_args(dir: &Path, ports: u8, port_options: &str) -> Vec<String> {
+    /// Prepares the peer's veth end for `uplink`. AF_XDP hands the library a veth frame's
+    /// bytes without its metadata, so a checksum the peer left partial (its veth offloads
+    /// TX checksums, `CHECKSUM_PARTIAL`) would arrive unfinished and the library would drop
+    /// the segment as corrupt; on a wire every frame has its checksum, so for AF_XDP the
+    /// peer computes it (`ethtool -K kgb tx off`). AF_PACKET carries the partial checksum
+    /// in its virtio-net header, and keeps the offload on.
+    pub fn prepare_peer(&self, uplink: UplinkKind) {
+        let tx = match uplink {
+            UplinkKind::Packet => "on",
+            UplinkKind::Xdp => "off",
+        };
+        run(self
+            .peer_ns
+            .cmd(crate::require_tool("ethtool"))
+            .args(["-K", "kgb", "tx", tx]));
+    }
+
+    /// The peer pings `to` `count` times through the library; all must answer. Returns
+    /// ping's output.
+    pub fn peer_ping(&self, to: &str, count: u32) -> String {
+        let out = self
+            .peer_ns
+            .cmd("busybox")
+            .args(["ping", "-c", &count.to_string(), "-W", "5", to])
+            .output()
+            .unwrap_or_else(|e| panic!("run ping: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && text.contains(&format!("{count} packets received")),
+            "ping {to} from the peer failed:\n{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    }
+
+    /// Forgets the neighbours the peer learnt: a restarted agent's library interfaces
+    /// have MACs of their own.
+    pub fn flush_peer_neighbours(&self) {
+        run(self
+            .peer_ns
+            .cmd("ip")
+            .args(["neigh", "flush", "dev", "kgb"]));
+    }
+
+    /// The agent's flags for this topology with ports `vm1..=vm{ports}` in `dir`, the
+    /// uplink over `uplink`.
+    pub fn agent_args(
+        uplink: UplinkKind,
+        dir: &Path,
+        ports: u8,
+        port_options: &str,
+    ) -> Vec<String> {
         let mut args = vec![
-            "--uplink=up0=packet:kga".to_string(),
+            format!("--uplink=up0={}", uplink.spec()),
             format!("--address=up0={UPLINK_IP}/24"),
         ];
         for n in 1..=ports {
@@ -82,14 +159,6 @@ impl Topology {
         }
         args
     }
-}
-
-/// What the agent process holds, from /proc.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Resources {
-    pub fds: usize,
-    pub threads: u64,
-    pub rss_kib: u64,
 }
 
 /// A running knic-agent.
@@ -198,26 +267,8 @@ impl KnicAgent {
     }
 
     /// Open fds, threads and resident memory of the agent process.
-    pub fn resources(&self) -> Resources {
-        let pid = self.proc.child.id();
-        let fds = fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap_or_else(|e| panic!("/proc/{pid}/fd: {e}"))
-            .count();
-        let status = fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
-        let field = |name: &str| -> u64 {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
-        };
-        Resources {
-            fds,
-            threads: field("Threads:"),
-            rss_kib: field("VmRSS:"),
-        }
+    pub fn resources(&self) -> Footprint {
+        footprint(self.proc.child.id())
     }
 }
 

@@ -14,9 +14,14 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 pub mod agent;
+pub mod hostile;
 pub mod initramfs;
+pub mod qemu;
 
-pub use test_support::{NetNs, Proc, SETUP, Scratch, require_root, require_tool, run, wait_for};
+pub use test_support::{
+    Footprint, NetNs, Proc, SETUP, Scratch, footprint, frontend, require_root, require_tool, run,
+    wait_for,
+};
 
 /// Tests share two cores and DPDK's file prefix space: one at a time.
 pub fn serial() -> MutexGuard<'static, ()> {

@@ -8,12 +8,11 @@
 //! (`deploy/dev/setup-debian.sh`) and the workspace's binaries (`cargo build --release -p
 //! knic-agent`).
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use guest_tests::agent::{KnicAgent, PEER_IP, Topology, gateway_ip, guest_ip};
-use guest_tests::{Proc, Scratch, initramfs, require_root, require_tool, run, serial, wait_for};
+use guest_tests::agent::{KnicAgent, PEER_IP, Topology, UplinkKind, gateway_ip, guest_ip};
+use guest_tests::qemu::QemuGuest;
+use guest_tests::{Scratch, initramfs, require_root, require_tool, run, serial, wait_for};
 
 /// Whole-step bound under TCG on a shared 2-core machine.
 const STEP: Duration = Duration::from_secs(420);
@@ -59,28 +58,6 @@ sleep 600"#,
     )
 }
 
-fn start_vm(initrd: &Path, socket: &Path, console: &Path) -> Proc {
-    let (kernel, _) = initramfs::cloud_kernel();
-    let mut cmd = Command::new(require_tool("qemu-system-x86_64"));
-    cmd.args(["-machine", "q35,accel=tcg", "-m", "256", "-smp", "1"])
-        .args(["-object", "memory-backend-memfd,id=mem0,size=256M,share=on"])
-        .args(["-numa", "node,memdev=mem0"])
-        .arg("-kernel")
-        .arg(&kernel)
-        .arg("-initrd")
-        .arg(initrd)
-        .args(["-append", "console=ttyS0 panic=-1"])
-        .args(["-display", "none", "-monitor", "none", "-no-reboot"])
-        .arg("-serial")
-        .arg(format!("file:{}", console.display()))
-        .arg("-chardev")
-        .arg(format!("socket,id=c0,path={}", socket.display()))
-        .args(["-netdev", "vhost-user,id=n0,chardev=c0"])
-        .arg("-device")
-        .arg(format!("virtio-net-pci,netdev=n0,mac={GUEST_MAC}"));
-    Proc::spawn("qemu-system-x86_64", &mut cmd)
-}
-
 fn line<'a>(text: &'a str, key: &str) -> &'a str {
     text.lines()
         .find_map(|l| l.trim().strip_prefix(key))
@@ -108,7 +85,8 @@ fn a_stock_guest_gets_dhcpv4_and_slaac_from_the_agent_and_pings_both_ways() {
         .peer_ns
         .cmd("ip")
         .args(["route", "add", "fd00:210:1::/64", "via", UPLINK_V6]));
-    let mut args = Topology::agent_args(&dir.0, 1, &format!(",mac={GUEST_MAC}"));
+    let mut args =
+        Topology::agent_args(UplinkKind::Packet, &dir.0, 1, &format!(",mac={GUEST_MAC}"));
     args.extend([
         format!("--address=up0={UPLINK_V6}/64"),
         format!("--address=vm1={GATEWAY_V6}/64"),
@@ -121,7 +99,10 @@ fn a_stock_guest_gets_dhcpv4_and_slaac_from_the_agent_and_pings_both_ways() {
     let initrd = dir.0.join("initramfs.cpio");
     initramfs::build(&initrd, &modules, &guest_script());
     let console = dir.0.join("console.log");
-    let mut vm = start_vm(&initrd, &dir.0.join("vm1.sock"), &console);
+    let mut vm = QemuGuest::new(&initrd, &dir.0.join("vm1.sock"), &console)
+        .mac(GUEST_MAC)
+        .spawn()
+        .vm;
     let text = || std::fs::read_to_string(&console).unwrap_or_default();
     wait_for("the guest to print KNIC_PINGED", STEP, || {
         if let Ok(Some(status)) = vm.child.try_wait() {

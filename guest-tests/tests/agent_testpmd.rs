@@ -1,40 +1,20 @@
 //! knic-agent with DPDK testpmd (`net_virtio_user`, icmpecho) as the guest: a peer behind
 //! the agent's AF_PACKET uplink pings the guest through the library kernel's routing, with
 //! the copies per frame counted; and the frontend attaches and detaches 100 times while the
-//! agent's fds, threads, RSS and the library's interface list stay where they started.
-//! Needs root, `ip`, `busybox` (ping), `stdbuf` and `dpdk-testpmd`
+//! agent's fds, threads, RSS and the library's interface list stay where they started; and a
+//! hostile frontend on a second port (the catalogue of bad TX chains, `guest_tests::hostile`)
+//! costs only that port. Needs root, `ip`, `busybox` (ping), `stdbuf` and `dpdk-testpmd`
 //! (`deploy/dev/setup-debian.sh`), and the workspace's binaries built
 //! (`cargo build --release -p knic-agent`).
 
 use std::time::Duration;
 
-use guest_tests::agent::{KnicAgent, Topology, guest_ip};
+use guest_tests::agent::{KnicAgent, LEAK_WARMUP, RSS_SLACK_KIB, Topology, UplinkKind, guest_ip};
+use guest_tests::hostile::attack_port;
 use guest_tests::{Scratch, Testpmd, require_root, serial};
 
 /// Cycles of the reattach test.
 const REATTACH: usize = 100;
-/// Cycles before the baseline is taken: the first connections fault in memory the agent
-/// keeps (allocator arenas, the vhost workers' stacks), which is not a leak.
-const WARMUP: usize = 3;
-/// RSS may wander by allocator noise, not by a per-connection leak: 100 connections that
-/// each leaked one 64 KiB packet buffer would exceed this.
-const RSS_SLACK_KIB: u64 = 4096;
-
-fn ping(topo: &Topology, to: &str, count: u32) -> String {
-    let out = topo
-        .peer_ns
-        .cmd("busybox")
-        .args(["ping", "-c", &count.to_string(), "-W", "5", to])
-        .output()
-        .expect("run ping");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && text.contains(&format!("{count} packets received")),
-        "ping {to} from the peer failed:\n{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
 
 #[test]
 fn peer_pings_testpmd_through_the_library_with_three_copies_per_frame() {
@@ -42,7 +22,11 @@ fn peer_pings_testpmd_through_the_library_with_three_copies_per_frame() {
     require_root();
     let topo = Topology::new("agtp");
     let dir = Scratch::new("agent-tp");
-    let agent = KnicAgent::start(&topo.agent_ns, &dir.0, &Topology::agent_args(&dir.0, 1, ""));
+    let agent = KnicAgent::start(
+        &topo.agent_ns,
+        &dir.0,
+        &Topology::agent_args(UplinkKind::Packet, &dir.0, 1, ""),
+    );
     let mut tp = Testpmd::start(&dir.0.join("vm1.sock"), "icmpecho", &dir.0);
     tp.wait_started();
     agent.wait_guest("vm1", true, Duration::from_secs(20));
@@ -51,7 +35,7 @@ fn peer_pings_testpmd_through_the_library_with_three_copies_per_frame() {
 
     // peer -> kgb == kga (AF_PACKET) -> library eth0 -> routed -> eth1 -> seam -> vhost ->
     // testpmd, and the echo back the same way.
-    ping(&topo, &guest_ip(1), 20);
+    topo.peer_ping(&guest_ip(1), 20);
 
     let st = agent.port_stats("vm1");
     for dir in ["to_stack", "to_guest"] {
@@ -79,7 +63,11 @@ fn testpmd_attaches_and_detaches_100_times_without_leaks() {
     require_root();
     let topo = Topology::new("agrt");
     let dir = Scratch::new("agent-rt");
-    let agent = KnicAgent::start(&topo.agent_ns, &dir.0, &Topology::agent_args(&dir.0, 1, ""));
+    let agent = KnicAgent::start(
+        &topo.agent_ns,
+        &dir.0,
+        &Topology::agent_args(UplinkKind::Packet, &dir.0, 1, ""),
+    );
     let socket = dir.0.join("vm1.sock");
     let cycle = |i: usize| {
         let mut tp = Testpmd::start(&socket, "icmpecho", &dir.0);
@@ -87,12 +75,12 @@ fn testpmd_attaches_and_detaches_100_times_without_leaks() {
         agent.wait_guest("vm1", true, Duration::from_secs(20));
         if i % 25 == 0 {
             // Traffic now and then, so the data path (not only the handshake) is cycled.
-            ping(&topo, &guest_ip(1), 2);
+            topo.peer_ping(&guest_ip(1), 2);
         }
         tp.stop();
         agent.wait_guest("vm1", false, Duration::from_secs(20));
     };
-    for i in 0..WARMUP {
+    for i in 0..LEAK_WARMUP {
         cycle(i);
     }
     let links = agent.library_links();
@@ -119,6 +107,54 @@ fn testpmd_attaches_and_detaches_100_times_without_leaks() {
     let mut tp = Testpmd::start(&socket, "icmpecho", &dir.0);
     tp.wait_started();
     agent.wait_guest("vm1", true, Duration::from_secs(20));
-    ping(&topo, &guest_ip(1), 3);
+    topo.peer_ping(&guest_ip(1), 3);
+    tp.stop();
+}
+
+/// A hostile frontend on port vm2 posts the catalogue of bad TX chains while the peer pings
+/// testpmd on vm1 through the library: vm2 counts each chain under its reason, vm1 loses
+/// nothing and counts no drop, the agent stays up, and vm2 serves again afterwards.
+#[test]
+fn a_hostile_frontend_on_one_port_costs_only_that_port() {
+    let _one = serial();
+    require_root();
+    let topo = Topology::new("agho");
+    let dir = Scratch::new("agent-hostile");
+    let mut agent = KnicAgent::start(
+        &topo.agent_ns,
+        &dir.0,
+        &Topology::agent_args(UplinkKind::Packet, &dir.0, 2, ""),
+    );
+    let mut tp = Testpmd::start(&dir.0.join("vm1.sock"), "icmpecho", &dir.0);
+    tp.wait_started();
+    agent.wait_guest("vm1", true, Duration::from_secs(20));
+    topo.peer_ping(&guest_ip(1), 3);
+
+    // Pings run through vm1 while vm2 is attacked.
+    let mut pinger = topo.peer_ns.cmd("busybox");
+    pinger.args(["ping", "-c", "40", "-i", "0.1", "-W", "5", &guest_ip(1)]);
+    let pings = pinger
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ping");
+    let drops = attack_port(&mut agent, "vm2", &dir.0.join("vm2.sock"));
+    eprintln!("vm2 drops: {drops}");
+    let out = pings.wait_with_output().expect("ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("40 packets received"),
+        "vm1 lost pings while vm2 was attacked:\n{text}"
+    );
+    let vm1 = agent.port_stats("vm1");
+    let vm1_drops: u64 = vm1["vhost"][0]["drops"]
+        .as_object()
+        .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
+        .unwrap_or(u64::MAX);
+    assert_eq!(vm1_drops, 0, "vm1 counted drops: {vm1}");
+    // The port that was attacked serves the next frontend.
+    agent.wait_guest("vm2", false, Duration::from_secs(20));
+    let drops = attack_port(&mut agent, "vm2", &dir.0.join("vm2.sock"));
+    eprintln!("vm2 drops, second frontend: {drops}");
+    topo.peer_ping(&guest_ip(1), 3);
     tp.stop();
 }

@@ -9,7 +9,7 @@
 //! front of the rust-vmm handler (`vhost_backend::relay`) makes that work.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use vhost_backend::features::OFFERED_FEATURES;
@@ -21,6 +21,7 @@ use virtio_bindings::virtio_net::{
 };
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 
+use guest_tests::qemu::QemuGuest;
 use guest_tests::{
     KnicVhost, NetNs, Proc, Scratch, initramfs, require_root, require_tool, run, serial, wait_for,
 };
@@ -42,51 +43,6 @@ fn address_tap(ns: &NetNs) {
         .cmd("ip")
         .args(["addr", "add", &format!("{HOST_IP}/24"), "dev", "kvtap0"]));
     run(ns.cmd("ip").args(["link", "set", "kvtap0", "up"]));
-}
-
-/// QEMU (TCG) booting `initrd` with one virtio-net of `queues` queue pairs (and as many vCPUs)
-/// on the vhost-user `socket`; the guest's serial console goes to `console`. `reconnect`: redial a lost backend
-/// every second.
-fn start_vm(initrd: &Path, socket: &Path, console: &Path, reconnect: bool, queues: u16) -> Proc {
-    let qemu = require_tool("qemu-system-x86_64");
-    let (kernel, _) = initramfs::cloud_kernel();
-    // TCG: KVM may exist but be unusable (nested virtualisation stops with an internal error).
-    let accel = "tcg";
-    let mut chardev = format!("socket,id=c0,path={}", socket.display());
-    if reconnect {
-        chardev.push_str(",reconnect-ms=1000");
-    }
-    let mut cmd = Command::new(qemu);
-    cmd.args([
-        "-machine",
-        &format!("q35,accel={accel}"),
-        "-m",
-        "256",
-        "-smp",
-        // One vCPU per pair: Linux's virtio_net uses min(pairs, CPUs) pairs.
-        &queues.to_string(),
-    ])
-    .args(["-object", "memory-backend-memfd,id=mem0,size=256M,share=on"])
-    .args(["-numa", "node,memdev=mem0"])
-    .arg("-kernel")
-    .arg(&kernel)
-    .arg("-initrd")
-    .arg(initrd)
-    .args(["-append", "console=ttyS0 panic=-1"])
-    .args(["-display", "none", "-monitor", "none", "-no-reboot"])
-    .arg("-serial")
-    .arg(format!("file:{}", console.display()))
-    .arg("-chardev")
-    .arg(chardev)
-    .arg("-netdev")
-    .arg(format!("vhost-user,id=n0,chardev=c0,queues={queues}"))
-    .arg("-device")
-    .arg(format!(
-        "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,mq={},vectors={}",
-        if queues > 1 { "on" } else { "off" },
-        2 * queues + 2
-    ));
-    Proc::spawn("qemu-system-x86_64", &mut cmd)
 }
 
 /// Waits until the console shows one of `markers`, failing if QEMU exits first or
@@ -179,7 +135,10 @@ fn linux_guest_pings_through_knic_vhost() {
         ),
     );
     let console = dir.0.join("console.log");
-    let mut vm = start_vm(&initrd, &kv.socket, &console, false, 2);
+    let mut vm = QemuGuest::new(&initrd, &kv.socket, &console)
+        .queues(2)
+        .spawn()
+        .vm;
     let text = wait_console(
         &mut vm,
         &console,
@@ -277,7 +236,10 @@ fn linux_guest_runs_iperf3_and_survives_a_backend_restart() {
     );
     let console = dir.0.join("console.log");
     let backend_log = dir.0.join("knic-vhost.log");
-    let mut vm = start_vm(&initrd, &kv.socket, &console, true, 1);
+    let mut vm = QemuGuest::new(&initrd, &kv.socket, &console)
+        .reconnect(true)
+        .spawn()
+        .vm;
 
     let text = wait_console(
         &mut vm,

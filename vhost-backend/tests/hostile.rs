@@ -1,6 +1,6 @@
 //! Hostile frontends against the real `knic-vhost` (issue 15): each class of attack that once
 //! crashed, hung or starved it, played by a frontend that sends arbitrary messages and fds
-//! (`common::frontend`). After every attack the same process must still serve an honest
+//! (`test_support::frontend`). After every attack the same process must still serve an honest
 //! frontend, count what it refused under its reason, and stop on SIGTERM within a bound.
 //! Each test runs its own `knic-vhost` with a TAP uplink of its own: root.
 
@@ -13,12 +13,13 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use common::frontend::{
-    FLAG_VERSION, PROTO_MEM_SLOTS, PROTO_REPLY_ACK, RawFrontend, Region, footprint, guest_file,
-    raw, req,
-};
+use common::guest_file;
 use common::knic_vhost::{Running, stats_path};
 use common::wait_until;
+use test_support::footprint;
+use test_support::frontend::{
+    FLAG_VERSION, PROTO_MEM_SLOTS, PROTO_REPLY_ACK, RawFrontend, Region, raw, req,
+};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 /// Where the tests pretend the frontend mapped guest memory.

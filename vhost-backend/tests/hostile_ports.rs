@@ -12,11 +12,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::frontend::{
-    PROTO_MEM_SLOTS, PROTO_REPLY_ACK, RawFrontend, Region, guest_file, raw, req,
-};
-use common::{scratch_path, wait_until};
+use common::{guest_file, scratch_path, wait_until};
 use packet_ring::memory_port_pair;
+use test_support::frontend::{PROTO_MEM_SLOTS, PROTO_REPLY_ACK, RawFrontend, Region, raw, req};
 use vhost_backend::NetBackend;
 use vhost_backend::daemon::{Role, ServeConfig, Stop, serve};
 use vmm_sys_util::eventfd::EventFd;

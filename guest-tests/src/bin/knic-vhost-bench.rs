@@ -8,6 +8,12 @@
 //!   creates, once with a TAP uplink and once with AF_PACKET on a veth pair; the kernel
 //!   discards the UDP frames.
 //! * `dpdk-testpmd --vdev net_vhost0,iface=SOCK,queues=1 -- --forward-mode=rxonly`.
+//! * knic-agent (issue 8's path): the frames, addressed to the library port's MAC and routed
+//!   (`--eth-peer`, `--tx-ip` guest → peer), cross the library's stack and leave through its
+//!   AF_PACKET uplink on a veth into a peer namespace (`guest_tests::agent::Topology`).
+//! * Its reference: `net_vhost` + `net_tap` in `io` forwarding, the host kernel routing from
+//!   the TAP to the same veth topology. Both report what the sender got onto the ring and
+//!   what reached the peer (its veth's `rx_packets`): Mpps, and Gbit/s of frames.
 //!
 //! The rate is the sender's `Tx-pps` (testpmd `--stats-period 1`), averaged over the
 //! measuring window after a warm-up: packets the backend actually took off the ring, since a
@@ -22,6 +28,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use guest_tests::agent::{
+    KnicAgent, PEER_IP, Topology, UPLINK_IP, UplinkKind, gateway_ip, guest_ip,
+};
+use test_support::chart::{BarGroup, bar_chart};
+
 use guest_tests::{KnicVhost, NetNs, Proc, Scratch, require_root, require_tool, run, wait_for};
 
 /// CPU of the sender (both of its lcores: the forwarding one busy-polls, main sleeps).
@@ -32,20 +43,34 @@ const BACKEND_CPU: u32 = 1;
 const FRAMES: [u32; 2] = [64, 1500];
 const WARMUP: Duration = Duration::from_secs(3);
 
-/// One testpmd process; `vdev` and `fwd` say which side it plays.
-fn testpmd(tag: &str, cpu: u32, vdev: &str, fwd: &str, extra: &[String], dir: &Path) -> Proc {
+/// One testpmd process; `vdevs` and `fwd` say which side it plays; it runs in `ns` when
+/// given (where a `net_tap` creates its TAP).
+fn testpmd(
+    tag: &str,
+    cpu: u32,
+    vdevs: &[&str],
+    fwd: &str,
+    extra: &[String],
+    dir: &Path,
+    ns: Option<&NetNs>,
+) -> Proc {
     let log = dir.join(format!("testpmd-{tag}.log"));
     let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log: {e}"));
     let err = out.try_clone().unwrap_or_else(|e| panic!("log: {e}"));
-    let mut cmd = Command::new(require_tool("stdbuf"));
+    let stdbuf = require_tool("stdbuf");
+    let mut cmd = match ns {
+        Some(ns) => ns.cmd(stdbuf),
+        None => Command::new(stdbuf),
+    };
     cmd.arg("-oL")
         .arg(require_tool("dpdk-testpmd"))
         .arg(format!("--lcores=0@{cpu},1@{cpu}"))
         .args(["--no-huge", "-m", "512", "--no-pci"])
-        .arg(format!("--file-prefix=kb{}{tag}", std::process::id()))
-        .arg("--vdev")
-        .arg(vdev)
-        .arg("--")
+        .arg(format!("--file-prefix=kb{}{tag}", std::process::id()));
+    for vdev in vdevs {
+        cmd.arg("--vdev").arg(vdev);
+    }
+    cmd.arg("--")
         .arg(format!("--forward-mode={fwd}"))
         .args([
             "--auto-start",
@@ -75,23 +100,35 @@ fn pps(log: &Path, key: &str) -> Vec<u64> {
 }
 
 /// Runs the virtio-user sender against `socket` for warm-up + `secs`; returns the mean
-/// Tx-pps of the measuring window, and calls `mark` at its start and end.
+/// Tx-pps of the measuring window, and calls `mark` at its start and end. `routed` gives
+/// the frames a destination MAC and addresses (`--eth-peer`, `--tx-ip`) for a backend that
+/// routes them rather than discarding them.
 fn measure(
     socket: &Path,
     frame: u32,
     secs: u64,
     dir: &Path,
     tag: &str,
+    routed: Option<&Routed>,
     mut mark: impl FnMut(),
 ) -> f64 {
     let log = dir.join(format!("testpmd-{tag}.log"));
+    let mut extra = vec![format!("--txpkts={frame}")];
+    if let Some(r) = routed {
+        extra.push(format!("--eth-peer=0,{}", r.gateway_mac));
+        extra.push(format!("--tx-ip={},{}", guest_ip(1), PEER_IP));
+    }
     let mut tx = testpmd(
         tag,
         SENDER_CPU,
-        &format!("net_virtio_user0,path={},queues=1", socket.display()),
+        &[&format!(
+            "net_virtio_user0,path={},queues=1",
+            socket.display()
+        )],
         "txonly",
-        &[format!("--txpkts={frame}")],
+        &extra,
         dir,
+        None,
     );
     wait_for("the sender to start", Duration::from_secs(30), || {
         tx.assert_running();
@@ -140,7 +177,7 @@ fn knic_side(uplink: &str, frame: u32, secs: u64) -> (f64, f64) {
         &kv.proc.child.id().to_string(),
     ]));
     let mut marks = Vec::new();
-    let pps = measure(&kv.socket, frame, secs, &dir.0, "knic", || {
+    let pps = measure(&kv.socket, frame, secs, &dir.0, "knic", None, || {
         marks.push((
             std::time::Instant::now(),
             kv.stats()["tx_packets"].as_u64().unwrap_or(0),
@@ -157,10 +194,11 @@ fn dpdk_side(frame: u32, secs: u64) -> (f64, f64) {
     let mut rx = testpmd(
         "vhost",
         BACKEND_CPU,
-        &format!("net_vhost0,iface={},queues=1", socket.display()),
+        &[&format!("net_vhost0,iface={},queues=1", socket.display())],
         "rxonly",
         &[],
         &dir.0,
+        None,
     );
     wait_for("net_vhost's socket", Duration::from_secs(30), || {
         rx.assert_running();
@@ -168,7 +206,7 @@ fn dpdk_side(frame: u32, secs: u64) -> (f64, f64) {
     });
     let rx_log = dir.0.join("testpmd-vhost.log");
     let mut marks = Vec::new();
-    let sent = measure(&socket, frame, secs, &dir.0, "dpdk", || {
+    let sent = measure(&socket, frame, secs, &dir.0, "dpdk", None, || {
         marks.push(pps(&rx_log, "Rx-pps:").len())
     });
     let seen: Vec<u64> = pps(&rx_log, "Rx-pps:")
@@ -184,6 +222,142 @@ fn dpdk_side(frame: u32, secs: u64) -> (f64, f64) {
     (sent, received)
 }
 
+/// Where a routed frame goes first: the MAC of the router's interface facing the sender.
+struct Routed {
+    gateway_mac: String,
+}
+
+/// A rate measured at both ends: what the sender got onto the ring, and what reached the
+/// peer namespace (its veth's `rx_packets` over the same window).
+#[derive(Debug, Clone, Copy)]
+struct Delivered {
+    sent_pps: f64,
+    peer_pps: f64,
+}
+
+/// Calls `measure` with marks that count the peer's received frames.
+fn measure_delivered(
+    socket: &Path,
+    frame: u32,
+    secs: u64,
+    dir: &Path,
+    tag: &str,
+    topo: &Topology,
+    routed: &Routed,
+) -> Delivered {
+    let mut marks = Vec::new();
+    let sent_pps = measure(socket, frame, secs, dir, tag, Some(routed), || {
+        marks.push((
+            std::time::Instant::now(),
+            topo.peer_ns.if_stat("kgb", "rx_packets"),
+        ))
+    });
+    let peer_pps = (marks[1].1 - marks[0].1) as f64 / (marks[1].0 - marks[0].0).as_secs_f64();
+    Delivered { sent_pps, peer_pps }
+}
+
+/// testpmd → knic-agent (vhost-user port → library stack, routed → AF_PACKET uplink on
+/// a veth) → the peer namespace, where the UDP frames are discarded. The agent runs alone on
+/// the backend CPU.
+fn agent_side(frame: u32, secs: u64) -> Delivered {
+    let topo = Topology::new("bench-ag");
+    let dir = Scratch::new(&format!("bench-agent-{frame}"));
+    let agent = KnicAgent::start(
+        &topo.agent_ns,
+        &dir.0,
+        &Topology::agent_args(UplinkKind::Packet, &dir.0, 1, ""),
+    );
+    run(Command::new(require_tool("taskset")).args([
+        "-a",
+        "-p",
+        "-c",
+        &BACKEND_CPU.to_string(),
+        &agent.proc.child.id().to_string(),
+    ]));
+    let gateway_mac = agent.port("vm1")["library_mac"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no library MAC for vm1"))
+        .to_owned();
+    measure_delivered(
+        &dir.0.join("vm1.sock"),
+        frame,
+        secs,
+        &dir.0,
+        "agent",
+        &topo,
+        &Routed { gateway_mac },
+    )
+}
+
+/// The MAC the host-forwarding reference gives its TAP.
+const TAP_MAC: &str = "02:4b:42:00:00:01";
+
+/// testpmd → DPDK `net_vhost` + `net_tap` (`io` forwarding, on the backend CPU) → the host
+/// kernel's IPv4 forwarding (the TAP's namespace, as the library is in the agent's) → the
+/// same veth → the peer. The reference the agent is compared with.
+fn dpdk_tap_side(frame: u32, secs: u64) -> Delivered {
+    let topo = Topology::new("bench-dt");
+    let dir = Scratch::new(&format!("bench-dpdk-tap-{frame}"));
+    let socket = dir.0.join("vhost.sock");
+    let ns = &topo.agent_ns;
+    run(ns.cmd("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]));
+    run(ns
+        .cmd("ip")
+        .args(["addr", "add", &format!("{UPLINK_IP}/24"), "dev", "kga"]));
+    let mut fwd = testpmd(
+        "fwd",
+        BACKEND_CPU,
+        &[
+            &format!("net_vhost0,iface={},queues=1", socket.display()),
+            "net_tap0,iface=kbtap0",
+        ],
+        "io",
+        &[],
+        &dir.0,
+        Some(ns),
+    );
+    wait_for(
+        "net_vhost's socket and the TAP",
+        Duration::from_secs(30),
+        || {
+            fwd.assert_running();
+            socket.exists()
+                && ns
+                    .cmd("ip")
+                    .args(["link", "show", "kbtap0"])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+        },
+    );
+    run(ns
+        .cmd("ip")
+        .args(["link", "set", "kbtap0", "address", TAP_MAC]));
+    run(ns.cmd("ip").args([
+        "addr",
+        "add",
+        &format!("{}/24", gateway_ip(1)),
+        "dev",
+        "kbtap0",
+    ]));
+    run(ns.cmd("ip").args(["link", "set", "kbtap0", "up"]));
+    let d = measure_delivered(
+        &socket,
+        frame,
+        secs,
+        &dir.0,
+        "dpdk-tap",
+        &topo,
+        &Routed {
+            gateway_mac: TAP_MAC.into(),
+        },
+    );
+    assert!(
+        fwd.stop("-INT", Duration::from_secs(30)),
+        "net_vhost + net_tap did not stop"
+    );
+    d
+}
+
 fn sh(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&run(cmd).stdout).trim().to_string()
 }
@@ -196,6 +370,13 @@ fn main() {
         .unwrap_or(5);
     let results_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/results");
     let date = sh(Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]));
+    // The machine is shared: the load when the run began goes with its numbers.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load_now = load
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
     let commit = sh(Command::new("git")
         .arg("-C")
         .arg(&results_dir)
@@ -232,10 +413,31 @@ fn main() {
             row[format!("knic_vhost_{uplink}_device_mpps")] = (knic_device / 1e6).into();
             row[format!("ratio_{uplink}")] = ratio.into();
         }
+        for (name, d) in [
+            ("agent", agent_side(frame, secs)),
+            ("dpdk_vhost_tap_forward", dpdk_tap_side(frame, secs)),
+        ] {
+            let gbps = d.peer_pps * f64::from(frame) * 8.0 / 1e9;
+            let _ = writeln!(
+                std::io::stdout(),
+                "{frame:>5} B  {name:<24} sent {:.3} Mpps, reached the peer {:.3} Mpps ({gbps:.3} Gbit/s)",
+                d.sent_pps / 1e6,
+                d.peer_pps / 1e6,
+            );
+            row[format!("{name}_sent_mpps")] = (d.sent_pps / 1e6).into();
+            row[format!("{name}_peer_mpps")] = (d.peer_pps / 1e6).into();
+            row[format!("{name}_peer_gbps")] = gbps.into();
+        }
+        let ratio = row["agent_peer_mpps"].as_f64().unwrap_or(0.0)
+            / row["dpdk_vhost_tap_forward_peer_mpps"]
+                .as_f64()
+                .unwrap_or(f64::NAN);
+        row["ratio_agent_to_dpdk_tap_forward"] = ratio.into();
         rows.push(row);
     }
     let line = serde_json::json!({
         "date": date,
+        "loadavg_at_start": load_now,
         "commit": commit,
         "profile": profile,
         "seconds": secs,
@@ -249,4 +451,37 @@ fn main() {
     text.push_str(&format!("{line}\n"));
     std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let _ = writeln!(std::io::stdout(), "appended to {}", path.display());
+
+    // The plot of this run: Mpps per backend, one group per frame size.
+    let mpps = |row: &serde_json::Value, key: &str| row[key].as_f64().unwrap_or(0.0);
+    let labels: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{} B frames, Mpps", r["frame_bytes"]))
+        .collect();
+    let groups: Vec<BarGroup<'_>> = rows
+        .iter()
+        .zip(&labels)
+        .map(|(row, label)| BarGroup {
+            label,
+            bars: vec![
+                ("net_vhost", mpps(row, "dpdk_net_vhost_mpps"), "#888"),
+                ("vhost→TAP", mpps(row, "knic_vhost_tap_mpps"), "#4a7"),
+                ("vhost→PKT", mpps(row, "knic_vhost_packet_mpps"), "#6b9"),
+                ("agent→peer", mpps(row, "agent_peer_mpps"), "#27c"),
+                (
+                    "DPDK TAP fwd",
+                    mpps(row, "dpdk_vhost_tap_forward_peer_mpps"),
+                    "#c72",
+                ),
+            ],
+        })
+        .collect();
+    let svg = bar_chart(
+        "virtio-user txonly into each backend (same sender, one run)",
+        &format!("commit {commit}, {date}, load {load_now}"),
+        &groups,
+    );
+    let plot = results_dir.join("vhost.svg");
+    std::fs::write(&plot, svg).unwrap_or_else(|e| panic!("{}: {e}", plot.display()));
+    let _ = writeln!(std::io::stdout(), "drew {}", plot.display());
 }

@@ -1,10 +1,13 @@
 //! What knic's tests that touch the real system share: the root and tool checks, running
-//! commands, bounded waits, network namespaces, child processes and scratch directories.
+//! commands, bounded waits, network namespaces, child processes, scratch directories, a
+//! process's footprint, and a raw vhost-user frontend (`frontend`).
 //!
 //! A missing prerequisite fails the test with a message naming `deploy/dev/setup-debian.sh`,
 //! never a silent pass. Children are reaped on drop (SIGTERM, then SIGKILL), namespaces
 //! deleted, and every wait has a deadline.
 
+pub mod chart;
+pub mod frontend;
 mod sys;
 
 pub use sys::{in_netns, poll_readable};
@@ -187,5 +190,35 @@ impl Drop for Scratch {
         if std::env::var_os("KNIC_E2E_KEEP").is_none() {
             let _ = fs::remove_dir_all(&self.0);
         }
+    }
+}
+
+/// What a process holds, from /proc: the leak tests compare it before and after cycles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
+    pub fds: usize,
+    pub threads: u64,
+    pub rss_kib: u64,
+}
+
+/// Open fds, threads and resident memory of process `pid`.
+pub fn footprint(pid: u32) -> Footprint {
+    let fds = fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/fd: {e}"))
+        .count();
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    Footprint {
+        fds,
+        threads: field("Threads:"),
+        rss_kib: field("VmRSS:"),
     }
 }

@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used, dead_code)]
 
-pub mod frontend;
 pub mod knic_vhost;
 
 use std::fs::OpenOptions;
@@ -55,6 +54,12 @@ pub fn unlinked_file(name: &str, len: u64) -> std::fs::File {
     file.set_len(len).unwrap();
     std::fs::remove_file(&path).unwrap();
     file
+}
+
+/// Guest memory a raw frontend (`test_support::frontend`) would share: an unlinked regular
+/// file of `len` bytes.
+pub fn guest_file(tag: &str, len: u64) -> std::fs::File {
+    unlinked_file(&format!("guest-{tag}"), len)
 }
 
 /// Guest memory backed by a file both sides map shared, as QEMU's memory-backend-memfd.

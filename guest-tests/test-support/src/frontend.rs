@@ -1,7 +1,7 @@
 //! A vhost-user frontend that sends whatever it is told: any request code, flags, payload and
-//! file descriptors, in any order. The tests play hostile frontends with it.
+//! file descriptors, in any order. The tests play hostile frontends with it, against
+//! knic-vhost's front door and against knic-agent's ports.
 
-use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -54,6 +54,7 @@ impl Region {
     }
 }
 
+#[derive(Debug)]
 pub struct RawFrontend {
     pub sock: UnixStream,
 }
@@ -90,10 +91,13 @@ impl RawFrontend {
     pub fn reply(&mut self) -> io::Result<(u32, Vec<u8>)> {
         let mut hdr = [0u8; 12];
         self.sock.read_exact(&mut hdr)?;
-        let size = u32::from_le_bytes(hdr[8..12].try_into().unwrap()) as usize;
+        let size = u32::from_le_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]) as usize;
         let mut payload = vec![0u8; size];
         self.sock.read_exact(&mut payload)?;
-        Ok((u32::from_le_bytes(hdr[..4].try_into().unwrap()), payload))
+        Ok((
+            u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]),
+            payload,
+        ))
     }
 
     /// A request whose reply is a u64 (GET_FEATURES, GET_PROTOCOL_FEATURES, ...).
@@ -106,7 +110,9 @@ impl RawFrontend {
                 p.len()
             )));
         }
-        Ok(u64::from_le_bytes(p[..8].try_into().unwrap()))
+        let mut v = [0u8; 8];
+        v.copy_from_slice(&p);
+        Ok(u64::from_le_bytes(v))
     }
 
     /// SET_OWNER, features (with PROTOCOL_FEATURES) and protocol features `proto`.
@@ -150,39 +156,6 @@ impl RawFrontend {
                 Err(_) => return false,
             }
         }
-    }
-}
-
-/// Guest memory a frontend would share: an unlinked regular file of `len` bytes.
-pub fn guest_file(tag: &str, len: u64) -> File {
-    super::unlinked_file(&format!("guest-{tag}"), len)
-}
-
-/// The fds of a process, its threads and its resident memory, from /proc.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Footprint {
-    pub fds: usize,
-    pub threads: usize,
-    pub rss_kib: u64,
-}
-
-pub fn footprint(pid: u32) -> Footprint {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap()
-    };
-    Footprint {
-        fds,
-        threads: field("Threads:") as usize,
-        rss_kib: field("VmRSS:"),
     }
 }
 
