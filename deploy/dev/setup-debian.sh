@@ -31,6 +31,8 @@ PACKAGES=(
   libxdp-dev libbpf-dev
   # profiling the benchmarks (flame graphs: perf record -g, then inferno)
   linux-perf
+  # deploy/ checks: shellcheck, jq (the BlueField script), virt-xml-validate (+ its xmllint)
+  shellcheck jq libvirt-clients libxml2-utils
 )
 
 missing=()

@@ -24,6 +24,8 @@ use crate::config::AgentConfig;
 use crate::stack::{LocalStack, StackInstance};
 use crate::sys::SignalFd;
 
+mod notify;
+
 /// Most API connections open at once; more are closed on accept.
 const MAX_API_CONNECTIONS: usize = 64;
 /// How long a reply may wait for a slow client before the connection is dropped.
@@ -377,10 +379,21 @@ fn serve(
         crate::services::metrics::serve(addr, config.api_socket.clone())?;
     }
     info!(api = %config.api_socket.display(), "knic-agent ready");
+    let mut notifier = notify::Notifier::from_env();
+    if let Some(n) = notifier.as_mut() {
+        n.ready(&format!("serving; API on {}", config.api_socket.display()));
+    }
     while !shutdown.get() {
+        let timeout = notifier.as_ref().map_or(-1, |n| n.timeout_ms());
         manager
-            .run()
+            .run_with_timeout(timeout)
             .map_err(|e| AgentError::EventLoop(format!("{e:?}")))?;
+        if let Some(n) = notifier.as_mut() {
+            n.keep_alive();
+        }
+    }
+    if let Some(n) = &notifier {
+        n.stopping();
     }
     Ok(())
 }
