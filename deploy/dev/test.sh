@@ -31,8 +31,10 @@ grep -E '^Done [0-9]+ runs' target/fuzz.log || tail -n 2 target/fuzz.log
 step "tests"
 # Release mode: the stack tests move gigabytes through the library kernel. The
 # end-to-end tests (guest-tests) run knic-vhost from target/release, so the binaries
-# are built first; they share two cores, testpmd lcores and namespaces: one at a time.
-cargo build --workspace --bins --release
+# are built first (with the libraries: the offload tests preload the shim's cdylib, which
+# `cargo test` alone does not produce); they share two cores, testpmd lcores and
+# namespaces: one at a time.
+cargo build --workspace --bins --lib --release
 cargo test --workspace --release --exclude guest-tests --exclude knic-kunit
 cargo test --release -p guest-tests -- --test-threads=1
 
