@@ -33,19 +33,7 @@ fn cvt_size(ret: isize) -> io::Result<usize> {
 
 /// A new seqpacket socket and the address of `path`.
 fn seqpacket_for(path: &Path) -> io::Result<(OwnedFd, libc::sockaddr_un)> {
-    let bytes = path.as_os_str().as_bytes();
-    // SAFETY: sockaddr_un is plain data; all-zero is valid.
-    let mut addr: libc::sockaddr_un = unsafe { zeroed() };
-    if bytes.len() >= addr.sun_path.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "socket path longer than 107 bytes",
-        ));
-    }
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
-    }
+    let addr = knic_offload_protocol::unix_address(path)?;
     // SAFETY: plain syscall; the result is a new fd we own at once.
     let fd =
         cvt(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) })?;

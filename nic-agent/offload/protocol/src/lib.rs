@@ -295,6 +295,27 @@ pub const SOCKET_ENV: &str = "KNIC_OFFLOAD_SOCKET";
 /// Where a `knic-agent` started without options serves offload.
 pub const DEFAULT_SOCKET: &str = "/run/knic/offload.sock";
 
+/// The `AF_UNIX` address of the agent's offload socket at `path` (both ends build it: the
+/// server to bind, the launcher and shim to connect).
+pub fn unix_address(path: &std::path::Path) -> std::io::Result<libc::sockaddr_un> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let mut addr = libc::sockaddr_un {
+        sun_family: libc::AF_UNIX as libc::sa_family_t,
+        sun_path: [0; 108],
+    };
+    if bytes.len() >= addr.sun_path.len() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "socket path longer than 107 bytes",
+        ));
+    }
+    for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    Ok(addr)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
