@@ -43,9 +43,11 @@ pub struct Args {
     #[arg(long)]
     pub client: bool,
 
-    /// Where packets go: `tap:NAME` (TAP device, created if missing) or `packet:IFNAME`
-    /// (AF_PACKET on an existing interface). Both need CAP_NET_ADMIN/CAP_NET_RAW.
-    #[arg(long, value_name = "tap:NAME|packet:IFNAME")]
+    /// Where packets go: `tap:NAME` (TAP device, created if missing), `packet:IFNAME`
+    /// (AF_PACKET on an existing interface), `xdp:IFNAME` (AF_XDP sockets on it) — these need
+    /// CAP_NET_ADMIN/CAP_NET_RAW — or `discard:` (every packet dropped, nothing received: the
+    /// device's own rate, as DPDK's net_null).
+    #[arg(long, value_name = "tap:NAME|packet:IFNAME|xdp:IFNAME|discard:")]
     pub uplink: UplinkSpec,
 
     /// Queue pairs offered to the guest; one worker thread each.
