@@ -10,6 +10,9 @@
 //! * knic-vhost into a kernel TAP against `net_vhost` + `net_tap` (the kernel discards the
 //!   UDP frames);
 //! * knic-vhost on AF_PACKET on a veth against `net_vhost` + `net_af_packet` on the same veth.
+//!
+//! knic-vhost runs twice in each pair: waiting for kicks (its default), and busy-polling its
+//! TX ring (`--busy-poll-us 50`), as DPDK's backend always polls.
 //! * knic-agent (issue 8's path): the frames, addressed to the library port's MAC and routed
 //!   (`--eth-peer`, `--tx-ip` guest → peer), cross the library's stack and leave through its
 //!   AF_PACKET uplink on a veth into a peer namespace (`guest_tests::agent::Topology`).
@@ -220,10 +223,19 @@ impl Uplink {
     }
 }
 
-fn knic_side(uplink: Uplink, frame: u32, secs: u64) -> (f64, f64) {
+/// Busy-poll budget of the knic-vhost runs that poll, as DPDK's backend always does (Linux's
+/// own `net.core.busy_poll` suggestion is 50 µs).
+const BUSY_POLL_US: &str = "50";
+
+fn knic_side(uplink: Uplink, frame: u32, secs: u64, busy_poll: bool) -> (f64, f64) {
     let ns = uplink.namespace();
     let dir = Scratch::new(&format!("bench-knic-{}-{frame}", uplink.name()));
-    let kv = KnicVhost::start(&ns, uplink.knic_spec(), &dir.0);
+    let extra: &[&str] = if busy_poll {
+        &["--busy-poll-us", BUSY_POLL_US]
+    } else {
+        &[]
+    };
+    let kv = KnicVhost::start_with_args(&ns, uplink.knic_spec(), &dir.0, 1, extra);
     uplink.after_start(&ns);
     // Every thread, and those it starts later (the queue-pair workers), on the backend CPU.
     run(Command::new(require_tool("taskset")).args([
@@ -458,22 +470,29 @@ fn main() {
         for uplink in UPLINKS {
             let name = uplink.name();
             let (dpdk, dpdk_rx) = dpdk_side(uplink, frame, secs);
-            let (knic, knic_device) = knic_side(uplink, frame, secs);
-            let ratio = knic / dpdk;
-            let _ = writeln!(
-                std::io::stdout(),
-                "{frame:>5} B  {name:<8} net_vhost+{} {:.3} Mpps (its Rx-pps {:.3}), knic-vhost {:.3} Mpps (device count {:.3}), knic/DPDK {ratio:.3}",
-                uplink.dpdk_vdev(),
-                dpdk / 1e6,
-                dpdk_rx / 1e6,
-                knic / 1e6,
-                knic_device / 1e6,
-            );
+            for busy_poll in [false, true] {
+                let (knic, knic_device) = knic_side(uplink, frame, secs, busy_poll);
+                let ratio = knic / dpdk;
+                let key = if busy_poll {
+                    format!("{name}_poll")
+                } else {
+                    name.to_string()
+                };
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "{frame:>5} B  {key:<12} net_vhost+{} {:.3} Mpps (its Rx-pps {:.3}), knic-vhost {:.3} Mpps (device count {:.3}), knic/DPDK {ratio:.3}",
+                    uplink.dpdk_vdev(),
+                    dpdk / 1e6,
+                    dpdk_rx / 1e6,
+                    knic / 1e6,
+                    knic_device / 1e6,
+                );
+                row[format!("knic_vhost_{key}_mpps")] = (knic / 1e6).into();
+                row[format!("knic_vhost_{key}_device_mpps")] = (knic_device / 1e6).into();
+                row[format!("ratio_{key}")] = ratio.into();
+            }
             row[format!("dpdk_vhost_{name}_mpps")] = (dpdk / 1e6).into();
             row[format!("dpdk_vhost_{name}_rx_mpps")] = (dpdk_rx / 1e6).into();
-            row[format!("knic_vhost_{name}_mpps")] = (knic / 1e6).into();
-            row[format!("knic_vhost_{name}_device_mpps")] = (knic_device / 1e6).into();
-            row[format!("ratio_{name}")] = ratio.into();
         }
         for (name, d) in [
             ("agent", agent_side(frame, secs)),
@@ -528,10 +547,25 @@ fn main() {
             bars: vec![
                 ("DPDK null", mpps(row, "dpdk_vhost_discard_mpps"), "#888"),
                 ("knic discard", mpps(row, "knic_vhost_discard_mpps"), "#3a6"),
+                (
+                    "knic disc. poll",
+                    mpps(row, "knic_vhost_discard_poll_mpps"),
+                    "#2a5",
+                ),
                 ("DPDK TAP", mpps(row, "dpdk_vhost_tap_mpps"), "#aaa"),
                 ("knic TAP", mpps(row, "knic_vhost_tap_mpps"), "#4a7"),
+                (
+                    "knic TAP poll",
+                    mpps(row, "knic_vhost_tap_poll_mpps"),
+                    "#393",
+                ),
                 ("DPDK PKT", mpps(row, "dpdk_vhost_packet_mpps"), "#bbb"),
                 ("knic PKT", mpps(row, "knic_vhost_packet_mpps"), "#6b9"),
+                (
+                    "knic PKT poll",
+                    mpps(row, "knic_vhost_packet_poll_mpps"),
+                    "#5a8",
+                ),
                 ("agent→peer", mpps(row, "agent_peer_mpps"), "#27c"),
                 (
                     "DPDK TAP fwd",
