@@ -248,6 +248,29 @@ mod tests {
         (File::from(std::os::fd::OwnedFd::from(ours)), theirs)
     }
 
+    /// A one-pair device over `mem` and `port` (batches of 8, every offered feature acked)
+    /// and its two rings, not yet set up.
+    fn device(
+        mem: &GuestMemoryMmap,
+        port: impl packet_ring::PacketPort + 'static,
+        busy_poll: std::time::Duration,
+    ) -> (NetBackend, NetVring, NetVring) {
+        let config = NetBackendConfig {
+            mac: [2, 0, 0, 0, 0, 1],
+            mtu: 1500,
+            queue_size: QUEUE_SIZE,
+            batch: 8,
+            busy_poll,
+        };
+        let backend = NetBackend::new(config, vec![Box::new(port)]).unwrap();
+        let gm = GuestMemoryAtomic::new(mem.clone());
+        backend.update_memory(gm.clone()).unwrap();
+        backend.acked_features(OFFERED_FEATURES);
+        let rx = NetVring::new(gm.clone(), QUEUE_SIZE).unwrap();
+        let tx = NetVring::new(gm, QUEUE_SIZE).unwrap();
+        (backend, rx, tx)
+    }
+
     /// Interrupts delivered through `end` so far.
     fn interrupts(end: &mut UnixStream) -> usize {
         let mut buf = [0u8; 64];
@@ -280,20 +303,7 @@ mod tests {
         mock.add_desc_chains(&bufs, 0).unwrap();
 
         let (port, mut peer) = memory_port_pair(8, MAX_FRAME_LEN).unwrap();
-        let config = NetBackendConfig {
-            mac: [2, 0, 0, 0, 0, 1],
-            mtu: 1500,
-            queue_size: QUEUE_SIZE,
-            batch: 8,
-            busy_poll: std::time::Duration::ZERO,
-        };
-        let backend = NetBackend::new(config, vec![Box::new(port)]).unwrap();
-        let gm = GuestMemoryAtomic::new(mem.clone());
-        backend.update_memory(gm.clone()).unwrap();
-        backend.acked_features(OFFERED_FEATURES);
-
-        let rx = NetVring::new(gm.clone(), QUEUE_SIZE).unwrap();
-        let tx = NetVring::new(gm, QUEUE_SIZE).unwrap();
+        let (backend, rx, tx) = device(&mem, port, std::time::Duration::ZERO);
         rx.set_queue_size(QUEUE_SIZE);
         rx.set_queue_info(
             mock.desc_table_addr().0,
@@ -415,19 +425,7 @@ mod tests {
         .unwrap();
 
         let (port, mut peer) = memory_port_pair(8, MAX_FRAME_LEN).unwrap();
-        let config = NetBackendConfig {
-            mac: [2, 0, 0, 0, 0, 1],
-            mtu: 1500,
-            queue_size: QUEUE_SIZE,
-            batch: 8,
-            busy_poll: IDLE,
-        };
-        let backend = NetBackend::new(config, vec![Box::new(port)]).unwrap();
-        let gm = GuestMemoryAtomic::new(mem.clone());
-        backend.update_memory(gm.clone()).unwrap();
-        backend.acked_features(OFFERED_FEATURES);
-        let rx = NetVring::new(gm.clone(), QUEUE_SIZE).unwrap();
-        let tx = NetVring::new(gm, QUEUE_SIZE).unwrap();
+        let (backend, rx, tx) = device(&mem, port, IDLE);
         tx.set_queue_size(QUEUE_SIZE);
         tx.set_queue_info(
             mock.desc_table_addr().0,
