@@ -18,7 +18,7 @@ pub fn uplink_spec(config: &UplinkConfig) -> Result<UplinkSpec, ConfigError> {
     config.spec.parse().map_err(|_| ConfigError {
         what: "uplink",
         value: config.spec.clone(),
-        allowed: "tap:IFNAME, packet:IFNAME or xdp:IFNAME",
+        allowed: "tap:IFNAME, packet:IFNAME, xdp:IFNAME or discard:",
     })
 }
 

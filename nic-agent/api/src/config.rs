@@ -193,7 +193,7 @@ pub struct PortConfig {
 #[serde(deny_unknown_fields)]
 pub struct UplinkConfig {
     pub name: String,
-    /// `tap:NAME`, `packet:IFNAME` or `xdp:IFNAME`.
+    /// `tap:NAME`, `packet:IFNAME`, `xdp:IFNAME` or `discard:`.
     pub spec: String,
     #[serde(default = "default_queue_pairs")]
     pub queue_pairs: u16,
@@ -384,17 +384,18 @@ impl FromStr for UplinkConfig {
 }
 
 impl UplinkConfig {
-    /// The uplink's kind (`tap`, `packet` or `xdp`) and host interface, checked for form;
-    /// the agent opens it.
+    /// The uplink's kind (`tap`, `packet`, `xdp`, or `discard` with no interface) and host
+    /// interface, checked for form; the agent opens it.
     pub fn kind_and_interface(&self) -> Result<(&str, &str), ConfigError> {
         match self.spec.split_once(':') {
             Some((kind @ ("tap" | "packet" | "xdp"), ifname)) if !ifname.is_empty() => {
                 Ok((kind, ifname))
             }
+            Some(("discard", "")) => Ok(("discard", "")),
             _ => Err(bad(
                 "uplink",
                 &self.spec,
-                "tap:IFNAME, packet:IFNAME or xdp:IFNAME",
+                "tap:IFNAME, packet:IFNAME, xdp:IFNAME or discard:",
             )),
         }
     }
@@ -703,6 +704,9 @@ mod tests {
     fn uplinks_addresses_and_routes_parse() {
         let u: UplinkConfig = "up0=packet:veth0,queues=2".parse().unwrap();
         assert_eq!(u.kind_and_interface().unwrap(), ("packet", "veth0"));
+        let u: UplinkConfig = "up1=discard:".parse().unwrap();
+        assert_eq!(u.kind_and_interface().unwrap(), ("discard", ""));
+        assert!("up2=discard:x".parse::<UplinkConfig>().is_err());
         let a: AddressConfig = "vm1=10.0.1.1/24".parse().unwrap();
         assert_eq!(a.address.to_string(), "10.0.1.1/24");
         let r: RouteConfig = "0.0.0.0/0,via=10.0.0.254,dev=up0".parse().unwrap();
