@@ -150,7 +150,9 @@ impl QueuePair {
     }
 
     /// Moves every available TX chain to the uplink (or discards it when the ring is started
-    /// but disabled). Returns whether the guest should be notified.
+    /// but disabled), as far as the uplink has room: chains it has no room for stay in the
+    /// guest's ring, counted once per stall in `tx_stalls`, until the uplink's room fd says
+    /// it drained. Returns whether the guest should be notified.
     pub fn process_tx<M: GuestMemory>(
         &mut self,
         queue: &mut Queue,
@@ -165,8 +167,26 @@ impl QueuePair {
             }
             loop {
                 self.tx_batch.clear();
+                // Backpressure: take no more chains than the uplink has room for. The rest
+                // wait in the guest's ring, its own queue, as descriptors wait in a NIC's
+                // full ring; guest kicks stay off and the uplink's room fd wakes the
+                // worker (`NetBackend::uplink_room_event`).
+                let room = if enabled {
+                    self.uplink.room()
+                } else {
+                    usize::MAX
+                };
+                if room == 0 {
+                    if ring::avail_is_empty(queue, mem) {
+                        // Nothing waits: re-enable kicks as usual (the armed room fd may
+                        // still wake the worker once, to find nothing).
+                        break;
+                    }
+                    self.stats.tx_stalls.add(1);
+                    break 'drain;
+                }
                 let mut popped = 0usize;
-                while !self.tx_batch.is_full() {
+                while popped < room && !self.tx_batch.is_full() {
                     let chain = match pop_chain(queue, mem) {
                         Ok(Some(c)) => c,
                         Ok(None) => break,
