@@ -424,7 +424,9 @@ impl NetBackend {
             }
         }
         drop(state);
-        if !rx && enabled && !slot.busy_poll.idle.is_zero() {
+        // A stalled uplink wakes the worker through its room fd; polling meanwhile would
+        // only find the same chains again.
+        if !rx && enabled && !slot.busy_poll.idle.is_zero() && !slot.qp.tx_stalled() {
             Self::poll_tx(slot, mem, vring, slot.busy_poll)?;
         }
         Ok(())
@@ -458,6 +460,9 @@ impl NetBackend {
             if waiting {
                 slot.qp.stats().tx_polled.add(1);
                 Self::run_ring_once(slot, mem, vring)?;
+                if slot.qp.tx_stalled() {
+                    return Ok(());
+                }
                 last_work = Instant::now();
             } else {
                 std::hint::spin_loop();

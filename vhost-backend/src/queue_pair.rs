@@ -65,6 +65,8 @@ pub struct QueuePair {
     /// What the uplink was last told by [`attach_uplink`](Self::attach_uplink); ports start
     /// detached (or cannot detach).
     uplink_attached: bool,
+    /// The last TX round stopped for want of uplink room: chains wait in the ring.
+    tx_stalled: bool,
 }
 
 impl QueuePair {
@@ -91,6 +93,7 @@ impl QueuePair {
             stats,
             log: LogLimiter::default(),
             uplink_attached: false,
+            tx_stalled: false,
         }
     }
 
@@ -160,6 +163,7 @@ impl QueuePair {
         enabled: bool,
     ) -> Result<bool, HostError> {
         let old_used = queue.next_used();
+        self.tx_stalled = false;
         'drain: loop {
             if let Err(e) = queue.disable_notification(mem) {
                 self.ring_error(Direction::Tx, &RingError::Used(e));
@@ -183,6 +187,7 @@ impl QueuePair {
                         break;
                     }
                     self.stats.tx_stalls.add(1);
+                    self.tx_stalled = true;
                     break 'drain;
                 }
                 let mut popped = 0usize;
@@ -336,6 +341,12 @@ impl QueuePair {
             }
         }
         Ok(self.needs_notification(Direction::Rx, queue, mem, old_used))
+    }
+
+    /// Whether the last [`process_tx`](Self::process_tx) left chains in the guest's ring
+    /// because the uplink had no room: polling the ring is pointless until its room fd fires.
+    pub fn tx_stalled(&self) -> bool {
+        self.tx_stalled
     }
 
     /// Whether packets are held back waiting for guest RX buffers.

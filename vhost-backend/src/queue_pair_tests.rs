@@ -1102,6 +1102,7 @@ fn tx_leaves_chains_in_the_ring_while_the_uplink_has_no_room() {
     s.qp.process_tx(&mut s.q, &s.mem, true).unwrap();
     assert_eq!(s.used().len(), 2);
     assert_eq!(s.qp.stats().tx_stalls.get(), 1);
+    assert!(s.qp.tx_stalled(), "busy-polling stops on this");
     // A kick while still full takes nothing and counts another stall.
     s.qp.process_tx(&mut s.q, &s.mem, true).unwrap();
     assert_eq!(s.used().len(), 2);
@@ -1113,6 +1114,7 @@ fn tx_leaves_chains_in_the_ring_while_the_uplink_has_no_room() {
     budget.set(100);
     s.qp.process_tx(&mut s.q, &s.mem, true).unwrap();
     assert_eq!(s.used().len(), 6);
+    assert!(!s.qp.tx_stalled());
     assert_eq!(
         s.qp.stats().tx_stalls.get(),
         3,
