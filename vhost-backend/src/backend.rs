@@ -229,6 +229,19 @@ impl NetBackend {
             .collect()
     }
 
+    /// Event id of the uplink's room fd in every worker (readable when an uplink that had
+    /// no room for the guest's TX chains drained): the id after [`uplink_event`](Self::uplink_event).
+    pub fn uplink_room_event(&self) -> u16 {
+        self.uplink_event() + 1
+    }
+
+    /// Per pair, the uplink's room fd, for those uplinks that apply backpressure.
+    pub fn uplink_room_fds(&self) -> Vec<Option<RawFd>> {
+        (0..self.pairs.len())
+            .map(|i| self.slot(i).and_then(|s| s.qp.uplink().room_fd()))
+            .collect()
+    }
+
     /// The front door's counters.
     pub fn front_door_stats(&self) -> &FrontDoorStats {
         &self.front_door
@@ -411,7 +424,9 @@ impl NetBackend {
             }
         }
         drop(state);
-        if !rx && enabled && !slot.busy_poll.idle.is_zero() {
+        // A stalled uplink wakes the worker through its room fd; polling meanwhile would
+        // only find the same chains again.
+        if !rx && enabled && !slot.busy_poll.idle.is_zero() && !slot.qp.tx_stalled() {
             Self::poll_tx(slot, mem, vring, slot.busy_poll)?;
         }
         Ok(())
@@ -445,6 +460,9 @@ impl NetBackend {
             if waiting {
                 slot.qp.stats().tx_polled.add(1);
                 Self::run_ring_once(slot, mem, vring)?;
+                if slot.qp.tx_stalled() {
+                    return Ok(());
+                }
                 last_work = Instant::now();
             } else {
                 std::hint::spin_loop();
@@ -617,6 +635,7 @@ impl VhostUserBackend for NetBackend {
             return self.handle_ctrl_event(device_event, vrings);
         }
         let uplink_event = self.uplink_event();
+        let room_event = self.uplink_room_event();
         let pair_active = thread_id < self.active_pairs.load(Ordering::Relaxed);
         let Some(mut slot) = self.slot(thread_id) else {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
@@ -651,6 +670,10 @@ impl VhostUserBackend for NetBackend {
                 e if e == uplink_event => {
                     slot.qp.stats().uplink_events.add(1);
                     Self::run_ring(&mut slot, &mem, rx, true, pair_active)
+                }
+                e if e == room_event => {
+                    // The uplink drained: take the TX chains it had no room for.
+                    Self::run_ring(&mut slot, &mem, tx, false, pair_active)
                 }
                 other => {
                     warn!(queue_pair = thread_id, event = other, "unexpected event id");

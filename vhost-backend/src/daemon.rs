@@ -367,21 +367,26 @@ fn dial(path: &Path, retry: Duration, stop: &Stop) -> Option<UnixStream> {
     None
 }
 
-/// Registers each pair's uplink readiness fd, edge-triggered, in that pair's worker.
+/// Registers each pair's uplink readiness fd, and its room fd if it has one, edge-triggered,
+/// in that pair's worker.
 fn watch_uplinks(
     backend: &NetBackend,
     daemon: &VhostUserDaemon<Arc<NetBackend>>,
 ) -> Result<(), DaemonError> {
-    let event = u64::from(backend.uplink_event());
-    for (pair, (handler, fd)) in daemon
-        .get_epoll_handlers()
-        .iter()
-        .zip(backend.uplink_fds())
-        .enumerate()
+    let ready = u64::from(backend.uplink_event());
+    let room = u64::from(backend.uplink_room_event());
+    let fds = backend
+        .uplink_fds()
+        .into_iter()
+        .zip(backend.uplink_room_fds());
+    for (pair, (handler, (ready_fd, room_fd))) in
+        daemon.get_epoll_handlers().iter().zip(fds).enumerate()
     {
-        handler
-            .register_listener(fd, EventSet::IN | EventSet::EDGE_TRIGGERED, event)
-            .map_err(|source| DaemonError::RegisterUplink { pair, source })?;
+        for (fd, event) in std::iter::once((ready_fd, ready)).chain(room_fd.map(|fd| (fd, room))) {
+            handler
+                .register_listener(fd, EventSet::IN | EventSet::EDGE_TRIGGERED, event)
+                .map_err(|source| DaemonError::RegisterUplink { pair, source })?;
+        }
     }
     Ok(())
 }

@@ -65,6 +65,8 @@ pub struct QueuePair {
     /// What the uplink was last told by [`attach_uplink`](Self::attach_uplink); ports start
     /// detached (or cannot detach).
     uplink_attached: bool,
+    /// The last TX round stopped for want of uplink room: chains wait in the ring.
+    tx_stalled: bool,
 }
 
 impl QueuePair {
@@ -91,6 +93,7 @@ impl QueuePair {
             stats,
             log: LogLimiter::default(),
             uplink_attached: false,
+            tx_stalled: false,
         }
     }
 
@@ -150,7 +153,9 @@ impl QueuePair {
     }
 
     /// Moves every available TX chain to the uplink (or discards it when the ring is started
-    /// but disabled). Returns whether the guest should be notified.
+    /// but disabled), as far as the uplink has room: chains it has no room for stay in the
+    /// guest's ring, counted once per stall in `tx_stalls`, until the uplink's room fd says
+    /// it drained. Returns whether the guest should be notified.
     pub fn process_tx<M: GuestMemory>(
         &mut self,
         queue: &mut Queue,
@@ -158,6 +163,7 @@ impl QueuePair {
         enabled: bool,
     ) -> Result<bool, HostError> {
         let old_used = queue.next_used();
+        self.tx_stalled = false;
         'drain: loop {
             if let Err(e) = queue.disable_notification(mem) {
                 self.ring_error(Direction::Tx, &RingError::Used(e));
@@ -165,8 +171,27 @@ impl QueuePair {
             }
             loop {
                 self.tx_batch.clear();
+                // Backpressure: take no more chains than the uplink has room for. The rest
+                // wait in the guest's ring, its own queue, as descriptors wait in a NIC's
+                // full ring; guest kicks stay off and the uplink's room fd wakes the
+                // worker (`NetBackend::uplink_room_event`).
+                let room = if enabled {
+                    self.uplink.room()
+                } else {
+                    usize::MAX
+                };
+                if room == 0 {
+                    if ring::avail_is_empty(queue, mem) {
+                        // Nothing waits: re-enable kicks as usual (the armed room fd may
+                        // still wake the worker once, to find nothing).
+                        break;
+                    }
+                    self.stats.tx_stalls.add(1);
+                    self.tx_stalled = true;
+                    break 'drain;
+                }
                 let mut popped = 0usize;
-                while !self.tx_batch.is_full() {
+                while popped < room && !self.tx_batch.is_full() {
                     let chain = match pop_chain(queue, mem) {
                         Ok(Some(c)) => c,
                         Ok(None) => break,
@@ -316,6 +341,12 @@ impl QueuePair {
             }
         }
         Ok(self.needs_notification(Direction::Rx, queue, mem, old_used))
+    }
+
+    /// Whether the last [`process_tx`](Self::process_tx) left chains in the guest's ring
+    /// because the uplink had no room: polling the ring is pointless until its room fd fires.
+    pub fn tx_stalled(&self) -> bool {
+        self.tx_stalled
     }
 
     /// Whether packets are held back waiting for guest RX buffers.

@@ -975,25 +975,51 @@ impl packet_ring::PacketSink for SwappingUplink {
     }
 }
 
-impl packet_ring::PacketSource for SwappingUplink {
-    fn recv(&mut self, _: &mut PacketBatch) -> Result<usize, PortError> {
-        Ok(0)
-    }
+/// The receiving half and `split` of a test uplink that only takes frames: nothing
+/// arrives (its `ready` eventfd never fires), and the queue pair never splits it.
+macro_rules! send_only_uplink {
+    ($t:ty) => {
+        impl packet_ring::PacketSource for $t {
+            fn recv(&mut self, _: &mut PacketBatch) -> Result<usize, PortError> {
+                Ok(0)
+            }
 
-    fn ready_fd(&self) -> std::os::fd::RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(&self.ready)
-    }
+            fn ready_fd(&self) -> std::os::fd::RawFd {
+                std::os::fd::AsRawFd::as_raw_fd(&self.ready)
+            }
+        }
+
+        impl PacketPort for $t {
+            fn split(
+                self: Box<Self>,
+            ) -> (
+                Box<dyn packet_ring::PacketSink>,
+                Box<dyn packet_ring::PacketSource>,
+            ) {
+                unreachable!("the queue pair keeps its uplink whole")
+            }
+        }
+    };
 }
 
-impl PacketPort for SwappingUplink {
-    fn split(
-        self: Box<Self>,
-    ) -> (
-        Box<dyn packet_ring::PacketSink>,
-        Box<dyn packet_ring::PacketSource>,
-    ) {
-        unreachable!("the queue pair keeps its uplink whole")
-    }
+send_only_uplink!(SwappingUplink);
+
+/// A scene whose queue pair (batch of `batch`, mergeable buffers) sends to `uplink`.
+fn uplink_scene(uplink: Box<dyn PacketPort>, batch: usize) -> Scene {
+    let mut qp = QueuePair::new(
+        QueuePairConfig {
+            index: 0,
+            batch,
+            mtu: MTU,
+            max_queue_size: QUEUE_SIZE,
+        },
+        uplink,
+        SharedRxFilter::new(DEVICE_MAC),
+        Arc::new(QueuePairStats::default()),
+    );
+    qp.set_features(NetFeatures::from_acked(MRG));
+    let (_, peer) = memory_port_pair(1, 64).unwrap();
+    Scene::with_pair((qp, peer))
 }
 
 #[test]
@@ -1003,20 +1029,7 @@ fn tx_hands_its_buffers_to_an_uplink_that_takes_them() {
         taken,
         ready: vmm_sys_util::eventfd::EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap(),
     };
-    let mut qp = QueuePair::new(
-        QueuePairConfig {
-            index: 0,
-            batch: 2,
-            mtu: MTU,
-            max_queue_size: QUEUE_SIZE,
-        },
-        Box::new(uplink),
-        SharedRxFilter::new(DEVICE_MAC),
-        Arc::new(QueuePairStats::default()),
-    );
-    qp.set_features(NetFeatures::from_acked(MRG));
-    let (_, peer) = memory_port_pair(1, 64).unwrap();
-    let mut s = Scene::with_pair((qp, peer));
+    let mut s = uplink_scene(Box::new(uplink), 2);
     // Two rounds of three frames through a batch of two: the slots the uplink refilled
     // carry the later frames whole. (Eight chains at most: the mock lays the used ring
     // out after eight avail entries.)
@@ -1043,5 +1056,78 @@ fn tx_hands_its_buffers_to_an_uplink_that_takes_them() {
         }
     }
     assert!(got.try_recv().is_err());
+    assert_eq!(s.qp.stats().tx_packets.get(), 6);
+}
+
+/// An uplink with a room budget the test sets (`test_support::budget`), and a room fd.
+#[derive(Debug)]
+struct RoomUplink {
+    sink: test_support::budget::BudgetSink,
+    ready: vmm_sys_util::eventfd::EventFd,
+}
+
+impl packet_ring::PacketSink for RoomUplink {
+    fn send(&mut self, batch: &PacketBatch) -> Result<usize, PortError> {
+        self.sink.send(batch)
+    }
+
+    fn room(&mut self) -> usize {
+        self.sink.room()
+    }
+
+    fn room_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(&self.ready))
+    }
+}
+
+send_only_uplink!(RoomUplink);
+
+/// Backpressure: with no room in the uplink the worker leaves the guest's chains in its
+/// ring (no used entry, nothing refused), counts the stall, and takes them in order once
+/// room returns.
+#[test]
+fn tx_leaves_chains_in_the_ring_while_the_uplink_has_no_room() {
+    let (sink, budget) = test_support::budget::budget_sink(2);
+    let uplink = RoomUplink {
+        sink,
+        ready: vmm_sys_util::eventfd::EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap(),
+    };
+    let mut s = uplink_scene(Box::new(uplink), 8);
+    for i in 0..6u16 {
+        let addr = BUF_BASE + 0x1000 * u64::from(i);
+        let len = s.put_at(addr, &VirtioNetHdr::default(), &frame(100, i as u8));
+        add_chains(&s, i, &[&[D(addr, len, false)]]);
+    }
+    // Room for two: two chains are used, four wait in the ring.
+    s.qp.process_tx(&mut s.q, &s.mem, true).unwrap();
+    assert_eq!(s.used().len(), 2);
+    assert_eq!(s.qp.stats().tx_stalls.get(), 1);
+    assert!(s.qp.tx_stalled(), "busy-polling stops on this");
+    // A kick while still full takes nothing and counts another stall.
+    s.qp.process_tx(&mut s.q, &s.mem, true).unwrap();
+    assert_eq!(s.used().len(), 2);
+    assert_eq!(s.qp.stats().tx_stalls.get(), 2);
+    // Room returns (the room fd's event runs the TX ring): three more, then the last.
+    budget.set(3);
+    s.qp.process_tx(&mut s.q, &s.mem, true).unwrap();
+    assert_eq!(s.used().len(), 5);
+    budget.set(100);
+    s.qp.process_tx(&mut s.q, &s.mem, true).unwrap();
+    assert_eq!(s.used().len(), 6);
+    assert!(!s.qp.tx_stalled());
+    assert_eq!(
+        s.qp.stats().tx_stalls.get(),
+        3,
+        "the 3-room round stalled once more"
+    );
+    // An empty ring with no room is no stall.
+    budget.set(0);
+    s.qp.process_tx(&mut s.q, &s.mem, true).unwrap();
+    assert_eq!(s.qp.stats().tx_stalls.get(), 3);
+    let frames: Vec<Vec<u8>> = budget.taken.try_iter().collect();
+    let want: Vec<Vec<u8>> = (0..6u8).map(|i| frame(100, i)).collect();
+    assert_eq!(frames, want, "every frame, in order");
+    assert_eq!(budget.refused(), 0);
+    assert_eq!(s.qp.stats().drops(DropReason::TxBackendRefused), 0);
     assert_eq!(s.qp.stats().tx_packets.get(), 6);
 }

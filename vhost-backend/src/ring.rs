@@ -3,5 +3,5 @@
 //! the device's modules.
 
 pub use knic_virtio_net::ring::{
-    RingError, ask_for_kick, needs_notification, pop_chain, return_used,
+    RingError, ask_for_kick, avail_is_empty, needs_notification, pop_chain, return_used,
 };

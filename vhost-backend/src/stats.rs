@@ -55,6 +55,7 @@ impl QueuePairStats {
             notifications_suppressed: q.tx_notifications_suppressed.get()
                 + q.rx_notifications_suppressed.get(),
             uplink_kernel_drops: self.uplink_kernel_drops.get(),
+            tx_stalls: q.tx_stalls.get(),
             drops: q.drop_counts().map(|(r, n)| (r.name(), n)).collect(),
         }
     }
@@ -77,6 +78,9 @@ pub struct QueuePairSnapshot {
     /// Notifications EVENT_IDX (or NO_INTERRUPT) let the device skip, both rings.
     pub notifications_suppressed: u64,
     pub uplink_kernel_drops: u64,
+    /// Times the worker left TX chains in the guest's ring because the uplink had no room
+    /// (backpressure, not a drop).
+    pub tx_stalls: u64,
     /// Every drop counter by its [`DropReason::name`].
     pub drops: std::collections::BTreeMap<&'static str, u64>,
 }

@@ -1,11 +1,13 @@
 //! What knic's tests that touch the real system share: the root and tool checks, running
 //! commands, bounded waits, network namespaces, child processes, scratch directories, a
-//! process's footprint, and a raw vhost-user frontend (`frontend`).
+//! process's footprint, a raw vhost-user frontend (`frontend`), and a packet sink with a
+//! room budget for backpressure tests (`budget`).
 //!
 //! A missing prerequisite fails the test with a message naming `deploy/dev/setup-debian.sh`,
 //! never a silent pass. Children are reaped on drop (SIGTERM, then SIGKILL), namespaces
 //! deleted, and every wait has a deadline.
 
+pub mod budget;
 pub mod chart;
 pub mod frontend;
 mod sys;

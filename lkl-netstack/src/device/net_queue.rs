@@ -65,6 +65,10 @@ pub(crate) enum TxWire {
         sink: Box<dyn PacketSink>,
         /// The kick's packet (one chain at a time), allocated once.
         packet: PacketBatch,
+        /// Frames the sink said it has room for and not yet sent (its last `room`).
+        room: usize,
+        /// The last round stopped because the sink had no room: chains wait in the ring.
+        stalled: bool,
     },
 }
 
@@ -122,6 +126,46 @@ impl TxWire {
         TxWire::Port {
             sink,
             packet: PacketBatch::new(1, MAX_FRAME_LEN),
+            room: 0,
+            stalled: false,
+        }
+    }
+
+    /// Whether the room the backend last granted is used up (never for a TAP: the host
+    /// kernel queues or drops, and counts).
+    fn room_spent(&self) -> bool {
+        matches!(self, TxWire::Port { room: 0, .. })
+    }
+
+    /// Asks the backend for room again; with none (the agent's seam while its receiver is
+    /// behind) the wire is marked stalled and the port's room fd armed.
+    fn refill_room(&mut self) -> bool {
+        match self {
+            TxWire::Tap(_) => true,
+            TxWire::Port {
+                sink,
+                room,
+                stalled,
+                ..
+            } => {
+                *room = sink.room();
+                *stalled = *room == 0;
+                !*stalled
+            }
+        }
+    }
+
+    /// Whether the last [`transmit`] left chains in the ring for want of room; the caller
+    /// then waits on [`room_fd`](Self::room_fd) and transmits again.
+    pub(crate) fn stalled(&self) -> bool {
+        matches!(self, TxWire::Port { stalled: true, .. })
+    }
+
+    /// Readable when a stalled port has room again.
+    pub(crate) fn room_fd(&self) -> Option<RawFd> {
+        match self {
+            TxWire::Tap(_) => None,
+            TxWire::Port { sink, .. } => sink.room_fd(),
         }
     }
 }
@@ -255,6 +299,19 @@ pub(crate) fn transmit(
     let mut iov = [EMPTY_IOV; MAX_TX_CHAIN];
     loop {
         loop {
+            // Backpressure: a chain the backend has no room for stays in the ring, the
+            // driver's queue. Kicks stay off (the caller waits on the backend's room fd),
+            // and the driver stops its queue once the ring fills, as for a full NIC ring.
+            if wire.room_spent() {
+                if ring::avail_is_empty(queue, mem) {
+                    break;
+                }
+                if !wire.refill_room() {
+                    counters.tx_stalls.add(1);
+                    let _ = queue.disable_notification(mem);
+                    return decide(queue, mem, old_used, Direction::Tx, counters);
+                }
+            }
             let chain = match ring::pop_chain(queue, mem) {
                 Ok(Some(chain)) => chain,
                 Ok(None) => break,
@@ -312,7 +369,9 @@ fn send_chain(
             }
             frame
         }
-        TxWire::Port { sink, packet } => {
+        TxWire::Port {
+            sink, packet, room, ..
+        } => {
             // The engine's TX path: one copy out of the kernel's memory, checked.
             packet.clear();
             let slot = packet.next_slot().ok_or(DropReason::TxBackendRefused)?;
@@ -321,6 +380,7 @@ fn send_chain(
             packet.commit();
             // The port may take the packet's buffer, leaving one of its own (the agent's
             // seam does): the packet is cleared before its next use either way.
+            *room = room.saturating_sub(1);
             if !matches!(sink.send_swap(packet), Ok(1)) {
                 return Err(DropReason::TxBackendRefused);
             }
@@ -899,6 +959,47 @@ mod tests {
             }
             Ok(batch.len())
         }
+    }
+
+    /// Backpressure: chains the backend has no room for stay in the kernel's TX ring (no
+    /// used entry: the driver's ring fills and it stops its queue), the wire says it
+    /// stalled, and the next transmit takes them in order; nothing is refused.
+    #[test]
+    fn a_tx_kick_leaves_chains_in_the_ring_while_the_port_has_no_room() {
+        let mem = memory();
+        let q = MockSplitQueue::new(&mem, SIZE);
+        let mut queue: Queue = q.create_queue().unwrap();
+        let descs: Vec<RawDescriptor> = (0..5u16)
+            .map(|i| {
+                let addr = BUFFERS + 0x1000 * u64::from(i);
+                let mut f = frame(100);
+                f[0] = i as u8;
+                mem.write_slice(&VirtioNetHdr::default().to_bytes(), GuestAddress(addr))
+                    .unwrap();
+                mem.write_slice(&f, GuestAddress(addr + HDR_LEN as u64))
+                    .unwrap();
+                RawDescriptor::from(SplitDescriptor::new(addr, (HDR_LEN + 100) as u32, 0, 0))
+            })
+            .collect();
+        q.add_desc_chains(&descs, 0).unwrap();
+        let (sink, budget) = test_support::budget::budget_sink(2);
+        let mut wire = TxWire::port(Box::new(sink));
+        let counters = QueueCounters::default();
+        let limits = TxLimits::new(features(false, false, false), 1500);
+        transmit(&mut queue, &mem, &mut wire, &limits, &counters);
+        assert_eq!(used(&mem, &q).idx, 2, "two taken, three wait in the ring");
+        assert!(wire.stalled());
+        assert_eq!(counters.tx_stalls.get(), 1);
+        budget.set(10);
+        transmit(&mut queue, &mem, &mut wire, &limits, &counters);
+        assert_eq!(used(&mem, &q).idx, 5);
+        assert!(!wire.stalled());
+        assert_eq!(counters.tx_stalls.get(), 1);
+        let firsts: Vec<u8> = budget.taken.try_iter().map(|f| f[0]).collect();
+        assert_eq!(firsts, vec![0, 1, 2, 3, 4], "every frame, in order");
+        assert_eq!(budget.refused(), 0);
+        assert_eq!(counters.drops(DropReason::TxBackendRefused), 0);
+        assert_eq!(counters.tx_packets.get(), 5);
     }
 
     #[test]

@@ -156,6 +156,9 @@ pub struct QueuePairStats {
     /// NO_INTERRUPT flag) let the device skip.
     pub interrupts: u64,
     pub interrupts_suppressed: u64,
+    /// Times the device left TX chains in the ring because the backend had no room
+    /// (backpressure: not a drop).
+    pub tx_stalls: u64,
     /// Drops by reason, indexed like [`DropReason::ALL`].
     pub drops: [u64; DropReason::ALL.len()],
 }
@@ -204,6 +207,7 @@ impl QueuePairStats {
             interrupts: c.tx_notifications.get() + c.rx_notifications.get(),
             interrupts_suppressed: c.tx_notifications_suppressed.get()
                 + c.rx_notifications_suppressed.get(),
+            tx_stalls: c.tx_stalls.get(),
             drops,
         }
     }
@@ -220,6 +224,7 @@ impl QueuePairStats {
         self.rx_kicks += o.rx_kicks;
         self.interrupts += o.interrupts;
         self.interrupts_suppressed += o.interrupts_suppressed;
+        self.tx_stalls += o.tx_stalls;
         for (d, s) in self.drops.iter_mut().zip(o.drops) {
             *d += s;
         }
@@ -322,8 +327,13 @@ struct RxSide {
 struct QueuePair {
     tx: Mutex<TxSide>,
     rx: Mutex<RxSide>,
-    /// Kicks the receive thread when the kernel posts receive buffers.
+    /// Kicks the receive thread when the kernel posts receive buffers, or when TX stalled.
     rx_kick: EventFd,
+    /// The TX side stopped for want of backend room; the receive thread then also waits on
+    /// the backend's room fd ([`Self::tx_room_fd`]) and transmits again when it fires.
+    tx_stalled: AtomicBool,
+    /// The TX backend's room fd, if it ever stalls (the agent's seam); fixed at creation.
+    tx_room_fd: Option<std::os::fd::RawFd>,
     counters: QueueCounters,
 }
 
@@ -405,6 +415,7 @@ impl VirtioNetDevice {
         let mut queue_pairs = Vec::with_capacity(wires.len());
         let mut rx_paths = Vec::with_capacity(wires.len());
         for (tx_wire, rx_wire) in wires {
+            let tx_room_fd = tx_wire.room_fd();
             queue_pairs.push(QueuePair {
                 tx: Mutex::new(TxSide {
                     queue: new_queue()?,
@@ -416,6 +427,8 @@ impl VirtioNetDevice {
                     state: Negotiated::default(),
                 }),
                 rx_kick: EventFd::new(EFD_NONBLOCK)?,
+                tx_stalled: AtomicBool::new(false),
+                tx_room_fd,
                 counters: QueueCounters::default(),
             });
             rx_paths.push(RxPath::new(rx_wire));
@@ -611,9 +624,14 @@ impl VirtioNetDevice {
         let TxSide { queue, wire, state } = &mut *tx;
         let limits = TxLimits::new(state.features, self.config.mtu);
         let interrupt = transmit(queue, mem, wire, &limits, &pair.counters);
+        let stalled = wire.stalled();
         drop(tx);
         if interrupt {
             self.raise_interrupt();
+        }
+        if stalled && !pair.tx_stalled.swap(true, Ordering::SeqCst) {
+            // The receive thread watches the backend's room fd from its next poll on.
+            let _ = pair.rx_kick.write(1);
         }
     }
 
@@ -678,19 +696,25 @@ impl VirtioNetDevice {
             revents: 0,
         };
         loop {
-            // Watch the backend only while the kernel has buffers posted, or it would spin.
+            // Watch the backend only while the kernel has buffers posted, or it would spin;
+            // its room fd only while TX waits for room. poll ignores a negative fd.
+            let backend = match wait {
+                RxWait::Backend => path.wire.ready_fd(),
+                RxWait::Buffers | RxWait::Ready => -1,
+            };
+            let room = match pair.tx_room_fd {
+                Some(fd) if pair.tx_stalled.load(Ordering::SeqCst) => fd,
+                _ => -1,
+            };
             let mut fds = [
                 poll_in(self.rx_stop.as_raw_fd()),
                 poll_in(pair.rx_kick.as_raw_fd()),
-                poll_in(path.wire.ready_fd()),
+                poll_in(backend),
+                poll_in(room),
             ];
-            let (nfds, timeout) = match wait {
-                RxWait::Buffers => (2, -1),
-                RxWait::Backend => (3, -1),
-                RxWait::Ready => (2, 0),
-            };
-            // SAFETY: `fds` holds `nfds` valid pollfds.
-            let rc = unsafe { libc::poll(fds.as_mut_ptr(), nfds, timeout) };
+            let timeout = if wait == RxWait::Ready { 0 } else { -1 };
+            // SAFETY: `fds` holds `fds.len()` valid pollfds.
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
             if rc < 0 {
                 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -703,6 +727,12 @@ impl VirtioNetDevice {
             }
             if fds[1].revents != 0 {
                 let _ = pair.rx_kick.read();
+            }
+            if fds[3].revents != 0 {
+                // The backend drained: take the chains the kernel left in its TX ring (the
+                // driver wakes its queue on the interrupt for their used entries).
+                pair.tx_stalled.store(false, Ordering::SeqCst);
+                self.process_tx(pair);
             }
             let Some(mem) = kernel_ram() else { continue };
             let mut rx = lock(&pair.rx);

@@ -19,12 +19,18 @@
 //! make (the vhost worker between guest memory and its batch, the library device between
 //! its batch and the kernel's RAM) to report copies per frame.
 //!
-//! A full seam (every buffer in flight: the receiver is behind) refuses what is offered and
-//! counts it as `full`; the sender counts its own drop (the vhost worker's
-//! `tx_backend_refused`). Backpressure instead (the vhost worker leaving chains in the
-//! guest's ring until buffers return, woken by the receiver) is not built yet: it needs a
-//! "room" query and a room-returned eventfd on `PacketSink`, registered in the worker's
-//! epoll.
+//! Backpressure: a sender asks [`PacketSink::room`] (the buffers on its free ring) before it
+//! takes frames from its own queue, and takes no more than that, so a receiver that is
+//! behind makes the sender wait rather than drop. The vhost worker leaves the guest's TX
+//! chains in the guest's ring; the library device leaves the kernel's in its TX ring, whose
+//! driver then stops the interface's queue (`netif_tx_stop_queue` in `virtio_net`'s
+//! `check_sq_full_and_disable`) as for a full NIC ring. A `room` of 0 arms the direction's
+//! [`RoomSignal`]: the sender raises a flag and sleeps on the room eventfd; the receiver,
+//! once per receive call (not per frame), sees the flag and writes the eventfd when a
+//! quarter of the buffers are free again or it drained everything, so wakeups come in
+//! batches. Each wait counts as a `stalls` (not a drop). A frame offered regardless to a
+//! full seam is still refused and counted as `full`; the sender counts its own drop (the
+//! vhost worker's `tx_backend_refused`).
 //!
 //! The vhost side also reports its guest's life: the queue pair tells its uplink when its
 //! receive ring can take packets (`set_attached`, on ring start and on device reset) and
@@ -64,6 +70,11 @@ pub struct DirectionCounters {
     pub refused: AtomicU64,
     /// Frames thrown away because the guest's ring could not take them (no frontend).
     pub flushed: AtomicU64,
+    /// Times the sender found no free buffer and waited for the receiver to drain
+    /// (backpressure: nothing is lost).
+    pub stalls: AtomicU64,
+    /// Times the receiver woke a waiting sender.
+    pub room_wakeups: AtomicU64,
 }
 
 /// A copy of [`DirectionCounters`].
@@ -75,6 +86,10 @@ pub struct DirectionSnapshot {
     pub full: u64,
     pub refused: u64,
     pub flushed: u64,
+    #[serde(default)]
+    pub stalls: u64,
+    #[serde(default)]
+    pub room_wakeups: u64,
 }
 
 impl DirectionCounters {
@@ -87,6 +102,8 @@ impl DirectionCounters {
             full: get(&self.full),
             refused: get(&self.refused),
             flushed: get(&self.flushed),
+            stalls: get(&self.stalls),
+            room_wakeups: get(&self.room_wakeups),
         }
     }
 }
@@ -174,11 +191,66 @@ impl GuestLink {
     }
 }
 
+/// Free buffers at which a receiver wakes a sender waiting for room: a quarter of the
+/// seam, so the sender comes back to a batch's worth, not to one buffer at a time.
+const ROOM_LOW_WATER: usize = SEAM_PACKETS / 4;
+
+/// How the receiver of one direction wakes its sender when buffers return: the sender
+/// raises `wanted` and sleeps on `fd`; the receiver clears `wanted` and writes `fd`.
+#[derive(Debug)]
+pub struct RoomSignal {
+    wanted: AtomicBool,
+    fd: EventFd,
+}
+
+impl RoomSignal {
+    fn new() -> std::io::Result<Arc<RoomSignal>> {
+        Ok(Arc::new(RoomSignal {
+            wanted: AtomicBool::new(false),
+            fd: EventFd::new(EFD_NONBLOCK)?,
+        }))
+    }
+
+    /// The sender found no free buffer: asks to be woken, then looks again (the receiver may
+    /// have returned buffers between the look and the flag). Returns the free buffers now.
+    fn arm(&self, free: &mut Consumer<Packet>) -> usize {
+        // Reset readiness first, so only a wakeup after this arm makes the fd readable.
+        let _ = self.fd.read();
+        self.wanted.store(true, Ordering::SeqCst);
+        // Orders the flag's store before the free ring's load; pairs with the fence in
+        // `wake`, so either the receiver sees the flag or the sender sees the buffers.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let n = free.len();
+        if n > 0 {
+            // Not waiting after all; a wakeup already sent is a harmless extra look.
+            self.wanted.store(false, Ordering::Relaxed);
+        }
+        n
+    }
+
+    /// The receiver returned buffers (`free_now` of them are on the free ring, and its data
+    /// ring is `drained` or not): wakes a waiting sender once there is a batch's worth. One
+    /// fence per receive call, a syscall only per wakeup.
+    fn wake(&self, free_now: usize, drained: bool, counters: &DirectionCounters) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if (free_now >= ROOM_LOW_WATER || drained)
+            && self.wanted.load(Ordering::Relaxed)
+            && self.wanted.swap(false, Ordering::AcqRel)
+        {
+            // A full counter (2^64 - 1 wakeups unread) is the only failure: the sender is
+            // awake already.
+            let _ = self.fd.write(1);
+            counters.room_wakeups.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// One direction's rings, all buffers allocated now and on the free ring.
 fn direction(
     counters: &Arc<SeamStats>,
     to_guest: bool,
     receiver_ready: &Arc<EventFd>,
+    room: &Arc<RoomSignal>,
 ) -> (SeamSink, Consumer<Packet>, Producer<Packet>) {
     let (data_tx, data_rx) = ring(SEAM_PACKETS);
     let (mut free_tx, free_rx) = ring(SEAM_PACKETS);
@@ -191,6 +263,7 @@ fn direction(
         data: data_tx,
         free: free_rx,
         peer_ready: Arc::clone(receiver_ready),
+        room: Arc::clone(room),
         counters: Arc::clone(counters),
         to_guest,
     };
@@ -204,6 +277,8 @@ pub struct SeamSink {
     data: Producer<Packet>,
     free: Consumer<Packet>,
     peer_ready: Arc<EventFd>,
+    /// Where the receiver says that buffers came back.
+    room: Arc<RoomSignal>,
     counters: Arc<SeamStats>,
     /// Counts in `to_guest` (library side) or `to_stack` (vhost side).
     to_guest: bool,
@@ -215,6 +290,8 @@ pub struct SeamSource {
     data: Consumer<Packet>,
     free: Producer<Packet>,
     ready: Arc<EventFd>,
+    /// Wakes this direction's sender when it waits for buffers.
+    room: Arc<RoomSignal>,
     counters: Arc<SeamStats>,
     to_guest: bool,
     /// The vhost side only: where guest life events go, and for which queue pair.
@@ -240,14 +317,17 @@ pub fn seam(
 ) -> std::io::Result<(SeamPort, SeamPort)> {
     let guest_ready = Arc::new(EventFd::new(EFD_NONBLOCK)?);
     let stack_ready = Arc::new(EventFd::new(EFD_NONBLOCK)?);
-    let (to_stack, stack_data, stack_free) = direction(stats, false, &stack_ready);
-    let (to_guest, guest_data, guest_free) = direction(stats, true, &guest_ready);
+    let stack_room = RoomSignal::new()?;
+    let guest_room = RoomSignal::new()?;
+    let (to_stack, stack_data, stack_free) = direction(stats, false, &stack_ready, &stack_room);
+    let (to_guest, guest_data, guest_free) = direction(stats, true, &guest_ready, &guest_room);
     let guest_side = SeamPort {
         sink: to_stack,
         source: SeamSource {
             data: guest_data,
             free: guest_free,
             ready: guest_ready,
+            room: guest_room,
             counters: Arc::clone(stats),
             to_guest: true,
             guest: Some((pair, guest)),
@@ -259,6 +339,7 @@ pub fn seam(
             data: stack_data,
             free: stack_free,
             ready: stack_ready,
+            room: stack_room,
             counters: Arc::clone(stats),
             to_guest: false,
             guest: None,
@@ -362,6 +443,26 @@ impl PacketSink for SeamSink {
             }
         })
     }
+
+    /// The free seam buffers: a send of that many frames is taken whole. 0 arms the room
+    /// signal and counts a stall.
+    fn room(&mut self) -> usize {
+        let n = self.free.len();
+        if n > 0 {
+            return n;
+        }
+        let n = self.room.arm(&mut self.free);
+        if n == 0 {
+            dir(&self.counters, self.to_guest)
+                .stalls
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        n
+    }
+
+    fn room_fd(&self) -> Option<RawFd> {
+        Some(self.room.fd.as_raw_fd())
+    }
 }
 
 impl SeamSource {
@@ -376,7 +477,16 @@ impl SeamSource {
             }
             let _ = free.push(pkt);
         });
+        self.wake_sender();
         flushed
+    }
+
+    /// Wakes this direction's sender if it waits for buffers and enough came back.
+    fn wake_sender(&mut self) {
+        let free_now = self.free.capacity() - self.free.free();
+        let drained = self.data.is_empty();
+        self.room
+            .wake(free_now, drained, dir(&self.counters, self.to_guest));
     }
 }
 
@@ -416,6 +526,7 @@ impl PacketSource for SeamSource {
         dir(&self.counters, self.to_guest)
             .swaps
             .fetch_add(got as u64, Ordering::Relaxed);
+        self.wake_sender();
         Ok(got)
     }
 
@@ -610,6 +721,101 @@ mod tests {
             }
             assert_eq!(again, SEAM_PACKETS);
         }
+    }
+
+    /// Waits (up to 5 s, so a missed wakeup fails rather than hangs) for `fd` to be readable.
+    fn wait_readable(fd: RawFd) -> bool {
+        test_support::poll_readable(fd, 5000)
+    }
+
+    /// Backpressure across threads: a sender that asks for room and sleeps on the room fd,
+    /// against a receiver slower than it, fills the seam again and again, yet no frame is
+    /// refused and every one arrives, in order, with its metadata.
+    #[test]
+    fn a_slow_receiver_makes_the_sender_wait_and_nothing_is_lost() {
+        const FRAMES: usize = 20 * SEAM_PACKETS;
+        let (mut g, mut s, stats, _, _) = pair();
+        let receiver = std::thread::spawn(move || {
+            let mut inb = PacketBatch::new(16, MAX_FRAME_LEN);
+            let mut next = 0usize;
+            while next < FRAMES {
+                if s.recv(&mut inb).unwrap() == 0 {
+                    assert!(wait_readable(s.ready_fd()), "the sender said nothing");
+                    continue;
+                }
+                for p in inb.packets() {
+                    let seq = u32::from_le_bytes(p.frame()[..4].try_into().unwrap());
+                    assert_eq!(seq as usize, next, "in order");
+                    assert_eq!(p.hdr.gso_size, 1448);
+                    next += 1;
+                }
+                inb.clear();
+                // Slower than the sender: the seam fills while this sleeps.
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            next
+        });
+        let mut out = PacketBatch::new(64, MAX_FRAME_LEN);
+        let mut sent = 0usize;
+        while sent < FRAMES {
+            let room = g.room();
+            if room == 0 {
+                let fd = g.room_fd().unwrap();
+                assert!(
+                    wait_readable(fd),
+                    "the receiver drained but did not wake us"
+                );
+                continue;
+            }
+            out.clear();
+            let n = room.min(out.capacity()).min(FRAMES - sent);
+            for i in 0..n {
+                let hdr = VirtioNetHdr {
+                    gso_type: VirtioNetHdr::GSO_TCPV4,
+                    gso_size: 1448,
+                    ..Default::default()
+                };
+                let mut f = [0u8; 60];
+                f[..4].copy_from_slice(&((sent + i) as u32).to_le_bytes());
+                assert!(out.push(hdr, &f));
+            }
+            assert_eq!(g.send_swap(&mut out).unwrap(), n, "room was honest");
+            sent += n;
+        }
+        assert_eq!(receiver.join().unwrap(), FRAMES);
+        let snap = stats.snapshot().to_stack;
+        assert_eq!((snap.full, snap.refused), (0, 0), "nothing refused");
+        assert_eq!(snap.swaps, FRAMES as u64);
+        assert!(snap.stalls > 0, "the seam filled: {snap:?}");
+        assert!(
+            snap.room_wakeups > 0 && snap.room_wakeups <= snap.stalls,
+            "one wakeup at most per stall: {snap:?}"
+        );
+    }
+
+    #[test]
+    fn room_counts_free_buffers_and_a_wakeup_waits_for_a_batch() {
+        let (mut g, mut s, stats, _, _) = pair();
+        assert_eq!(g.room(), SEAM_PACKETS);
+        let mut out = frames(SEAM_PACKETS, 10);
+        assert_eq!(g.send_swap(&mut out).unwrap(), SEAM_PACKETS);
+        assert_eq!(g.room(), 0, "every buffer in flight");
+        assert_eq!(stats.snapshot().to_stack.stalls, 1);
+        let room_fd = g.room_fd().unwrap();
+        // The receiver takes fewer than a quarter: no wakeup yet (a batch's worth comes back
+        // at once, not buffer by buffer).
+        let mut inb = PacketBatch::new(ROOM_LOW_WATER - 1, MAX_FRAME_LEN);
+        assert_eq!(s.recv(&mut inb).unwrap(), ROOM_LOW_WATER - 1);
+        assert!(!test_support::poll_readable(room_fd, 0), "no wakeup yet");
+        let mut inb = PacketBatch::new(1, MAX_FRAME_LEN);
+        assert_eq!(s.recv(&mut inb).unwrap(), 1);
+        assert!(wait_readable(room_fd), "a quarter is free: woken");
+        assert_eq!(stats.snapshot().to_stack.room_wakeups, 1);
+        assert_eq!(g.room(), ROOM_LOW_WATER);
+        // Not waiting: draining the rest wakes nobody.
+        let mut inb = PacketBatch::new(SEAM_PACKETS, MAX_FRAME_LEN);
+        s.recv(&mut inb).unwrap();
+        assert_eq!(stats.snapshot().to_stack.room_wakeups, 1);
     }
 
     #[test]

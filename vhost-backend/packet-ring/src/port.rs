@@ -75,6 +75,23 @@ pub trait PacketSink: Send + std::fmt::Debug {
     fn tx_offloads(&self) -> GuestOffloads {
         GuestOffloads::ALL
     }
+
+    /// How many packets `send` would take now without refusing any for want of room: what a
+    /// sender that applies backpressure (leaves packets in its own queue, as a NIC leaves
+    /// descriptors in its ring) takes at most. An answer of 0 arms [`room_fd`](Self::room_fd):
+    /// it becomes readable once room returns, so the sender sleeps instead of refusing.
+    /// Ports that queue in the host kernel (a socket, a TAP) cannot tell and keep the default,
+    /// `usize::MAX`: their refusals are drops.
+    fn room(&mut self) -> usize {
+        usize::MAX
+    }
+
+    /// A file descriptor that becomes readable when room returns after [`room`](Self::room)
+    /// said 0; `None` for ports whose `room` never says 0. Callers register it
+    /// edge-triggered (or poll it only while waiting for room).
+    fn room_fd(&self) -> Option<RawFd> {
+        None
+    }
 }
 
 /// The receiving half of a port: packets arrive through it.
@@ -142,6 +159,14 @@ macro_rules! port_from_halves {
 
             fn tx_offloads(&self) -> $crate::GuestOffloads {
                 $crate::PacketSink::tx_offloads(&self.sink)
+            }
+
+            fn room(&mut self) -> usize {
+                $crate::PacketSink::room(&mut self.sink)
+            }
+
+            fn room_fd(&self) -> ::std::option::Option<::std::os::fd::RawFd> {
+                $crate::PacketSink::room_fd(&self.sink)
             }
         }
 

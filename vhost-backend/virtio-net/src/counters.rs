@@ -57,6 +57,10 @@ pub struct QueueCounters {
     pub rx_notifications: Counter,
     pub tx_notifications_suppressed: Counter,
     pub rx_notifications_suppressed: Counter,
+    /// Times the device stopped taking chains from the TX ring because the backend had no
+    /// room (backpressure, as a NIC whose ring is full): the chains wait in the driver's
+    /// ring until the backend drains, so this is not a drop.
+    pub tx_stalls: Counter,
     drops: [Counter; DropReason::ALL.len()],
 }
 

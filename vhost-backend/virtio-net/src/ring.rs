@@ -204,6 +204,15 @@ pub fn ask_for_kick<M: GuestMemory>(queue: &Queue, mem: &M, seen: u16) -> Result
     Ok(now.0 != seen)
 }
 
+/// Whether the driver has made no chain available beyond the device's position: a device
+/// that cannot take a chain (its backend has no room) stalls only if one waits. An
+/// unreadable avail index says "not empty", so the caller stalls rather than drops.
+pub fn avail_is_empty<M: GuestMemory>(queue: &Queue, mem: &M) -> bool {
+    queue
+        .avail_idx(mem, Ordering::Acquire)
+        .is_ok_and(|idx| idx.0 == queue.next_avail())
+}
+
 /// Un-pops the last `n` chains (they go back to the guest untouched).
 pub fn unpop(queue: &mut Queue, n: usize) {
     for _ in 0..n {
