@@ -36,7 +36,17 @@ PACKAGES=(
   # knic-cni's tests: the reference CNI plugins (host-local, bandwidth, portmap; portmap
   # needs iptables) and nsenter (util-linux)
   containernetworking-plugins iptables util-linux
+  # the Arm build (deploy/dev/arm.sh): Debian's cross gcc and user-mode QEMU to run its tests
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
+  # ... and the arm64 libxdp the uplink links (Debian multiarch: arm64 added below)
+  libxdp-dev:arm64
 )
+
+# The Arm build links arm64 libraries (libxdp): let dpkg install arm64 packages.
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  log "dpkg --add-architecture arm64 (the Arm build's libxdp)"
+  dpkg --add-architecture arm64
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

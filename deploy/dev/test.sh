@@ -51,3 +51,8 @@ KNIC_KERNEL_VARIANT=debug lkl-netstack/lkl-sys/kernel/build-kernel.sh target/kni
 KNIC_KERNEL_VARIANT=debug cargo test --release -p lkl-netstack --target-dir target/kdebug \
   --test tcp_loopback --test hammer --test port_device --test hotplug_device --test device_removal \
   --test tap_device --test af_packet_device --test ktls
+
+step "the Arm build: the workspace and library kernel for aarch64, its tests under QEMU"
+# deploy/dev/arm.sh: cross build (cached aarch64 kernel), boot + TCP loopback + virtio-net
+# engine tests run by qemu-aarch64-static; timings in target/arm-timings.txt.
+deploy/dev/arm.sh

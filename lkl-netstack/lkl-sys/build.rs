@@ -1,5 +1,6 @@
-//! Builds the kernel library through `kernel/build-kernel.sh` (cached by tarball and
-//! port content, so rebuilds are instant), links it, and turns the kernel's syscall
+//! Builds the kernel library for cargo's target architecture through
+//! `kernel/build-kernel.sh` (cached by tarball, port content and architecture, so
+//! rebuilds are instant), links it, and turns the kernel's syscall
 //! table into Rust constants.
 
 use std::env;
@@ -20,12 +21,17 @@ fn main() {
         "KNIC_KERNEL_CACHE",
         "KNIC_KERNEL_JOBS",
         "KNIC_KERNEL_VARIANT",
+        "KNIC_KERNEL_CROSS_COMPILE",
     ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
 
+    // The kernel is built for cargo's target: a cross build (aarch64 on an x86-64
+    // machine) uses Debian's cross gcc and a cache tree of its own (build-kernel.sh).
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("cargo sets CARGO_CFG_TARGET_ARCH");
     let status = Command::new(kernel.join("build-kernel.sh"))
         .arg(&lib_out)
+        .env("KNIC_KERNEL_ARCH", &arch)
         .status()
         .unwrap_or_else(|e| {
             panic!(
@@ -36,7 +42,8 @@ fn main() {
     if !status.success() {
         panic!(
             "building the kernel library failed (see the error above). For progress output run \
-             lkl-netstack/lkl-sys/kernel/build-kernel.sh target/knic-kernel yourself."
+             KNIC_KERNEL_ARCH={arch} lkl-netstack/lkl-sys/kernel/build-kernel.sh target/knic-kernel \
+             yourself."
         );
     }
 

@@ -15,6 +15,10 @@
 # KNIC_KERNEL_VARIANT (default none): a test build, knic.config plus the fragment
 # variants/VARIANT.config (e.g. kunit: Linux's own unit tests run at boot), built in a
 # tree of its own so it never disturbs the product kernel's incremental build.
+# KNIC_KERNEL_ARCH (default: this machine's, uname -m; build.rs passes cargo's target
+# architecture): x86_64 or aarch64. A foreign one is cross-compiled with Debian's cross
+# gcc (aarch64-linux-gnu-*, or KNIC_KERNEL_CROSS_COMPILE), in object and package trees
+# of its own (the architecture is part of the cache key).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -33,8 +37,17 @@ if [ ! -f "$tarball" ]; then
   which adds bookworm-backports and runs: apt-get install -t bookworm-backports linux-source-6.12
   or set KNIC_KERNEL_TARBALL to a Linux 6.12 source tarball."
 fi
-for tool in make gcc ld objcopy nm ar flex bison bc xz rsync; do
-  command -v "$tool" >/dev/null || die "'$tool' is needed to build the kernel: run sudo deploy/dev/setup-debian.sh"
+arch=${KNIC_KERNEL_ARCH:-$(uname -m)}
+case $arch in
+  x86_64|aarch64) ;;
+  *) die "KNIC_KERNEL_ARCH=$arch: the library kernel builds for x86_64 or aarch64 only" ;;
+esac
+# The cross prefix: none for this machine's architecture, Debian's cross gcc otherwise.
+if [ "$arch" = "$(uname -m)" ]; then cross=${KNIC_KERNEL_CROSS_COMPILE:-}
+else cross=${KNIC_KERNEL_CROSS_COMPILE-$arch-linux-gnu-}; fi
+export KNIC_CROSS_COMPILE=$cross
+for tool in make "${cross}gcc" "${cross}ld" "${cross}objcopy" "${cross}nm" "${cross}ar" gcc flex bison bc xz rsync; do
+  command -v "$tool" >/dev/null || die "'$tool' is needed to build the kernel${cross:+ for $arch}: run sudo deploy/dev/setup-debian.sh"
 done
 
 variant=${KNIC_KERNEL_VARIANT:-}
@@ -47,8 +60,10 @@ fi
 tkey=$(stat -L -c '%n %s %Y' "$tarball" | sha256sum | cut -c1-16)
 pkey=$( (cd "$here" && find arch host variants knic.config build-kernel.sh knic-lib.sh -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16)
 src=$cache/src-$tkey
-obj=$cache/obj-$tkey${variant:+-$variant}
-pkg=$cache/pkg-$tkey-$pkey${variant:+-$variant}
+# x86_64 keeps the trees' first names (no suffix), so existing caches stay warm.
+asfx=; [ "$arch" = x86_64 ] || asfx=-$arch
+obj=$cache/obj-$tkey${variant:+-$variant}$asfx
+pkg=$cache/pkg-$tkey-$pkey${variant:+-$variant}$asfx
 
 mkdir -p "$cache"
 exec 9>"$cache/.lock"
@@ -75,9 +90,9 @@ else
     [ -e "$here/arch/knic/$f" ] || rm -f "$src/arch/knic/$f"
   done
 
-  cc=gcc
-  if command -v ccache >/dev/null; then cc="ccache gcc"; export CCACHE_BASEDIR=$src; fi
-  kmake=(make -C "$src" O="$obj" ARCH=knic CC="$cc" HOSTCC="$cc" -j"$jobs")
+  cc=${cross}gcc hostcc=gcc
+  if command -v ccache >/dev/null; then cc="ccache $cc" hostcc="ccache gcc"; export CCACHE_BASEDIR=$src; fi
+  kmake=(make -C "$src" O="$obj" ARCH=knic CROSS_COMPILE="$cross" CC="$cc" HOSTCC="$hostcc" -j"$jobs")
 
   mkdir -p "$obj"
   if [ -n "$variant" ]; then
@@ -102,7 +117,7 @@ $missing"
     cp "$config" "$obj/.knic.config"
   fi
 
-  say "building Linux $(make -s -C "$src" kernelversion) with $jobs jobs$( [ "$cc" = gcc ] || echo ', ccache') (a few minutes the first time)"
+  say "building Linux $(make -s -C "$src" kernelversion) for $arch with $jobs jobs$( [ "$cc" = "${cross}gcc" ] || echo ', ccache') (a few minutes the first time)"
   log=$obj/build.log
   "${kmake[@]}" vmlinux >"$log" 2>&1 &
   pid=$!

@@ -4,6 +4,8 @@
 set -euo pipefail
 obj=$1 src=$2 port=$3 pkg=$4
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+# The target's binutils and compiler (build-kernel.sh sets the prefix when cross-compiling).
+cross=${KNIC_CROSS_COMPILE:-}
 
 # The library's entry points: the only global symbols left in the archive.
 entry_points=(knic_start_kernel knic_syscall knic_halt knic_is_running
@@ -12,19 +14,19 @@ host_entry_points=(knic_host_jmp_buf_set knic_host_jmp_buf_longjmp)
 
 mkdir -p "$pkg/lib" "$pkg/include/knic"
 keep=(); for s in "${entry_points[@]}"; do keep+=(-G "$s"); done
-objcopy -R .eh_frame -R .eh_frame_hdr -R .comment "${keep[@]}" "$obj/vmlinux" "$pkg/knic-kernel.o"
+"${cross}objcopy" -R .eh_frame -R .eh_frame_hdr -R .comment "${keep[@]}" "$obj/vmlinux" "$pkg/knic-kernel.o"
 
 # The kernel must need nothing from the host but compiler runtime helpers.
-undefined=$(nm -u "$pkg/knic-kernel.o" | awk '{print $2}' | grep -v -E '^(_GLOBAL_OFFSET_TABLE_|__udivti3|__umodti3|__divti3|__modti3|__popcount[a-z]i2|__ashlti3|__lshrti3)$' || true)
+undefined=$("${cross}nm" -u "$pkg/knic-kernel.o" | awk '{print $2}' | grep -v -E '^(_GLOBAL_OFFSET_TABLE_|__udivti3|__umodti3|__divti3|__modti3|__popcount[a-z]i2|__ashlti3|__lshrti3)$' || true)
 [ -z "$undefined" ] || die "the kernel object references host symbols it must not:
 $undefined"
 
-gcc -c -O2 -fPIC -Wall -Wextra -Werror -I"$src/arch/knic/include/uapi" \
+"${cross}gcc" -c -O2 -fPIC -Wall -Wextra -Werror -I"$src/arch/knic/include/uapi" \
   "$port/host/jmp_buf.c" -o "$pkg/knic-host.o"
 rm -f "$pkg/lib/libknic_linux.a"
-ar rcs "$pkg/lib/libknic_linux.a" "$pkg/knic-kernel.o" "$pkg/knic-host.o"
+"${cross}ar" rcs "$pkg/lib/libknic_linux.a" "$pkg/knic-kernel.o" "$pkg/knic-host.o"
 
-globals=$(nm -g --defined-only "$pkg/lib/libknic_linux.a" | awk 'NF==3 {print $3}' | sort)
+globals=$("${cross}nm" -g --defined-only "$pkg/lib/libknic_linux.a" | awk 'NF==3 {print $3}' | sort)
 expected=$(printf '%s\n' "${entry_points[@]}" "${host_entry_points[@]}" | sort)
 [ "$globals" = "$expected" ] || die "the archive exports more than its entry points:
 $(comm -23 <(echo "$globals") <(echo "$expected"))"
@@ -45,7 +47,7 @@ grep -q 'KNIC__NR_socket ' "$pkg/include/knic/syscalls.h" || die "no syscall num
 # The kernel's whole UAPI under knic/uapi/, every #include rewritten to stay inside
 # that prefix: <knic/uapi/linux/in.h> never picks up libc's <linux/...> or the host
 # architecture's <asm/...> (this kernel's asm is knic's, with asm-generic numbering).
-make -s -C "$src" O="$obj" ARCH=knic INSTALL_HDR_PATH="$pkg/uapi-tmp" headers_install >/dev/null
+make -s -C "$src" O="$obj" ARCH=knic CROSS_COMPILE="$cross" INSTALL_HDR_PATH="$pkg/uapi-tmp" headers_install >/dev/null
 mv "$pkg/uapi-tmp/include" "$pkg/include/knic/uapi" && rmdir "$pkg/uapi-tmp"
 find "$pkg/include/knic/uapi" -name '*.h' -exec sed -i -E \
   's@^([[:space:]]*#[[:space:]]*include[[:space:]]*)<((linux|asm|asm-generic|mtd|rdma|misc|drm|sound|video|xen|scsi)/)@\1<knic/uapi/\2@' {} +
@@ -54,5 +56,6 @@ find "$pkg/include/knic/uapi" -name '*.h' -exec sed -i -E \
 
 { echo "kernel_version=$(make -s -C "$src" kernelversion)"
   echo "variant=${KNIC_KERNEL_VARIANT:-}"
+  echo "arch=$("${cross}gcc" -dumpmachine)"
   echo "built=$(date -u +%Y-%m-%dT%H:%M:%SZ)"; } > "$pkg/build-info"
 rm -f "$pkg/knic-kernel.o" "$pkg/knic-host.o"
