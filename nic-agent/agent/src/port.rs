@@ -150,6 +150,7 @@ impl Port {
                     mtu: mtu_of(config.mtu),
                     queue_size: QUEUE_SIZE,
                     batch: BATCH,
+                    busy_poll: std::time::Duration::ZERO,
                 },
                 guest_sides,
             )
@@ -299,7 +300,7 @@ impl Uplink {
         seq: u16,
         stack: &dyn StackInstance,
     ) -> Result<Uplink, AgentError> {
-        let spec = config.spec()?;
+        let spec = crate::config::uplink_spec(&config)?;
         let ports = knic_uplink::open_uplinks(&spec, usize::from(config.queue_pairs)).map_err(
             |source| AgentError::Uplink {
                 name: config.name.clone(),
