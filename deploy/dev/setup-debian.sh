@@ -27,7 +27,7 @@ PACKAGES=(
   # dpdk-testpmd (the virtio-user frontend the vhost e2e tests drive) ships in dpdk-dev
   dpdk-dev
   tcpdump curl openssl procps psmisc iputils-ping
-  # kernel offload: nginx with kTLS + sendfile (guest-tests offload_nginx_ktls)
+  # kernel offload: nginx with kTLS + sendfile (guest-tests offload_ktls)
   nginx
   # the AF_XDP uplink links Debian's libxdp (its default XDP program ships in libxdp1)
   libxdp-dev libbpf-dev
