@@ -33,3 +33,4 @@ pub use kernel::{
 };
 pub use netlink::{Link, NetfilterReply, NetlinkError, Route};
 pub use socket::{Fd, Icmpv6Socket, TcpListener, TcpStream, UdpSocket};
+pub use user_memory::UserBuffer;

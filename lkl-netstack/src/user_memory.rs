@@ -15,13 +15,14 @@ use crate::sys;
 
 /// An anonymous read-write mapping in the library, unmapped on drop.
 #[derive(Debug)]
-pub(crate) struct UserBuffer {
+pub struct UserBuffer {
     addr: usize,
     len: usize,
 }
 
 impl UserBuffer {
-    pub(crate) fn map(len: usize) -> io::Result<UserBuffer> {
+    /// Maps `len` bytes (rounded up to pages by the kernel) inside the library.
+    pub fn map(len: usize) -> io::Result<UserBuffer> {
         let addr = sys::syscall_values(
             nr::MMAP,
             [
@@ -39,11 +40,15 @@ impl UserBuffer {
         })
     }
 
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.len
     }
 
-    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: [addr, addr+len) is a live read-write mapping in the kernel's
         // arena, which is in this process's address space, until drop; the kernel
         // writes it only within syscalls given this slice, so `&mut self` is the

@@ -1,7 +1,7 @@
 //! What knic's tests that touch the real system share: the root and tool checks, running
 //! commands, bounded waits, network namespaces, child processes, scratch directories, a
-//! process's footprint, a raw vhost-user frontend (`frontend`), and a packet sink with a
-//! room budget for backpressure tests (`budget`).
+//! process's footprint, a raw vhost-user frontend (`frontend`), a packet sink with a room
+//! budget for backpressure tests (`budget`) and an agent serving kernel offload (`offload`).
 //!
 //! A missing prerequisite fails the test with a message naming `deploy/dev/setup-debian.sh`,
 //! never a silent pass. Children are reaped on drop (SIGTERM, then SIGKILL), namespaces
@@ -10,6 +10,7 @@
 pub mod budget;
 pub mod chart;
 pub mod frontend;
+pub mod offload;
 mod sys;
 
 pub use sys::{in_netns, poll_readable};

@@ -9,11 +9,12 @@
 #![allow(clippy::unwrap_used)] // test helpers: a failure fails the test
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use test_support::{NetNs, Proc, Scratch, require_root, require_tool, run, wait_for};
+use test_support::offload::OffloadAgent;
+use test_support::{Proc, require_root, require_tool, run, wait_for};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_knic-agent");
 
@@ -33,21 +34,21 @@ fn built(name: &str) -> PathBuf {
     p
 }
 
-fn stats_output(launcher: &Path, socket: &Path) -> Output {
-    Command::new(launcher)
-        .arg("--agent")
-        .arg(socket)
-        .arg("--stats")
-        .output()
-        .unwrap()
+/// The agent in a namespace with its loopback down (test-support's `OffloadAgent`), with a
+/// vhost-user port as well and the offload socket at its default place.
+struct Env(OffloadAgent);
+
+impl std::ops::Deref for Env {
+    type Target = OffloadAgent;
+    fn deref(&self) -> &OffloadAgent {
+        &self.0
+    }
 }
 
-struct Env {
-    ns: NetNs,
-    dir: Scratch,
-    socket: PathBuf,
-    launcher: PathBuf,
-    agent: Proc,
+impl std::ops::DerefMut for Env {
+    fn deref_mut(&mut self) -> &mut OffloadAgent {
+        &mut self.0
+    }
 }
 
 impl Env {
@@ -55,56 +56,19 @@ impl Env {
         require_root();
         let launcher = built("knic-offload");
         built("libknic_offload_shim.so");
-        let ns = NetNs::new(&format!("offload-{tag}"));
-        run(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "down"]));
-        let dir = Scratch::new(&format!("offload-{tag}"));
-        let socket = dir.0.join("offload.sock");
-        let log = std::fs::File::create(dir.0.join("agent.log")).unwrap();
-        let mut cmd = ns.cmd(AGENT);
-        cmd.arg("--api-socket")
-            .arg(dir.0.join("agent.sock"))
-            .arg("--port")
-            .arg(format!("vm0={}", dir.0.join("vm0.sock").display()))
-            .stderr(log);
-        let mut agent = Proc::spawn("knic-agent", &mut cmd);
-        let log_path = dir.0.join("agent.log");
-        wait_for(
-            "the agent's offload socket",
-            Duration::from_secs(60),
-            || {
-                if let Ok(Some(status)) = agent.child.try_wait() {
-                    panic!(
-                        "knic-agent exited ({status}):\n{}",
-                        std::fs::read_to_string(&log_path).unwrap_or_default()
-                    );
-                }
-                socket.exists() && stats_output(&launcher, &socket).status.success()
+        Env(OffloadAgent::start(
+            tag,
+            Path::new(AGENT),
+            &launcher,
+            |dir, cmd| {
+                cmd.arg("--port")
+                    .arg(format!("vm0={}", dir.join("vm0.sock").display()));
             },
-        );
-        Env {
-            ns,
-            dir,
-            socket,
-            launcher,
-            agent,
-        }
+        ))
     }
 
     fn stats(&self) -> Value {
-        let out = stats_output(&self.launcher, &self.socket);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    /// `program` under the launcher, inside the namespace.
-    fn offload(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = self.ns.cmd(&self.launcher);
-        c.arg("--agent").arg(&self.socket).arg("--").arg(program);
-        c
+        serde_json::from_slice(&self.stats_json()).unwrap()
     }
 
     /// Waits until the agent holds no socket of a finished program.
@@ -144,14 +108,6 @@ fn library_lo_rx(stats: &Value) -> u64 {
         .unwrap()
 }
 
-fn assert_host_loopback_unused(env: &Env) {
-    assert_eq!(
-        env.ns.if_stat("lo", "rx_bytes"),
-        0,
-        "the namespace's host loopback carried traffic"
-    );
-}
-
 #[test]
 fn c_cases_errno_partial_io_dup_fork_exec_readiness() {
     require_tool("gcc");
@@ -179,7 +135,7 @@ fn c_cases_errno_partial_io_dup_fork_exec_readiness() {
     assert_eq!(after["protocol_errors"], 0);
     assert!(snmp(&after, "Tcp", "ActiveOpens") > snmp(&before, "Tcp", "ActiveOpens"));
     assert!(snmp(&after, "Udp", "InDatagrams") >= 3);
-    assert_host_loopback_unused(&env);
+    env.assert_host_loopback_unused();
     // The same binary without the launcher reaches the host stack, whose loopback is down.
     let plain = env.ns.cmd(&exe).output().unwrap();
     assert!(
@@ -254,7 +210,7 @@ fn curl_fetches_from_python_http_server_both_offloaded() {
         "the agent carried {received} bytes into programs"
     );
     assert!(library_lo_rx(&after) - library_lo_rx(&before) >= blob.len() as u64);
-    assert_host_loopback_unused(&env);
+    env.assert_host_loopback_unused();
     // Without the launcher curl is on the host stack: nothing listens there.
     let plain = env
         .ns
@@ -309,7 +265,7 @@ fn iperf3_client_and_server_over_the_library_loopback() {
             "iperf3 {what}: {bytes} bytes but the agent carried {sent}"
         );
     }
-    assert_host_loopback_unused(&env);
+    env.assert_host_loopback_unused();
     server.assert_running();
     let errors = std::fs::read_to_string(env.dir.0.join("iperf-server.err")).unwrap();
     assert!(errors.is_empty(), "iperf3 -s complained: {errors}");

@@ -35,7 +35,11 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use knic_offload_protocol::{ADDR_SLOT, MAX_MESSAGE, MAX_PAYLOAD, Op, REPLY_LEN, Reply, Request};
+use knic_offload_protocol::{
+    ADDR_SLOT, MAX_CONTROL, MAX_MESSAGE, MAX_PAYLOAD, Op, REPLY_LEN, Reply, Request, SOL_TLS,
+    TLS_RX, TLS_TX, check_control,
+};
+use lkl_netstack::UserBuffer;
 use lkl_netstack::raw::{RawCalls, nr};
 use serde::Serialize;
 use thiserror::Error;
@@ -97,6 +101,10 @@ pub struct OffloadStats {
     /// The library kernel's `/proc/net/snmp` and `/proc/net/dev`.
     pub kernel_snmp: String,
     pub kernel_dev: String,
+    /// The library kernel's `/proc/net/tls_stat` (its TLS ULP: `TlsTxSw`, `TlsRxSw`,
+    /// `TlsCurrTxSw`, `TlsDecryptError`, ...): records sealed and opened by the library's
+    /// kTLS for offloaded sockets.
+    pub kernel_tls_stat: String,
 }
 
 /// Interest and signalling state of one socket; see the protocol crate's *Readiness*.
@@ -187,6 +195,10 @@ impl Shared {
             protocol_errors: g(&c.protocol_errors),
             kernel_snmp: self.lkl.read_file(c"/proc/net/snmp").unwrap_or_default(),
             kernel_dev: self.lkl.read_file(c"/proc/net/dev").unwrap_or_default(),
+            kernel_tls_stat: self
+                .lkl
+                .read_file(c"/proc/net/tls_stat")
+                .unwrap_or_default(),
         }
     }
 }
@@ -436,9 +448,31 @@ fn unregister(shared: &Shared, id: u64, conn: &Conn) {
         .fetch_add(1, Ordering::Relaxed);
 }
 
+/// Where one socket's replies are assembled: host memory, and for a kTLS RX socket a
+/// receive buffer mapped inside the library, made when its keys are: `tls_sw_recvmsg`
+/// decrypts a record in place into the receiver's pinned pages when the buffer holds it
+/// (zero copy), and host memory has no pages the library can pin (EFAULT).
+struct Buffers {
+    host: Vec<u8>,
+    landing: Option<UserBuffer>,
+}
+
+impl Buffers {
+    /// The buffer the library's `recvmsg` writes into.
+    fn receive(&mut self) -> &mut [u8] {
+        match &mut self.landing {
+            Some(m) => m.as_mut_slice(),
+            None => &mut self.host,
+        }
+    }
+}
+
 /// Serves one socket's requests until its connection ends.
 fn serve(shared: &Arc<Shared>, id: u64, conn: &Arc<Conn>, mut buf: Vec<u8>) {
-    let mut out = vec![0u8; MAX_PAYLOAD];
+    let mut out = Buffers {
+        host: vec![0u8; MAX_PAYLOAD],
+        landing: None,
+    };
     let fd = conn.host.as_raw_fd();
     loop {
         let n = match sys::recv(fd, &mut buf) {
@@ -500,7 +534,7 @@ fn handle(
     conn: &Conn,
     req: &Request,
     payload: &[u8],
-    out: &mut [u8],
+    bufs: &mut Buffers,
 ) -> Result<io::Result<()>, BadRequest> {
     let lkl = shared.lkl;
     let fd = conn.lkl_fd();
@@ -557,7 +591,8 @@ fn handle(
         }
         Op::Send => {
             let addr_len = usize::try_from(a[1]).map_err(|_| BadRequest)?;
-            if addr_len > payload.len() {
+            let control_len = usize::try_from(a[2]).map_err(|_| BadRequest)?;
+            if addr_len > payload.len() || control_len > payload.len() - addr_len {
                 return Err(BadRequest);
             }
             let to = if addr_len > 0 {
@@ -565,9 +600,12 @@ fn handle(
             } else {
                 None
             };
+            let control = &payload[addr_len..addr_len + control_len];
+            // The shim checked them for its caller; a client that did not is not the shim.
+            check_control(control).map_err(|_| BadRequest)?;
             let flags = a[0] | i64::from(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
-            let data = &payload[addr_len..];
-            let n = lkl.sendto(fd, data, flags, to.as_ref());
+            let data = &payload[addr_len + control_len..];
+            let n = lkl.sendmsg(fd, data, flags, to.as_ref(), control);
             if n > 0 {
                 shared
                     .counters
@@ -577,12 +615,25 @@ fn handle(
             reply(n)
         }
         Op::Recv => {
+            let out = bufs.receive();
+            let control_room = usize::try_from(a[3]).map_err(|_| BadRequest)?;
+            if control_room > MAX_CONTROL {
+                return Err(BadRequest);
+            }
             let room = usize::try_from(a[0])
                 .map_err(|_| BadRequest)?
-                .min(out.len() - ADDR_SLOT);
+                .min(out.len() - ADDR_SLOT - control_room);
             let flags = a[1] | i64::from(libc::MSG_DONTWAIT);
             let mut from = SockAddr::empty();
-            let (n, msg_flags) = lkl.recvmsg(fd, &mut out[..room], flags, &mut from);
+            let mut control = [0u8; MAX_CONTROL];
+            let got = lkl.recvmsg(
+                fd,
+                &mut out[..room],
+                flags,
+                &mut from,
+                &mut control[..control_room],
+            );
+            let (n, msg_flags) = (got.ret, got.flags);
             let data = &out[..];
             let mut r = Reply::new(n);
             if n < 0 {
@@ -605,7 +656,10 @@ fn handle(
             } else {
                 &[]
             };
-            Ok(answer(shared, conn, r, &[name, &data[..copied]], None))
+            r.aux[0] |= (got.control.min(control_room) as i64) << 32;
+            // The control slot is exactly the room asked for (the shim scatters by it).
+            let ctl: &[u8] = &control[..control_room];
+            Ok(answer(shared, conn, r, &[name, ctl, &data[..copied]], None))
         }
         Op::Name => {
             let call = if a[0] == 0 {
@@ -618,8 +672,31 @@ fn handle(
             let body: &[u8] = if r < 0 { &[] } else { addr.bytes() };
             Ok(answer(shared, conn, Reply::new(r), &[body], None))
         }
-        Op::SetOption => reply(lkl.setsockopt(fd, a[0], a[1], payload)),
+        Op::SetOption => {
+            let out = &mut bufs.host;
+            if a[0] == SOL_TLS && a[1] == TLS_RX && bufs.landing.is_none() {
+                match UserBuffer::map(MAX_PAYLOAD) {
+                    Ok(m) => bufs.landing = Some(m),
+                    Err(e) => return reply(-i64::from(e.raw_os_error().unwrap_or(libc::ENOMEM))),
+                }
+            }
+            let declared = usize::try_from(a[2]).map_err(|_| BadRequest)?;
+            if declared <= payload.len() {
+                return reply(lkl.setsockopt(fd, a[0], a[1], payload));
+            }
+            // kTLS keys of a size no cipher has: only their header came (protocol crate,
+            // Op::SetOption); the kernel sees the caller's optlen over zeroes past it and
+            // refuses it with its own errno, reading no more than the header.
+            if a[0] != SOL_TLS || (a[1] != TLS_TX && a[1] != TLS_RX) || payload.len() > 4 {
+                return Err(BadRequest);
+            }
+            let room = declared.min(out.len());
+            out[..room].fill(0);
+            out[..payload.len()].copy_from_slice(payload);
+            reply(lkl.setsockopt(fd, a[0], a[1], &out[..room]))
+        }
         Op::GetOption => {
+            let out = &mut bufs.host;
             let room = usize::try_from(a[2])
                 .map_err(|_| BadRequest)?
                 .min(out.len());
@@ -684,13 +761,13 @@ fn answer(
     reply.ready_follows = ready;
     let mut head = [0u8; REPLY_LEN];
     reply.encode(&mut head);
-    let mut parts: [&[u8]; 3] = [&head, &[], &[]];
+    let mut parts: [&[u8]; sys::MAX_PARTS] = [&head, &[], &[], &[]];
     for (d, s) in parts[1..].iter_mut().zip(payload) {
         *d = s;
     }
     let sent = sys::send(
         conn.host.as_raw_fd(),
-        &parts[..=payload.len().min(2)],
+        &parts[..=payload.len().min(sys::MAX_PARTS - 1)],
         pass,
         false,
     );

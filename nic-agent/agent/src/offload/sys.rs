@@ -129,7 +129,12 @@ pub(super) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// Sends one message made of `parts` (at most 3), with `pass` as `SCM_RIGHTS` when given.
+/// Most pieces one message is gathered from: a reply's header, the address slot, the
+/// control slot and the data.
+pub(super) const MAX_PARTS: usize = 4;
+
+/// Sends one message made of `parts` (at most [`MAX_PARTS`]), with `pass` as `SCM_RIGHTS`
+/// when given.
 /// `nowait`: fail with `EAGAIN` instead of waiting for room.
 pub(super) fn send(
     fd: RawFd,
@@ -141,7 +146,7 @@ pub(super) fn send(
         iov_base: std::ptr::null_mut(),
         iov_len: 0,
     };
-    let mut iov = [empty, empty, empty];
+    let mut iov = [empty; MAX_PARTS];
     for (v, p) in iov.iter_mut().zip(parts) {
         v.iov_base = p.as_ptr() as *mut libc::c_void;
         v.iov_len = p.len();
@@ -246,6 +251,13 @@ impl SockAddr {
     }
 }
 
+/// What a library `recvmsg` gave: the result, `msg_flags`, bytes of control messages.
+pub(super) struct Received {
+    pub ret: i64,
+    pub flags: i32,
+    pub control: usize,
+}
+
 /// Socket calls into the library kernel on buffers the caller owns.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Lkl(pub RawCalls);
@@ -307,29 +319,54 @@ impl Lkl {
         })
     }
 
-    pub fn sendto(&self, fd: i32, data: &[u8], flags: i64, to: Option<&SockAddr>) -> i64 {
-        let (ptr, len) = match to {
-            Some(a) => (&a.storage as *const _ as i64, i64::from(a.len)),
-            None => (0, 0),
+    /// sendmsg of `data` to `to` (none: the connected peer) with `control` (control
+    /// messages, checked by the caller; the kernel parses them again itself).
+    pub fn sendmsg(
+        &self,
+        fd: i32,
+        data: &[u8],
+        flags: i64,
+        to: Option<&SockAddr>,
+        control: &[u8],
+    ) -> i64 {
+        let mut iov = libc::iovec {
+            iov_base: data.as_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
         };
-        // SAFETY: the kernel reads data.len() bytes from data and `len` bytes of the address.
+        // SAFETY: msghdr is plain data.
+        let mut msg: libc::msghdr = unsafe { zeroed() };
+        if let Some(a) = to {
+            msg.msg_name = &a.storage as *const libc::sockaddr_storage as *mut libc::c_void;
+            msg.msg_namelen = a.len;
+        }
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if !control.is_empty() {
+            msg.msg_control = control.as_ptr() as *mut libc::c_void;
+            msg.msg_controllen = control.len();
+        }
+        // SAFETY: msg points at iov (data), the address storage and control, all borrowed
+        // for the call; the kernel only reads them (it copies the control bytes into its
+        // own buffer before parsing: ____sys_sendmsg). The library shares the host's
+        // msghdr and cmsghdr layout.
         err_to_ret(unsafe {
             self.0.syscall(
-                nr::SENDTO,
-                [
-                    i64::from(fd),
-                    data.as_ptr() as i64,
-                    data.len() as i64,
-                    flags,
-                    ptr,
-                    len,
-                ],
+                nr::SENDMSG,
+                [i64::from(fd), &msg as *const _ as i64, flags, 0, 0, 0],
             )
         })
     }
 
-    /// recvmsg into `buf`; the source address into `from`; returns (result, msg_flags).
-    pub fn recvmsg(&self, fd: i32, buf: &mut [u8], flags: i64, from: &mut SockAddr) -> (i64, i32) {
+    /// recvmsg into `buf`, the source address into `from` and control messages into
+    /// `control` (empty: none asked, so the kernel sets MSG_CTRUNC for any it has).
+    pub fn recvmsg(
+        &self,
+        fd: i32,
+        buf: &mut [u8],
+        flags: i64,
+        from: &mut SockAddr,
+        control: &mut [u8],
+    ) -> Received {
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
@@ -340,16 +377,30 @@ impl Lkl {
         msg.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
-        // SAFETY: msg points at iov (buf, writable for its length) and from.storage, all
-        // borrowed for the call; the library shares the host's msghdr layout.
-        let r = err_to_ret(unsafe {
+        if !control.is_empty() {
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = control.len();
+        }
+        // SAFETY: msg points at iov (buf, writable for its length), from.storage and
+        // control (writable for msg_controllen bytes), all borrowed for the call; the
+        // library shares the host's msghdr layout and writes cmsgs only within
+        // msg_controllen (put_cmsg).
+        let ret = err_to_ret(unsafe {
             self.0.syscall(
                 nr::RECVMSG,
                 [i64::from(fd), &mut msg as *mut _ as i64, flags, 0, 0, 0],
             )
         });
         from.len = msg.msg_namelen;
-        (r, msg.msg_flags)
+        Received {
+            ret,
+            flags: msg.msg_flags,
+            control: if control.is_empty() {
+                0
+            } else {
+                msg.msg_controllen.min(control.len())
+            },
+        }
     }
 
     pub fn setsockopt(&self, fd: i32, level: i64, name: i64, value: &[u8]) -> i64 {

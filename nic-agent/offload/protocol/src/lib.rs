@@ -48,6 +48,12 @@ pub const MAX_MESSAGE: usize = REQUEST_LEN + MAX_PAYLOAD;
 pub const ADDR_SLOT: usize = 128;
 /// Most data bytes one [`Op::Recv`] returns (its payload also holds the address slot).
 pub const MAX_RECV: usize = MAX_PAYLOAD - ADDR_SLOT;
+/// Most bytes of control messages (`msg_control`) one [`Op::Send`] carries or one
+/// [`Op::Recv`] returns: room for every ancillary message an inet socket sends or receives
+/// (TLS record types, `IP_PKTINFO`, timestamps, `sock_extended_err` with its offender).
+pub const MAX_CONTROL: usize = 1024;
+/// Bytes of a `struct cmsghdr` (LP64: `size_t cmsg_len; int cmsg_level; int cmsg_type;`).
+pub const CMSG_HDR_LEN: usize = 16;
 /// First word of every request and reply (catches a peer that is not the shim or the agent).
 pub const MAGIC: u32 = 0x6b6e_6f31; // "kno1"
 
@@ -67,18 +73,26 @@ pub enum Op {
     /// `connect`; payload: the socket address. Never waits: `EINPROGRESS` as for a
     /// non-blocking socket.
     Connect = 5,
-    /// `sendto(flags=args[0])`; `args[1]` = bytes of address at the start of the payload,
-    /// the rest of the payload is the data.
+    /// `sendmsg(flags=args[0])`; the payload is `args[1]` bytes of destination address,
+    /// then `args[2]` bytes of control messages (at most [`MAX_CONTROL`], well formed by
+    /// [`check_control`]), then the data.
     Send = 6,
     /// `recvmsg(len=args[0], flags=args[1])`, at most [`MAX_RECV`] bytes; `args[2]` != 0 asks
-    /// for the source address. Reply: when asked, an [`ADDR_SLOT`]-byte slot with the address
-    /// (`aux[0]` its length) starts the payload; the data follows; `aux[1]` = `msg_flags`.
+    /// for the source address; `args[3]` = room for control messages (at most
+    /// [`MAX_CONTROL`]). Reply payload: when the address was asked, an [`ADDR_SLOT`]-byte
+    /// slot with it; when control room was given, a slot of exactly that many bytes with the
+    /// control messages the kernel wrote; then the data. `aux[0]` = the address's length
+    /// (low 32 bits) and the control messages' length (high 32 bits); `aux[1]` = `msg_flags`.
     Recv = 7,
     /// `shutdown(args[0]=how)`.
     Shutdown = 8,
     /// `getsockname` (`args[0]` = 0) or `getpeername` (`args[0]` = 1); payload: the address.
     Name = 9,
-    /// `setsockopt(args[0]=level, args[1]=name)`; payload: the value.
+    /// `setsockopt(args[0]=level, args[1]=name)`; payload: the value. For `SOL_TLS`
+    /// `TLS_TX`/`TLS_RX` whose value is not a whole `tls12_crypto_info_*` of the cipher it
+    /// names, `args[2]` is the caller's `optlen` and the payload only the 4-byte header the
+    /// kernel reads before it refuses such a value (see [`tls_crypto_info_len`]), so the
+    /// library kernel answers with the errno Linux gives (EINVAL, or EBUSY/ENOPROTOOPT first).
     SetOption = 10,
     /// `getsockopt(args[0]=level, args[1]=name, args[2]=room)`; payload: the value.
     GetOption = 11,
@@ -289,6 +303,72 @@ impl Reply {
     }
 }
 
+/// Why a control-message buffer is not one the kernel would accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlError {
+    /// A `cmsg_len` shorter than its header or past the end of the buffer (the kernel's
+    /// `CMSG_OK` check: `sendmsg` fails with `EINVAL`).
+    BadLength { at: usize },
+    /// More than [`MAX_CONTROL`] bytes.
+    TooLong,
+}
+
+fn cmsg_align(len: usize) -> usize {
+    len.saturating_add(7) & !7
+}
+
+/// Walks a control buffer the way the kernel's `for_each_cmsghdr` + `CMSG_OK` do (a
+/// trailing piece shorter than a header is ignored, as `__cmsg_nxthdr` ignores it) and
+/// returns how many messages it holds. Both sides run it: the shim to give the caller
+/// Linux's `EINVAL`, the agent because the bytes come from a program it does not trust.
+pub fn check_control(buf: &[u8]) -> Result<usize, ControlError> {
+    if buf.len() > MAX_CONTROL {
+        return Err(ControlError::TooLong);
+    }
+    let mut at = 0usize;
+    let mut count = 0usize;
+    while buf.len() - at >= CMSG_HDR_LEN {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&buf[at..at + 8]);
+        let len = u64::from_le_bytes(w);
+        if len < CMSG_HDR_LEN as u64 || len > (buf.len() - at) as u64 {
+            return Err(ControlError::BadLength { at });
+        }
+        count += 1;
+        at = at.saturating_add(cmsg_align(len as usize)).min(buf.len());
+    }
+    Ok(count)
+}
+
+/// `SOL_TLS` (include/linux/socket.h) and its options (include/uapi/linux/tls.h).
+pub const SOL_TLS: i64 = 282;
+pub const TLS_TX: i64 = 1;
+pub const TLS_RX: i64 = 2;
+
+/// The size of the `tls12_crypto_info_*` struct for a `struct tls_crypto_info` header
+/// (`u16 version; u16 cipher_type;`), as `do_tls_setsockopt_conf` (net/tls/tls_main.c) of
+/// Linux 6.12 requires it (`optlen != cipher_desc->crypto_info` is EINVAL); None for a
+/// version other than TLS 1.2/1.3 or a cipher that kernel does not know.
+pub fn tls_crypto_info_len(header: [u8; 4]) -> Option<usize> {
+    let version = u16::from_le_bytes([header[0], header[1]]);
+    let cipher = u16::from_le_bytes([header[2], header[3]]);
+    if version != 0x0303 && version != 0x0304 {
+        return None;
+    }
+    // header + iv + key + salt + rec_seq (include/uapi/linux/tls.h).
+    Some(match cipher {
+        51 => 4 + 8 + 16 + 4 + 8, // AES_GCM_128
+        52 => 4 + 8 + 32 + 4 + 8, // AES_GCM_256
+        53 => 4 + 8 + 16 + 4 + 8, // AES_CCM_128
+        54 => 4 + 12 + 32 + 8,    // CHACHA20_POLY1305 (no salt)
+        55 => 4 + 8 + 16 + 4 + 8, // SM4_GCM
+        56 => 4 + 8 + 16 + 4 + 8, // SM4_CCM
+        57 => 4 + 8 + 16 + 4 + 8, // ARIA_GCM_128
+        58 => 4 + 8 + 32 + 4 + 8, // ARIA_GCM_256
+        _ => return None,
+    })
+}
+
 /// The environment variable naming the agent's offload socket inside a launched program
 /// (the launcher sets it; the shim does nothing without it).
 pub const SOCKET_ENV: &str = "KNIC_OFFLOAD_SOCKET";
@@ -339,6 +419,63 @@ mod tests {
         assert_eq!(Request::decode(&unknown), Err(DecodeError::UnknownOp(99)));
         let long = vec![0u8; MAX_MESSAGE + 1];
         assert_eq!(Request::decode(&long), Err(DecodeError::TooLong));
+    }
+
+    fn cmsg(len: u64, level: i32, kind: i32, data: &[u8]) -> Vec<u8> {
+        let mut v = len.to_le_bytes().to_vec();
+        v.extend_from_slice(&level.to_le_bytes());
+        v.extend_from_slice(&kind.to_le_bytes());
+        v.extend_from_slice(data);
+        while v.len() % 8 != 0 {
+            v.push(0);
+        }
+        v
+    }
+
+    #[test]
+    fn control_walk_is_the_kernels() {
+        // TLS_SET_RECORD_TYPE: one byte of data, CMSG_LEN(1) = 17, CMSG_SPACE(1) = 24.
+        let one = cmsg(17, 282, 1, &[21]);
+        assert_eq!(one.len(), 24);
+        assert_eq!(check_control(&one), Ok(1));
+        let mut two = one.clone();
+        two.extend_from_slice(&cmsg(20, 0, 8, &[1, 2, 3, 4]));
+        assert_eq!(check_control(&two), Ok(2));
+        assert_eq!(check_control(&[]), Ok(0));
+        // A trailing piece shorter than a header is ignored, as in __cmsg_nxthdr.
+        let mut tail = one.clone();
+        tail.extend_from_slice(&[0xff; 15]);
+        assert_eq!(check_control(&tail), Ok(1));
+        // Hostile lengths: shorter than the header, past the end, huge (no overflow).
+        assert_eq!(
+            check_control(&cmsg(15, 0, 0, &[0])),
+            Err(ControlError::BadLength { at: 0 })
+        );
+        assert_eq!(
+            check_control(&cmsg(25, 0, 0, &[0])),
+            Err(ControlError::BadLength { at: 0 })
+        );
+        let mut huge = one.clone();
+        huge.extend_from_slice(&cmsg(u64::MAX, 0, 0, &[]));
+        assert_eq!(
+            check_control(&huge),
+            Err(ControlError::BadLength { at: 24 })
+        );
+        assert_eq!(
+            check_control(&vec![0u8; MAX_CONTROL + 1]),
+            Err(ControlError::TooLong)
+        );
+    }
+
+    #[test]
+    fn tls_crypto_info_sizes_are_linux_6_12s() {
+        // sizeof(struct tls12_crypto_info_aes_gcm_128) = 40, _256 = 56, chacha20 = 56.
+        assert_eq!(tls_crypto_info_len([0x03, 0x03, 51, 0]), Some(40));
+        assert_eq!(tls_crypto_info_len([0x04, 0x03, 52, 0]), Some(56));
+        assert_eq!(tls_crypto_info_len([0x04, 0x03, 54, 0]), Some(56));
+        assert_eq!(tls_crypto_info_len([0x04, 0x03, 58, 0]), Some(56));
+        assert_eq!(tls_crypto_info_len([0x02, 0x03, 51, 0]), None);
+        assert_eq!(tls_crypto_info_len([0x03, 0x03, 59, 0]), None);
     }
 
     #[test]

@@ -12,7 +12,8 @@ use std::cell::RefCell;
 use std::sync::{Arc, MutexGuard, OnceLock};
 
 use knic_offload_protocol::{
-    ADDR_SLOT, Kind, MAX_PAYLOAD, MAX_RECV, Op, REPLY_LEN, REQUEST_LEN, Reply, Request, SOCKET_ENV,
+    ADDR_SLOT, Kind, MAX_CONTROL, MAX_PAYLOAD, MAX_RECV, Op, REPLY_LEN, REQUEST_LEN, Reply,
+    Request, SOCKET_ENV, SOL_TLS, TLS_RX, TLS_TX, check_control, tls_crypto_info_len,
 };
 
 use crate::sys::{self, UserPtr, host};
@@ -420,7 +421,11 @@ fn socket_call(nr: i64, fd: i32, sock: &Arc<Sock>, a: [i64; 6]) -> i64 {
             }
         }
         libc::SYS_setsockopt => {
-            let len = a[4];
+            // optlen is an int: the kernel refuses a negative one.
+            let len = a[4] as i32 as i64;
+            if a[1] == SOL_TLS && (a[2] == TLS_TX || a[2] == TLS_RX) && len >= 0 {
+                return set_tls_keys(fd, sock, a[1], a[2], a[3], len as usize);
+            }
             if !(0..=MAX_OPTION as i64).contains(&len) {
                 return EINVAL;
             }
@@ -428,18 +433,7 @@ fn socket_call(nr: i64, fd: i32, sock: &Arc<Sock>, a: [i64; 6]) -> i64 {
             if let Err(e) = UserPtr(a[3] as usize).read(&mut val[..len as usize]) {
                 return e;
             }
-            let parts = [(val.as_ptr() as usize, len as usize)];
-            match call(
-                fd,
-                sock,
-                Request::new(Op::SetOption, [a[1], a[2], 0, 0, 0, 0]),
-                &parts,
-                &[],
-                false,
-            ) {
-                Ok(ans) => ans.reply.ret,
-                Err(e) => e,
-            }
+            set_option(fd, sock, [a[1], a[2], 0], &val[..len as usize])
         }
         libc::SYS_getsockopt => {
             let lp = UserPtr(a[4] as usize);
@@ -476,17 +470,60 @@ fn socket_call(nr: i64, fd: i32, sock: &Arc<Sock>, a: [i64; 6]) -> i64 {
             }
             neg(libc::ENOTTY)
         }
-        libc::SYS_read => recv(fd, sock, a[1], a[2], 0, 0, 0).0,
-        libc::SYS_recvfrom => recv(fd, sock, a[1], a[2], a[3], a[4], a[5]).0,
+        libc::SYS_read => recv(fd, sock, a[1], a[2], 0, (0, 0), &mut []).ret,
+        libc::SYS_recvfrom => recv(fd, sock, a[1], a[2], a[3], (a[4], a[5]), &mut []).ret,
         libc::SYS_write => send(fd, sock, a[1], a[2], 0, 0, 0),
         libc::SYS_sendto => send(fd, sock, a[1], a[2], a[3], a[4], a[5]),
         libc::SYS_readv => readv(fd, sock, a[1], a[2], 0, None),
-        libc::SYS_writev => writev(fd, sock, a[1], a[2], 0, 0, 0),
+        libc::SYS_writev => writev(fd, sock, a[1], a[2], 0, (0, 0), &[]),
         libc::SYS_recvmsg => recvmsg(fd, sock, a[1], a[2]),
         libc::SYS_sendmsg => sendmsg(fd, sock, a[1], a[2]),
         libc::SYS_socketpair => neg(libc::EOPNOTSUPP),
         // Calls the placeholder answers correctly itself (fstat, fcntl flags, ...).
         _ => host(nr, a),
+    }
+}
+
+fn set_option(fd: i32, sock: &Sock, args: [i64; 3], value: &[u8]) -> i64 {
+    let parts = [(value.as_ptr() as usize, value.len())];
+    let req = Request::new(Op::SetOption, [args[0], args[1], args[2], 0, 0, 0]);
+    match call(fd, sock, req, &parts, &[], false) {
+        Ok(ans) => ans.reply.ret,
+        Err(e) => e,
+    }
+}
+
+/// `setsockopt(SOL_TLS, TLS_TX | TLS_RX, crypto_info, optlen)`: the kernel TLS keys.
+/// Reads from the program only what `do_tls_setsockopt_conf` reads: the 4-byte
+/// `tls_crypto_info` header, and the rest only when `optlen` is the size of the struct of
+/// the cipher it names. A value of any other size travels as its header plus the caller's
+/// `optlen`, so the library kernel refuses it with Linux's own errno and order of checks
+/// (ENOPROTOOPT without the `tls` ULP, EBUSY when keys are set, else EINVAL). One
+/// difference: an unreadable value is EFAULT at once, where Linux checks the ULP and EBUSY
+/// first.
+fn set_tls_keys(fd: i32, sock: &Sock, level: i64, name: i64, ptr: i64, len: usize) -> i64 {
+    const HEADER: usize = 4;
+    let mut val = [0u8; 64];
+    let user = UserPtr(ptr as usize);
+    // A null value or one shorter than the header: the kernel refuses it unread.
+    if ptr == 0 || len < HEADER {
+        return set_option(fd, sock, [level, name, len as i64], &[]);
+    }
+    if let Err(e) = user.read(&mut val[..HEADER]) {
+        return e;
+    }
+    let whole = tls_crypto_info_len([val[0], val[1], val[2], val[3]]);
+    match whole {
+        Some(n) if n == len && n <= val.len() => {
+            if let Err(e) = user.add(HEADER).read(&mut val[HEADER..n]) {
+                return e;
+            }
+            let r = set_option(fd, sock, [level, name, 0], &val[..n]);
+            // The keys are secrets: leave no copy on the stack.
+            val.fill(0);
+            r
+        }
+        _ => set_option(fd, sock, [level, name, len as i64], &val[..HEADER]),
     }
 }
 
@@ -552,25 +589,61 @@ fn accept(fd: i32, sock: &Sock, addr: i64, lenp: i64, flags: i64) -> i64 {
     }
 }
 
-/// recvfrom into the program's buffer; returns (result, msg_flags).
-fn recv(fd: i32, sock: &Sock, buf: i64, len: i64, flags: i64, addr: i64, lenp: i64) -> (i64, i64) {
+/// What a receive gave: the result (bytes or `-errno`), `msg_flags`, and how many bytes of
+/// control messages the kernel wrote into the caller's control slot.
+struct Received {
+    ret: i64,
+    flags: i64,
+    control: usize,
+}
+
+impl Received {
+    fn err(ret: i64) -> Received {
+        Received {
+            ret,
+            flags: 0,
+            control: 0,
+        }
+    }
+}
+
+/// recvmsg into the program's buffer, the source address to `name` (`(addr, lenp)`, null
+/// addr: not asked) and control messages into `control` (at most [`MAX_CONTROL`] bytes;
+/// empty: none asked).
+fn recv(
+    fd: i32,
+    sock: &Sock,
+    buf: i64,
+    len: i64,
+    flags: i64,
+    name: (i64, i64),
+    control: &mut [u8],
+) -> Received {
+    let (addr, lenp) = name;
     let Ok(len) = usize::try_from(len) else {
-        return (EINVAL, 0);
+        return Received::err(EINVAL);
     };
     if buf == 0 && len > 0 {
-        return (sys::EFAULT, 0);
+        return Received::err(sys::EFAULT);
     }
+    let control_room = control.len().min(MAX_CONTROL);
     let block = flags & i64::from(libc::MSG_DONTWAIT) == 0 && !nonblocking(fd);
-    let waitall = flags & i64::from(libc::MSG_WAITALL) != 0 && sock.stream() && block;
+    // With control messages each call is one kernel recvmsg (a TLS record type per call).
+    let waitall =
+        flags & i64::from(libc::MSG_WAITALL) != 0 && sock.stream() && block && control_room == 0;
     let want_addr = addr != 0;
     let mut done = 0usize;
     loop {
-        let room = (len - done).min(MAX_RECV);
+        let room = (len - done).min(MAX_RECV - control_room);
         let mut slot = [0u8; ADDR_SLOT];
-        let mut parts = [(0usize, 0usize); 2];
+        let mut parts = [(0usize, 0usize); 3];
         let mut n = 0;
         if want_addr {
             parts[n] = (slot.as_mut_ptr() as usize, ADDR_SLOT);
+            n += 1;
+        }
+        if control_room > 0 {
+            parts[n] = (control.as_mut_ptr() as usize, control_room);
             n += 1;
         }
         parts[n] = (buf as usize + done, room);
@@ -581,37 +654,46 @@ fn recv(fd: i32, sock: &Sock, buf: i64, len: i64, flags: i64, addr: i64, lenp: i
                 room as i64,
                 flags & !i64::from(libc::MSG_WAITALL),
                 i64::from(want_addr),
-                0,
+                control_room as i64,
                 0,
                 0,
             ],
         );
         let ans = match call(fd, sock, req, &[], &parts[..n], false) {
             Ok(a) => a,
-            Err(e) => return (if done > 0 { done as i64 } else { e }, 0),
+            Err(e) => return Received::err(if done > 0 { done as i64 } else { e }),
         };
         let r = ans.reply.ret;
         if r == EAGAIN && block {
             if let Err(e) = wait(fd, sock, libc::POLLIN) {
-                return (if done > 0 { done as i64 } else { e }, 0);
+                return Received::err(if done > 0 { done as i64 } else { e });
             }
             continue;
         }
         if r < 0 {
-            return (if done > 0 { done as i64 } else { r }, 0);
+            return Received::err(if done > 0 { done as i64 } else { r });
         }
+        let (alen, clen) = (ans.reply.aux[0] & 0xffff_ffff, ans.reply.aux[0] >> 32);
         if want_addr {
-            let alen = (ans.reply.aux[0].clamp(0, ADDR_SLOT as i64)) as usize;
+            let alen = alen.clamp(0, ADDR_SLOT as i64) as usize;
             if let Err(e) = write_addr(addr, lenp, &slot[..alen]) {
-                return (e, 0);
+                return Received::err(e);
             }
         }
+        let got = Received {
+            ret: done as i64 + r,
+            flags: ans.reply.aux[1],
+            control: clen.clamp(0, control_room as i64) as usize,
+        };
         if !waitall || r == 0 {
-            return (done as i64 + r, ans.reply.aux[1]);
+            return got;
         }
         done += (r as usize).min(room);
         if done >= len {
-            return (done as i64, ans.reply.aux[1]);
+            return Received {
+                ret: done as i64,
+                ..got
+            };
         }
     }
 }
@@ -629,12 +711,22 @@ fn send(fd: i32, sock: &Sock, buf: i64, len: i64, flags: i64, addr: i64, alen: i
         Ok(l) => l,
         Err(e) => return e,
     };
-    send_from(fd, sock, buf as usize, len, flags, &to[..tolen])
+    send_from(fd, sock, buf as usize, len, flags, &to[..tolen], &[])
 }
 
-/// Sends `len` bytes at program address (or staging buffer) `buf`.
-fn send_from(fd: i32, sock: &Sock, buf: usize, len: usize, flags: i64, to: &[u8]) -> i64 {
-    let room = MAX_PAYLOAD - to.len();
+/// Sends `len` bytes at program address (or staging buffer) `buf`, with `control` (checked
+/// control messages) on every request, as one `sendmsg` of the kernel carries them for all
+/// its bytes (a TLS record type, for one).
+fn send_from(
+    fd: i32,
+    sock: &Sock,
+    buf: usize,
+    len: usize,
+    flags: i64,
+    to: &[u8],
+    control: &[u8],
+) -> i64 {
+    let room = MAX_PAYLOAD - to.len() - control.len();
     if !sock.stream() && len > room {
         return neg(libc::EMSGSIZE);
     }
@@ -642,8 +734,15 @@ fn send_from(fd: i32, sock: &Sock, buf: usize, len: usize, flags: i64, to: &[u8]
     let mut done = 0usize;
     loop {
         let chunk = (len - done).min(room);
-        let parts = [(to.as_ptr() as usize, to.len()), (buf + done, chunk)];
-        let req = Request::new(Op::Send, [flags, to.len() as i64, 0, 0, 0, 0]);
+        let parts = [
+            (to.as_ptr() as usize, to.len()),
+            (control.as_ptr() as usize, control.len()),
+            (buf + done, chunk),
+        ];
+        let req = Request::new(
+            Op::Send,
+            [flags, to.len() as i64, control.len() as i64, 0, 0, 0],
+        );
         let r = match call(fd, sock, req, &parts, &[], false) {
             Ok(a) => a.reply.ret,
             Err(e) => e,
@@ -685,7 +784,7 @@ fn read_iovs(iov: i64, cnt: i64, out: &mut [(usize, usize); 64]) -> Result<usize
 }
 
 fn readv(fd: i32, sock: &Sock, iov: i64, cnt: i64, flags: i64, name: Option<(i64, i64)>) -> i64 {
-    recv_iov(fd, sock, iov, cnt, flags, name).0
+    recv_iov(fd, sock, iov, cnt, flags, name, &mut []).ret
 }
 
 fn recv_iov(
@@ -695,26 +794,27 @@ fn recv_iov(
     cnt: i64,
     flags: i64,
     name: Option<(i64, i64)>,
-) -> (i64, i64) {
+    control: &mut [u8],
+) -> Received {
     let mut v = [(0usize, 0usize); 64];
     let n = match read_iovs(iov, cnt, &mut v) {
         Ok(n) => n,
-        Err(e) => return (e, 0),
+        Err(e) => return Received::err(e),
     };
     let total: usize = v[..n].iter().map(|x| x.1).sum::<usize>().min(MAX_RECV);
-    let (addr, lenp) = name.unwrap_or((0, 0));
     with_stage(|stage| {
-        let (r, mflags) = recv(
+        let got = recv(
             fd,
             sock,
             stage.as_mut_ptr() as i64,
             total as i64,
             flags,
-            addr,
-            lenp,
+            name.unwrap_or((0, 0)),
+            control,
         );
+        let r = got.ret;
         if r <= 0 {
-            return (r, mflags);
+            return got;
         }
         let mut left = (r as usize).min(total);
         let mut at = 0;
@@ -724,16 +824,25 @@ fn recv_iov(
             }
             let k = l.min(left);
             if let Err(e) = UserPtr(base).write(&stage[at..at + k]) {
-                return (e, 0);
+                return Received::err(e);
             }
             at += k;
             left -= k;
         }
-        (r, mflags)
+        got
     })
 }
 
-fn writev(fd: i32, sock: &Sock, iov: i64, cnt: i64, flags: i64, addr: i64, alen: i64) -> i64 {
+fn writev(
+    fd: i32,
+    sock: &Sock,
+    iov: i64,
+    cnt: i64,
+    flags: i64,
+    dest: (i64, i64),
+    control: &[u8],
+) -> i64 {
+    let (addr, alen) = dest;
     let mut v = [(0usize, 0usize); 64];
     let n = match read_iovs(iov, cnt, &mut v) {
         Ok(n) => n,
@@ -745,7 +854,7 @@ fn writev(fd: i32, sock: &Sock, iov: i64, cnt: i64, flags: i64, addr: i64, alen:
         Err(e) => return e,
     };
     with_stage(|stage| {
-        let cap = MAX_PAYLOAD - tolen;
+        let cap = MAX_PAYLOAD - tolen - control.len();
         let mut at = 0;
         for &(base, l) in &v[..n] {
             let k = l.min(cap - at);
@@ -757,7 +866,15 @@ fn writev(fd: i32, sock: &Sock, iov: i64, cnt: i64, flags: i64, addr: i64, alen:
                 break;
             }
         }
-        send_from(fd, sock, stage.as_ptr() as usize, at, flags, &to[..tolen])
+        send_from(
+            fd,
+            sock,
+            stage.as_ptr() as usize,
+            at,
+            flags,
+            &to[..tolen],
+            control,
+        )
     })
 }
 
@@ -770,14 +887,42 @@ fn recvmsg(fd: i32, sock: &Sock, msg: i64, flags: i64) -> i64 {
     else {
         return sys::EFAULT;
     };
+    let (Ok(cptr), Ok(croom)) = (m.add(32).read_u64(), m.add(40).read_u64()) else {
+        return sys::EFAULT;
+    };
     let name_arg = (name != 0).then_some((name as i64, msg + 8));
-    let (r, mflags) = recv_iov(fd, sock, iov as i64, iovlen as i64, flags, name_arg);
-    if r >= 0 {
-        // No control messages are carried yet (documented): report none.
-        let _ = m.add(40).write_u64(0);
-        let _ = m.add(48).write_u32(mflags as u32);
+    // Room beyond MAX_CONTROL is not offered: the kernel then truncates (MSG_CTRUNC) what
+    // would not fit, as it does for a short buffer.
+    let room = if cptr == 0 {
+        0
+    } else {
+        usize::try_from(croom)
+            .unwrap_or(usize::MAX)
+            .min(MAX_CONTROL)
+    };
+    let mut control = [0u8; MAX_CONTROL];
+    let got = recv_iov(
+        fd,
+        sock,
+        iov as i64,
+        iovlen as i64,
+        flags,
+        name_arg,
+        &mut control[..room],
+    );
+    if got.ret >= 0 {
+        if got.control > 0 {
+            if let Err(e) = UserPtr(cptr as usize).write(&control[..got.control]) {
+                return e;
+            }
+        }
+        if m.add(40).write_u64(got.control as u64).is_err()
+            || m.add(48).write_u32(got.flags as u32).is_err()
+        {
+            return sys::EFAULT;
+        }
     }
-    r
+    got.ret
 }
 
 fn sendmsg(fd: i32, sock: &Sock, msg: i64, flags: i64) -> i64 {
@@ -791,18 +936,37 @@ fn sendmsg(fd: i32, sock: &Sock, msg: i64, flags: i64) -> i64 {
     ) else {
         return sys::EFAULT;
     };
-    if clen != 0 {
-        return neg(libc::EOPNOTSUPP);
-    }
+    let mut control = [0u8; MAX_CONTROL];
+    let clen = match read_control(m, clen, &mut control) {
+        Ok(n) => n,
+        Err(e) => return e,
+    };
     writev(
         fd,
         sock,
         iov as i64,
         iovlen as i64,
         flags,
-        name as i64,
-        i64::from(namelen),
+        (name as i64, i64::from(namelen)),
+        &control[..clen],
     )
+}
+
+/// Copies a `sendmsg` caller's control messages (`msg_control`, `clen` bytes) into `out`
+/// and checks them as the kernel does: more than [`MAX_CONTROL`] bytes is `ENOBUFS` (the
+/// kernel's answer when it cannot hold them), a malformed `cmsg_len` is `EINVAL`.
+fn read_control(m: UserPtr, clen: u64, out: &mut [u8; MAX_CONTROL]) -> Result<usize, i64> {
+    if clen == 0 {
+        return Ok(0);
+    }
+    let clen = usize::try_from(clen).map_err(|_| neg(libc::ENOBUFS))?;
+    if clen > MAX_CONTROL {
+        return Err(neg(libc::ENOBUFS));
+    }
+    let ptr = m.add(32).read_u64()?;
+    UserPtr(ptr as usize).read(&mut out[..clen])?;
+    check_control(&out[..clen]).map_err(|_| EINVAL)?;
+    Ok(clen)
 }
 
 /// sendfile(out=offloaded socket, in=host fd): the data crosses the channel.
@@ -839,7 +1003,7 @@ fn sendfile(fd: i32, sock: &Sock, in_fd: i64, offp: i64, count: i64) -> i64 {
             if got <= 0 {
                 return if done > 0 { 0 } else { got };
             }
-            let sent = send_from(fd, sock, stage.as_ptr() as usize, got as usize, 0, &[]);
+            let sent = send_from(fd, sock, stage.as_ptr() as usize, got as usize, 0, &[], &[]);
             if sent < 0 {
                 if pos.is_none() {
                     host(

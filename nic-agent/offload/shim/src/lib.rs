@@ -31,12 +31,17 @@
 //!   by another poll) still wakes, since the placeholder really is readable, so nothing
 //!   hangs; it may wake spuriously. Edge-triggered sets get an edge per new `Ready`, which
 //!   can be more edges than Linux gives (never fewer).
+//! * **Kernel TLS** is the library's: `TCP_ULP` and the `SOL_TLS` keys are set on the
+//!   library socket (key structs read only as far as Linux reads them, so refusals carry
+//!   Linux's errno), and record types travel as control messages, so OpenSSL's own kTLS
+//!   path (nginx, `SSL_sendfile`) runs unchanged.
 //! * **Blocking calls** are the non-blocking library call plus a wait for readiness in the
 //!   host kernel, so signals interrupt the wait on the host (`EINTR`) and no agent thread
 //!   sleeps for a program.
 //!
 //! # Known gaps of this slice
-//! Listed in the README's *Kernel offload* section: no control messages, `SA_RESTART` is not
+//! Listed in the README's *Kernel offload* section: control messages up to 1 KiB only
+//! (kTLS record types, `IP_PKTINFO`, ...; no `MSG_ERRQUEUE` data), `SA_RESTART` is not
 //! honoured (a signal during a blocking wait returns `EINTR`), `SO_RCVTIMEO`/`SO_SNDTIMEO`
 //! are stored but not used for waits, one request at a time per socket per process (two
 //! processes using one socket at the same instant can take each other's replies), x86-64 only.
