@@ -77,6 +77,18 @@ impl KnicVhost {
 
     /// Starts knic-vhost offering `queues` queue pairs.
     pub fn start_with_queues(ns: &NetNs, uplink: &str, dir: &Path, queues: u16) -> Self {
+        Self::start_with_args(ns, uplink, dir, queues, &[])
+    }
+
+    /// Starts knic-vhost offering `queues` queue pairs, with `extra` arguments
+    /// (`--busy-poll-us 50`).
+    pub fn start_with_args(
+        ns: &NetNs,
+        uplink: &str,
+        dir: &Path,
+        queues: u16,
+        extra: &[&str],
+    ) -> Self {
         let socket = dir.join("vhost.sock");
         let stats_socket = dir.join("vhost.stats");
         // A killed predecessor leaves its socket behind; waiting for the path to appear must
@@ -90,6 +102,7 @@ impl KnicVhost {
             .arg("--stats-socket")
             .arg(&stats_socket)
             .args(["--uplink", uplink, "--queues", &queues.to_string()])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stderr(log);
         let mut proc = Proc::spawn("knic-vhost", &mut cmd);

@@ -43,9 +43,11 @@ pub struct Args {
     #[arg(long)]
     pub client: bool,
 
-    /// Where packets go: `tap:NAME` (TAP device, created if missing) or `packet:IFNAME`
-    /// (AF_PACKET on an existing interface). Both need CAP_NET_ADMIN/CAP_NET_RAW.
-    #[arg(long, value_name = "tap:NAME|packet:IFNAME")]
+    /// Where packets go: `tap:NAME` (TAP device, created if missing), `packet:IFNAME`
+    /// (AF_PACKET on an existing interface), `xdp:IFNAME` (AF_XDP sockets on it) — these need
+    /// CAP_NET_ADMIN/CAP_NET_RAW — or `discard:` (every packet dropped, nothing received: the
+    /// device's own rate, as DPDK's net_null).
+    #[arg(long, value_name = "tap:NAME|packet:IFNAME|xdp:IFNAME|discard:")]
     pub uplink: UplinkSpec,
 
     /// Queue pairs offered to the guest; one worker thread each.
@@ -67,6 +69,12 @@ pub struct Args {
     /// Packets moved per uplink call.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub batch: u16,
+
+    /// Busy-poll each TX ring for this many microseconds after the last chains found, instead
+    /// of waiting for the guest's next kick (0: off; at most 1000). Costs a core while traffic
+    /// flows; a quiet ring goes back to sleep after this long.
+    #[arg(long, default_value_t = 0, value_name = "MICROSECONDS", value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub busy_poll_us: u32,
 
     /// Unix socket answering every connection with a JSON counter snapshot
     /// [default: SOCKET.stats].
@@ -135,6 +143,7 @@ pub fn run(args: Args) -> Result<(), RunError> {
             mtu: args.mtu,
             queue_size: args.queue_size,
             batch: usize::from(args.batch),
+            busy_poll: std::time::Duration::from_micros(u64::from(args.busy_poll_us)),
         },
         uplinks,
     )?);

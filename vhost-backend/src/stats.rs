@@ -21,6 +21,8 @@ pub struct QueuePairStats {
     pub queue: QueueCounters,
     /// Uplink readiness events.
     pub uplink_events: Counter,
+    /// TX drains started by busy-polling rather than by a kick (`--busy-poll-us`).
+    pub tx_polled: Counter,
     /// Packets the kernel dropped before they reached the uplink port (AF_PACKET socket
     /// buffer full). Written by the stats reader under the pair's lock, not by the worker.
     pub uplink_kernel_drops: Counter,
@@ -47,6 +49,7 @@ impl QueuePairStats {
             tx_kicks: q.tx_kicks.get(),
             rx_kicks: q.rx_kicks.get(),
             uplink_events: self.uplink_events.get(),
+            tx_polled: self.tx_polled.get(),
             tx_notifications: q.tx_notifications.get(),
             rx_notifications: q.rx_notifications.get(),
             notifications_suppressed: q.tx_notifications_suppressed.get()
@@ -68,6 +71,7 @@ pub struct QueuePairSnapshot {
     pub tx_kicks: u64,
     pub rx_kicks: u64,
     pub uplink_events: u64,
+    pub tx_polled: u64,
     pub tx_notifications: u64,
     pub rx_notifications: u64,
     /// Notifications EVENT_IDX (or NO_INTERRUPT) let the device skip, both rings.

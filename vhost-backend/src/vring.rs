@@ -230,7 +230,7 @@ mod tests {
     use virtio_bindings::virtio_ring::VRING_DESC_F_WRITE;
     use virtio_queue::desc::{RawDescriptor, split::Descriptor as SplitDescriptor};
     use virtio_queue::mock::MockSplitQueue;
-    use vm_memory::{GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
     use vmm_sys_util::epoll::EventSet;
 
     use super::*;
@@ -246,6 +246,29 @@ mod tests {
         let (ours, theirs) = UnixStream::pair().unwrap();
         theirs.set_nonblocking(true).unwrap();
         (File::from(std::os::fd::OwnedFd::from(ours)), theirs)
+    }
+
+    /// A one-pair device over `mem` and `port` (batches of 8, every offered feature acked)
+    /// and its two rings, not yet set up.
+    fn device(
+        mem: &GuestMemoryMmap,
+        port: impl packet_ring::PacketPort + 'static,
+        busy_poll: std::time::Duration,
+    ) -> (NetBackend, NetVring, NetVring) {
+        let config = NetBackendConfig {
+            mac: [2, 0, 0, 0, 0, 1],
+            mtu: 1500,
+            queue_size: QUEUE_SIZE,
+            batch: 8,
+            busy_poll,
+        };
+        let backend = NetBackend::new(config, vec![Box::new(port)]).unwrap();
+        let gm = GuestMemoryAtomic::new(mem.clone());
+        backend.update_memory(gm.clone()).unwrap();
+        backend.acked_features(OFFERED_FEATURES);
+        let rx = NetVring::new(gm.clone(), QUEUE_SIZE).unwrap();
+        let tx = NetVring::new(gm, QUEUE_SIZE).unwrap();
+        (backend, rx, tx)
     }
 
     /// Interrupts delivered through `end` so far.
@@ -280,19 +303,7 @@ mod tests {
         mock.add_desc_chains(&bufs, 0).unwrap();
 
         let (port, mut peer) = memory_port_pair(8, MAX_FRAME_LEN).unwrap();
-        let config = NetBackendConfig {
-            mac: [2, 0, 0, 0, 0, 1],
-            mtu: 1500,
-            queue_size: QUEUE_SIZE,
-            batch: 8,
-        };
-        let backend = NetBackend::new(config, vec![Box::new(port)]).unwrap();
-        let gm = GuestMemoryAtomic::new(mem.clone());
-        backend.update_memory(gm.clone()).unwrap();
-        backend.acked_features(OFFERED_FEATURES);
-
-        let rx = NetVring::new(gm.clone(), QUEUE_SIZE).unwrap();
-        let tx = NetVring::new(gm, QUEUE_SIZE).unwrap();
+        let (backend, rx, tx) = device(&mem, port, std::time::Duration::ZERO);
         rx.set_queue_size(QUEUE_SIZE);
         rx.set_queue_info(
             mock.desc_table_addr().0,
@@ -389,5 +400,86 @@ mod tests {
         vring.set_enabled(true);
         assert_eq!(interrupts(&mut kick_end), 1);
         assert!(vring.is_enabled());
+    }
+
+    /// Busy-polling (`NetBackendConfig::busy_poll`): chains the driver adds after the kick's
+    /// drain, without kicking again, are taken by the poll, in order and whole; the worker
+    /// returns once the ring has been idle for the budget, and not before.
+    #[test]
+    fn busy_poll_takes_chains_added_without_a_kick() {
+        const HDR: usize = VirtioNetHdr::LEN;
+        const IDLE: std::time::Duration = std::time::Duration::from_millis(400);
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap();
+        let mock = MockSplitQueue::create(&mem, GuestAddress(0), QUEUE_SIZE);
+        let buf = |i: u16| BUF + 0x1000 * u64::from(i);
+        for i in 0..4u16 {
+            mem.write_slice(&[0u8; HDR], GuestAddress(buf(i))).unwrap();
+            mem.write_slice(&[0xa0 + i as u8; 60], GuestAddress(buf(i) + HDR as u64))
+                .unwrap();
+        }
+        let len = (HDR + 60) as u32;
+        mock.add_desc_chains(
+            &[RawDescriptor::from(SplitDescriptor::new(buf(0), len, 0, 0))],
+            0,
+        )
+        .unwrap();
+
+        let (port, mut peer) = memory_port_pair(8, MAX_FRAME_LEN).unwrap();
+        let (backend, rx, tx) = device(&mem, port, IDLE);
+        tx.set_queue_size(QUEUE_SIZE);
+        tx.set_queue_info(
+            mock.desc_table_addr().0,
+            mock.avail_addr().0,
+            mock.used_addr().0,
+        )
+        .unwrap();
+        tx.set_queue_event_idx(true);
+        let (call, _call_end) = call_fd();
+        tx.set_call(Some(call));
+        tx.set_queue_ready(true);
+        tx.set_enabled(true);
+
+        // The driver adds three more chains, one at a time, after the kick's drain, and
+        // never kicks: descriptor i, avail entry i, then the avail index.
+        let (desc, avail) = (mock.desc_table_addr().0, mock.avail_addr().0);
+        let driver = std::thread::spawn({
+            let mem = mem.clone();
+            move || {
+                for i in 1..4u16 {
+                    std::thread::sleep(std::time::Duration::from_millis(30));
+                    let d = SplitDescriptor::new(buf(i), len, 0, 0);
+                    mem.write_obj(
+                        RawDescriptor::from(d),
+                        GuestAddress(desc + 16 * u64::from(i)),
+                    )
+                    .unwrap();
+                    mem.write_obj(i.to_le(), GuestAddress(avail + 4 + 2 * u64::from(i)))
+                        .unwrap();
+                    std::sync::atomic::fence(Ordering::Release);
+                    mem.write_obj((i + 1).to_le(), GuestAddress(avail + 2))
+                        .unwrap();
+                }
+            }
+        });
+        let started = std::time::Instant::now();
+        backend
+            .handle_event(crate::backend::TX_VRING_EVENT, EventSet::IN, &[rx, tx], 0)
+            .unwrap();
+        let held = started.elapsed();
+        driver.join().unwrap();
+
+        let stats = &backend.pair_stats()[0];
+        assert_eq!(stats.tx_kicks.get(), 1);
+        assert_eq!(stats.tx_packets.get(), 4, "every chain taken on one kick");
+        assert!(stats.tx_polled.get() >= 1, "later chains found by polling");
+        assert_eq!(mock.used().idx().load(), 4);
+        assert!(
+            held >= IDLE,
+            "returned after {held:?}, before the idle budget"
+        );
+        let mut seen = Vec::new();
+        peer.recv_with(usize::MAX, |p| seen.push(p.frame().to_vec()));
+        let want: Vec<Vec<u8>> = (0..4u8).map(|i| vec![0xa0 + i; 60]).collect();
+        assert_eq!(seen, want, "the frames, in order");
     }
 }

@@ -3,11 +3,16 @@
 //! (with the date and commit) to `guest-tests/benches/results/vhost.jsonl`.
 //!
 //! Sender: `dpdk-testpmd` `net_virtio_user` in `txonly` mode, busy-polling on CPU 0.
-//! Backends, each alone on CPU 1:
-//! * knic-vhost (this build's profile: run with `--release`) in a network namespace the bench
-//!   creates, once with a TAP uplink and once with AF_PACKET on a veth pair; the kernel
-//!   discards the UDP frames.
-//! * `dpdk-testpmd --vdev net_vhost0,iface=SOCK,queues=1 -- --forward-mode=rxonly`.
+//! Backends, each alone on CPU 1, in like-for-like pairs (`Uplink`), each pair in a network
+//! namespace the bench creates:
+//! * knic-vhost (this build's profile: run with `--release`) with a `discard:` uplink against
+//!   `net_vhost` + `net_null` (`io` forwarding): the device's own rate, nothing behind it;
+//! * knic-vhost into a kernel TAP against `net_vhost` + `net_tap` (the kernel discards the
+//!   UDP frames);
+//! * knic-vhost on AF_PACKET on a veth against `net_vhost` + `net_af_packet` on the same veth.
+//!
+//! knic-vhost runs twice in each pair: waiting for kicks (its default), and busy-polling its
+//! TX ring (`--busy-poll-us 50`), as DPDK's backend always polls.
 //! * knic-agent (issue 8's path): the frames, addressed to the library port's MAC and routed
 //!   (`--eth-peer`, `--tx-ip` guest → peer), cross the library's stack and leave through its
 //!   AF_PACKET uplink on a veth into a peer namespace (`guest_tests::agent::Topology`).
@@ -148,26 +153,90 @@ fn measure(
     window.iter().sum::<u64>() as f64 / window.len() as f64
 }
 
-/// knic-vhost's uplinks: a TAP (one `writev` per frame), or AF_PACKET on one end of a veth
-/// pair (one `sendmmsg` per batch).
-const UPLINKS: [&str; 2] = ["tap", "packet"];
+/// The like-for-like pairs: knic-vhost with an uplink, and DPDK's `net_vhost` forwarding
+/// (`io`) into the matching DPDK port, on the same sender in the same run.
+#[derive(Debug, Clone, Copy)]
+enum Uplink {
+    /// Nothing behind the device: knic's `discard:` against `net_null` (the device's own rate).
+    Discard,
+    /// A kernel TAP in a namespace (the kernel discards the UDP frames): knic's `tap:` (one
+    /// `writev` per frame) against `net_tap`.
+    Tap,
+    /// AF_PACKET on one end of a veth pair: knic's `packet:` (one `sendmmsg` per batch)
+    /// against `net_af_packet`.
+    Packet,
+}
 
-fn knic_side(uplink: &str, frame: u32, secs: u64) -> (f64, f64) {
-    let ns = NetNs::new("bench");
-    let dir = Scratch::new(&format!("bench-knic-{uplink}-{frame}"));
-    let kv = if uplink == "tap" {
-        let kv = KnicVhost::start(&ns, "tap:kvtap0", &dir.0);
-        run(ns.cmd("ip").args(["link", "set", "kvtap0", "up"]));
-        kv
-    } else {
-        run(ns
-            .cmd("ip")
-            .args(["link", "add", "kva", "type", "veth", "peer", "name", "kvb"]));
-        for ifname in ["kva", "kvb"] {
-            run(ns.cmd("ip").args(["link", "set", ifname, "up"]));
+const UPLINKS: [Uplink; 3] = [Uplink::Discard, Uplink::Tap, Uplink::Packet];
+
+impl Uplink {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Discard => "discard",
+            Self::Tap => "tap",
+            Self::Packet => "packet",
         }
-        KnicVhost::start(&ns, "packet:kva", &dir.0)
+    }
+
+    /// The namespace either backend runs in, with the interface it needs (a veth pair for
+    /// AF_PACKET; a TAP is made by the backend and brought up after).
+    fn namespace(self) -> NetNs {
+        let ns = NetNs::new("bench");
+        if let Self::Packet = self {
+            run(ns
+                .cmd("ip")
+                .args(["link", "add", "kva", "type", "veth", "peer", "name", "kvb"]));
+            for ifname in ["kva", "kvb"] {
+                run(ns.cmd("ip").args(["link", "set", ifname, "up"]));
+            }
+        }
+        ns
+    }
+
+    fn knic_spec(self) -> &'static str {
+        match self {
+            Self::Discard => "discard:",
+            Self::Tap => "tap:kvtap0",
+            Self::Packet => "packet:kva",
+        }
+    }
+
+    fn dpdk_vdev(self) -> &'static str {
+        match self {
+            Self::Discard => "net_null0",
+            Self::Tap => "net_tap0,iface=kvtap0",
+            Self::Packet => "net_af_packet0,iface=kva",
+        }
+    }
+
+    /// Brings up the TAP the backend created.
+    fn after_start(self, ns: &NetNs) {
+        if let Self::Tap = self {
+            wait_for("the TAP", Duration::from_secs(30), || {
+                ns.cmd("ip")
+                    .args(["link", "show", "kvtap0"])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            });
+            run(ns.cmd("ip").args(["link", "set", "kvtap0", "up"]));
+        }
+    }
+}
+
+/// Busy-poll budget of the knic-vhost runs that poll, as DPDK's backend always does (Linux's
+/// own `net.core.busy_poll` suggestion is 50 µs).
+const BUSY_POLL_US: &str = "50";
+
+fn knic_side(uplink: Uplink, frame: u32, secs: u64, busy_poll: bool) -> (f64, f64) {
+    let ns = uplink.namespace();
+    let dir = Scratch::new(&format!("bench-knic-{}-{frame}", uplink.name()));
+    let extra: &[&str] = if busy_poll {
+        &["--busy-poll-us", BUSY_POLL_US]
+    } else {
+        &[]
     };
+    let kv = KnicVhost::start_with_args(&ns, uplink.knic_spec(), &dir.0, 1, extra);
+    uplink.after_start(&ns);
     // Every thread, and those it starts later (the queue-pair workers), on the backend CPU.
     run(Command::new(require_tool("taskset")).args([
         "-a",
@@ -187,37 +256,46 @@ fn knic_side(uplink: &str, frame: u32, secs: u64) -> (f64, f64) {
     (pps, device_pps)
 }
 
-/// net_vhost's rate from the sender, and from its own `Rx-pps` over the same window.
-fn dpdk_side(frame: u32, secs: u64) -> (f64, f64) {
-    let dir = Scratch::new(&format!("bench-dpdk-{frame}"));
+/// `net_vhost` + the matching DPDK port in `io` forwarding: the rate from the sender, and
+/// from `net_vhost`'s own `Rx-pps` (port 0 of two) over the same window.
+fn dpdk_side(uplink: Uplink, frame: u32, secs: u64) -> (f64, f64) {
+    let ns = uplink.namespace();
+    let dir = Scratch::new(&format!("bench-dpdk-{}-{frame}", uplink.name()));
     let socket = dir.0.join("vhost.sock");
-    let mut rx = testpmd(
+    let mut fwd = testpmd(
         "vhost",
         BACKEND_CPU,
-        &[&format!("net_vhost0,iface={},queues=1", socket.display())],
-        "rxonly",
+        &[
+            &format!("net_vhost0,iface={},queues=1", socket.display()),
+            uplink.dpdk_vdev(),
+        ],
+        "io",
         &[],
         &dir.0,
-        None,
+        Some(&ns),
     );
     wait_for("net_vhost's socket", Duration::from_secs(30), || {
-        rx.assert_running();
+        fwd.assert_running();
         socket.exists()
     });
-    let rx_log = dir.0.join("testpmd-vhost.log");
+    uplink.after_start(&ns);
+    let fwd_log = dir.0.join("testpmd-vhost.log");
+    // testpmd prints each port's stats in turn: net_vhost's are every other `Rx-pps`.
+    let vhost_rx = || -> Vec<u64> { pps(&fwd_log, "Rx-pps:").into_iter().step_by(2).collect() };
     let mut marks = Vec::new();
     let sent = measure(&socket, frame, secs, &dir.0, "dpdk", None, || {
-        marks.push(pps(&rx_log, "Rx-pps:").len())
+        marks.push(vhost_rx().len())
     });
-    let seen: Vec<u64> = pps(&rx_log, "Rx-pps:")
+    let seen: Vec<u64> = vhost_rx()
         .into_iter()
         .skip(marks[0])
         .take(marks[1] - marks[0])
         .collect();
     let received = seen.iter().sum::<u64>() as f64 / seen.len().max(1) as f64;
     assert!(
-        rx.stop("-INT", Duration::from_secs(30)),
-        "net_vhost side did not stop"
+        fwd.stop("-INT", Duration::from_secs(30)),
+        "net_vhost + {} did not stop",
+        uplink.dpdk_vdev()
     );
     (sent, received)
 }
@@ -388,30 +466,33 @@ fn main() {
     };
     let mut rows = Vec::new();
     for frame in FRAMES {
-        let (dpdk, dpdk_rx) = dpdk_side(frame, secs);
-        let _ = writeln!(
-            std::io::stdout(),
-            "{frame:>5} B  net_vhost {:.3} Mpps (its Rx-pps {:.3})",
-            dpdk / 1e6,
-            dpdk_rx / 1e6
-        );
-        let mut row = serde_json::json!({
-            "frame_bytes": frame,
-            "dpdk_net_vhost_mpps": dpdk / 1e6,
-            "dpdk_net_vhost_rx_mpps": dpdk_rx / 1e6,
-        });
+        let mut row = serde_json::json!({ "frame_bytes": frame });
         for uplink in UPLINKS {
-            let (knic, knic_device) = knic_side(uplink, frame, secs);
-            let ratio = knic / dpdk;
-            let _ = writeln!(
-                std::io::stdout(),
-                "{frame:>5} B  knic-vhost {uplink:<6} {:.3} Mpps (device count {:.3})  ratio to net_vhost {ratio:.3}",
-                knic / 1e6,
-                knic_device / 1e6,
-            );
-            row[format!("knic_vhost_{uplink}_mpps")] = (knic / 1e6).into();
-            row[format!("knic_vhost_{uplink}_device_mpps")] = (knic_device / 1e6).into();
-            row[format!("ratio_{uplink}")] = ratio.into();
+            let name = uplink.name();
+            let (dpdk, dpdk_rx) = dpdk_side(uplink, frame, secs);
+            for busy_poll in [false, true] {
+                let (knic, knic_device) = knic_side(uplink, frame, secs, busy_poll);
+                let ratio = knic / dpdk;
+                let key = if busy_poll {
+                    format!("{name}_poll")
+                } else {
+                    name.to_string()
+                };
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "{frame:>5} B  {key:<12} net_vhost+{} {:.3} Mpps (its Rx-pps {:.3}), knic-vhost {:.3} Mpps (device count {:.3}), knic/DPDK {ratio:.3}",
+                    uplink.dpdk_vdev(),
+                    dpdk / 1e6,
+                    dpdk_rx / 1e6,
+                    knic / 1e6,
+                    knic_device / 1e6,
+                );
+                row[format!("knic_vhost_{key}_mpps")] = (knic / 1e6).into();
+                row[format!("knic_vhost_{key}_device_mpps")] = (knic_device / 1e6).into();
+                row[format!("ratio_{key}")] = ratio.into();
+            }
+            row[format!("dpdk_vhost_{name}_mpps")] = (dpdk / 1e6).into();
+            row[format!("dpdk_vhost_{name}_rx_mpps")] = (dpdk_rx / 1e6).into();
         }
         for (name, d) in [
             ("agent", agent_side(frame, secs)),
@@ -464,9 +545,27 @@ fn main() {
         .map(|(row, label)| BarGroup {
             label,
             bars: vec![
-                ("net_vhost", mpps(row, "dpdk_net_vhost_mpps"), "#888"),
-                ("vhost→TAP", mpps(row, "knic_vhost_tap_mpps"), "#4a7"),
-                ("vhost→PKT", mpps(row, "knic_vhost_packet_mpps"), "#6b9"),
+                ("DPDK null", mpps(row, "dpdk_vhost_discard_mpps"), "#888"),
+                ("knic discard", mpps(row, "knic_vhost_discard_mpps"), "#3a6"),
+                (
+                    "knic disc. poll",
+                    mpps(row, "knic_vhost_discard_poll_mpps"),
+                    "#2a5",
+                ),
+                ("DPDK TAP", mpps(row, "dpdk_vhost_tap_mpps"), "#aaa"),
+                ("knic TAP", mpps(row, "knic_vhost_tap_mpps"), "#4a7"),
+                (
+                    "knic TAP poll",
+                    mpps(row, "knic_vhost_tap_poll_mpps"),
+                    "#393",
+                ),
+                ("DPDK PKT", mpps(row, "dpdk_vhost_packet_mpps"), "#bbb"),
+                ("knic PKT", mpps(row, "knic_vhost_packet_mpps"), "#6b9"),
+                (
+                    "knic PKT poll",
+                    mpps(row, "knic_vhost_packet_poll_mpps"),
+                    "#5a8",
+                ),
                 ("agent→peer", mpps(row, "agent_peer_mpps"), "#27c"),
                 (
                     "DPDK TAP fwd",

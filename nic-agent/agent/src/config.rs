@@ -390,7 +390,7 @@ impl UplinkConfig {
             bad(
                 "uplink",
                 &self.spec,
-                "tap:IFNAME, packet:IFNAME or xdp:IFNAME",
+                "tap:IFNAME, packet:IFNAME, xdp:IFNAME or discard:",
             )
         })
     }

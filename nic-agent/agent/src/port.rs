@@ -150,6 +150,7 @@ impl Port {
                     mtu: mtu_of(config.mtu),
                     queue_size: QUEUE_SIZE,
                     batch: BATCH,
+                    busy_poll: std::time::Duration::ZERO,
                 },
                 guest_sides,
             )

@@ -5,6 +5,7 @@
 //! [`PacketSink::tx_offloads`](packet_ring::PacketSink::tx_offloads).
 
 mod af_packet;
+mod discard;
 mod sys;
 mod tap;
 mod xdp;
@@ -18,19 +19,22 @@ use packet_ring::PacketPort;
 use thiserror::Error;
 
 pub use af_packet::{FanoutGroup, PacketSocketPort, PacketSocketSink, PacketSocketSource};
+pub use discard::{DiscardPort, DiscardSink, DiscardSource};
 pub use tap::{TapPort, TapSink, TapSource};
 pub use xdp::{
     XDP_FRAME_SIZE, XDP_MAX_RX_FRAME, XDP_MAX_TX_FRAME, XdpBinding, XdpConfig, XdpMode, XdpPort,
     XdpSink, XdpSource, XdpStats,
 };
 
-/// Which uplink to open, as given on the command line (`tap:NAME`, `packet:IFNAME` or
-/// `xdp:IFNAME`).
+/// Which uplink to open, as given on the command line (`tap:NAME`, `packet:IFNAME`,
+/// `xdp:IFNAME`, or `discard:` for none: every packet dropped, nothing received — for
+/// measuring the device alone).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UplinkSpec {
     Tap(String),
     Packet(String),
     Xdp(String),
+    Discard,
 }
 
 impl FromStr for UplinkSpec {
@@ -41,8 +45,9 @@ impl FromStr for UplinkSpec {
             Some(("tap", name)) if !name.is_empty() => Ok(Self::Tap(name.to_string())),
             Some(("packet", name)) if !name.is_empty() => Ok(Self::Packet(name.to_string())),
             Some(("xdp", name)) if !name.is_empty() => Ok(Self::Xdp(name.to_string())),
+            Some(("discard", "")) => Ok(Self::Discard),
             _ => Err(format!(
-                "expected tap:NAME, packet:IFNAME or xdp:IFNAME, got {s:?}"
+                "expected tap:NAME, packet:IFNAME, xdp:IFNAME or discard:, got {s:?}"
             )),
         }
     }
@@ -54,6 +59,7 @@ impl fmt::Display for UplinkSpec {
             Self::Tap(n) => write!(f, "tap:{n}"),
             Self::Packet(n) => write!(f, "packet:{n}"),
             Self::Xdp(n) => write!(f, "xdp:{n}"),
+            Self::Discard => write!(f, "discard:"),
         }
     }
 }
@@ -255,6 +261,12 @@ pub fn open_uplinks(
                 ports.push(Box::new(port));
             }
         }
+        UplinkSpec::Discard => {
+            for _ in 0..queue_pairs {
+                let port = DiscardPort::open().map_err(|e| UplinkError::classify(spec, e))?;
+                ports.push(Box::new(port));
+            }
+        }
     }
     Ok(ports)
 }
@@ -271,6 +283,9 @@ mod tests {
         assert_eq!("xdp:eth0".parse(), Ok(UplinkSpec::Xdp("eth0".into())));
         assert!("xdp:".parse::<UplinkSpec>().is_err());
         assert!("dpdk:0".parse::<UplinkSpec>().is_err());
+        assert_eq!("discard:".parse(), Ok(UplinkSpec::Discard));
+        assert!("discard:x".parse::<UplinkSpec>().is_err());
+        assert_eq!(UplinkSpec::Discard.to_string(), "discard:");
         assert_eq!(UplinkSpec::Xdp("e".into()).to_string(), "xdp:e");
         assert_eq!(UplinkSpec::Tap("a".into()).to_string(), "tap:a");
     }

@@ -148,6 +148,14 @@ pub fn read2(fd: RawFd, head: &mut [u8], body: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// A non-blocking, close-on-exec eventfd (the ready fd of a port that never receives).
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes no pointers; a non-negative result is a new fd we own.
+    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
+    // SAFETY: `fd` was just returned by eventfd and is owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Index of interface `name`.
 pub fn if_index(name: &str) -> io::Result<libc::c_int> {
     let cname = std::ffi::CString::new(name)

@@ -48,6 +48,10 @@ fn queue(base: u64, mem: &GuestMemoryMmap, avail_idx: u16, event_idx: bool) -> Q
     q.set_event_idx(event_idx);
     q.set_ready(true);
     let _ = mem.write_obj(avail_idx, GuestAddress(base + 0x102));
+    // The used ring starts as the device's: flags and index 0, as the queue's own
+    // next_used is (a driver sets the ring up zeroed; garbage left there by the input
+    // would read as a used index the device never published).
+    let _ = mem.write_obj(0u32, GuestAddress(base + 0x200));
     q
 }
 

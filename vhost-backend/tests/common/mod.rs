@@ -28,6 +28,7 @@ pub fn device_config(batch: usize) -> vhost_backend::NetBackendConfig {
         mtu: 1500,
         queue_size: QSIZE,
         batch,
+        busy_poll: std::time::Duration::ZERO,
     }
 }
 
