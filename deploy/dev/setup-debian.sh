@@ -33,6 +33,9 @@ PACKAGES=(
   linux-perf
   # deploy/ checks: shellcheck, jq (the BlueField script), virt-xml-validate (+ its xmllint)
   shellcheck jq libvirt-clients libxml2-utils
+  # knic-cni's tests: the reference CNI plugins (host-local, bandwidth, portmap; portmap
+  # needs iptables) and nsenter (util-linux)
+  containernetworking-plugins iptables util-linux
 )
 
 missing=()

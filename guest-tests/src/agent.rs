@@ -117,7 +117,16 @@ impl Topology {
         let out = self
             .peer_ns
             .cmd("busybox")
-            .args(["ping", "-c", &count.to_string(), "-W", "5", to])
+            .args([
+                "ping",
+                "-c",
+                &count.to_string(),
+                "-W",
+                "5",
+                "-w",
+                &(5 + 2 * count).to_string(),
+                to,
+            ])
             .output()
             .unwrap_or_else(|e| panic!("run ping: {e}"));
         let text = String::from_utf8_lossy(&out.stdout).into_owned();

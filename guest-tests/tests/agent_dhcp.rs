@@ -152,7 +152,10 @@ fn a_stock_guest_gets_dhcpv4_and_slaac_from_the_agent_and_pings_both_ways() {
     }
     // And the peer reaches the guest at the addresses the services gave it.
     for t in [guest_ip(1).as_str(), GUEST_V6] {
-        let o = run(topo.peer_ns.cmd("ping").args(["-c", "3", "-W", "10", t]));
+        let o = run(topo
+            .peer_ns
+            .cmd("ping")
+            .args(["-c", "3", "-W", "10", "-w", "30", t]));
         assert!(
             String::from_utf8_lossy(&o.stdout).contains("3 received"),
             "peer -> {t}"

@@ -133,7 +133,18 @@ fn a_hostile_frontend_on_one_port_costs_only_that_port() {
 
     // Pings run through vm1 while vm2 is attacked.
     let mut pinger = topo.peer_ns.cmd("busybox");
-    pinger.args(["ping", "-c", "40", "-i", "0.1", "-W", "5", &guest_ip(1)]);
+    pinger.args([
+        "ping",
+        "-c",
+        "40",
+        "-i",
+        "0.1",
+        "-W",
+        "5",
+        "-w",
+        "30",
+        &guest_ip(1),
+    ]);
     let pings = pinger
         .stdout(std::process::Stdio::piped())
         .spawn()

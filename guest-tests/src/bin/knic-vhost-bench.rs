@@ -12,7 +12,8 @@
 //! * knic-vhost on AF_PACKET on a veth against `net_vhost` + `net_af_packet` on the same veth.
 //!
 //! knic-vhost runs twice in each pair: waiting for kicks (its default), and busy-polling its
-//! TX ring (`--busy-poll-us 50`), as DPDK's backend always polls.
+//! TX ring (`--busy-poll-us 50`), as DPDK's backend always polls. Each backend's system calls
+//! over the window are counted (`perf stat -e raw_syscalls:sys_enter`) and reported per packet.
 //! * knic-agent (issue 8's path): the frames, addressed to the library port's MAC and routed
 //!   (`--eth-peer`, `--tx-ip` guest → peer), cross the library's stack and leave through its
 //!   AF_PACKET uplink on a veth into a peer namespace (`guest_tests::agent::Topology`).
@@ -227,7 +228,7 @@ impl Uplink {
 /// own `net.core.busy_poll` suggestion is 50 µs).
 const BUSY_POLL_US: &str = "50";
 
-fn knic_side(uplink: Uplink, frame: u32, secs: u64, busy_poll: bool) -> (f64, f64) {
+fn knic_side(uplink: Uplink, frame: u32, secs: u64, busy_poll: bool) -> Rate {
     let ns = uplink.namespace();
     let dir = Scratch::new(&format!("bench-knic-{}-{frame}", uplink.name()));
     let extra: &[&str] = if busy_poll {
@@ -246,19 +247,34 @@ fn knic_side(uplink: Uplink, frame: u32, secs: u64, busy_poll: bool) -> (f64, f6
         &kv.proc.child.id().to_string(),
     ]));
     let mut marks = Vec::new();
+    let mut syscalls = SyscallCount::new(&dir.0, "knic");
+    let pid = kv.proc.child.id();
     let pps = measure(&kv.socket, frame, secs, &dir.0, "knic", None, || {
         marks.push((
             std::time::Instant::now(),
             kv.stats()["tx_packets"].as_u64().unwrap_or(0),
-        ))
+        ));
+        syscalls.mark(pid);
     });
-    let device_pps = (marks[1].1 - marks[0].1) as f64 / (marks[1].0 - marks[0].0).as_secs_f64();
-    (pps, device_pps)
+    let packets = (marks[1].1 - marks[0].1) as f64;
+    Rate {
+        sent_pps: pps,
+        backend_pps: packets / (marks[1].0 - marks[0].0).as_secs_f64(),
+        syscalls_per_packet: syscalls.total() / packets,
+    }
+}
+
+/// One backend's rate: what the sender got onto the ring, what the backend counted over the
+/// same window, and the backend's system calls per packet.
+struct Rate {
+    sent_pps: f64,
+    backend_pps: f64,
+    syscalls_per_packet: f64,
 }
 
 /// `net_vhost` + the matching DPDK port in `io` forwarding: the rate from the sender, and
 /// from `net_vhost`'s own `Rx-pps` (port 0 of two) over the same window.
-fn dpdk_side(uplink: Uplink, frame: u32, secs: u64) -> (f64, f64) {
+fn dpdk_side(uplink: Uplink, frame: u32, secs: u64) -> Rate {
     let ns = uplink.namespace();
     let dir = Scratch::new(&format!("bench-dpdk-{}-{frame}", uplink.name()));
     let socket = dir.0.join("vhost.sock");
@@ -283,8 +299,11 @@ fn dpdk_side(uplink: Uplink, frame: u32, secs: u64) -> (f64, f64) {
     // testpmd prints each port's stats in turn: net_vhost's are every other `Rx-pps`.
     let vhost_rx = || -> Vec<u64> { pps(&fwd_log, "Rx-pps:").into_iter().step_by(2).collect() };
     let mut marks = Vec::new();
+    let mut syscalls = SyscallCount::new(&dir.0, "dpdk");
+    let pid = fwd.child.id();
     let sent = measure(&socket, frame, secs, &dir.0, "dpdk", None, || {
-        marks.push(vhost_rx().len())
+        marks.push(vhost_rx().len());
+        syscalls.mark(pid);
     });
     let seen: Vec<u64> = vhost_rx()
         .into_iter()
@@ -297,7 +316,56 @@ fn dpdk_side(uplink: Uplink, frame: u32, secs: u64) -> (f64, f64) {
         "net_vhost + {} did not stop",
         uplink.dpdk_vdev()
     );
-    (sent, received)
+    Rate {
+        sent_pps: sent,
+        backend_pps: received,
+        syscalls_per_packet: syscalls.total() / (received * secs as f64),
+    }
+}
+
+/// System calls a process (all its threads) makes over a window: `perf stat` counting
+/// `raw_syscalls:sys_enter`, started at the window's first mark and stopped at its second.
+struct SyscallCount {
+    perf: Option<std::process::Child>,
+    out: PathBuf,
+}
+
+impl SyscallCount {
+    fn new(dir: &Path, tag: &str) -> Self {
+        Self {
+            perf: None,
+            out: dir.join(format!("perf-syscalls-{tag}.csv")),
+        }
+    }
+
+    /// The first call starts counting `pid`, the second stops.
+    fn mark(&mut self, pid: u32) {
+        match self.perf.take() {
+            None => {
+                let child = Command::new(require_tool("perf"))
+                    .args(["stat", "-x,", "-e", "raw_syscalls:sys_enter", "-o"])
+                    .arg(&self.out)
+                    .args(["-p", &pid.to_string()])
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("perf stat: {e}"));
+                self.perf = Some(child);
+            }
+            Some(mut child) => {
+                run(Command::new("kill").args(["-INT", &child.id().to_string()]));
+                let _ = child.wait();
+            }
+        }
+    }
+
+    /// The count of the window (NaN when perf could not count).
+    fn total(&self) -> f64 {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.contains("raw_syscalls:sys_enter"))
+            .and_then(|l| l.split(',').next()?.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    }
 }
 
 /// Where a routed frame goes first: the MAC of the router's interface facing the sender.
@@ -469,10 +537,10 @@ fn main() {
         let mut row = serde_json::json!({ "frame_bytes": frame });
         for uplink in UPLINKS {
             let name = uplink.name();
-            let (dpdk, dpdk_rx) = dpdk_side(uplink, frame, secs);
+            let dpdk = dpdk_side(uplink, frame, secs);
             for busy_poll in [false, true] {
-                let (knic, knic_device) = knic_side(uplink, frame, secs, busy_poll);
-                let ratio = knic / dpdk;
+                let knic = knic_side(uplink, frame, secs, busy_poll);
+                let ratio = knic.sent_pps / dpdk.sent_pps;
                 let key = if busy_poll {
                     format!("{name}_poll")
                 } else {
@@ -480,19 +548,24 @@ fn main() {
                 };
                 let _ = writeln!(
                     std::io::stdout(),
-                    "{frame:>5} B  {key:<12} net_vhost+{} {:.3} Mpps (its Rx-pps {:.3}), knic-vhost {:.3} Mpps (device count {:.3}), knic/DPDK {ratio:.3}",
+                    "{frame:>5} B  {key:<12} net_vhost+{} {:.3} Mpps (its Rx-pps {:.3}, {:.3} syscalls/packet), knic-vhost {:.3} Mpps (device count {:.3}, {:.3} syscalls/packet), knic/DPDK {ratio:.3}",
                     uplink.dpdk_vdev(),
-                    dpdk / 1e6,
-                    dpdk_rx / 1e6,
-                    knic / 1e6,
-                    knic_device / 1e6,
+                    dpdk.sent_pps / 1e6,
+                    dpdk.backend_pps / 1e6,
+                    dpdk.syscalls_per_packet,
+                    knic.sent_pps / 1e6,
+                    knic.backend_pps / 1e6,
+                    knic.syscalls_per_packet,
                 );
-                row[format!("knic_vhost_{key}_mpps")] = (knic / 1e6).into();
-                row[format!("knic_vhost_{key}_device_mpps")] = (knic_device / 1e6).into();
+                row[format!("knic_vhost_{key}_mpps")] = (knic.sent_pps / 1e6).into();
+                row[format!("knic_vhost_{key}_device_mpps")] = (knic.backend_pps / 1e6).into();
+                row[format!("knic_vhost_{key}_syscalls_per_packet")] =
+                    knic.syscalls_per_packet.into();
                 row[format!("ratio_{key}")] = ratio.into();
             }
-            row[format!("dpdk_vhost_{name}_mpps")] = (dpdk / 1e6).into();
-            row[format!("dpdk_vhost_{name}_rx_mpps")] = (dpdk_rx / 1e6).into();
+            row[format!("dpdk_vhost_{name}_mpps")] = (dpdk.sent_pps / 1e6).into();
+            row[format!("dpdk_vhost_{name}_rx_mpps")] = (dpdk.backend_pps / 1e6).into();
+            row[format!("dpdk_vhost_{name}_syscalls_per_packet")] = dpdk.syscalls_per_packet.into();
         }
         for (name, d) in [
             ("agent", agent_side(frame, secs)),

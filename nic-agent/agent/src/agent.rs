@@ -659,6 +659,34 @@ impl Agent {
         Ok(info)
     }
 
+    /// Removes an uplink that no tenant leaves by: its library device (with its addresses
+    /// and routes, in the kernel and in what the agent lists) and its host side.
+    pub fn remove_uplink(&mut self, name: &str) -> Result<Value, AgentError> {
+        let i = self
+            .uplinks
+            .iter()
+            .position(|u| u.config.name == name)
+            .ok_or_else(|| AgentError::UnknownDevice {
+                name: name.to_owned(),
+                known: self.device_names(),
+            })?;
+        if let Some(t) = self
+            .tenants
+            .iter()
+            .find(|t| t.config.uplink.as_deref() == Some(name))
+        {
+            return Err(AgentError::UplinkInUse {
+                name: name.to_owned(),
+                tenant: t.config.name.clone(),
+            });
+        }
+        self.stack.remove_device(&self.uplinks[i].device)?;
+        self.uplinks.remove(i);
+        self.addresses.retain(|a| a.device != name);
+        self.routes.retain(|r| r.device.as_deref() != Some(name));
+        Ok(json!({ "removed": name }))
+    }
+
     pub fn add_address(&mut self, address: AddressConfig) -> Result<Value, AgentError> {
         let ifname = self.device(&address.device)?.ifname.clone();
         self.stack
@@ -936,6 +964,7 @@ impl Agent {
             Request::UplinkList => Ok(Value::Array(
                 self.uplinks.iter().map(|u| self.uplink_info(u)).collect(),
             )),
+            Request::UplinkRemove { name } => self.remove_uplink(&name),
             Request::AddressAdd { address } => self.add_address(address),
             Request::AddressList => Ok(serde_json::to_value(&self.addresses).unwrap_or_default()),
             Request::RouteAdd { route } => self.add_route(route),

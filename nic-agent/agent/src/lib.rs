@@ -102,6 +102,8 @@ pub enum AgentError {
     TableTaken { table: u32, tenant: String },
     #[error("tenant {name} still has ports ({ports}); remove them first")]
     TenantInUse { name: String, ports: String },
+    #[error("uplink {name} is tenant {tenant}'s way out; remove the tenant first")]
+    UplinkInUse { name: String, tenant: String },
     #[error("socket {socket} is already served by port {port}")]
     SocketTaken { socket: String, port: String },
     #[error("no port or uplink is named {name:?} (known: {known})")]

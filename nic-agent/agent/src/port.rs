@@ -300,7 +300,7 @@ impl Uplink {
         seq: u16,
         stack: &dyn StackInstance,
     ) -> Result<Uplink, AgentError> {
-        let spec = config.spec()?;
+        let spec = crate::config::uplink_spec(&config)?;
         let ports = knic_uplink::open_uplinks(&spec, usize::from(config.queue_pairs)).map_err(
             |source| AgentError::Uplink {
                 name: config.name.clone(),

@@ -245,7 +245,7 @@ fn uplink_add_and_list() {
     assert_eq!(list[0]["name"], "up0");
     assert_eq!(list[0]["spec"], format!("tap:{tap}"));
     let msg = agent.refused(&["uplink", "add", "up1=vde:sw0"]);
-    assert!(msg.contains("packet:IFNAME or xdp:IFNAME"), "{msg}");
+    assert!(msg.contains("xdp:IFNAME or discard:"), "{msg}");
     let msg = agent.refused(&["uplink", "add", "up1=packet:knic-no-such-if"]);
     assert!(msg.contains("does not exist"), "{msg}");
 }
@@ -695,7 +695,7 @@ fn dhcp_and_router_adverts_serve_stock_clients_and_leases_survive_a_restart() {
         let out = client
             .ns
             .cmd("ping")
-            .args(["-c", "2", "-W", "5", target])
+            .args(["-c", "2", "-W", "5", "-w", "15", target])
             .output()
             .unwrap();
         assert!(

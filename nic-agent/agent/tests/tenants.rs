@@ -236,10 +236,11 @@ impl Setup {
         );
     }
 
+    /// Whether all three pings to `to` are answered within the deadline.
     fn ping(&self, to: &str) -> bool {
         self.peer_ns
             .cmd("ping")
-            .args(["-c", "3", "-i", "0.2", "-W", "2", to])
+            .args(["-c", "3", "-i", "0.2", "-W", "2", "-w", "4", to])
             .output()
             .unwrap()
             .status

@@ -113,6 +113,8 @@ enum UplinkCommand {
     Add { uplink: UplinkConfig },
     /// Lists uplinks.
     List,
+    /// Removes an uplink no tenant uses, and its library device.
+    Remove { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,6 +140,7 @@ fn request(command: Command) -> Request {
         Command::Port(PortCommand::List) => Request::PortList,
         Command::Uplink(UplinkCommand::Add { uplink }) => Request::UplinkAdd { uplink },
         Command::Uplink(UplinkCommand::List) => Request::UplinkList,
+        Command::Uplink(UplinkCommand::Remove { name }) => Request::UplinkRemove { name },
         Command::Address(AddressCommand::Add { address }) => Request::AddressAdd { address },
         Command::Address(AddressCommand::List) => Request::AddressList,
         Command::Route(RouteCommand::Add { route }) => Request::RouteAdd { route },

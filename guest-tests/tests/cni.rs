@@ -1,0 +1,472 @@
+//! knic-cni as a container runtime runs it, against a real knic-agent: environment and
+//! stdin JSON, a pod network namespace (`cni-pod-PID`), Debian's reference plugins
+//! (`host-local` for IPAM, `bandwidth` and `portmap` chained after ours with prevResult
+//! passed along, as libcni does). The pod pings a peer behind the agent's veth uplink
+//! through the library kernel (iputils checks the echoed pattern), CHECK and STATUS pass,
+//! DEL leaves nothing (no netdev in the pod or the agent's namespace, no agent uplink or
+//! library interface, no lease) and is idempotent; GC removes what is not listed; a
+//! vhost-user attachment's socket is in the result and goes with DEL; the error paths that
+//! need the agent (refused: 100, CHECK mismatch: 101, a broken IPAM plugin: 102, a second
+//! ADD: 7). Needs root, containernetworking-plugins and iputils-ping
+//! (`deploy/dev/setup-debian.sh`), and the workspace's binaries built.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use guest_tests::agent::{KnicAgent, PEER_IP, Topology, UplinkKind};
+use guest_tests::{Scratch, require_root, run, serial, workspace_bin};
+use serde_json::{Value, json};
+
+const PLUGINS: &str = "/usr/lib/cni";
+const NET: &str = "knic-pods";
+
+/// A pod's network namespace, deleted on drop.
+struct Pod {
+    name: String,
+}
+
+impl Pod {
+    fn new(tag: &str) -> Pod {
+        let name = format!("cni-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run(Command::new("ip").args(["netns", "add", &name]));
+        run(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
+        Pod { name }
+    }
+
+    fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.name)
+    }
+
+    fn links(&self) -> Vec<String> {
+        let out = run(Command::new("ip").args(["-n", &self.name, "-j", "link", "show"]));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["ifname"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Runs plugin `plugin` (a path) in the agent's namespace `ns` as a runtime would.
+fn exec(ns: &str, plugin: &Path, env: &[(&str, &str)], conf: &Value) -> (bool, Value) {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns])
+        .arg(plugin)
+        .env("CNI_PATH", PLUGINS)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    eprintln!(
+        "{} {:?} -> {} {v} {}",
+        plugin.display(),
+        env.first(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    (out.status.success(), v)
+}
+
+/// The network list: knic-cni, then bandwidth and portmap.
+struct Net {
+    ns: String,
+    knic: Value,
+    chained: Vec<Value>,
+}
+
+impl Net {
+    fn plugin(conf: &Value) -> PathBuf {
+        match conf["type"].as_str().unwrap() {
+            "knic-cni" => workspace_bin("knic-cni"),
+            t => PathBuf::from(PLUGINS).join(t),
+        }
+    }
+
+    /// The whole list (ours first), each plugin given the list's name and version, and
+    /// prevResult from the one before (libcni's ADD); the final result.
+    fn add(&self, env: &[(&str, &str)]) -> Value {
+        let mut prev: Option<Value> = None;
+        for p in std::iter::once(&self.knic).chain(&self.chained) {
+            let mut conf = p.clone();
+            conf["name"] = json!(NET);
+            conf["cniVersion"] = json!("1.0.0");
+            if let Some(prev) = &prev {
+                conf["prevResult"] = prev.clone();
+            }
+            let (ok, v) = exec(&self.ns, &Self::plugin(p), &with(env, "ADD"), &conf);
+            assert!(ok, "ADD by {} failed: {v}", p["type"]);
+            prev = Some(v);
+        }
+        prev.unwrap()
+    }
+
+    /// CHECK (each with the final result) or DEL (reverse order, with it).
+    fn each(&self, env: &[(&str, &str)], command: &str, result: &Value) {
+        let mut list: Vec<&Value> = std::iter::once(&self.knic).chain(&self.chained).collect();
+        if command == "DEL" {
+            list.reverse();
+        }
+        for p in list {
+            let mut conf = p.clone();
+            conf["name"] = json!(NET);
+            conf["cniVersion"] = json!("1.0.0");
+            conf["prevResult"] = result.clone();
+            let (ok, v) = exec(&self.ns, &Self::plugin(p), &with(env, command), &conf);
+            assert!(ok, "{command} by {} failed: {v}", p["type"]);
+        }
+    }
+}
+
+fn with<'a>(env: &[(&'a str, &'a str)], command: &'a str) -> Vec<(&'a str, &'a str)> {
+    let mut e = vec![("CNI_COMMAND", command)];
+    e.extend_from_slice(env);
+    e
+}
+
+fn knic_conf(api: &Path, dir: &Path, extra: Value) -> Value {
+    let mut c = json!({
+        "type": "knic-cni",
+        "agentSocket": api,
+        "socketDir": dir.join("sockets"),
+        "ipam": {
+            "type": "host-local",
+            "dataDir": dir.join("ipam"),
+            "ranges": [[{
+                "subnet": "10.210.50.0/24",
+                "rangeStart": "10.210.50.10",
+                "rangeEnd": "10.210.50.20",
+                "gateway": "10.210.50.1"
+            }]],
+            "routes": [{ "dst": "0.0.0.0/0" }]
+        }
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    c
+}
+
+fn names(agent: &KnicAgent, list: &str) -> Vec<String> {
+    agent
+        .ctl(&[list, "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Host interfaces in the agent's namespace.
+fn host_links(ns: &str) -> Vec<String> {
+    let out = run(Command::new("ip").args(["-n", ns, "-j", "link", "show"]));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["ifname"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn leases(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir.join("ipam").join(NET))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("10."))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn setup() -> (Topology, Scratch, KnicAgent) {
+    require_root();
+    for p in ["host-local", "bandwidth", "portmap"] {
+        assert!(
+            Path::new(PLUGINS).join(p).is_file(),
+            "{PLUGINS}/{p} is missing: run deploy/dev/setup-debian.sh (containernetworking-plugins)"
+        );
+    }
+    let topo = Topology::new("cni");
+    let dir = Scratch::new("cni");
+    let agent = KnicAgent::start(
+        &topo.agent_ns,
+        &dir.0,
+        &Topology::agent_args(UplinkKind::Packet, &dir.0, 0, ""),
+    );
+    (topo, dir, agent)
+}
+
+#[test]
+fn tap_pod_reaches_the_peer_through_the_agent_and_del_leaves_nothing() {
+    let _one = serial();
+    let (topo, dir, agent) = setup();
+    let pod = Pod::new("pod");
+    let ns = topo.agent_ns.name.clone();
+    let links_before = agent.library_links();
+    let net = Net {
+        ns: ns.clone(),
+        knic: knic_conf(&agent.api, &dir.0, json!({ "kind": "tap", "mtu": 1500 })),
+        chained: vec![
+            json!({ "type": "bandwidth", "capabilities": { "bandwidth": true } }),
+            json!({ "type": "portmap", "capabilities": { "portMappings": true }, "snat": true,
+                    "runtimeConfig": { "portMappings": [
+                        { "hostPort": 18080, "containerPort": 80, "protocol": "tcp" } ] } }),
+        ],
+    };
+    let netns = pod.path();
+    let env = [
+        ("CNI_CONTAINERID", "pod1"),
+        ("CNI_NETNS", netns.as_str()),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_ARGS", "IgnoreUnknown=1;MAC=02:4b:43:00:00:01"),
+    ];
+    let result = net.add(&env);
+    // Our result came through both reference plugins.
+    assert_eq!(result["interfaces"][0]["name"], "eth0", "{result}");
+    assert_eq!(result["interfaces"][0]["sandbox"], netns.as_str());
+    assert_eq!(result["interfaces"][0]["mac"], "02:4b:43:00:00:01");
+    let addr = result["ips"][0]["address"].as_str().unwrap().to_owned();
+    assert!(
+        addr.starts_with("10.210.50.") && addr.ends_with("/24"),
+        "{result}"
+    );
+    assert_eq!(result["ips"][0]["gateway"], "10.210.50.1");
+    let pod_ip = addr.split('/').next().unwrap().to_owned();
+    // portmap did its part in the agent's namespace.
+    let nat = run(Command::new("ip").args(["netns", "exec", &ns, "iptables-save", "-t", "nat"]));
+    assert!(
+        String::from_utf8_lossy(&nat.stdout).contains("18080"),
+        "portmap's DNAT rule"
+    );
+
+    // The pod's interface is the agent's TAP, addressed as IPAM said.
+    assert_eq!(pod.links(), ["lo", "eth0"]);
+    let a = run(Command::new("ip").args(["-n", &pod.name, "-br", "addr", "show", "eth0"]));
+    assert!(String::from_utf8_lossy(&a.stdout).contains(&addr));
+    let uplink = names(&agent, "uplink")
+        .into_iter()
+        .find(|n| n.starts_with("cni-"))
+        .expect("the attachment is an agent uplink");
+    let routes = agent.ctl(&["route", "list"]).to_string();
+    assert!(
+        routes.contains(&pod_ip),
+        "the library routes to the pod: {routes}"
+    );
+
+    // Through the library kernel to the peer and back; iputils compares each reply's
+    // payload with the pattern it sent.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &pod.name, "ping", "-c", "3", "-W", "5"])
+        .args(["-p", "6b6e69632d636e69", "-s", "200", PEER_IP])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("3 received") && !text.contains("wrong data"),
+        "pod -> peer: {text}\n{}",
+        agent.log_text()
+    );
+    // And the peer reaches the pod (the peer routes 10.210.0.0/16 via the library).
+    topo.peer_ping(&pod_ip, 2);
+
+    // CHECK (ours, with the result) and STATUS. bandwidth's CHECK (like its shaping) looks
+    // for the host end of a veth, which a TAP does not have: it says so. (portmap 1.1.1's
+    // CHECK of an IPv4-only result looks for an IPv6 chain it never made, so it is not run.)
+    let check = Net {
+        ns: ns.clone(),
+        knic: net.knic.clone(),
+        chained: vec![],
+    };
+    check.each(&env, "CHECK", &result);
+    let mut bw = net.chained[0].clone();
+    bw["name"] = json!(NET);
+    bw["cniVersion"] = json!("1.0.0");
+    bw["prevResult"] = result.clone();
+    let (ok, v) = exec(&ns, &Net::plugin(&bw), &with(&env, "CHECK"), &bw);
+    assert!(!ok && v["msg"].as_str().unwrap().contains("veth"), "{v}");
+    let (ok, v) = exec(
+        &ns,
+        &workspace_bin("knic-cni"),
+        &[("CNI_COMMAND", "STATUS")],
+        &json!({ "cniVersion": "1.1.0", "name": NET, "type": "knic-cni", "agentSocket": agent.api }),
+    );
+    assert!(ok && v.is_null(), "STATUS: {v}");
+    // CHECK that finds another address than prevResult's: 101.
+    let mut wrong = result.clone();
+    wrong["ips"][0]["address"] = json!("10.210.50.99/24");
+    let mut conf = net.knic.clone();
+    conf["name"] = json!(NET);
+    conf["cniVersion"] = json!("1.1.0");
+    conf["prevResult"] = wrong;
+    let (ok, v) = exec(&ns, &workspace_bin("knic-cni"), &with(&env, "CHECK"), &conf);
+    assert!(!ok && v["code"] == 101, "{v}");
+    // A second ADD of the same attachment: 7, and the first is untouched.
+    let mut conf = net.knic.clone();
+    conf["name"] = json!(NET);
+    conf["cniVersion"] = json!("1.1.0");
+    let (ok, v) = exec(&ns, &workspace_bin("knic-cni"), &with(&env, "ADD"), &conf);
+    assert!(!ok && v["code"] == 7, "{v}");
+    assert_eq!(pod.links(), ["lo", "eth0"]);
+
+    // DEL (reverse order): nothing left anywhere.
+    net.each(&env, "DEL", &result);
+    assert_eq!(
+        pod.links(),
+        ["lo"],
+        "the pod's interface went with the agent's TAP"
+    );
+    assert!(!names(&agent, "uplink").contains(&uplink));
+    assert!(
+        !host_links(&ns).iter().any(|l| l.starts_with("kc")),
+        "no TAP left in the agent's namespace: {:?}",
+        host_links(&ns)
+    );
+    assert_eq!(agent.library_links(), links_before);
+    assert!(!agent.ctl(&["route", "list"]).to_string().contains(&pod_ip));
+    assert!(leases(&dir.0).is_empty(), "host-local's lease released");
+    let nat = run(Command::new("ip").args(["netns", "exec", &ns, "iptables-save", "-t", "nat"]));
+    assert!(!String::from_utf8_lossy(&nat.stdout).contains("18080"));
+    // DEL again (and with the pod gone) succeeds.
+    net.each(&env, "DEL", &result);
+    drop(pod);
+    net.each(&env, "DEL", &result);
+}
+
+#[test]
+fn gc_vhost_user_and_the_agents_refusals() {
+    let _one = serial();
+    let (topo, dir, agent) = setup();
+    let ns = topo.agent_ns.name.clone();
+    let pod = Pod::new("gc");
+    let pod_b = Pod::new("gcb");
+    let netns = pod.path();
+    let netns_b = pod_b.path();
+    let knic = workspace_bin("knic-cni");
+    let conf = |extra: Value| {
+        let mut c = knic_conf(&agent.api, &dir.0, extra);
+        c["name"] = json!(NET);
+        c["cniVersion"] = json!("1.1.0");
+        c
+    };
+    let env = |id: &'static str, ifname: &'static str| {
+        vec![
+            ("CNI_CONTAINERID", id),
+            (
+                "CNI_NETNS",
+                if id == "b" {
+                    netns_b.as_str()
+                } else {
+                    netns.as_str()
+                },
+            ),
+            ("CNI_IFNAME", ifname),
+        ]
+    };
+
+    let must = |id: &'static str, ifname: &'static str, command: &str, c: &Value| {
+        let (ok, v) = exec(&ns, &knic, &with(&env(id, ifname), command), c);
+        assert!(ok, "{command} {id}/{ifname}: {v}");
+        v
+    };
+
+    // GC: two attachments, one listed as valid; the other goes (agent side and TAP).
+    must("a", "eth0", "ADD", &conf(json!({})));
+    must("b", "net1", "ADD", &conf(json!({})));
+    assert_eq!(pod.links(), ["lo", "eth0"]);
+    assert_eq!(pod_b.links(), ["lo", "net1"]);
+    let mut gc = conf(json!({}));
+    gc["cni.dev/valid-attachments"] = json!([{ "containerID": "a", "ifname": "eth0" }]);
+    let (ok, v) = exec(&ns, &knic, &[("CNI_COMMAND", "GC")], &gc);
+    assert!(ok && v.is_null(), "GC: {v}");
+    assert_eq!(pod.links(), ["lo", "eth0"], "GC kept a/eth0");
+    assert_eq!(pod_b.links(), ["lo"], "GC removed b/net1");
+    assert_eq!(
+        names(&agent, "uplink")
+            .iter()
+            .filter(|n| n.starts_with("cni-"))
+            .count(),
+        1
+    );
+    must("a", "eth0", "DEL", &conf(json!({})));
+    // b's lease is released by its DEL (host-local 1.1.1 has no GC); the runtime DELs
+    // every attachment it knows before GC.
+    must("b", "net1", "DEL", &conf(json!({})));
+    assert!(leases(&dir.0).is_empty(), "{:?}", leases(&dir.0));
+    assert_eq!(pod.links(), ["lo"]);
+
+    // vhost-user: the socket is the agent's port, named in the result; DEL removes both.
+    let vu = conf(json!({ "kind": "vhost-user" }));
+    let v = must("vm", "eth0", "ADD", &vu);
+    let socket = PathBuf::from(v["interfaces"][0]["socketPath"].as_str().unwrap());
+    assert!(socket.starts_with(dir.0.join("sockets")), "{v}");
+    assert!(v["interfaces"][0]["sandbox"].is_null());
+    let port = names(&agent, "port");
+    assert_eq!(port.len(), 1, "{port:?}");
+    assert!(agent.port(&port[0])["socket"].as_str().unwrap() == socket.to_str().unwrap());
+    assert!(socket.exists());
+    assert_eq!(
+        pod.links(),
+        ["lo"],
+        "a vhost-user attachment touches no netns"
+    );
+    must("vm", "eth0", "DEL", &vu);
+    assert!(names(&agent, "port").is_empty());
+    assert!(!socket.exists());
+    must("vm", "eth0", "DEL", &vu); // DEL is idempotent
+
+    // 100: the agent refuses (no such tenant); nothing is left and the lease is back.
+    let bad = conf(json!({ "kind": "vhost-user", "tenant": "nosuch" }));
+    let (ok, v) = exec(&ns, &knic, &with(&env("t", "eth0"), "ADD"), &bad);
+    assert!(!ok && v["code"] == 100, "{v}");
+    assert!(v["details"].as_str().unwrap().contains("nosuch"), "{v}");
+    assert!(names(&agent, "port").is_empty());
+    assert!(leases(&dir.0).is_empty());
+
+    // 102: an IPAM plugin that answers nonsense.
+    let fake = dir.0.join("bin");
+    std::fs::create_dir_all(&fake).unwrap();
+    std::fs::write(
+        fake.join("broken-ipam"),
+        "#!/bin/sh\necho nonsense\nexit 1\n",
+    )
+    .unwrap();
+    run(Command::new("chmod")
+        .arg("+x")
+        .arg(fake.join("broken-ipam")));
+    let mut broken = conf(json!({}));
+    broken["ipam"] = json!({ "type": "broken-ipam" });
+    let fake_path = fake.display().to_string();
+    let mut e = with(&env("x", "eth0"), "ADD");
+    e.push(("CNI_PATH", fake_path.as_str()));
+    let (ok, v) = exec(&ns, &knic, &e, &broken);
+    assert!(!ok && v["code"] == 102, "{v}");
+    assert_eq!(pod.links(), ["lo"]);
+    assert!(
+        !names(&agent, "uplink")
+            .iter()
+            .any(|n| n.starts_with("cni-"))
+    );
+}
