@@ -29,6 +29,16 @@ pub fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The SHA-256 of a file, hex (`sha256sum`): the end-to-end tests' payload check.
+pub fn sha256(path: &Path) -> String {
+    let out = run(Command::new(require_tool("sha256sum")).arg(path));
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// A binary built by this workspace next to the test executable (`target/<profile>/NAME`).
 pub fn workspace_bin(name: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(format!("KNIC_{}", name.to_uppercase().replace('-', "_"))) {

@@ -33,7 +33,9 @@ use guest_tests::agent::{
 };
 use guest_tests::hostile::attack_port;
 use guest_tests::qemu::{Guest, QemuGuest};
-use guest_tests::{Proc, Scratch, initramfs, require_root, require_tool, run, serial, wait_for};
+use guest_tests::{
+    Proc, Scratch, initramfs, require_root, require_tool, run, serial, sha256, wait_for,
+};
 
 /// Bytes each transfer moves.
 const TRANSFER: u64 = 64 << 20;
@@ -95,15 +97,6 @@ fn start_guest(initrd: &Path, dir: &Path, n: u8, tso: bool) -> Guest {
     .tso(tso)
     .reconnect(true)
     .spawn()
-}
-
-fn sha256(path: &Path) -> String {
-    let out = run(Command::new(require_tool("sha256sum")).arg(path));
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 fn script(path: &Path, body: &str) {

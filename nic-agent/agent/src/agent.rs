@@ -22,6 +22,7 @@ use crate::port::{Port, Uplink};
 use crate::seam::SeamSnapshot;
 use crate::services::{ServiceLink, Services, ServicesConfig};
 use crate::stack::{DeviceHandle, StackInstance};
+use crate::state::{RunningConfig, StateFile};
 
 /// virtio-net feature bits (virtio 1.2 §5.1.3) named in listings.
 const FEATURE_NAMES: [(u32, &str); 10] = [
@@ -64,6 +65,8 @@ pub struct Agent {
     nat_table: bool,
     /// DHCP servers and router advertisements.
     services: Services,
+    /// Where what the agent runs is kept across restarts (`--state-dir`), if anywhere.
+    state: Option<StateFile>,
 }
 
 /// What a reload changes, worked out before anything is touched.
@@ -92,6 +95,52 @@ impl Agent {
             config_file: None,
             nat_table: false,
             services: Services::default(),
+            state: None,
+        }
+    }
+
+    /// Keep what the agent runs in `state` from now on (see `state`).
+    pub fn set_state_file(&mut self, state: Option<StateFile>) {
+        self.state = state;
+    }
+
+    /// What the agent runs now, in creation order: what its state file holds.
+    pub fn running_config(&self) -> RunningConfig {
+        RunningConfig {
+            uplinks: self.uplinks.iter().map(|u| u.config.clone()).collect(),
+            tenants: self.tenants.iter().map(|t| t.config.clone()).collect(),
+            ports: self.ports.iter().map(|p| p.config.clone()).collect(),
+            addresses: self.addresses.clone(),
+            routes: self.routes.clone(),
+        }
+    }
+
+    /// Creates everything in `add`, kind by kind in dependency order (uplinks, tenants,
+    /// ports, addresses, routes), then leaks the tenants' routes to their uplinks.
+    pub fn add_all(&mut self, add: RunningConfig) -> Result<(), AgentError> {
+        for u in add.uplinks {
+            self.add_uplink(u)?;
+        }
+        for t in add.tenants {
+            self.add_tenant(t)?;
+        }
+        for p in add.ports {
+            self.add_port(p)?;
+        }
+        for a in add.addresses {
+            self.add_address(a)?;
+        }
+        for r in add.routes {
+            self.add_route(r)?;
+        }
+        self.connect_uplinks()
+    }
+
+    /// Writes the state file (if there is one) with what runs now.
+    pub fn save_state(&self) -> Result<(), AgentError> {
+        match &self.state {
+            Some(file) => Ok(file.save(&self.running_config())?),
+            None => Ok(()),
         }
     }
 
@@ -130,22 +179,13 @@ impl Agent {
         for t in &plan.remove_tenants {
             self.remove_tenant(t)?;
         }
-        for u in plan.add_uplinks {
-            self.add_uplink(u)?;
-        }
-        for t in plan.add_tenants {
-            self.add_tenant(t)?;
-        }
-        for p in plan.add_ports {
-            self.add_port(p)?;
-        }
-        for a in plan.add_addresses {
-            self.add_address(a)?;
-        }
-        for r in plan.add_routes {
-            self.add_route(r)?;
-        }
-        self.connect_uplinks()?;
+        self.add_all(RunningConfig {
+            uplinks: plan.add_uplinks,
+            tenants: plan.add_tenants,
+            ports: plan.add_ports,
+            addresses: plan.add_addresses,
+            routes: plan.add_routes,
+        })?;
         Ok(summary)
     }
 
@@ -874,16 +914,43 @@ impl Agent {
             let lib = self.stack.device_stats(&u.device)?;
             uplinks.push(json!({ "name": u.config.name, "library": library_stats(&lib) }));
         }
+        let stack = self
+            .stack
+            .local_kernel()
+            .map(crate::services::metrics_stack::read);
         Ok(json!({
             "ports": ports,
             "uplinks": uplinks,
             "dhcp": self.services.dhcp_stats(),
             "ra": self.services.ra_stats(),
+            "stack": stack,
         }))
     }
 
-    /// Handles one control request.
+    /// Handles one control request; a change that succeeded is written to the state file
+    /// before the answer (a failed write is the answer: the change is made but would not
+    /// survive a restart, and the operator is told so).
     pub fn handle(&mut self, request: Request) -> Result<Value, AgentError> {
+        let changes = matches!(
+            request,
+            Request::PortAdd { .. }
+                | Request::PortRemove { .. }
+                | Request::UplinkAdd { .. }
+                | Request::AddressAdd { .. }
+                | Request::RouteAdd { .. }
+                | Request::TenantAdd { .. }
+                | Request::TenantRemove { .. }
+                | Request::Reload
+        );
+        let answer = self.answer(request);
+        if changes {
+            // Also after a refusal: a reload or add that failed half-way changed something.
+            self.save_state()?;
+        }
+        answer
+    }
+
+    fn answer(&mut self, request: Request) -> Result<Value, AgentError> {
         match request {
             Request::PortAdd { port } => self.add_port(port),
             Request::PortRemove { name } => self.remove_port(&name),

@@ -38,6 +38,8 @@ pub struct AgentConfig {
     pub config_file: Option<PathBuf>,
     /// DHCP servers and router advertisements, started once addresses are set.
     pub services: crate::services::ServicesConfig,
+    /// Where what runs is kept across restarts (`--state-dir`; see `state`).
+    pub state_dir: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -177,6 +177,7 @@ impl FileConfig {
             tenants: self.tenants.clone(),
             config_file: None,
             services: self.services.clone(),
+            state_dir: None,
         }
     }
 }

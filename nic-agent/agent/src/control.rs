@@ -22,6 +22,7 @@ use crate::agent::Agent;
 use crate::api::{MAX_REQUEST_LEN, Request, Response};
 use crate::config::AgentConfig;
 use crate::stack::{LocalStack, StackInstance};
+use crate::state::{RunningConfig, StateFile};
 use crate::sys::SignalFd;
 
 mod notify;
@@ -47,7 +48,7 @@ impl MutEventSubscriber for Signals {
             match self.fd.read() {
                 Ok(Some(signo)) if signo == libc::SIGHUP as u32 => {
                     info!("SIGHUP: reloading the configuration file");
-                    match self.agent.borrow_mut().reload() {
+                    match self.agent.borrow_mut().handle(Request::Reload) {
                         Ok(v) => info!(changes = %v, "reloaded"),
                         Err(e) => warn!("reload refused, nothing changed: {}", error_chain(&e)),
                     }
@@ -329,23 +330,38 @@ pub fn run_with_offload(
 fn configure(agent: &Shared, config: &AgentConfig) -> Result<(), AgentError> {
     let mut a = agent.borrow_mut();
     a.set_config_file(config.config_file.clone());
-    for u in &config.uplinks {
-        a.add_uplink(u.clone())?;
-    }
-    for t in &config.tenants {
-        a.add_tenant(t.clone())?;
-    }
-    for p in &config.ports {
-        a.add_port(p.clone())?;
-    }
-    for addr in &config.addresses {
-        a.add_address(addr.clone())?;
-    }
-    for r in &config.routes {
-        a.add_route(r.clone())?;
-    }
-    a.connect_uplinks()?;
+    let configured = RunningConfig {
+        uplinks: config.uplinks.clone(),
+        tenants: config.tenants.clone(),
+        ports: config.ports.clone(),
+        addresses: config.addresses.clone(),
+        routes: config.routes.clone(),
+    };
+    // What the last run added through the API, on top of the configuration (see `state`).
+    let state = config.state_dir.as_deref().map(StateFile::in_dir);
+    let restored = match &state {
+        Some(file) => match file.load()? {
+            Some(saved) => {
+                let extra = configured.missing_from(&saved);
+                info!(
+                    file = %file.path().display(),
+                    uplinks = extra.uplinks.len(),
+                    tenants = extra.tenants.len(),
+                    ports = extra.ports.len(),
+                    addresses = extra.addresses.len(),
+                    routes = extra.routes.len(),
+                    "restoring what the last run added"
+                );
+                extra
+            }
+            None => RunningConfig::default(),
+        },
+        None => RunningConfig::default(),
+    };
+    a.add_all(configured.followed_by(restored))?;
     a.start_services(&config.services)?;
+    a.set_state_file(state);
+    a.save_state()?;
     Ok(())
 }
 

@@ -66,6 +66,7 @@ pub mod port;
 pub mod seam;
 pub mod services;
 pub mod stack;
+pub mod state;
 mod sys;
 
 use std::path::PathBuf;
@@ -139,6 +140,8 @@ pub enum AgentError {
     Offload(#[from] offload::OffloadError),
     #[error(transparent)]
     Service(#[from] services::ServiceError),
+    #[error(transparent)]
+    State(#[from] state::StateError),
     #[error(transparent)]
     Metrics(#[from] services::metrics::MetricsError),
     #[error("services need the library kernel of this process")]

@@ -88,6 +88,13 @@ struct Args {
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<std::net::SocketAddr>,
 
+    /// Keep what the agent runs (ports, uplinks, tenants, addresses and routes, those added
+    /// through the API included) in DIR/state.json, rewritten atomically after every change,
+    /// and restore it on start on top of the configuration: a restart, even after kill -9,
+    /// loses nothing. Without it, what the API added ends with the process.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+
     /// Directory of the DHCP lease files (one DEVICE.json per server, rewritten atomically).
     #[arg(long, value_name = "DIR", default_value = DEFAULT_LEASE_DIR)]
     lease_dir: PathBuf,
@@ -131,6 +138,7 @@ fn from_flags(args: Args) -> Result<AgentConfig, ExitCode> {
             lease_dir: args.lease_dir,
             metrics: args.metrics,
         },
+        state_dir: args.state_dir,
     })
 }
 
@@ -145,11 +153,13 @@ fn main() -> ExitCode {
         .init();
     let args = Args::parse();
     let (no_offload, offload_socket) = (args.no_offload, args.offload_socket.clone());
+    let state_dir = args.state_dir.clone();
     let config = match args.config.clone() {
         Some(path) => match knic_agent::config_file::load(&path) {
             Ok(file) => {
                 let mut c = file.agent_config(args.api_socket);
                 c.config_file = Some(path);
+                c.state_dir = state_dir;
                 c
             }
             Err(e) => {

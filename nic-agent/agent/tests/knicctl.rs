@@ -313,6 +313,99 @@ fn tenant_add_list_and_remove() {
     assert!(msg.contains("without --config"), "{msg}");
 }
 
+/// What the API added survives `kill -9`: the state file brings back the tenant, the port
+/// (with its MACs: same creation order), its address and the route, on top of the flags; a
+/// corrupt state file stops the next start with a message naming it, and is left alone.
+#[test]
+fn what_the_api_added_survives_kill_9_and_a_corrupt_state_is_refused() {
+    let socks = sockets("state");
+    let state = Scratch::new("agent-state-dir");
+    let args = vec![
+        port_arg(&socks, "vm1", ""),
+        "--address=vm1=10.206.0.1/24".into(),
+        format!("--state-dir={}", state.0.display()),
+    ];
+    let mut agent = Agent::start("state", &args);
+    let vm2 = socks.0.join("vm2.sock").display().to_string();
+    agent.json(&["tenant", "add", "t1,subnet=10.72.0.1/24"]);
+    agent.json(&["port", "add", &format!("vm2={vm2},queues=2,tenant=t1")]);
+    agent.json(&[
+        "port",
+        "add",
+        &format!("vm3={}", socks.0.join("vm3.sock").display()),
+    ]);
+    agent.json(&["address", "add", "vm3=10.207.0.1/24"]);
+    agent.json(&["route", "add", "10.208.0.0/16,via=10.206.0.9"]);
+    agent.json(&["port", "remove", "vm3"]);
+    let before = agent.json(&["port", "list"]);
+    let macs = |ports: &Value| -> Vec<(String, String, String)> {
+        ports
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_owned(),
+                    p["guest_mac"].as_str().unwrap().to_owned(),
+                    p["library_mac"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(macs(&before).len(), 2, "{before}");
+    let file = state.0.join("state.json");
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(saved["version"], 1, "{saved}");
+    assert_eq!(saved["ports"][1]["name"], "vm2", "{saved}");
+    assert!(
+        saved["addresses"].as_array().unwrap().len() == 1,
+        "vm3's address went with it: {saved}"
+    );
+
+    assert!(agent.proc.stop("-KILL", Duration::from_secs(10)));
+    drop(agent);
+    let agent = Agent::start("state", &args);
+    let after = agent.json(&["port", "list"]);
+    assert_eq!(macs(&after), macs(&before), "{after}");
+    assert_eq!(after[1]["queue_pairs"], 2, "{after}");
+    let tenants = agent.json(&["tenant", "list"]);
+    assert_eq!(tenants[0]["name"], "t1", "{tenants}");
+    assert_eq!(tenants[0]["ports"], serde_json::json!(["vm2"]), "{tenants}");
+    let routes = agent.json(&["route", "list"]);
+    assert!(
+        routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["destination"] == "10.208.0.0/16" && r["via"] == "10.206.0.9"),
+        "{routes}"
+    );
+    let addresses = agent.json(&["address", "list"]);
+    assert_eq!(addresses.as_array().unwrap().len(), 1, "{addresses}");
+    drop(agent);
+
+    // A torn or hand-broken file: the agent refuses to start and says which file.
+    std::fs::write(&file, "{\"version\":1,\"ports\":[").unwrap();
+    let api = state.0.join("agent.sock");
+    let out = Command::new(AGENT)
+        .arg("--api-socket")
+        .arg(&api)
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&file.display().to_string()) && err.contains("move it away"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "{\"version\":1,\"ports\":[",
+        "never silently reset"
+    );
+}
+
 #[test]
 fn a_bad_config_file_is_refused_before_anything_starts() {
     let dir = Scratch::new("agent-badconfig");
@@ -674,6 +767,25 @@ fn dhcp_and_router_adverts_serve_stock_clients_and_leases_survive_a_restart() {
         ),
         "every engine drop reason is a label value: {scraped}"
     );
+    // The library kernel's own counters (its /proc/net/snmp): the DHCP server's socket
+    // received the client's DISCOVER and REQUEST (and the test's bad messages) through it.
+    let udp_in = scraped
+        .lines()
+        .find_map(|l| l.strip_prefix("knic_stack_Udp_InDatagrams_total "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no knic_stack_Udp_InDatagrams_total in:\n{scraped}"));
+    assert!(
+        udp_in >= 2,
+        "{udp_in} UDP datagrams received by the library"
+    );
+    for family in [
+        "# TYPE knic_stack_Tcp_CurrEstab gauge",
+        "knic_stack_Ip_InReceives_total ",
+        "knic_stack_TcpExt_TCPTimeouts_total ",
+        "knic_stack_Icmp6_OutMsgs_total ",
+    ] {
+        assert!(scraped.contains(family), "{family} not in:\n{scraped}");
+    }
     assert!(scrape(&metrics, "/other").starts_with("HTTP/1.1 404"));
 
     let list = agent.json(&["leases"]);

@@ -7,8 +7,8 @@
 //! new one, never a torn one. Offers are not written: they last a minute and a client
 //! whose offer is lost simply asks again.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -199,19 +199,9 @@ impl LeaseFile {
             path: self.path.clone(),
             source,
         };
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(err)?;
-        let mut tmp_name = self.path.file_name().unwrap_or_default().to_owned();
-        tmp_name.push(".tmp");
-        let tmp = dir.join(tmp_name);
         let text =
             serde_json::to_vec_pretty(&OnDisk { leases }).map_err(|e| err(io::Error::other(e)))?;
-        let mut f = File::create(&tmp).map_err(err)?;
-        f.write_all(&text).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        drop(f);
-        fs::rename(&tmp, &self.path).map_err(err)?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+        crate::state::write_atomically(&self.path, &text).map_err(err)?;
         Ok(())
     }
 }

@@ -12,7 +12,11 @@
 //! * `knic_library_*{device,kind}`: each library device (port or uplink);
 //!   `knic_library_drops_total{device,kind,reason}`;
 //! * `knic_dhcp_*{device}` and `knic_ra_*{device}`: the services' messages, and their
-//!   drops by reason.
+//!   drops by reason;
+//! * `knic_stack_<Group>_<Name>`: the library kernel's own protocol counters
+//!   (`/proc/net/snmp`, `netstat`, `snmp6`: `knic_stack_Tcp_InSegs_total`,
+//!   `knic_stack_TcpExt_TCPTimeouts_total`, the gauge `knic_stack_Tcp_CurrEstab`; see
+//!   [`super::metrics_stack`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -92,6 +96,34 @@ impl Families {
         }
     }
 
+    /// The library kernel's counters (`stats.stack`): gauges where the kernel reports a
+    /// level, counters (never negative) for the rest.
+    fn stack(&mut self, stack: &Map<String, Value>) {
+        let labels = Labels::new();
+        for (group, counters) in stack {
+            let Some(counters) = counters.as_object() else {
+                continue;
+            };
+            for (name, v) in counters {
+                let metric = format!("knic_stack_{group}_{name}");
+                let Some(v) = v.as_i64() else { continue };
+                if super::metrics_stack::is_gauge(group, name) {
+                    self.gauges
+                        .entry(metric)
+                        .or_default()
+                        .get_or_create(&labels)
+                        .set(v);
+                } else if let Ok(v) = u64::try_from(v) {
+                    self.counters
+                        .entry(metric)
+                        .or_default()
+                        .get_or_create(&labels)
+                        .inc_by(v);
+                }
+            }
+        }
+    }
+
     fn render(self) -> String {
         let mut registry = Registry::default();
         for (name, f) in self.counters {
@@ -143,6 +175,9 @@ pub fn render(stats: &Value) -> String {
             let labels = vec![label("device", s.get("device").unwrap_or(&Value::Null))];
             f.object(prefix, &labels, s);
         }
+    }
+    if let Some(stack) = stats["stack"].as_object() {
+        f.stack(stack);
     }
     f.render()
 }
@@ -212,6 +247,8 @@ mod tests {
             "uplinks": [{"name": "up0", "library": {"tx_bytes": 42, "drops": {}}}],
             "dhcp": [{"device": "vm1", "ifname": "eth1", "acks": 1, "drops": {"bad_magic": 2}}],
             "ra": [{"device": "vm1", "sent_solicited": 4, "drops": {}}],
+            "stack": {"Tcp": {"InSegs": 12, "CurrEstab": 2, "MaxConn": -1},
+                      "TcpExt": {"TCPTimeouts": 3}},
         });
         let text = render(&stats);
         for line in [
@@ -227,6 +264,11 @@ mod tests {
             "knic_dhcp_drops_total{device=\"vm1\",reason=\"bad_magic\"} 2",
             "knic_ra_sent_solicited_total{device=\"vm1\"} 4",
             "# TYPE knic_library_active_queue_pairs gauge",
+            "knic_stack_Tcp_InSegs_total 12",
+            "knic_stack_Tcp_CurrEstab 2",
+            "knic_stack_Tcp_MaxConn -1",
+            "knic_stack_TcpExt_TCPTimeouts_total 3",
+            "# TYPE knic_stack_Tcp_CurrEstab gauge",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

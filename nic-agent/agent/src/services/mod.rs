@@ -9,7 +9,8 @@
 //! * [`leases`]: the lease table and its file, rewritten atomically on every change;
 //! * [`ra`]: router advertisements and solicitation checks (RFC 4861);
 //! * `server`: the threads, one per link and service;
-//! * [`metrics`]: Prometheus metrics over HTTP, built from the API's `stats`.
+//! * [`metrics`]: Prometheus metrics over HTTP, built from the API's `stats`;
+//!   [`metrics_stack`]: the library kernel's `/proc/net/snmp`, `netstat` and `snmp6` in them.
 //!
 //! A link's settings come from [`ServiceLink`]: its library interface, the addresses the
 //! agent gave it (the DHCP server's identity and subnet, the advertised /64 prefixes) and,
@@ -18,6 +19,7 @@
 pub mod dhcp;
 pub mod leases;
 pub mod metrics;
+pub mod metrics_stack;
 pub mod ra;
 mod server;
 
