@@ -65,7 +65,7 @@ pub struct NetBackendConfig {
     pub batch: usize,
     /// Busy-polling of a TX ring after its kick: how long the worker keeps looking for new
     /// chains after the last ones it found before it goes back to waiting for a kick
-    /// ([`BusyPoll`]). Zero: no polling, every batch waits for its kick.
+    /// (the private `BusyPoll` documents how). Zero: no polling, every batch waits for its kick.
     pub busy_poll: Duration,
 }
 
