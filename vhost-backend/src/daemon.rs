@@ -142,15 +142,32 @@ pub fn serve(
     config: &ServeConfig,
     stop: &Stop,
 ) -> Result<(), DaemonError> {
+    let public = listen(config)?;
+    serve_listening(backend, config, stop, public)
+}
+
+/// The listening socket of a server role (`None` for a client), bound now: a caller that
+/// serves on another thread binds first, so a bind failure is its own error and the socket
+/// exists once it returns (a frontend started right after finds it).
+pub fn listen(config: &ServeConfig) -> Result<Option<UnixListener>, DaemonError> {
+    match config.role {
+        Role::Server => bind_public(&config.socket).map(Some),
+        Role::Client { .. } => Ok(None),
+    }
+}
+
+/// [`serve`] on a socket [`listen`] bound.
+pub fn serve_listening(
+    backend: Arc<NetBackend>,
+    config: &ServeConfig,
+    stop: &Stop,
+    public: Option<UnixListener>,
+) -> Result<(), DaemonError> {
     if !crate::guest_fault::install() {
         warn!(
             "cannot install the SIGBUS handler: a frontend truncating its guest memory could end the process"
         );
     }
-    let public = match config.role {
-        Role::Server => Some(bind_public(&config.socket)?),
-        Role::Client { .. } => None,
-    };
     if public.is_some() {
         *lock(&stop.listening) = Some(config.socket.clone());
     }

@@ -316,6 +316,9 @@ pub fn run_with_offload(
     )));
     let configured = configure(&agent, &config);
     if let Err(e) = configured {
+        // Offloaded sockets end before the kernel does: the server's threads live in the
+        // library's calls, and halting the kernel under them never returns.
+        drop(offload);
         agent.borrow_mut().shutdown();
         return Err(e);
     }

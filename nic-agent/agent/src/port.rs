@@ -125,12 +125,13 @@ impl Port {
         changed: &Arc<EventFd>,
     ) -> Result<Port, AgentError> {
         config.validate()?;
-        if config.role == Role::Server {
-            daemon::check_socket_dir(&config.socket).map_err(|source| AgentError::Serve {
-                port: config.name.clone(),
-                source,
-            })?;
-        }
+        // Bound before anything else is made, so a bad socket path costs nothing, and the
+        // socket exists when the port is reported added.
+        let serve_config = serve_config(&config);
+        let public = daemon::listen(&serve_config).map_err(|source| AgentError::Serve {
+            port: config.name.clone(),
+            source,
+        })?;
         let pairs = usize::from(config.queue_pairs);
         let guest = GuestLink::new(pairs, Arc::clone(changed));
         let stats = Arc::new(SeamStats::default());
@@ -174,7 +175,13 @@ impl Port {
         stack.set_device_link(&device, false)?;
         let narrows_offloads = config.offloads == OffloadMode::Tso;
         let stop = Arc::new(Stop::default());
-        let serving = spawn_serve(&config, Arc::clone(&backend), Arc::clone(&stop))?;
+        let serving = spawn_serve(
+            &config.name,
+            serve_config,
+            public,
+            Arc::clone(&backend),
+            Arc::clone(&stop),
+        )?;
         info!(port = %config.name, socket = %config.socket.display(), ifname = %device.ifname, "port ready");
         Ok(Port {
             config,
@@ -244,24 +251,29 @@ impl Drop for Port {
     }
 }
 
-fn spawn_serve(
-    config: &PortConfig,
-    backend: Arc<NetBackend>,
-    stop: Arc<Stop>,
-) -> Result<JoinHandle<Result<(), DaemonError>>, AgentError> {
-    let serve_config = ServeConfig {
+fn serve_config(config: &PortConfig) -> ServeConfig {
+    ServeConfig {
         socket: config.socket.clone(),
         role: match config.role {
             Role::Server => daemon::Role::Server,
             Role::Client => daemon::Role::Client { retry: REDIAL },
         },
         max_connections: None,
-    };
-    let name = config.name.clone();
+    }
+}
+
+fn spawn_serve(
+    name: &str,
+    serve_config: ServeConfig,
+    public: Option<std::os::unix::net::UnixListener>,
+    backend: Arc<NetBackend>,
+    stop: Arc<Stop>,
+) -> Result<JoinHandle<Result<(), DaemonError>>, AgentError> {
+    let name = name.to_owned();
     std::thread::Builder::new()
         .name(format!("{name}-vhost"))
         .spawn(move || {
-            let r = daemon::serve(backend, &serve_config, &stop);
+            let r = daemon::serve_listening(backend, &serve_config, &stop, public);
             if let Err(e) = &r {
                 warn!(port = %name, "vhost-user serving failed: {e}");
             }
