@@ -85,6 +85,24 @@ fn build_fakes(dir: &Path, targets: &str, cross_cc: bool) -> PathBuf {
     bin
 }
 
+/// A directory of links to the system tools the script uses, and nothing else: a PATH
+/// without the cross compiler even where the machine has one (the Arm build installs it).
+fn tools_but_cross_gcc(dir: &Path) -> PathBuf {
+    let sys = dir.join("sys");
+    fs::create_dir_all(&sys).unwrap();
+    for tool in [
+        "bash", "env", "grep", "sed", "dirname", "basename", "cat", "readlink",
+    ] {
+        let found = ["/usr/bin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{tool} is missing"));
+        std::os::unix::fs::symlink(found, sys.join(tool)).unwrap();
+    }
+    sys
+}
+
 fn path_with(bin: &Path) -> String {
     format!(
         "{}:{}",
@@ -117,7 +135,11 @@ fn build_step_says_what_is_missing_and_dry_run_builds_nothing() {
     // Target present, cross gcc missing: names the Debian package.
     let dir2 = Scratch::new("deploy-build2");
     let bin = build_fakes(&dir2.0, "aarch64-unknown-linux-gnu", false);
-    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        tools_but_cross_gcc(&dir2.0).display()
+    );
     let out = dry_build(&path);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
