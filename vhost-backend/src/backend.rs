@@ -402,10 +402,72 @@ impl NetBackend {
         rx: bool,
         pair_active: bool,
     ) -> Result<(), HostError> {
+        let Some(enabled) = Self::drain(slot, mem, vring, rx, pair_active)? else {
+            return Ok(());
+        };
+        // A stalled uplink wakes the worker through its room fd; polling meanwhile would
+        // only find the same chains again.
+        if !rx && enabled && !slot.busy_poll.idle.is_zero() && !slot.qp.tx_stalled() {
+            Self::poll_tx(slot, mem, vring, slot.busy_poll, pair_active)?;
+        }
+        Ok(())
+    }
+
+    /// Busy-polls `vring` (a TX ring) after a drain ([`BusyPoll`]).
+    fn poll_tx(
+        slot: &mut PairSlot,
+        mem: &GuestMemoryMmap<()>,
+        vring: &NetVring,
+        poll: BusyPoll,
+        pair_active: bool,
+    ) -> Result<(), HostError> {
+        let start = Instant::now();
+        let mut last_work = start;
+        loop {
+            let now = Instant::now();
+            if now.duration_since(last_work) >= poll.idle
+                || now.duration_since(start) >= poll.hold()
+            {
+                return Ok(());
+            }
+            let waiting = {
+                let state = vring.get_ref();
+                let queue = state.get_queue();
+                // An unreadable avail ring ends the poll: the next kick's drain counts it
+                // (`ring::avail_is_empty` reads it as "not empty", which would drain and
+                // count the same fault on every turn of the poll).
+                queue.ready()
+                    && queue
+                        .avail_idx(mem, Ordering::Acquire)
+                        .is_ok_and(|idx| idx.0 != queue.next_avail())
+            };
+            if waiting {
+                slot.qp.stats().tx_polled.add(1);
+                if Self::drain(slot, mem, vring, false, pair_active)? != Some(true)
+                    || slot.qp.tx_stalled()
+                {
+                    return Ok(());
+                }
+                last_work = Instant::now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    /// Processes `vring` once and signals the guest when the ring asks for it. Returns
+    /// whether the ring was enabled (None: not started yet; RX packets wait in the uplink and
+    /// the framework calls again on start).
+    fn drain(
+        slot: &mut PairSlot,
+        mem: &GuestMemoryMmap<()>,
+        vring: &NetVring,
+        rx: bool,
+        pair_active: bool,
+    ) -> Result<Option<bool>, HostError> {
         let mut state = vring.get_mut();
         if !state.get_queue().ready() {
-            // Not started: RX packets wait in the uplink; the framework calls us on start.
-            return Ok(());
+            return Ok(None);
         }
         let enabled = vring.is_enabled() && pair_active;
         let queue = state.get_queue_mut();
@@ -423,68 +485,7 @@ impl NetBackend {
                 stats.tx_notifications.add(1);
             }
         }
-        drop(state);
-        // A stalled uplink wakes the worker through its room fd; polling meanwhile would
-        // only find the same chains again.
-        if !rx && enabled && !slot.busy_poll.idle.is_zero() && !slot.qp.tx_stalled() {
-            Self::poll_tx(slot, mem, vring, slot.busy_poll)?;
-        }
-        Ok(())
-    }
-
-    /// Busy-polls `vring` (a TX ring) after a drain ([`BusyPoll`]).
-    fn poll_tx(
-        slot: &mut PairSlot,
-        mem: &GuestMemoryMmap<()>,
-        vring: &NetVring,
-        poll: BusyPoll,
-    ) -> Result<(), HostError> {
-        let start = Instant::now();
-        let mut last_work = start;
-        loop {
-            let now = Instant::now();
-            if now.duration_since(last_work) >= poll.idle
-                || now.duration_since(start) >= poll.hold()
-            {
-                return Ok(());
-            }
-            let waiting = {
-                let state = vring.get_ref();
-                let queue = state.get_queue();
-                // An unreadable avail ring ends the poll: the next kick's drain counts it.
-                queue.ready()
-                    && queue
-                        .avail_idx(mem, Ordering::Acquire)
-                        .is_ok_and(|idx| idx.0 != queue.next_avail())
-            };
-            if waiting {
-                slot.qp.stats().tx_polled.add(1);
-                Self::run_ring_once(slot, mem, vring)?;
-                if slot.qp.tx_stalled() {
-                    return Ok(());
-                }
-                last_work = Instant::now();
-            } else {
-                std::hint::spin_loop();
-            }
-        }
-    }
-
-    /// One TX drain found by polling (the kick path's drain, without polling again).
-    fn run_ring_once(
-        slot: &mut PairSlot,
-        mem: &GuestMemoryMmap<()>,
-        vring: &NetVring,
-    ) -> Result<(), HostError> {
-        let mut state = vring.get_mut();
-        if !state.get_queue().ready() || !vring.is_enabled() {
-            return Ok(());
-        }
-        if slot.qp.process_tx(state.get_queue_mut(), mem, true)? {
-            signal(&state).map_err(HostError::Notify)?;
-            slot.qp.stats().tx_notifications.add(1);
-        }
-        Ok(())
+        Ok(Some(enabled))
     }
 }
 
