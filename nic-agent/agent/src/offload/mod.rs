@@ -455,16 +455,8 @@ fn unregister(shared: &Shared, id: u64, conn: &Conn) {
 struct Buffers {
     host: Vec<u8>,
     landing: Option<UserBuffer>,
-}
-
-impl Buffers {
-    /// The buffer the library's `recvmsg` writes into.
-    fn receive(&mut self) -> &mut [u8] {
-        match &mut self.landing {
-            Some(m) => m.as_mut_slice(),
-            None => &mut self.host,
-        }
-    }
+    /// Control messages a `recvmsg` returns (kept: no 1 KiB zeroed per call).
+    control: Box<[u8; MAX_CONTROL]>,
 }
 
 /// Serves one socket's requests until its connection ends.
@@ -472,6 +464,7 @@ fn serve(shared: &Arc<Shared>, id: u64, conn: &Arc<Conn>, mut buf: Vec<u8>) {
     let mut out = Buffers {
         host: vec![0u8; MAX_PAYLOAD],
         landing: None,
+        control: Box::new([0u8; MAX_CONTROL]),
     };
     let fd = conn.host.as_raw_fd();
     loop {
@@ -615,7 +608,16 @@ fn handle(
             reply(n)
         }
         Op::Recv => {
-            let out = bufs.receive();
+            let Buffers {
+                host,
+                landing,
+                control,
+            } = bufs;
+            // The library's `recvmsg` writes into the landing buffer once kTLS RX has one.
+            let out = match landing {
+                Some(m) => m.as_mut_slice(),
+                None => &mut host[..],
+            };
             let control_room = usize::try_from(a[3]).map_err(|_| BadRequest)?;
             if control_room > MAX_CONTROL {
                 return Err(BadRequest);
@@ -625,7 +627,9 @@ fn handle(
                 .min(out.len() - ADDR_SLOT - control_room);
             let flags = a[1] | i64::from(libc::MSG_DONTWAIT);
             let mut from = SockAddr::empty();
-            let mut control = [0u8; MAX_CONTROL];
+            // Only the room asked for is cleared: it goes back whole, past what the
+            // kernel wrote too, and must not carry an earlier call's messages.
+            control[..control_room].fill(0);
             let got = lkl.recvmsg(
                 fd,
                 &mut out[..room],
