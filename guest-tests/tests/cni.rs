@@ -41,13 +41,7 @@ impl Pod {
     }
 
     fn links(&self) -> Vec<String> {
-        let out = run(Command::new("ip").args(["-n", &self.name, "-j", "link", "show"]));
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l["ifname"].as_str().unwrap().to_owned())
-            .collect()
+        host_links(&self.name)
     }
 }
 
@@ -179,7 +173,7 @@ fn names(agent: &KnicAgent, list: &str) -> Vec<String> {
         .collect()
 }
 
-/// Host interfaces in the agent's namespace.
+/// Interfaces in namespace `ns` (the agent's, or a pod's).
 fn host_links(ns: &str) -> Vec<String> {
     let out = run(Command::new("ip").args(["-n", ns, "-j", "link", "show"]));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();

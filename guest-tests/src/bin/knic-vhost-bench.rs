@@ -194,6 +194,23 @@ impl Uplink {
         ns
     }
 
+    /// The plot's labels for DPDK, knic-vhost and knic-vhost busy-polling.
+    fn bars(self) -> [&'static str; 3] {
+        match self {
+            Self::Discard => ["DPDK null", "knic discard", "knic disc. poll"],
+            Self::Tap => ["DPDK TAP", "knic TAP", "knic TAP poll"],
+            Self::Packet => ["DPDK PKT", "knic PKT", "knic PKT poll"],
+        }
+    }
+
+    fn colours(self) -> [&'static str; 3] {
+        match self {
+            Self::Discard => ["#888", "#3a6", "#2a5"],
+            Self::Tap => ["#aaa", "#4a7", "#393"],
+            Self::Packet => ["#bbb", "#6b9", "#5a8"],
+        }
+    }
+
     fn knic_spec(self) -> &'static str {
         match self {
             Self::Discard => "discard:",
@@ -617,35 +634,25 @@ fn main() {
         .zip(&labels)
         .map(|(row, label)| BarGroup {
             label,
-            bars: vec![
-                ("DPDK null", mpps(row, "dpdk_vhost_discard_mpps"), "#888"),
-                ("knic discard", mpps(row, "knic_vhost_discard_mpps"), "#3a6"),
-                (
-                    "knic disc. poll",
-                    mpps(row, "knic_vhost_discard_poll_mpps"),
-                    "#2a5",
-                ),
-                ("DPDK TAP", mpps(row, "dpdk_vhost_tap_mpps"), "#aaa"),
-                ("knic TAP", mpps(row, "knic_vhost_tap_mpps"), "#4a7"),
-                (
-                    "knic TAP poll",
-                    mpps(row, "knic_vhost_tap_poll_mpps"),
-                    "#393",
-                ),
-                ("DPDK PKT", mpps(row, "dpdk_vhost_packet_mpps"), "#bbb"),
-                ("knic PKT", mpps(row, "knic_vhost_packet_mpps"), "#6b9"),
-                (
-                    "knic PKT poll",
-                    mpps(row, "knic_vhost_packet_poll_mpps"),
-                    "#5a8",
-                ),
-                ("agent→peer", mpps(row, "agent_peer_mpps"), "#27c"),
-                (
-                    "DPDK TAP fwd",
-                    mpps(row, "dpdk_vhost_tap_forward_peer_mpps"),
-                    "#c72",
-                ),
-            ],
+            bars: UPLINKS
+                .iter()
+                .flat_map(|u| {
+                    let (n, [dpdk, knic, poll], [c0, c1, c2]) = (u.name(), u.bars(), u.colours());
+                    [
+                        (dpdk, mpps(row, &format!("dpdk_vhost_{n}_mpps")), c0),
+                        (knic, mpps(row, &format!("knic_vhost_{n}_mpps")), c1),
+                        (poll, mpps(row, &format!("knic_vhost_{n}_poll_mpps")), c2),
+                    ]
+                })
+                .chain([
+                    ("agent→peer", mpps(row, "agent_peer_mpps"), "#27c"),
+                    (
+                        "DPDK TAP fwd",
+                        mpps(row, "dpdk_vhost_tap_forward_peer_mpps"),
+                        "#c72",
+                    ),
+                ])
+                .collect(),
         })
         .collect();
     let svg = bar_chart(
