@@ -643,7 +643,7 @@ impl Agent {
         self.stack.remove_device(&self.ports[i].device)?;
         let mut port = self.ports.remove(i);
         port.stop();
-        self.addresses.retain(|a| a.device != name);
+        self.forget_device(name);
         Ok(json!({ "removed": name }))
     }
 
@@ -682,9 +682,15 @@ impl Agent {
         }
         self.stack.remove_device(&self.uplinks[i].device)?;
         self.uplinks.remove(i);
+        self.forget_device(name);
+        Ok(json!({ "removed": name }))
+    }
+
+    /// Drops what the agent lists (and saves) on a device the kernel just removed with its
+    /// addresses and routes, so neither a list nor a restart from the state file names it.
+    fn forget_device(&mut self, name: &str) {
         self.addresses.retain(|a| a.device != name);
         self.routes.retain(|r| r.device.as_deref() != Some(name));
-        Ok(json!({ "removed": name }))
     }
 
     pub fn add_address(&mut self, address: AddressConfig) -> Result<Value, AgentError> {

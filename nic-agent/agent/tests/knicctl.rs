@@ -335,6 +335,7 @@ fn what_the_api_added_survives_kill_9_and_a_corrupt_state_is_refused() {
         &format!("vm3={}", socks.0.join("vm3.sock").display()),
     ]);
     agent.json(&["address", "add", "vm3=10.207.0.1/24"]);
+    agent.json(&["route", "add", "10.209.0.0/16,via=10.207.0.9,dev=vm3"]);
     agent.json(&["route", "add", "10.208.0.0/16,via=10.206.0.9"]);
     agent.json(&["port", "remove", "vm3"]);
     let before = agent.json(&["port", "list"]);
@@ -360,6 +361,11 @@ fn what_the_api_added_survives_kill_9_and_a_corrupt_state_is_refused() {
     assert!(
         saved["addresses"].as_array().unwrap().len() == 1,
         "vm3's address went with it: {saved}"
+    );
+    assert_eq!(
+        saved["routes"].as_array().unwrap().len(),
+        1,
+        "vm3's route went with it (a restart would fail to add it): {saved}"
     );
 
     assert!(agent.proc.stop("-KILL", Duration::from_secs(10)));
