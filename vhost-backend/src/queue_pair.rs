@@ -23,7 +23,7 @@ use crate::ring::{self, RingError, pop_chain};
 use crate::rx_filter::{RxFilterView, SharedRxFilter};
 use crate::stats::{Direction, DropReason, QueuePairStats};
 use knic_virtio_net::guest_map::{GuestMap, SplitRing};
-use knic_virtio_net::rx::{Placement, RxBuffers, RxChainError, check_frame};
+use knic_virtio_net::rx::{Placement, RxBuffers, RxChainError, check_frame, place_mapped};
 use knic_virtio_net::tx::{TxLimits, read_chain, read_mapped_chain};
 
 /// Failures of the host side; these end the worker.
@@ -59,8 +59,10 @@ pub struct QueuePair {
     /// First packet of `rx_batch` not yet given to the guest.
     rx_next: usize,
     rx_buffers: RxBuffers,
-    /// TX chains taken but not yet on the used ring (at most a ring's worth; allocated once).
-    tx_used: Vec<(u16, u32)>,
+    /// Chains taken but not yet on the used ring, of the ring being processed (TX or RX:
+    /// each round publishes all it took before it returns); at most a ring's worth,
+    /// allocated once.
+    used: Vec<(u16, u32)>,
     /// The guest driver's receive filter, refreshed once per RX round.
     rx_filter: RxFilterView,
     stats: Arc<QueuePairStats>,
@@ -92,7 +94,7 @@ impl QueuePair {
             rx_batch: PacketBatch::new(config.batch, MAX_FRAME_LEN),
             rx_next: 0,
             rx_buffers: RxBuffers::new(config.max_queue_size),
-            tx_used: Vec::with_capacity(usize::from(config.max_queue_size)),
+            used: Vec::with_capacity(usize::from(config.max_queue_size)),
             rx_filter: RxFilterView::new(rx_filter),
             stats,
             log: LogLimiter::default(),
@@ -230,7 +232,7 @@ impl QueuePair {
                                 Ok(None) => break,
                                 Err(e) => {
                                     self.ring_error(Direction::Tx, &e);
-                                    self.publish_tx_used(queue, mem, ring.as_ref());
+                                    self.publish_used(Direction::Tx, queue, mem, ring.as_ref());
                                     self.flush_tx(enabled)?;
                                     break 'drain;
                                 }
@@ -249,15 +251,15 @@ impl QueuePair {
                     }
                     // The device writes nothing into TX buffers: used length 0 (§2.7.8).
                     // The batch's chains are published together, with one index store.
-                    self.tx_used.push((head, 0));
-                    if self.tx_used.len() >= usize::from(queue.size())
-                        && !self.publish_tx_used(queue, mem, ring.as_ref())
+                    self.used.push((head, 0));
+                    if self.used.len() >= usize::from(queue.size())
+                        && !self.publish_used(Direction::Tx, queue, mem, ring.as_ref())
                     {
                         self.flush_tx(enabled)?;
                         break 'drain;
                     }
                 }
-                if !self.publish_tx_used(queue, mem, ring.as_ref()) {
+                if !self.publish_used(Direction::Tx, queue, mem, ring.as_ref()) {
                     self.flush_tx(enabled)?;
                     break 'drain;
                 }
@@ -279,18 +281,19 @@ impl QueuePair {
         Ok(self.needs_notification(Direction::Tx, queue, mem, old_used))
     }
 
-    /// Puts the chains taken so far on the used ring (one index store), through `ring` when
-    /// mapped. Returns false if the used ring is broken (counted): the round ends.
-    fn publish_tx_used<M: GuestMemory>(
+    /// Puts the chains taken so far on `direction`'s used ring (one index store), through
+    /// `ring` when mapped. Returns false if the used ring is broken (counted): the round ends.
+    fn publish_used<M: GuestMemory>(
         &mut self,
+        direction: Direction,
         queue: &mut Queue,
         mem: &M,
         ring: Option<&SplitRing<'_, M>>,
     ) -> bool {
-        if self.tx_used.is_empty() {
+        if self.used.is_empty() {
             return true;
         }
-        let used = self.tx_used.drain(..);
+        let used = self.used.drain(..);
         let published = match ring {
             Some(r) => ring::return_used_mapped(queue, mem, r, used),
             None => ring::return_used_together(queue, mem, used),
@@ -298,7 +301,7 @@ impl QueuePair {
         match published {
             Ok(_) => true,
             Err(e) => {
-                self.ring_error(Direction::Tx, &e);
+                self.ring_error(direction, &e);
                 false
             }
         }
@@ -337,8 +340,18 @@ impl QueuePair {
     ) -> Result<bool, HostError> {
         let old_used = queue.next_used();
         self.rx_filter.refresh();
+        // As on TX: memory and rings mapped once, the avail index read again only when the
+        // chains it announced are used up; frames that fit the next chain's one buffer are
+        // written through the map and published together (`rx::place_mapped`).
+        let map = GuestMap::new(mem);
+        let ring = map.as_ref().and_then(|m| SplitRing::new(m, queue));
+        let mut avail_end = queue.next_avail();
         loop {
             if self.rx_next >= self.rx_batch.len() {
+                // Nothing taken stays unpublished across an uplink call (which may fail).
+                if !self.publish_used(Direction::Rx, queue, mem, ring.as_ref()) {
+                    break;
+                }
                 self.rx_batch.clear();
                 self.rx_next = 0;
                 if self.uplink.recv(&mut self.rx_batch)? == 0 {
@@ -364,6 +377,37 @@ impl QueuePair {
                 self.rx_next += 1;
                 continue;
             }
+            if let (Some(m), Some(r)) = (&map, &ring) {
+                let next = queue.next_avail();
+                if next == avail_end {
+                    avail_end = r
+                        .avail_idx()
+                        .filter(|end| end.wrapping_sub(next) <= r.size())
+                        .unwrap_or(next);
+                }
+                let placed = (next != avail_end)
+                    .then(|| place_mapped(r, m, next, &pkt.hdr, pkt.frame(), &self.features))
+                    .flatten();
+                if let Some(used) = placed {
+                    queue.set_next_avail(next.wrapping_add(1));
+                    self.stats.received(pkt.len(), 1);
+                    self.rx_next += 1;
+                    self.used.push(used);
+                    if self.used.len() >= usize::from(queue.size())
+                        && !self.publish_used(Direction::Rx, queue, mem, ring.as_ref())
+                    {
+                        break;
+                    }
+                    continue;
+                }
+            }
+            // `place` publishes at the used index: what the map placed goes first.
+            if !self.publish_used(Direction::Rx, queue, mem, ring.as_ref()) {
+                break;
+            }
+            let Some(pkt) = self.rx_batch.packets().get(self.rx_next) else {
+                break;
+            };
             let (stats, log, index) = (&self.stats, &mut self.log, self.index);
             let mut on_malformed = |e: RxChainError| record(stats, log, index, e.reason(), &e);
             let placed = self.rx_buffers.place(
@@ -407,6 +451,7 @@ impl QueuePair {
                 }
             }
         }
+        self.publish_used(Direction::Rx, queue, mem, ring.as_ref());
         Ok(self.needs_notification(Direction::Rx, queue, mem, old_used))
     }
 

@@ -35,6 +35,10 @@ const AVAIL_ELEM_SIZE: u64 = 2;
 /// `VIRTQ_AVAIL_F_NO_INTERRUPT` (virtio 1.2 §2.7.7): without EVENT_IDX, the driver asks for
 /// no interrupts (Linux sets it while NAPI polls, DPDK's virtio-user while it polls).
 const AVAIL_F_NO_INTERRUPT: u16 = 1;
+/// VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_DESC_F_INDIRECT (virtio 1.2 §2.7.5).
+pub(crate) const DESC_F_NEXT: u16 = 1;
+pub(crate) const DESC_F_WRITE: u16 = 2;
+pub(crate) const DESC_F_INDIRECT: u16 = 4;
 
 /// The guest's ring itself is unusable. The queue is left alone for this round; the guest's
 /// next kick tries again. Each variant names the ring part that failed, so the drop is

@@ -24,7 +24,10 @@ use vm_memory::{Address, Bytes, GuestMemory};
 use crate::drops::DropReason;
 use crate::features::NetFeatures;
 use crate::guest_map::{GuestMap, SplitRing};
-use crate::ring::{Access, ShapeError, walk_chain};
+use crate::ring::{
+    Access, DESC_F_INDIRECT as F_INDIRECT, DESC_F_NEXT as F_NEXT, DESC_F_WRITE as F_WRITE,
+    ShapeError, walk_chain,
+};
 
 /// Largest Ethernet header in front of an MTU-sized payload (with one VLAN tag).
 pub const ETH_VLAN_HLEN: usize = 18;
@@ -158,11 +161,6 @@ where
     })?;
     gather.finish(pkt, limits)
 }
-
-/// VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_DESC_F_INDIRECT (virtio 1.2 §2.7.5).
-const F_NEXT: u16 = 1;
-const F_WRITE: u16 = 2;
-const F_INDIRECT: u16 = 4;
 
 /// [`read_chain`] for the chains drivers send nearly always, read through the batch's
 /// mapped ring and memory without popping: one readable descriptor (header and frame
