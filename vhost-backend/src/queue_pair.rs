@@ -202,23 +202,18 @@ impl QueuePair {
                 // (`knic_virtio_net::guest_map`). Anything else, or no map, is popped and
                 // read through `vm-memory`.
                 let ring = map.as_ref().and_then(|m| SplitRing::new(m, queue));
-                let avail_end = ring.as_ref().and_then(|r| {
-                    let end = r.avail_idx()?;
-                    // An index running ahead of the ring is `pop_chain`'s to report.
-                    (end.wrapping_sub(queue.next_avail()) <= r.size()).then_some(end)
-                });
+                let mut avail_end = None;
                 let mut popped = 0usize;
                 while popped < room && !self.tx_batch.is_full() {
                     let limits = self.tx_limits;
                     let next = queue.next_avail();
-                    if avail_end == Some(next) {
-                        break;
-                    }
-                    let fast = match (&map, &ring, avail_end) {
-                        (Some(m), Some(r), Some(_)) => r.avail_entry(next).and_then(|head| {
-                            let slot = self.tx_batch.next_slot()?;
-                            Some((head, read_mapped_chain(r, m, head, slot, &limits)?))
-                        }),
+                    let fast = match (&map, &ring) {
+                        (Some(m), Some(r)) => {
+                            r.announced_head(next, &mut avail_end).and_then(|head| {
+                                let slot = self.tx_batch.next_slot()?;
+                                Some((head, read_mapped_chain(r, m, head, slot, &limits)?))
+                            })
+                        }
                         _ => None,
                     };
                     let (head, read) = match fast {
@@ -345,7 +340,7 @@ impl QueuePair {
         // written through the map and published together (`rx::place_mapped`).
         let map = GuestMap::new(mem);
         let ring = map.as_ref().and_then(|m| SplitRing::new(m, queue));
-        let mut avail_end = queue.next_avail();
+        let mut avail_end = None;
         loop {
             if self.rx_next >= self.rx_batch.len() {
                 // Nothing taken stays unpublished across an uplink call (which may fail).
@@ -379,15 +374,9 @@ impl QueuePair {
             }
             if let (Some(m), Some(r)) = (&map, &ring) {
                 let next = queue.next_avail();
-                if next == avail_end {
-                    avail_end = r
-                        .avail_idx()
-                        .filter(|end| end.wrapping_sub(next) <= r.size())
-                        .unwrap_or(next);
-                }
-                let placed = (next != avail_end)
-                    .then(|| place_mapped(r, m, next, &pkt.hdr, pkt.frame(), &self.features))
-                    .flatten();
+                let placed = r.announced_head(next, &mut avail_end).and_then(|head| {
+                    place_mapped(r, m, head, &pkt.hdr, pkt.frame(), &self.features)
+                });
                 if let Some(used) = placed {
                     queue.set_next_avail(next.wrapping_add(1));
                     self.stats.received(pkt.len(), 1);

@@ -135,6 +135,24 @@ impl<'m, M: GuestMemory + ?Sized> SplitRing<'m, M> {
             .map(u16::from_le)
     }
 
+    /// The head of the chain in avail slot `next_avail`, if the driver announced it: `end`
+    /// is an avail index this batch read, refreshed (`avail_idx`) once the device caught up
+    /// with it or moved past it (a chain popped elsewhere meanwhile). Only a slot in
+    /// `next_avail..end`, that range no longer than the ring, is read: never one the driver
+    /// has not published. `None`: nothing announced, or an index running ahead of the ring
+    /// (the caller's `vm-memory` path reports that).
+    pub fn announced_head(&self, next_avail: u16, end: &mut Option<u16>) -> Option<u16> {
+        let ahead = |end: u16| {
+            let n = end.wrapping_sub(next_avail);
+            (n != 0 && n <= self.size).then_some(n)
+        };
+        if end.and_then(ahead).is_none() {
+            *end = self.avail_idx();
+            end.and_then(ahead)?;
+        }
+        self.avail_entry(next_avail)
+    }
+
     /// The head index in avail ring slot `idx % size`.
     pub fn avail_entry(&self, idx: u16) -> Option<u16> {
         let offset = RING_HEADER + usize::from(idx % self.size) * AVAIL_ELEM;
@@ -222,6 +240,16 @@ mod tests {
         let map = GuestMap::new(&mem).unwrap();
         let ring = SplitRing::new(&map, &queue).unwrap();
         assert_eq!(ring.avail_idx(), Some(1));
+        let mut end = None;
+        assert_eq!(ring.announced_head(0, &mut end), Some(3));
+        assert_eq!(end, Some(1));
+        // Caught up, or moved past the index read (chains popped elsewhere): read again,
+        // and nothing beyond what the driver announced is read.
+        assert_eq!(ring.announced_head(1, &mut end), None);
+        let mut stale = Some(0);
+        assert_eq!(ring.announced_head(0, &mut stale), Some(3));
+        assert_eq!(ring.announced_head(2, &mut end), None, "past the index");
+        assert_eq!(end, Some(1));
         let head = ring.avail_entry(0).unwrap();
         assert_eq!(head, 3);
         let d = ring.descriptor(head).unwrap();

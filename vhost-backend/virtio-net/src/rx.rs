@@ -214,9 +214,10 @@ where
 }
 
 /// [`RxBuffers::place`] for the common case, through the batch's mapped ring and memory:
-/// the chain in avail slot `next_avail` is one device-writable descriptor that holds the
-/// whole header and frame. Writes them (`num_buffers` 1) and returns the chain's head and
-/// the bytes written, for the caller to move past the chain and publish it with its batch.
+/// the chain `head` (announced in the avail ring: `SplitRing::announced_head`) is one
+/// device-writable descriptor that holds the whole header and frame. Writes them
+/// (`num_buffers` 1) and returns the chain's head and the bytes written, for the caller to
+/// move past the chain and publish it with its batch.
 /// Returns `None`, having written and consumed nothing, for anything else (a chain of
 /// more descriptors, an indirect table, a buffer too small or not within one mapped region):
 /// [`RxBuffers::place`] then takes the chain, and its result is this one's for the chains
@@ -224,12 +225,11 @@ where
 pub fn place_mapped<M: GuestMemory + ?Sized>(
     ring: &SplitRing<'_, M>,
     map: &GuestMap<'_, M>,
-    next_avail: u16,
+    head: u16,
     hdr: &VirtioNetHdr,
     frame: &[u8],
     features: &NetFeatures,
 ) -> Option<(u16, u32)> {
-    let head = ring.avail_entry(next_avail)?;
     let desc = ring.descriptor(head)?;
     if desc.flags() & (DESC_F_NEXT | DESC_F_INDIRECT) != 0 || !desc.is_write_only() {
         return None;
@@ -405,7 +405,8 @@ mod tests {
             if mapped {
                 let map = GuestMap::new(&mem).unwrap();
                 let ring = SplitRing::new(&map, &queue).unwrap();
-                let r = place_mapped(&ring, &map, 0, &hdr, frame, &features);
+                let head = ring.avail_entry(0).unwrap();
+                let r = place_mapped(&ring, &map, head, &hdr, frame, &features);
                 mem.read_slice(&mut out, GuestAddress(BUF)).unwrap();
                 (Some(r), None, out)
             } else {
