@@ -1,9 +1,13 @@
 //! The data path's own cost per packet, with nothing behind it: a `QueuePair` over mock guest
 //! memory and a 256-entry split ring, its uplink the in-memory port. TX drains 256 one-buffer
 //! chains per round to the port; RX places 256 of the port's packets into 256 posted
-//! mergeable buffers. Prints ns per packet (best of 5 runs of 2 s budget each).
+//! mergeable buffers. TX runs twice: into the in-memory port (which the benchmark drains,
+//! a copy per packet) and into the `discard:` uplink (nothing behind the device, as in
+//! `knic-vhost-bench`'s discard pair). Prints ns per packet (best of 5 runs of 2 s budget
+//! each).
 //!
-//! `cargo bench -p vhost-backend --bench queue_pair`
+//! `cargo bench -p vhost-backend --bench queue_pair` (`KNIC_BENCH_ONLY=discard` for one row
+//! pair: only the configurations whose name contains it)
 
 #![allow(clippy::unwrap_used)] // a benchmark: any failure is a broken setup, reported by the panic
 
@@ -33,9 +37,10 @@ struct Bench {
     avail_idx: GuestAddress,
     qp: QueuePair,
     peer: packet_ring::MemoryPeer,
+    discard: bool,
 }
 
-fn bench(rx: bool, frame: usize) -> Bench {
+fn bench(rx: bool, discard: bool, frame: usize) -> Bench {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x100_0000)]).unwrap();
     let mock = MockSplitQueue::create(&mem, GuestAddress(0), RING);
     let descs: Vec<RawDescriptor> = (0..RING)
@@ -69,6 +74,11 @@ fn bench(rx: bool, frame: usize) -> Bench {
         .unwrap();
     }
     let (port, peer) = memory_port_pair(4 * usize::from(RING), MAX_FRAME_LEN).unwrap();
+    let uplink: Box<dyn packet_ring::PacketPort> = if discard {
+        Box::new(knic_uplink::DiscardPort::open().unwrap())
+    } else {
+        Box::new(port)
+    };
     let mut qp = QueuePair::new(
         QueuePairConfig {
             index: 0,
@@ -76,7 +86,7 @@ fn bench(rx: bool, frame: usize) -> Bench {
             mtu: 1500,
             max_queue_size: RING,
         },
-        Box::new(port),
+        uplink,
         SharedRxFilter::new([0x52, 0x54, 0, 0x12, 0x34, 0x56]),
         Arc::new(QueuePairStats::default()),
     );
@@ -87,6 +97,7 @@ fn bench(rx: bool, frame: usize) -> Bench {
         avail_idx,
         qp,
         peer,
+        discard,
     }
 }
 
@@ -105,6 +116,10 @@ fn round(b: &mut Bench, rx: bool, frame: &[u8]) -> usize {
         assert_eq!(b.qp.rx_pending(), 0);
     } else {
         black_box(b.qp.process_tx(&mut b.q, &b.mem, true).unwrap());
+        if b.discard {
+            assert_eq!(b.q.next_used(), idx.wrapping_add(RING));
+            return usize::from(RING);
+        }
         let got = b.peer.recv_with(usize::MAX, |p| {
             black_box(p.len());
         });
@@ -113,11 +128,11 @@ fn round(b: &mut Bench, rx: bool, frame: &[u8]) -> usize {
     usize::from(RING)
 }
 
-fn measure(rx: bool, len: usize) -> f64 {
+fn measure(rx: bool, discard: bool, len: usize) -> f64 {
     let frame = vec![0x5au8; len];
     let mut best = f64::MAX;
     for _ in 0..5 {
-        let mut b = bench(rx, len);
+        let mut b = bench(rx, discard, len);
         let start = Instant::now();
         let mut packets = 0usize;
         while start.elapsed() < Duration::from_millis(2000) {
@@ -130,11 +145,19 @@ fn measure(rx: bool, len: usize) -> f64 {
 
 #[allow(clippy::print_stdout)] // a benchmark's report
 fn main() {
-    for (rx, name) in [(false, "tx"), (true, "rx")] {
+    let only = std::env::var("KNIC_BENCH_ONLY").unwrap_or_default();
+    for (rx, discard, name) in [
+        (false, true, "tx discard"),
+        (false, false, "tx memory"),
+        (true, false, "rx memory"),
+    ] {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
         for len in [64, 1500] {
-            let ns = measure(rx, len);
+            let ns = measure(rx, discard, len);
             println!(
-                "{name} {len:>4} B: {ns:7.1} ns/packet ({:.2} Mpps)",
+                "{name:<10} {len:>4} B: {ns:7.1} ns/packet ({:.2} Mpps)",
                 1e3 / ns
             );
         }

@@ -19,11 +19,12 @@ use vm_memory::GuestMemory;
 
 use crate::features::NetFeatures;
 use crate::ratelimit::LogLimiter;
-use crate::ring::{self, RingError, pop_chain, return_used};
+use crate::ring::{self, RingError, pop_chain};
 use crate::rx_filter::{RxFilterView, SharedRxFilter};
 use crate::stats::{Direction, DropReason, QueuePairStats};
-use knic_virtio_net::rx::{Placement, RxBuffers, RxChainError, check_frame};
-use knic_virtio_net::tx::{TxLimits, read_chain};
+use knic_virtio_net::guest_map::{GuestMap, SplitRing};
+use knic_virtio_net::rx::{Placement, RxBuffers, RxChainError, check_frame, place_mapped};
+use knic_virtio_net::tx::{TxLimits, read_chain, read_mapped_chain};
 
 /// Failures of the host side; these end the worker.
 #[derive(Debug, Error)]
@@ -58,6 +59,10 @@ pub struct QueuePair {
     /// First packet of `rx_batch` not yet given to the guest.
     rx_next: usize,
     rx_buffers: RxBuffers,
+    /// Chains taken but not yet on the used ring, of the ring being processed (TX or RX:
+    /// each round publishes all it took before it returns); at most a ring's worth,
+    /// allocated once.
+    used: Vec<(u16, u32)>,
     /// The guest driver's receive filter, refreshed once per RX round.
     rx_filter: RxFilterView,
     stats: Arc<QueuePairStats>,
@@ -89,6 +94,7 @@ impl QueuePair {
             rx_batch: PacketBatch::new(config.batch, MAX_FRAME_LEN),
             rx_next: 0,
             rx_buffers: RxBuffers::new(config.max_queue_size),
+            used: Vec::with_capacity(usize::from(config.max_queue_size)),
             rx_filter: RxFilterView::new(rx_filter),
             stats,
             log: LogLimiter::default(),
@@ -164,6 +170,7 @@ impl QueuePair {
     ) -> Result<bool, HostError> {
         let old_used = queue.next_used();
         self.tx_stalled = false;
+        let map = GuestMap::new(mem);
         'drain: loop {
             if let Err(e) = queue.disable_notification(mem) {
                 self.ring_error(Direction::Tx, &RingError::Used(e));
@@ -190,34 +197,66 @@ impl QueuePair {
                     self.tx_stalled = true;
                     break 'drain;
                 }
+                // The rings and memory are mapped once per batch, and the avail index read
+                // once: the common chain shapes are then read without a guest-address lookup
+                // (`knic_virtio_net::guest_map`). Anything else, or no map, is popped and
+                // read through `vm-memory`.
+                let ring = map.as_ref().and_then(|m| SplitRing::new(m, queue));
+                let mut avail_end = None;
                 let mut popped = 0usize;
                 while popped < room && !self.tx_batch.is_full() {
-                    let chain = match pop_chain(queue, mem) {
-                        Ok(Some(c)) => c,
-                        Ok(None) => break,
-                        Err(e) => {
-                            self.ring_error(Direction::Tx, &e);
-                            self.flush_tx(enabled)?;
-                            break 'drain;
+                    let limits = self.tx_limits;
+                    let next = queue.next_avail();
+                    let fast = match (&map, &ring) {
+                        (Some(m), Some(r)) => {
+                            r.announced_head(next, &mut avail_end).and_then(|head| {
+                                let slot = self.tx_batch.next_slot()?;
+                                Some((head, read_mapped_chain(r, m, head, slot, &limits)?))
+                            })
+                        }
+                        _ => None,
+                    };
+                    let (head, read) = match fast {
+                        Some(done) => {
+                            queue.set_next_avail(next.wrapping_add(1));
+                            done
+                        }
+                        None => {
+                            let chain = match pop_chain(queue, mem) {
+                                Ok(Some(c)) => c,
+                                Ok(None) => break,
+                                Err(e) => {
+                                    self.ring_error(Direction::Tx, &e);
+                                    self.publish_used(Direction::Tx, queue, mem, ring.as_ref());
+                                    self.flush_tx(enabled)?;
+                                    break 'drain;
+                                }
+                            };
+                            let read = match self.tx_batch.next_slot() {
+                                Some(slot) => read_chain(&chain, slot, &limits),
+                                None => break,
+                            };
+                            (chain.head_index(), read)
                         }
                     };
                     popped += 1;
-                    let head = chain.head_index();
-                    let limits = self.tx_limits;
-                    let read = match self.tx_batch.next_slot() {
-                        Some(slot) => read_chain(&chain, slot, &limits),
-                        None => break,
-                    };
                     match read {
                         Ok(()) => self.tx_batch.commit(),
                         Err(e) => self.guest_error(e.reason(), &e),
                     }
                     // The device writes nothing into TX buffers: used length 0 (§2.7.8).
-                    if let Err(e) = return_used(queue, mem, head, 0) {
-                        self.ring_error(Direction::Tx, &e);
+                    // The batch's chains are published together, with one index store.
+                    self.used.push((head, 0));
+                    if self.used.len() >= usize::from(queue.size())
+                        && !self.publish_used(Direction::Tx, queue, mem, ring.as_ref())
+                    {
                         self.flush_tx(enabled)?;
                         break 'drain;
                     }
+                }
+                if !self.publish_used(Direction::Tx, queue, mem, ring.as_ref()) {
+                    self.flush_tx(enabled)?;
+                    break 'drain;
                 }
                 if popped == 0 {
                     break;
@@ -235,6 +274,32 @@ impl QueuePair {
             }
         }
         Ok(self.needs_notification(Direction::Tx, queue, mem, old_used))
+    }
+
+    /// Puts the chains taken so far on `direction`'s used ring (one index store), through
+    /// `ring` when mapped. Returns false if the used ring is broken (counted): the round ends.
+    fn publish_used<M: GuestMemory>(
+        &mut self,
+        direction: Direction,
+        queue: &mut Queue,
+        mem: &M,
+        ring: Option<&SplitRing<'_, M>>,
+    ) -> bool {
+        if self.used.is_empty() {
+            return true;
+        }
+        let used = self.used.drain(..);
+        let published = match ring {
+            Some(r) => ring::return_used_mapped(queue, mem, r, used),
+            None => ring::return_used_together(queue, mem, used),
+        };
+        match published {
+            Ok(_) => true,
+            Err(e) => {
+                self.ring_error(direction, &e);
+                false
+            }
+        }
     }
 
     /// Hands the batch to the uplink. `tx_packets` counts every chain read whole, also those
@@ -270,8 +335,18 @@ impl QueuePair {
     ) -> Result<bool, HostError> {
         let old_used = queue.next_used();
         self.rx_filter.refresh();
+        // As on TX: memory and rings mapped once, the avail index read again only when the
+        // chains it announced are used up; frames that fit the next chain's one buffer are
+        // written through the map and published together (`rx::place_mapped`).
+        let map = GuestMap::new(mem);
+        let ring = map.as_ref().and_then(|m| SplitRing::new(m, queue));
+        let mut avail_end = None;
         loop {
             if self.rx_next >= self.rx_batch.len() {
+                // Nothing taken stays unpublished across an uplink call (which may fail).
+                if !self.publish_used(Direction::Rx, queue, mem, ring.as_ref()) {
+                    break;
+                }
                 self.rx_batch.clear();
                 self.rx_next = 0;
                 if self.uplink.recv(&mut self.rx_batch)? == 0 {
@@ -297,6 +372,31 @@ impl QueuePair {
                 self.rx_next += 1;
                 continue;
             }
+            if let (Some(m), Some(r)) = (&map, &ring) {
+                let next = queue.next_avail();
+                let placed = r.announced_head(next, &mut avail_end).and_then(|head| {
+                    place_mapped(r, m, head, &pkt.hdr, pkt.frame(), &self.features)
+                });
+                if let Some(used) = placed {
+                    queue.set_next_avail(next.wrapping_add(1));
+                    self.stats.received(pkt.len(), 1);
+                    self.rx_next += 1;
+                    self.used.push(used);
+                    if self.used.len() >= usize::from(queue.size())
+                        && !self.publish_used(Direction::Rx, queue, mem, ring.as_ref())
+                    {
+                        break;
+                    }
+                    continue;
+                }
+            }
+            // `place` publishes at the used index: what the map placed goes first.
+            if !self.publish_used(Direction::Rx, queue, mem, ring.as_ref()) {
+                break;
+            }
+            let Some(pkt) = self.rx_batch.packets().get(self.rx_next) else {
+                break;
+            };
             let (stats, log, index) = (&self.stats, &mut self.log, self.index);
             let mut on_malformed = |e: RxChainError| record(stats, log, index, e.reason(), &e);
             let placed = self.rx_buffers.place(
@@ -340,6 +440,7 @@ impl QueuePair {
                 }
             }
         }
+        self.publish_used(Direction::Rx, queue, mem, ring.as_ref());
         Ok(self.needs_notification(Direction::Rx, queue, mem, old_used))
     }
 

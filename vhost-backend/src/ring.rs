@@ -4,4 +4,5 @@
 
 pub use knic_virtio_net::ring::{
     RingError, ask_for_kick, avail_is_empty, needs_notification, pop_chain, return_used,
+    return_used_mapped, return_used_together,
 };

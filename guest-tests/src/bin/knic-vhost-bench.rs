@@ -28,6 +28,10 @@
 //!
 //!   cargo build --release -p vhost-backend -p guest-tests --bins
 //!   sudo target/release/knic-vhost-bench 5
+//!
+//! `KNIC_BENCH_ONLY=discard` (or `tap`, `packet`, comma-separated) runs only those pairs,
+//! without the agent rows, and records nothing: a quick look at one pair, whose printed
+//! lines are the result.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -549,10 +553,15 @@ fn main() {
     } else {
         "release"
     };
+    let only = std::env::var("KNIC_BENCH_ONLY").ok();
+    let selected = |u: &Uplink| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|n| n == u.name()))
+    };
     let mut rows = Vec::new();
     for frame in FRAMES {
         let mut row = serde_json::json!({ "frame_bytes": frame });
-        for uplink in UPLINKS {
+        for uplink in UPLINKS.iter().copied().filter(selected) {
             let name = uplink.name();
             let dpdk = dpdk_side(uplink, frame, secs);
             for busy_poll in [false, true] {
@@ -584,6 +593,9 @@ fn main() {
             row[format!("dpdk_vhost_{name}_rx_mpps")] = (dpdk.backend_pps / 1e6).into();
             row[format!("dpdk_vhost_{name}_syscalls_per_packet")] = dpdk.syscalls_per_packet.into();
         }
+        if only.is_some() {
+            continue;
+        }
         for (name, d) in [
             ("agent", agent_side(frame, secs)),
             ("dpdk_vhost_tap_forward", dpdk_tap_side(frame, secs)),
@@ -605,6 +617,13 @@ fn main() {
                 .unwrap_or(f64::NAN);
         row["ratio_agent_to_dpdk_tap_forward"] = ratio.into();
         rows.push(row);
+    }
+    if only.is_some() {
+        let _ = writeln!(
+            std::io::stdout(),
+            "KNIC_BENCH_ONLY run at {commit} (load {load_now}): not recorded"
+        );
+        return;
     }
     let line = serde_json::json!({
         "date": date,

@@ -14,6 +14,9 @@
 //!   EVENT_IDX decisions both ways);
 //! * [`tx`], [`rx`]: the TX and RX engines: header checks both devices apply, reading a TX
 //!   chain into a packet, placing a packet into RX chains (MRG_RXBUF, `num_buffers`);
+//! * [`guest_map`]: guest memory and a queue's rings mapped once per batch, for the
+//!   fast path of the common chain shapes ([`tx::read_mapped_chain`],
+//!   [`ring::return_used_mapped`]);
 //! * [`drops`]: the one drop vocabulary, whose names are the metric names;
 //! * [`counters`]: per-queue-pair counters, single-writer, lock-free;
 //! * [`audit`]: the invariants both devices keep under hostile input, checked by both fuzz
@@ -23,6 +26,7 @@ pub mod audit;
 pub mod counters;
 pub mod drops;
 pub mod features;
+pub mod guest_map;
 pub mod ring;
 pub mod rx;
 pub mod tx;

@@ -19,6 +19,7 @@ use std::ops::{ControlFlow, Deref};
 use std::sync::atomic::{Ordering, fence};
 
 use crate::drops::{Direction, DropReason};
+use crate::guest_map::SplitRing;
 use thiserror::Error;
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
@@ -34,6 +35,10 @@ const AVAIL_ELEM_SIZE: u64 = 2;
 /// `VIRTQ_AVAIL_F_NO_INTERRUPT` (virtio 1.2 §2.7.7): without EVENT_IDX, the driver asks for
 /// no interrupts (Linux sets it while NAPI polls, DPDK's virtio-user while it polls).
 const AVAIL_F_NO_INTERRUPT: u16 = 1;
+/// VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_DESC_F_INDIRECT (virtio 1.2 §2.7.5).
+pub(crate) const DESC_F_NEXT: u16 = 1;
+pub(crate) const DESC_F_WRITE: u16 = 2;
+pub(crate) const DESC_F_INDIRECT: u16 = 4;
 
 /// The guest's ring itself is unusable. The queue is left alone for this round; the guest's
 /// next kick tries again. Each variant names the ring part that failed, so the drop is
@@ -106,8 +111,32 @@ pub fn return_used_together<M: GuestMemory>(
     mem: &M,
     used: impl IntoIterator<Item = (u16, u32)>,
 ) -> Result<u16, RingError> {
+    publish(queue, used, None::<&SplitRing<'_, M>>, mem)
+}
+
+/// [`return_used_together`] through `ring`, the queue's rings mapped for this batch: the
+/// used elements and index are written by offset instead of by guest address (what
+/// [`SplitRing`] cannot write, it leaves to `mem`).
+pub fn return_used_mapped<M: GuestMemory + ?Sized>(
+    queue: &mut Queue,
+    mem: &M,
+    ring: &SplitRing<'_, M>,
+    used: impl IntoIterator<Item = (u16, u32)>,
+) -> Result<u16, RingError> {
+    publish(queue, used, Some(ring), mem)
+}
+
+/// The one used-ring publication: every element written, then one Release store of the
+/// index.
+fn publish<M: GuestMemory + ?Sized>(
+    queue: &mut Queue,
+    used: impl IntoIterator<Item = (u16, u32)>,
+    ring: Option<&SplitRing<'_, M>>,
+    mem: &M,
+) -> Result<u16, RingError> {
+    let used_err = |e| RingError::Used(virtio_queue::Error::GuestMemory(e));
     let size = queue.size();
-    let ring = GuestAddress(queue.used_ring());
+    let base = GuestAddress(queue.used_ring());
     let first = Wrapping(queue.next_used());
     let mut count = 0u16;
     for (head, len) in used {
@@ -121,25 +150,28 @@ pub fn return_used_together<M: GuestMemory>(
             });
         }
         let slot = (first + Wrapping(count)).0 % size;
-        let addr = ring
-            .checked_add(RING_HEADER_SIZE + u64::from(slot) * USED_ELEM_SIZE)
-            .ok_or(RingError::Used(virtio_queue::Error::AddressOverflow))?;
-        // `id` in the low word, `len` in the high one, both little-endian.
-        let elem = (u64::from(len) << 32) | u64::from(head);
-        mem.write_obj(elem.to_le(), addr)
-            .map_err(|e| RingError::Used(virtio_queue::Error::GuestMemory(e)))?;
+        if ring.and_then(|r| r.write_used(slot, head, len)).is_none() {
+            let addr = base
+                .checked_add(RING_HEADER_SIZE + u64::from(slot) * USED_ELEM_SIZE)
+                .ok_or(RingError::Used(virtio_queue::Error::AddressOverflow))?;
+            // `id` in the low word, `len` in the high one, both little-endian.
+            let elem = (u64::from(len) << 32) | u64::from(head);
+            mem.write_obj(elem.to_le(), addr).map_err(used_err)?;
+        }
         count += 1;
     }
     if count == 0 {
         return Ok(0);
     }
     let next = (first + Wrapping(count)).0;
-    let idx_addr = ring
-        .checked_add(USED_IDX_OFFSET)
-        .ok_or(RingError::Used(virtio_queue::Error::AddressOverflow))?;
     // Release: the elements written above are visible before the index that announces them.
-    mem.store(next.to_le(), idx_addr, Ordering::Release)
-        .map_err(|e| RingError::Used(virtio_queue::Error::GuestMemory(e)))?;
+    if ring.and_then(|r| r.store_used_idx(next)).is_none() {
+        let idx_addr = base
+            .checked_add(USED_IDX_OFFSET)
+            .ok_or(RingError::Used(virtio_queue::Error::AddressOverflow))?;
+        mem.store(next.to_le(), idx_addr, Ordering::Release)
+            .map_err(used_err)?;
+    }
     queue.set_next_used(next);
     Ok(count)
 }

@@ -17,7 +17,8 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemory};
 
 use crate::drops::DropReason;
 use crate::features::NetFeatures;
-use crate::ring::{Access, ShapeError, walk_chain};
+use crate::guest_map::{GuestMap, SplitRing};
+use crate::ring::{Access, DESC_F_INDIRECT, DESC_F_NEXT, ShapeError, walk_chain};
 
 /// Why an RX chain was refused. All are the guest's doing.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
@@ -212,6 +213,42 @@ where
     Ok(written as u32)
 }
 
+/// [`RxBuffers::place`] for the common case, through the batch's mapped ring and memory:
+/// the chain `head` (announced in the avail ring: `SplitRing::announced_head`) is one
+/// device-writable descriptor that holds the whole header and frame. Writes them
+/// (`num_buffers` 1) and returns the chain's head and the bytes written, for the caller to
+/// move past the chain and publish it with its batch.
+/// Returns `None`, having written and consumed nothing, for anything else (a chain of
+/// more descriptors, an indirect table, a buffer too small or not within one mapped region):
+/// [`RxBuffers::place`] then takes the chain, and its result is this one's for the chains
+/// this one takes.
+pub fn place_mapped<M: GuestMemory + ?Sized>(
+    ring: &SplitRing<'_, M>,
+    map: &GuestMap<'_, M>,
+    head: u16,
+    hdr: &VirtioNetHdr,
+    frame: &[u8],
+    features: &NetFeatures,
+) -> Option<(u16, u32)> {
+    let desc = ring.descriptor(head)?;
+    if desc.flags() & (DESC_F_NEXT | DESC_F_INDIRECT) != 0 || !desc.is_write_only() {
+        return None;
+    }
+    let mut hdr = *hdr;
+    hdr.num_buffers = 1;
+    let hdr_bytes = hdr.to_bytes();
+    let hdr_len = features.hdr_len.min(VirtioNetHdr::LEN);
+    let total = hdr_len + frame.len();
+    if (desc.len() as usize) < total {
+        return None;
+    }
+    let dst = map.slice(desc.addr().0, total)?;
+    let (hdr_dst, frame_dst) = dst.split_at(hdr_len).ok()?;
+    hdr_dst.copy_from(&hdr_bytes[..hdr_len]);
+    frame_dst.copy_from(frame);
+    Some((head, u32::try_from(total).ok()?))
+}
+
 /// What became of one packet offered to the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
@@ -332,5 +369,92 @@ impl RxBuffers {
         // `num_buffers` from the first and drops the frame if the others are not yet used.
         return_used_together(queue, mem, self.heads.iter().copied())?;
         Ok(Placement::Delivered { buffers })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use virtio_queue::desc::RawDescriptor;
+    use virtio_queue::desc::split::Descriptor;
+    use virtio_queue::mock::MockSplitQueue;
+    use virtio_queue::{Queue, QueueT};
+    use vm_memory::GuestMemoryMmap;
+
+    use super::*;
+    use crate::features::{F_MRG_RXBUF, F_VERSION_1};
+    use crate::ring::DESC_F_WRITE;
+
+    const BUF: u64 = 0x8000;
+
+    /// Places `frame` into the chain `descs` make, through the map and through `place`, on
+    /// two copies of the same guest; returns each result and the bytes each left at BUF.
+    #[allow(clippy::type_complexity)]
+    fn both(
+        descs: &[RawDescriptor],
+        frame: &[u8],
+    ) -> ((Option<(u16, u32)>, Vec<u8>), (Placement, Vec<u8>)) {
+        let features = NetFeatures::from_acked(F_VERSION_1 | F_MRG_RXBUF);
+        let hdr = VirtioNetHdr::default();
+        let run = |mapped: bool| {
+            let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+            let q = MockSplitQueue::new(&mem, 16);
+            q.add_desc_chains(descs, 0).unwrap();
+            let mut queue: Queue = q.create_queue().unwrap();
+            queue.set_used_ring_address(Some(0x4000), Some(0));
+            let mut out = vec![0u8; 0x200];
+            if mapped {
+                let map = GuestMap::new(&mem).unwrap();
+                let ring = SplitRing::new(&map, &queue).unwrap();
+                let head = ring.avail_entry(0).unwrap();
+                let r = place_mapped(&ring, &map, head, &hdr, frame, &features);
+                mem.read_slice(&mut out, GuestAddress(BUF)).unwrap();
+                (Some(r), None, out)
+            } else {
+                let mut bufs = RxBuffers::new(16);
+                let r = bufs
+                    .place(&mut queue, &mem, &hdr, frame, &features, &mut |_| {})
+                    .unwrap();
+                mem.read_slice(&mut out, GuestAddress(BUF)).unwrap();
+                (None, Some(r), out)
+            }
+        };
+        let (fast, _, fast_mem) = run(true);
+        let (_, slow, slow_mem) = run(false);
+        ((fast.unwrap(), fast_mem), (slow.unwrap(), slow_mem))
+    }
+
+    fn desc(addr: u64, len: u32, flags: u16, next: u16) -> RawDescriptor {
+        RawDescriptor::from(Descriptor::new(addr, len, flags, next))
+    }
+
+    #[test]
+    fn the_mapped_path_writes_what_place_writes_or_declines() {
+        let frame: Vec<u8> = (0..100u8).collect();
+        let total = (VirtioNetHdr::LEN + frame.len()) as u32;
+        for len in [total, 0x200] {
+            let ((fast, fast_mem), (slow, slow_mem)) =
+                both(&[desc(BUF, len, DESC_F_WRITE, 0)], &frame);
+            assert_eq!(fast, Some((0, total)));
+            assert_eq!(slow, Placement::Delivered { buffers: 1 });
+            assert_eq!(fast_mem, slow_mem);
+        }
+        let declined: &[&[RawDescriptor]] = &[
+            &[desc(BUF, total - 1, DESC_F_WRITE, 0)],
+            &[desc(BUF, 0x200, 0, 0)],
+            &[
+                desc(BUF, 0x200, DESC_F_WRITE | DESC_F_NEXT, 1),
+                desc(BUF + 0x200, 1, DESC_F_WRITE, 0),
+            ],
+            &[desc(BUF, 0x200, DESC_F_WRITE | DESC_F_INDIRECT, 0)],
+            &[desc(0x20_0000, 0x200, DESC_F_WRITE, 0)],
+        ];
+        for descs in declined {
+            let ((fast, fast_mem), _) = both(descs, &frame);
+            assert_eq!(fast, None, "{descs:?}");
+            assert!(
+                fast_mem.iter().all(|&b| b == 0),
+                "nothing written: {descs:?}"
+            );
+        }
     }
 }
