@@ -48,6 +48,13 @@
 //! the kernel's ring while the library device's lock on it is held elsewhere), and a seam
 //! that carries ring positions rather than packets.
 //!
+//! The engine's half of the guest → stack step exists: `knic_virtio_net::direct::
+//! read_chain_into` reads a guest TX chain, with every check of the engine's `read_chain`,
+//! straight into a `ScatterDest` over the buffers the kernel posted (its header room left
+//! for the caller). What remains is the library device lending its posted RX chains to the
+//! vhost worker as such a destination (and taking the used entries back), and the reverse
+//! for the kernel's TX chains; until then the stats count two copies each way.
+//!
 //! # Guest life
 //! The library device exists as long as its port: when no frontend is connected its link is
 //! down (no carrier), and a (re)connecting guest only turns it up. The vhost queue pair tells

@@ -14,6 +14,8 @@
 //!   EVENT_IDX decisions both ways);
 //! * [`tx`], [`rx`]: the TX and RX engines: header checks both devices apply, reading a TX
 //!   chain into a packet, placing a packet into RX chains (MRG_RXBUF, `num_buffers`);
+//! * [`direct`]: one copy between two rings, a TX chain read straight into the buffers
+//!   another driver posted (issue 8's one-copy path between a guest and the library);
 //! * [`drops`]: the one drop vocabulary, whose names are the metric names;
 //! * [`counters`]: per-queue-pair counters, single-writer, lock-free;
 //! * [`audit`]: the invariants both devices keep under hostile input, checked by both fuzz
@@ -21,6 +23,7 @@
 
 pub mod audit;
 pub mod counters;
+pub mod direct;
 pub mod drops;
 pub mod features;
 pub mod ring;
