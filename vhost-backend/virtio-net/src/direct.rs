@@ -46,11 +46,36 @@ impl FrameDest for Packet {
     }
 }
 
+/// One buffer of a [`ScatterDest`]: a byte range the destination's owner lends for the
+/// call (another driver's posted RX buffer).
+pub trait Segment {
+    /// The buffer's length in bytes.
+    fn len(&self) -> usize;
+
+    /// Whether the buffer holds no byte.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The buffer's bytes, writable.
+    fn bytes_mut(&mut self) -> &mut [u8];
+}
+
+impl Segment for &mut [u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self
+    }
+}
+
 /// Buffers another driver posted, as one destination: `skip` bytes of the first are left
 /// for the header the caller writes later, the frame follows across the segments in order.
 #[derive(Debug)]
-pub struct ScatterDest<'a, 'b> {
-    segments: &'a mut [&'b mut [u8]],
+pub struct ScatterDest<'a, S> {
+    segments: &'a mut [S],
     skip: usize,
     capacity: usize,
     /// The segment and its frame offset found by the last lookup: frames are written in
@@ -58,10 +83,10 @@ pub struct ScatterDest<'a, 'b> {
     cursor: (usize, usize),
 }
 
-impl<'a, 'b> ScatterDest<'a, 'b> {
+impl<'a, S: Segment> ScatterDest<'a, S> {
     /// A destination over `segments` whose first `skip` bytes are reserved (they may span
     /// several segments). Holds no frame byte if the segments are no longer than `skip`.
-    pub fn new(segments: &'a mut [&'b mut [u8]], skip: usize) -> Self {
+    pub fn new(segments: &'a mut [S], skip: usize) -> Self {
         let total: usize = segments.iter().map(|s| s.len()).sum();
         ScatterDest {
             segments,
@@ -72,7 +97,7 @@ impl<'a, 'b> ScatterDest<'a, 'b> {
     }
 }
 
-impl FrameDest for ScatterDest<'_, '_> {
+impl<S: Segment> FrameDest for ScatterDest<'_, S> {
     fn capacity(&self) -> usize {
         self.capacity
     }
@@ -95,7 +120,10 @@ impl FrameDest for ScatterDest<'_, '_> {
             index += 1;
         }
         self.cursor = (index, start);
-        self.segments.get_mut(index)?.get_mut(at - start..)
+        self.segments
+            .get_mut(index)?
+            .bytes_mut()
+            .get_mut(at - start..)
     }
 }
 
