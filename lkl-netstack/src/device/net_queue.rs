@@ -32,6 +32,7 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
 use knic_virtio_net::Direction;
 pub use knic_virtio_net::DropReason;
 pub(crate) use knic_virtio_net::QueueCounters;
+use knic_virtio_net::direct::{ScatterDest, Segment};
 use knic_virtio_net::ring::{self, Access, ChainFault, walk_chain};
 use knic_virtio_net::rx::check_frame;
 pub(crate) use knic_virtio_net::tx::TxLimits;
@@ -212,6 +213,36 @@ unsafe fn iov_slices(iov: &[libc::iovec]) -> impl Iterator<Item = &mut [u8]> {
         // SAFETY: the caller's contract: valid, device-owned buffer of iov_len bytes.
         unsafe { std::slice::from_raw_parts_mut(v.iov_base.cast::<u8>(), v.iov_len) }
     })
+}
+
+/// One of the driver's posted buffers lent to a copy as a [`Segment`]: an iovec checked
+/// by `chain_iovecs`, only ever made by [`KernelBuf::from_iovecs`].
+#[repr(transparent)]
+pub(crate) struct KernelBuf(libc::iovec);
+
+impl KernelBuf {
+    /// The buffers of `iov` as segments.
+    ///
+    /// # Safety
+    /// As for [`iov_slices`], and the buffers must be device-writable, for as long as the
+    /// returned segments live.
+    unsafe fn from_iovecs(iov: &mut [libc::iovec]) -> &mut [KernelBuf] {
+        // SAFETY: KernelBuf is a transparent wrapper of libc::iovec, so the slices have
+        // the same layout; the borrow of `iov` carries over.
+        unsafe { &mut *(std::ptr::from_mut(iov) as *mut [KernelBuf]) }
+    }
+}
+
+impl Segment for KernelBuf {
+    fn len(&self) -> usize {
+        self.0.iov_len
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: from_iovecs's contract: a valid, device-writable buffer of iov_len bytes
+        // that nobody else touches while lent; `&mut self` keeps the slice unique.
+        unsafe { std::slice::from_raw_parts_mut(self.0.iov_base.cast::<u8>(), self.0.iov_len) }
+    }
 }
 
 /// Copies `src` into the buffers of `iov` starting at byte `offset` of their
@@ -561,6 +592,19 @@ impl RxPath {
                 n
             }
         };
+        self.publish(rx, n_iov, written)
+    }
+
+    /// Publishes a frame of `written` bytes (header included) in the first `n_iov` of the
+    /// gathered buffers: sets `num_buffers`, gives the chains it did not fill back to the
+    /// driver's side of the ring and returns the ones it filled used, with one index store.
+    fn publish(
+        &mut self,
+        rx: &mut RxQueue<'_>,
+        n_iov: usize,
+        written: usize,
+    ) -> Result<(), RxWait> {
+        let iov = &self.iov[..n_iov];
         // The chains the frame filled; the rest go back to the driver's side of the ring.
         let mut used = 0;
         let mut left = written;
@@ -570,7 +614,9 @@ impl RxPath {
         }
         ring::unpop(rx.queue, self.chains.len() - used);
         let buffers = u16::try_from(used).unwrap_or(u16::MAX);
-        // SAFETY: as above; the header lies in the first buffers.
+        // SAFETY: the caller gathered the buffers with chain_iovecs (checked against the
+        // driver's memory, device-writable, not read by the driver until used); the header
+        // lies in the first buffers.
         unsafe {
             write_at(
                 iov,
@@ -591,6 +637,82 @@ impl RxPath {
         }
         rx.counters.received(written - HDR_LEN, used);
         Ok(())
+    }
+
+    /// Delivers one frame that `fill` copies straight into the driver's posted buffers:
+    /// the one copy of a frame another ring lends (a guest's TX chain, read by the engine's
+    /// [`read_chain_into`](knic_virtio_net::direct::read_chain_into)), with no packet in
+    /// between. `frame_max` bounds the frame's length (the lender's buffer bytes), so the
+    /// buffers gathered hold any frame `fill` may write; `fill` returns the frame's header
+    /// and length, or why the lender's frame is refused (counted by the lender).
+    ///
+    /// `Ok(true)`: delivered and published. `Ok(false)`: the frame is gone, refused by
+    /// `fill`, by the driver's negotiated offloads (counted here) or, `frame_max` bytes
+    /// being more than the driver's buffers can ever hold, counted as
+    /// `rx_buffer_too_small`; the buffers went back to the driver's side of the ring.
+    /// `Err`: nothing was taken and the lender keeps its frame (backpressure); the wait
+    /// says for what (`Buffers`: the driver's kick; `Ready`: it posted meanwhile, go again).
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "issue 8: the vhost worker's one-copy path is its caller, not yet wired"
+        )
+    )]
+    pub(crate) fn receive_direct<E>(
+        &mut self,
+        rx: &mut RxQueue<'_>,
+        frame_max: usize,
+        fill: impl FnOnce(&mut ScatterDest<'_, KernelBuf>) -> Result<(VirtioNetHdr, usize), E>,
+    ) -> Result<bool, RxWait> {
+        let need = HDR_LEN.saturating_add(frame_max);
+        let gathered = self.gather_buffers(rx, need)?;
+        if gathered.bytes < need {
+            let whole_ring = self.chains.len() >= usize::from(rx.queue.size());
+            // The avail index gathering ran into, before the chains go back.
+            let seen = rx.queue.next_avail();
+            ring::unpop(rx.queue, self.chains.len());
+            if rx.features.mrg_rxbuf && gathered.ring_empty && !whole_ring {
+                // Wait until the driver has posted room for the largest frame; if it has
+                // meanwhile, go again at once.
+                return Err(if ask_for_kick(rx, seen) {
+                    RxWait::Ready
+                } else {
+                    RxWait::Buffers
+                });
+            }
+            // The buffers cannot hold this frame: drop it rather than cut it short.
+            rx.counters.count_drop(DropReason::RxBufferTooSmall);
+            return Ok(false);
+        }
+        let n_iov = gathered.iovecs;
+        // SAFETY: gather_buffers checked each buffer with chain_iovecs against the driver's
+        // memory; all are device-writable, and the driver reads them only once used.
+        let bufs = unsafe { KernelBuf::from_iovecs(&mut self.iov[..n_iov]) };
+        let frame = fill(&mut ScatterDest::new(bufs, HDR_LEN));
+        let (hdr, len) = match frame {
+            Ok(f) => f,
+            Err(_) => {
+                ring::unpop(rx.queue, self.chains.len());
+                return Ok(false);
+            }
+        };
+        // The lender's header meets this driver's negotiation, as a port's frame does.
+        if let Err(reason) = check_frame(&hdr, len, &rx.features) {
+            ring::unpop(rx.queue, self.chains.len());
+            rx.counters.count_drop(reason);
+            return Ok(false);
+        }
+        let iov = &self.iov[..n_iov];
+        // SAFETY: as above; `fill` wrote the frame after the header's room.
+        let n = unsafe { write_at(iov, 0, &hdr.to_bytes()) };
+        if n < HDR_LEN {
+            ring::unpop(rx.queue, self.chains.len());
+            rx.counters.count_drop(DropReason::RxBufferTooSmall);
+            return Ok(false);
+        }
+        self.publish(rx, n_iov, HDR_LEN + len)?;
+        Ok(true)
     }
 
     /// Pops chains until they hold `need` bytes (with MRG_RXBUF) or one chain (without).
@@ -826,6 +948,143 @@ mod tests {
             "buffers remain, the port is empty"
         );
         assert!(round.interrupt);
+    }
+
+    /// A guest's TX chain (its own memory, its own ring): the virtio-net header, then
+    /// `frame` split over descriptors of `pieces` bytes. Returns the queue to pop it from.
+    fn guest_tx_chain(
+        guest: &GuestMemoryMmap,
+        q: &MockSplitQueue<'_, GuestMemoryMmap>,
+        hdr: VirtioNetHdr,
+        frame: &[u8],
+        pieces: &[u32],
+    ) -> Queue {
+        const GUEST_BUF: u64 = 0x20_0000;
+        guest
+            .write_slice(&hdr.to_bytes(), GuestAddress(GUEST_BUF))
+            .unwrap();
+        guest
+            .write_slice(frame, GuestAddress(GUEST_BUF + HDR_LEN as u64))
+            .unwrap();
+        let mut descs = vec![RawDescriptor::from(SplitDescriptor::new(
+            GUEST_BUF,
+            HDR_LEN as u32,
+            0,
+            0,
+        ))];
+        let mut addr = GUEST_BUF + HDR_LEN as u64;
+        for &len in pieces {
+            descs.push(RawDescriptor::from(SplitDescriptor::new(addr, len, 0, 0)));
+            addr += u64::from(len);
+        }
+        q.build_desc_chain(&descs).unwrap();
+        q.create_queue().unwrap()
+    }
+
+    /// Delivers the guest chain of `queue` into the kernel's RX ring in one copy, as the
+    /// one-copy path does: the engine reads the guest chain straight into the buffers the
+    /// kernel posted.
+    fn deliver_guest_chain(
+        path: &mut RxPath,
+        rx: &mut RxQueue<'_>,
+        guest: &GuestMemoryMmap,
+        queue: &mut Queue,
+        frame_max: usize,
+    ) -> Result<bool, RxWait> {
+        use knic_virtio_net::direct::read_chain_into;
+        let chain = ring::pop_chain(queue, guest).unwrap().unwrap();
+        // The guest negotiated ECN; whether the kernel did is the receiving side's check.
+        let limits = TxLimits::new(features(false, false, true), 1500);
+        path.receive_direct(rx, frame_max, |dest| read_chain_into(&chain, dest, &limits))
+    }
+
+    #[test]
+    fn a_guest_tso_chain_is_copied_once_straight_into_the_kernels_buffers() {
+        let (kernel, guest) = (memory(), memory());
+        let kq = MockSplitQueue::new(&kernel, SIZE);
+        let mut kqueue: Queue = kq.create_queue().unwrap();
+        post_rx(&kq, 17, false);
+        let gq = MockSplitQueue::new(&guest, SIZE);
+        let payload = frame(65_000);
+        let mut gqueue =
+            guest_tx_chain(&guest, &gq, tso_hdr(false), &payload, &[54, 30_000, 34_946]);
+        let (mut path, _peer) = rx_path();
+        let counters = QueueCounters::default();
+        let mut r = rx(
+            &mut kqueue,
+            &kernel,
+            features(true, false, false),
+            &counters,
+        );
+
+        let got = deliver_guest_chain(&mut path, &mut r, &guest, &mut gqueue, payload.len());
+
+        assert_eq!(got, Ok(true));
+        let total = HDR_LEN + payload.len();
+        let (hdr, bytes) = written(&kernel, total);
+        assert_eq!(bytes, payload, "the guest's bytes, in the kernel's buffers");
+        assert_eq!(
+            hdr.gso_type,
+            VirtioNetHdr::GSO_TCPV4,
+            "GSO metadata crosses"
+        );
+        assert_eq!(hdr.gso_size, 1448);
+        let pages = total.div_ceil(BUF_LEN as usize);
+        assert_eq!(usize::from(hdr.num_buffers), pages);
+        let u = used(&kernel, &kq);
+        assert_eq!(
+            usize::from(u.idx),
+            pages,
+            "one used entry per buffer, at once"
+        );
+        assert_eq!(u.elems.iter().map(|e| e.1 as usize).sum::<usize>(), total);
+        assert_eq!(counters.rx_large_frames.get(), 1);
+        assert_eq!(
+            kqueue.next_avail(),
+            pages as u16,
+            "unfilled buffers stay posted"
+        );
+    }
+
+    #[test]
+    fn a_lent_frame_waits_for_buffers_and_a_refused_one_leaves_them_posted() {
+        let (kernel, guest) = (memory(), memory());
+        let kq = MockSplitQueue::new(&kernel, SIZE);
+        let mut kqueue: Queue = kq.create_queue().unwrap();
+        post_rx(&kq, 2, false);
+        let gq = MockSplitQueue::new(&guest, SIZE);
+        let payload = frame(20_000);
+        let mut gqueue = guest_tx_chain(&guest, &gq, tso_hdr(false), &payload, &[20_000]);
+        let (mut path, _peer) = rx_path();
+        let counters = QueueCounters::default();
+        let f = features(true, false, false);
+
+        // Two pages cannot hold 20 000 bytes: backpressure, nothing taken or published.
+        let mut r = rx(&mut kqueue, &kernel, f, &counters);
+        let got = deliver_guest_chain(&mut path, &mut r, &guest, &mut gqueue, payload.len());
+        assert_eq!(got, Err(RxWait::Buffers));
+        assert_eq!(kqueue.next_avail(), 0);
+        assert_eq!(used(&kernel, &kq).idx, 0);
+        assert_eq!(
+            counters.drop_counts().map(|(_, n)| n).sum::<u64>(),
+            0,
+            "waiting is not dropping"
+        );
+
+        // A guest header the kernel did not negotiate (ECN) is refused after the copy:
+        // the kernel's buffers go back to its side of the ring, unpublished.
+        let mut ecn = tso_hdr(false);
+        ecn.gso_type |= VirtioNetHdr::GSO_ECN;
+        let small = frame(1000);
+        let guest2 = memory();
+        let gq2 = MockSplitQueue::new(&guest2, SIZE);
+        let mut gqueue = guest_tx_chain(&guest2, &gq2, ecn, &small, &[1000]);
+        let mut r = rx(&mut kqueue, &kernel, f, &counters);
+        let got = deliver_guest_chain(&mut path, &mut r, &guest2, &mut gqueue, small.len());
+        assert_eq!(got, Ok(false));
+        assert_eq!(counters.drops(DropReason::RxOffloadNotNegotiated), 1);
+        assert_eq!(kqueue.next_avail(), 0);
+        assert_eq!(used(&kernel, &kq).idx, 0);
     }
 
     #[test]

@@ -48,6 +48,21 @@
 //! the kernel's ring while the library device's lock on it is held elsewhere), and a seam
 //! that carries ring positions rather than packets.
 //!
+//! The pieces of that step that exist, each tested on its own (not yet wired, so the
+//! stats still count two copies each way):
+//! - guest → stack: `knic_virtio_net::direct::read_chain_into` reads a guest TX chain, with
+//!   every check of the engine's `read_chain`, straight into a `ScatterDest` over the
+//!   buffers the kernel posted, and the library device's `RxPath::receive_direct` lends
+//!   those buffers for it and publishes them (backpressure: too few buffers posted leaves
+//!   the guest's chain in its ring);
+//! - stack → guest: `RxBuffers::place_scattered` writes a frame lent in pieces (the
+//!   kernel's TX buffers) into the guest's RX chains with `place`'s logic.
+//!
+//! What remains: a handle through which the vhost worker drives a queue pair's kernel RX
+//! side (its lock held per batch, the kernel's RX kick as the room fd), the library
+//! device's TX kick lending its mapped, header-checked chain (as the TAP wire maps it) to
+//! the guest's RX queue, and the copy counters following.
+//!
 //! # Guest life
 //! The library device exists as long as its port: when no frontend is connected its link is
 //! down (no carrier), and a (re)connecting guest only turns it up. The vhost queue pair tells

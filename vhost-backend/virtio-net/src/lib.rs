@@ -17,6 +17,8 @@
 //! * [`guest_map`]: guest memory and a queue's rings mapped once per batch, for the
 //!   fast path of the common chain shapes ([`tx::read_mapped_chain`],
 //!   [`ring::return_used_mapped`]);
+//! * [`direct`]: one copy between two rings, a TX chain read straight into the buffers
+//!   another driver posted (issue 8's one-copy path between a guest and the library);
 //! * [`drops`]: the one drop vocabulary, whose names are the metric names;
 //! * [`counters`]: per-queue-pair counters, single-writer, lock-free;
 //! * [`audit`]: the invariants both devices keep under hostile input, checked by both fuzz
@@ -24,6 +26,7 @@
 
 pub mod audit;
 pub mod counters;
+pub mod direct;
 pub mod drops;
 pub mod features;
 pub mod guest_map;

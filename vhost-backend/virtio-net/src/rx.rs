@@ -72,44 +72,84 @@ pub fn check_frame(
     Ok(())
 }
 
-/// Header bytes followed by frame bytes, consumed front to back.
+/// Header bytes followed by frame bytes, consumed front to back. The frame is one slice
+/// ([`new`](Self::new)) or pieces in order ([`scattered`](Self::scattered): the buffers of
+/// another driver's TX chain, lent for the copy, so a frame reaches the guest in one copy).
 #[derive(Debug)]
 pub struct RxStream<'a> {
     hdr: [u8; VirtioNetHdr::LEN],
     hdr_len: usize,
-    frame: &'a [u8],
-    pos: usize,
+    hdr_pos: usize,
+    /// What is left of the current frame piece (empty only once the frame is).
+    cur: &'a [u8],
+    /// The pieces after it.
+    rest: &'a [&'a [u8]],
+    /// Frame bytes left, `cur` included.
+    left: usize,
 }
 
 impl<'a> RxStream<'a> {
     /// `hdr_len` is 12 or 10 (legacy layout without `num_buffers`).
     pub fn new(hdr: &VirtioNetHdr, hdr_len: usize, frame: &'a [u8]) -> Self {
-        Self {
+        Self::scattered_from(hdr, hdr_len, frame, &[])
+    }
+
+    /// A frame made of `pieces` in order (empty pieces are skipped).
+    pub fn scattered(hdr: &VirtioNetHdr, hdr_len: usize, pieces: &'a [&'a [u8]]) -> Self {
+        Self::scattered_from(hdr, hdr_len, &[], pieces)
+    }
+
+    fn scattered_from(
+        hdr: &VirtioNetHdr,
+        hdr_len: usize,
+        cur: &'a [u8],
+        rest: &'a [&'a [u8]],
+    ) -> Self {
+        let mut stream = Self {
             hdr: hdr.to_bytes(),
             hdr_len: hdr_len.min(VirtioNetHdr::LEN),
-            frame,
-            pos: 0,
-        }
+            hdr_pos: 0,
+            cur,
+            rest,
+            left: cur.len() + rest.iter().map(|p| p.len()).sum::<usize>(),
+        };
+        stream.settle();
+        stream
     }
 
     pub fn remaining(&self) -> usize {
-        self.hdr_len + self.frame.len() - self.pos
+        self.hdr_len - self.hdr_pos + self.left
+    }
+
+    /// Moves to the next non-empty piece once the current one is used up.
+    fn settle(&mut self) {
+        while self.cur.is_empty()
+            && let Some((next, rest)) = self.rest.split_first()
+        {
+            self.cur = next;
+            self.rest = rest;
+        }
     }
 
     /// The next contiguous piece of at most `max` bytes, and whether it is header bytes.
     fn chunk(&self, max: usize) -> (&[u8], bool) {
-        if self.pos < self.hdr_len {
-            let end = self.hdr_len.min(self.pos + max);
-            (&self.hdr[self.pos..end], true)
+        if self.hdr_pos < self.hdr_len {
+            let end = self.hdr_len.min(self.hdr_pos + max);
+            (&self.hdr[self.hdr_pos..end], true)
         } else {
-            let start = self.pos - self.hdr_len;
-            let end = self.frame.len().min(start + max);
-            (&self.frame[start..end], false)
+            (&self.cur[..self.cur.len().min(max)], false)
         }
     }
 
+    /// Consumes the `n` bytes of the last [`chunk`](Self::chunk).
     fn advance(&mut self, n: usize) {
-        self.pos += n;
+        if self.hdr_pos < self.hdr_len {
+            self.hdr_pos += n;
+        } else {
+            self.cur = &self.cur[n..];
+            self.left -= n;
+            self.settle();
+        }
     }
 }
 
@@ -289,6 +329,36 @@ impl RxBuffers {
         features: &NetFeatures,
         on_malformed: &mut impl FnMut(RxChainError),
     ) -> Result<Placement, crate::ring::RingError> {
+        let stream = |h: &VirtioNetHdr| RxStream::new(h, features.hdr_len, frame);
+        self.place_stream(queue, mem, hdr, stream, features, on_malformed)
+    }
+
+    /// [`place`](Self::place) for a frame in `pieces` (another driver's TX buffers, lent):
+    /// they are copied straight into the guest's chains, with no packet in between.
+    pub fn place_scattered<M: GuestMemory>(
+        &mut self,
+        queue: &mut virtio_queue::Queue,
+        mem: &M,
+        hdr: &VirtioNetHdr,
+        pieces: &[&[u8]],
+        features: &NetFeatures,
+        on_malformed: &mut impl FnMut(RxChainError),
+    ) -> Result<Placement, crate::ring::RingError> {
+        let stream = |h: &VirtioNetHdr| RxStream::scattered(h, features.hdr_len, pieces);
+        self.place_stream(queue, mem, hdr, stream, features, on_malformed)
+    }
+
+    /// Writes the streams `new_stream` makes (from the header to send, each a fresh copy of
+    /// the packet) into the guest's RX queue.
+    fn place_stream<'f, M: GuestMemory>(
+        &mut self,
+        queue: &mut virtio_queue::Queue,
+        mem: &M,
+        hdr: &VirtioNetHdr,
+        new_stream: impl Fn(&VirtioNetHdr) -> RxStream<'f>,
+        features: &NetFeatures,
+        on_malformed: &mut impl FnMut(RxChainError),
+    ) -> Result<Placement, crate::ring::RingError> {
         use crate::ring::{pop_chain, return_used, return_used_together, unpop};
         use virtio_queue::QueueT;
 
@@ -303,7 +373,7 @@ impl RxBuffers {
                     });
                 };
                 let head = chain.head_index();
-                let mut stream = RxStream::new(&hdr, features.hdr_len, frame);
+                let mut stream = new_stream(&hdr);
                 match write_chain(&chain, &mut stream, None) {
                     Ok(written) if stream.remaining() == 0 => {
                         return_used(queue, mem, head, written)?;
@@ -323,7 +393,7 @@ impl RxBuffers {
 
         self.heads.clear();
         let mut segs = HdrSegments::default();
-        let mut stream = RxStream::new(&hdr, features.hdr_len, frame);
+        let mut stream = new_stream(&hdr);
         while stream.remaining() > 0 {
             if self.heads.len() >= usize::from(queue.size()) {
                 // Even the whole ring cannot hold this packet: waiting would stall forever.
@@ -345,7 +415,7 @@ impl RxBuffers {
                     on_malformed(e);
                     return_used(queue, mem, head, 0)?;
                     segs = HdrSegments::default();
-                    stream = RxStream::new(&hdr, features.hdr_len, frame);
+                    stream = new_stream(&hdr);
                 }
                 Err(e) => {
                     on_malformed(e);
@@ -456,5 +526,103 @@ mod tests {
                 "nothing written: {descs:?}"
             );
         }
+    }
+
+    const SIZE: u16 = 16;
+    const F_WRITE: u16 = 2;
+    const BUF_LEN: u32 = 1000;
+
+    fn memory() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap()
+    }
+
+    /// `n` one-buffer chains of BUF_LEN bytes.
+    fn post(q: &MockSplitQueue<'_, GuestMemoryMmap>, n: u16) {
+        let descs: Vec<_> = (0..n)
+            .map(|i| {
+                let addr = BUF + u64::from(i) * u64::from(BUF_LEN);
+                RawDescriptor::from(Descriptor::new(addr, BUF_LEN, F_WRITE, 0))
+            })
+            .collect();
+        q.add_desc_chains(&descs, 0).unwrap();
+    }
+
+    /// Places one frame into a fresh guest queue of `n` buffers; returns the placement,
+    /// the used index and the buffers' bytes.
+    fn placed(
+        n: u16,
+        mrg: bool,
+        place: impl FnOnce(&mut RxBuffers, &mut Queue, &GuestMemoryMmap, &NetFeatures) -> Placement,
+    ) -> (Placement, u16, Vec<u8>) {
+        let mem = memory();
+        let q = MockSplitQueue::new(&mem, SIZE);
+        let mut queue: Queue = q.create_queue().unwrap();
+        post(&q, n);
+        let acked = F_VERSION_1 | if mrg { F_MRG_RXBUF } else { 0 };
+        let features = NetFeatures::from_acked(acked);
+        let mut bufs = RxBuffers::new(SIZE);
+        let placement = place(&mut bufs, &mut queue, &mem, &features);
+        let used: u16 = mem.read_obj(q.used_addr().unchecked_add(2)).unwrap();
+        let mut bytes = vec![0u8; usize::from(n) * BUF_LEN as usize];
+        mem.read_slice(&mut bytes, GuestAddress(BUF)).unwrap();
+        (placement, used, bytes)
+    }
+
+    #[test]
+    fn a_scattered_frame_lands_as_its_concatenation_does() {
+        let frame: Vec<u8> = (0..2500u32).map(|i| (i * 13 + 5) as u8).collect();
+        let pieces: [&[u8]; 4] = [&frame[..54], &[], &frame[54..1700], &frame[1700..]];
+        let hdr = VirtioNetHdr::default();
+        let mut refused = 0;
+        for mrg in [true, false] {
+            let n = if mrg { 4 } else { 1 };
+            let whole = placed(n, mrg, |b, q, m, f| {
+                b.place(q, m, &hdr, &frame, f, &mut |_| refused += 1)
+                    .unwrap()
+            });
+            let lent = placed(n, mrg, |b, q, m, f| {
+                b.place_scattered(q, m, &hdr, &pieces, f, &mut |_| refused += 1)
+                    .unwrap()
+            });
+            assert_eq!(lent, whole, "mrg_rxbuf {mrg}");
+            let expect = if mrg {
+                Placement::Delivered { buffers: 3 }
+            } else {
+                Placement::TooBig
+            };
+            assert_eq!(lent.0, expect, "mrg_rxbuf {mrg}");
+        }
+        assert_eq!(refused, 0);
+        let (_, used, bytes) = placed(4, true, |b, q, m, f| {
+            b.place_scattered(q, m, &hdr, &pieces, f, &mut |_| ())
+                .unwrap()
+        });
+        assert_eq!(used, 3);
+        assert_eq!(
+            &bytes[VirtioNetHdr::LEN..VirtioNetHdr::LEN + frame.len()],
+            &frame[..]
+        );
+        let num_buffers = u16::from_le_bytes([bytes[10], bytes[11]]);
+        assert_eq!(num_buffers, 3);
+    }
+
+    #[test]
+    fn a_stream_skips_empty_pieces_and_counts_what_is_left() {
+        let hdr = VirtioNetHdr::default();
+        let pieces: [&[u8]; 4] = [&[], &[1, 2, 3], &[], &[4]];
+        let mut s = RxStream::scattered(&hdr, VirtioNetHdr::LEN, &pieces);
+        assert_eq!(s.remaining(), VirtioNetHdr::LEN + 4);
+        let (h, is_hdr) = s.chunk(100);
+        assert_eq!((h.len(), is_hdr), (VirtioNetHdr::LEN, true));
+        s.advance(VirtioNetHdr::LEN);
+        assert_eq!(s.chunk(2), (&[1u8, 2][..], false));
+        s.advance(2);
+        assert_eq!(s.chunk(100), (&[3u8][..], false));
+        s.advance(1);
+        assert_eq!(s.chunk(100), (&[4u8][..], false));
+        s.advance(1);
+        assert_eq!(s.remaining(), 0);
+        let none: [&[u8]; 0] = [];
+        assert_eq!(RxStream::scattered(&hdr, 10, &none).remaining(), 10);
     }
 }

@@ -1,0 +1,393 @@
+//! One copy between two rings: a driver's TX chain read straight into the buffers another
+//! ring's driver posted, with no packet buffer in between.
+//!
+//! This is the engine half of issue 8's "at most one copy per frame": the vhost worker
+//! copies a guest's TX chain into the RX buffers the library kernel posted (plain memory of
+//! this process, gathered by the library device as a [`ScatterDest`]), instead of into a
+//! [`Packet`] that a second copy then moves into the kernel. [`read_chain_into`] applies
+//! exactly the checks of [`read_chain`](crate::tx::read_chain): the same chain walk (shape,
+//! direction, truncation), every guest byte read through `vm-memory` (which refuses
+//! addresses outside the guest's regions), and [`check_header`] on the header and frame
+//! length. The frame's bytes land in the destination while the chain is walked, so the
+//! destination must not be handed on (its used entries published) unless the call returns
+//! `Ok`; on an error its contents are unspecified, and the caller gives its buffers back.
+//!
+//! The header is not written into the destination: the caller writes the receiving
+//! driver's header (its own layout, `num_buffers`) in front of the frame once it knows how
+//! many buffers the frame filled, as the RX engine does.
+
+use std::ops::{ControlFlow, Deref};
+
+use packet_ring::{Packet, VirtioNetHdr};
+use virtio_queue::DescriptorChain;
+use vm_memory::{Address, Bytes, GuestMemory};
+
+use crate::ring::{Access, walk_chain};
+use crate::tx::{TxChainError, TxLimits, check_header};
+
+/// Where the frame of a TX chain is copied: byte ranges addressed by their offset in the
+/// frame (the header excluded).
+pub trait FrameDest {
+    /// Bytes of frame the destination holds at most.
+    fn capacity(&self) -> usize;
+
+    /// The writable bytes from frame offset `offset` to the end of the segment holding it
+    /// (never empty), or `None` at or past [`capacity`](Self::capacity).
+    fn segment_at(&mut self, offset: usize) -> Option<&mut [u8]>;
+}
+
+impl FrameDest for Packet {
+    fn capacity(&self) -> usize {
+        Packet::capacity(self)
+    }
+
+    fn segment_at(&mut self, offset: usize) -> Option<&mut [u8]> {
+        self.buf_mut().get_mut(offset..).filter(|s| !s.is_empty())
+    }
+}
+
+/// One buffer of a [`ScatterDest`]: a byte range the destination's owner lends for the
+/// call (another driver's posted RX buffer).
+pub trait Segment {
+    /// The buffer's length in bytes.
+    fn len(&self) -> usize;
+
+    /// Whether the buffer holds no byte.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The buffer's bytes, writable.
+    fn bytes_mut(&mut self) -> &mut [u8];
+}
+
+impl Segment for &mut [u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self
+    }
+}
+
+/// Buffers another driver posted, as one destination: `skip` bytes of the first are left
+/// for the header the caller writes later, the frame follows across the segments in order.
+#[derive(Debug)]
+pub struct ScatterDest<'a, S> {
+    segments: &'a mut [S],
+    skip: usize,
+    capacity: usize,
+    /// The segment and its frame offset found by the last lookup: frames are written in
+    /// order, so each lookup starts where the last one ended.
+    cursor: (usize, usize),
+}
+
+impl<'a, S: Segment> ScatterDest<'a, S> {
+    /// A destination over `segments` whose first `skip` bytes are reserved (they may span
+    /// several segments). Holds no frame byte if the segments are no longer than `skip`.
+    pub fn new(segments: &'a mut [S], skip: usize) -> Self {
+        let total: usize = segments.iter().map(|s| s.len()).sum();
+        ScatterDest {
+            segments,
+            skip,
+            capacity: total.saturating_sub(skip),
+            cursor: (0, 0),
+        }
+    }
+}
+
+impl<S: Segment> FrameDest for ScatterDest<'_, S> {
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn segment_at(&mut self, offset: usize) -> Option<&mut [u8]> {
+        if offset >= self.capacity {
+            return None;
+        }
+        // Absolute position in the segments, then the segment holding it.
+        let at = offset + self.skip;
+        let (mut index, mut start) = self.cursor;
+        if at < start {
+            (index, start) = (0, 0);
+        }
+        while let Some(seg) = self.segments.get(index) {
+            if at < start + seg.len() {
+                break;
+            }
+            start += seg.len();
+            index += 1;
+        }
+        self.cursor = (index, start);
+        self.segments
+            .get_mut(index)?
+            .bytes_mut()
+            .get_mut(at - start..)
+    }
+}
+
+/// Copies the frame of the TX `chain` into `dest` and validates the chain and its header
+/// like [`read_chain`](crate::tx::read_chain). Returns the header to deliver with
+/// (`num_buffers` cleared) and the frame's length. A frame longer than `dest` is refused as
+/// [`TxChainError::FrameTooLarge`]; every byte written lies below `dest.capacity()`.
+pub fn read_chain_into<M, D>(
+    chain: &DescriptorChain<M>,
+    dest: &mut D,
+    limits: &TxLimits,
+) -> Result<(VirtioNetHdr, usize), TxChainError>
+where
+    M: Deref + Clone,
+    M::Target: GuestMemory,
+    D: FrameDest + ?Sized,
+{
+    let hdr_len = limits.features.hdr_len;
+    let mem = chain.memory();
+    let mut hdr_buf = [0u8; VirtioNetHdr::LEN];
+    let mut hdr_got = 0usize;
+    let mut frame_len = 0usize;
+    let capacity = dest.capacity();
+
+    walk_chain::<_, TxChainError>(chain, Access::DeviceReads, |desc| {
+        let bad = TxChainError::BadAddress {
+            addr: desc.addr().0,
+            len: desc.len(),
+        };
+        let mut addr = desc.addr();
+        let mut left = desc.len() as usize;
+        if hdr_got < hdr_len {
+            let n = left.min(hdr_len - hdr_got);
+            mem.read_slice(&mut hdr_buf[hdr_got..hdr_got + n], addr)
+                .map_err(|_| bad)?;
+            hdr_got += n;
+            left -= n;
+            addr = addr.checked_add(n as u64).ok_or(bad)?;
+        }
+        // Refused before any byte of this descriptor is read: the frame cannot fit.
+        let end = frame_len.saturating_add(left);
+        if end > capacity {
+            return Err(TxChainError::FrameTooLarge {
+                len: end,
+                max: capacity,
+            });
+        }
+        while left > 0 {
+            let seg = dest
+                .segment_at(frame_len)
+                .ok_or(TxChainError::FrameTooLarge {
+                    len: end,
+                    max: capacity,
+                })?;
+            let n = seg.len().min(left);
+            mem.read_slice(&mut seg[..n], addr).map_err(|_| bad)?;
+            frame_len += n;
+            left -= n;
+            addr = addr.checked_add(n as u64).ok_or(bad)?;
+        }
+        Ok(ControlFlow::Continue(()))
+    })?;
+
+    let hdr = check_header(&hdr_buf, hdr_got, frame_len, limits)?;
+    Ok((hdr, frame_len))
+}
+
+#[cfg(test)]
+mod tests {
+    use virtio_queue::Queue;
+    use virtio_queue::desc::RawDescriptor;
+    use virtio_queue::desc::split::Descriptor;
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+    use super::*;
+    use crate::features::{F_CSUM, F_HOST_TSO4, F_VERSION_1, NetFeatures};
+    use crate::ring::pop_chain;
+    use crate::tx::read_chain;
+
+    const SIZE: u16 = 16;
+    const F_NEXT: u16 = 1;
+    const F_WRITE: u16 = 2;
+    const HDR: u64 = 0x1000;
+    const DATA: u64 = 0x2000;
+
+    fn memory() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap()
+    }
+
+    fn limits() -> TxLimits {
+        TxLimits::new(
+            NetFeatures::from_acked(F_VERSION_1 | F_CSUM | F_HOST_TSO4),
+            1500,
+        )
+    }
+
+    fn frame(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + 3) as u8).collect()
+    }
+
+    /// One chain: the header alone, then the frame in `pieces` descriptors of the given
+    /// lengths (flags of each from `flags`).
+    fn post(
+        mem: &GuestMemoryMmap,
+        q: &MockSplitQueue<'_, GuestMemoryMmap>,
+        hdr: VirtioNetHdr,
+        data: &[u8],
+        pieces: &[(u32, u16)],
+    ) {
+        mem.write_slice(&hdr.to_bytes(), GuestAddress(HDR)).unwrap();
+        mem.write_slice(data, GuestAddress(DATA)).unwrap();
+        let mut descs = vec![RawDescriptor::from(Descriptor::new(
+            HDR,
+            VirtioNetHdr::LEN as u32,
+            F_NEXT,
+            1,
+        ))];
+        let mut addr = DATA;
+        for (i, &(len, flags)) in pieces.iter().enumerate() {
+            let last = i + 1 == pieces.len();
+            let next = if last { 0 } else { i as u16 + 2 };
+            let f = if last { flags } else { flags | F_NEXT };
+            descs.push(RawDescriptor::from(Descriptor::new(addr, len, f, next)));
+            addr += u64::from(len);
+        }
+        q.build_desc_chain(&descs).unwrap();
+    }
+
+    fn one_chain(
+        hdr: VirtioNetHdr,
+        data: &[u8],
+        pieces: &[(u32, u16)],
+        seg_lens: &[usize],
+        skip: usize,
+    ) -> (Result<(VirtioNetHdr, usize), TxChainError>, Vec<u8>) {
+        let mem = memory();
+        let q = MockSplitQueue::new(&mem, SIZE);
+        let mut queue: Queue = q.create_queue().unwrap();
+        post(&mem, &q, hdr, data, pieces);
+        let chain = pop_chain(&mut queue, &mem).unwrap().unwrap();
+        let mut store: Vec<Vec<u8>> = seg_lens.iter().map(|&n| vec![0xee; n]).collect();
+        let mut segs: Vec<&mut [u8]> = store.iter_mut().map(|v| v.as_mut_slice()).collect();
+        let got = read_chain_into(&chain, &mut ScatterDest::new(&mut segs, skip), &limits());
+        (got, store.concat())
+    }
+
+    fn plain() -> VirtioNetHdr {
+        VirtioNetHdr::default()
+    }
+
+    #[test]
+    fn a_frame_lands_across_segments_that_do_not_line_up_with_the_descriptors() {
+        let data = frame(1400);
+        // Guest pieces 100/700/600, kernel buffers 12(+header room)/333/1000/500.
+        let (got, out) = one_chain(
+            plain(),
+            &data,
+            &[(100, 0), (700, 0), (600, 0)],
+            &[5, 340, 1000, 500],
+            12,
+        );
+        let (hdr, len) = got.unwrap();
+        assert_eq!(len, data.len());
+        assert_eq!(hdr.num_buffers, 0);
+        assert_eq!(&out[12..12 + len], &data[..]);
+        assert!(
+            out[..12].iter().all(|&b| b == 0xee),
+            "the header room is left alone"
+        );
+        assert!(
+            out[12 + len..].iter().all(|&b| b == 0xee),
+            "nothing is written past the frame"
+        );
+    }
+
+    #[test]
+    fn the_same_chain_reads_the_same_into_a_packet_as_read_chain_does() {
+        let data = frame(999);
+        let mem = memory();
+        let q = MockSplitQueue::new(&mem, SIZE);
+        let mut queue: Queue = q.create_queue().unwrap();
+        let mut hdr = plain();
+        hdr.flags = VirtioNetHdr::F_NEEDS_CSUM;
+        hdr.csum_start = 34;
+        hdr.csum_offset = 16;
+        post(&mem, &q, hdr, &data, &[(500, 0), (499, 0)]);
+        post(&mem, &q, hdr, &data, &[(500, 0), (499, 0)]);
+        let a = pop_chain(&mut queue, &mem).unwrap().unwrap();
+        let b = pop_chain(&mut queue, &mem).unwrap().unwrap();
+        let mut via_engine = Packet::with_capacity(4096);
+        read_chain(&a, &mut via_engine, &limits()).unwrap();
+        let mut direct = Packet::with_capacity(4096);
+        let (dhdr, len) = read_chain_into(&b, &mut direct, &limits()).unwrap();
+        assert_eq!(dhdr, via_engine.hdr);
+        assert_eq!(len, via_engine.len());
+        assert_eq!(&direct.buf_mut()[..len], via_engine.frame());
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_posted_buffers_is_refused_before_it_overruns_them() {
+        let data = frame(1000);
+        let (got, out) = one_chain(plain(), &data, &[(600, 0), (400, 0)], &[300, 400], 12);
+        assert!(matches!(
+            got,
+            Err(TxChainError::FrameTooLarge {
+                len: 1000,
+                max: 688
+            })
+        ));
+        assert!(
+            out[12 + 600..].iter().all(|&b| b == 0xee),
+            "the descriptor that does not fit is not read"
+        );
+    }
+
+    #[test]
+    fn hostile_chains_are_refused_with_the_engines_reasons() {
+        let data = frame(200);
+        let segs = [4096];
+        let (got, _) = one_chain(plain(), &data, &[(100, 0), (100, F_WRITE)], &segs, 12);
+        assert!(matches!(
+            got,
+            Err(TxChainError::WriteOnlyDescriptor { position: 2 })
+        ));
+        let (got, _) = one_chain(plain(), &data[..10], &[(10, 0)], &segs, 12);
+        assert!(matches!(got, Err(TxChainError::RuntFrame { len: 10 })));
+        // A TSO header on a frame the driver may send, but with a checksum start past it.
+        let mut bad = plain();
+        bad.flags = VirtioNetHdr::F_NEEDS_CSUM;
+        bad.csum_start = 300;
+        bad.csum_offset = 16;
+        let (got, _) = one_chain(bad, &data, &[(200, 0)], &segs, 12);
+        assert!(matches!(got, Err(TxChainError::BadHeader(_))));
+        // Frame bytes outside guest memory.
+        let mem = memory();
+        let q = MockSplitQueue::new(&mem, SIZE);
+        let mut queue: Queue = q.create_queue().unwrap();
+        mem.write_slice(&plain().to_bytes(), GuestAddress(HDR))
+            .unwrap();
+        q.build_desc_chain(&[
+            RawDescriptor::from(Descriptor::new(HDR, 12, F_NEXT, 1)),
+            RawDescriptor::from(Descriptor::new(0x10_0000 - 8, 64, 0, 0)),
+        ])
+        .unwrap();
+        let chain = pop_chain(&mut queue, &mem).unwrap().unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut segs: [&mut [u8]; 1] = [&mut buf];
+        let got = read_chain_into(&chain, &mut ScatterDest::new(&mut segs, 12), &limits());
+        assert!(matches!(got, Err(TxChainError::BadAddress { .. })));
+    }
+
+    #[test]
+    fn segment_lookups_restart_when_asked_behind_the_cursor() {
+        let mut a = [0u8; 4];
+        let mut b = [0u8; 4];
+        let mut segs: [&mut [u8]; 2] = [&mut a, &mut b];
+        let mut d = ScatterDest::new(&mut segs, 2);
+        assert_eq!(d.capacity(), 6);
+        assert_eq!(d.segment_at(3).map(|s| s.len()), Some(3));
+        assert_eq!(d.segment_at(0).map(|s| s.len()), Some(2));
+        assert_eq!(d.segment_at(5).map(|s| s.len()), Some(1));
+        assert!(d.segment_at(6).is_none());
+        let mut none: [&mut [u8]; 0] = [];
+        assert_eq!(ScatterDest::new(&mut none, 12).capacity(), 0);
+    }
+}
