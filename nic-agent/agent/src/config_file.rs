@@ -246,6 +246,7 @@ impl Checker<'_> {
         }
         self.check_tenants()?;
         self.check_ports()?;
+        self.check_dhcp_pools()?;
         for (i, a) in f.addresses.iter().enumerate() {
             self.known_device(format!("address[{i}].device"), &a.device)?;
         }
@@ -479,6 +480,41 @@ impl Checker<'_> {
                 o.name, b.prefix
             ),
         ))
+    }
+
+    /// DHCP servers on two ports of one tenant share its subnet: with overlapping pools they
+    /// would lease one address to two guests. Refused naming both.
+    fn check_dhcp_pools(&self) -> Result<(), FileError> {
+        let f = self.file;
+        let tenant_of = |device: &str| {
+            f.ports
+                .iter()
+                .find(|p| p.name == device)
+                .and_then(|p| p.tenant.as_deref())
+        };
+        let dhcp = &f.services.dhcp;
+        for (j, d) in dhcp.iter().enumerate() {
+            let Some(tenant) = tenant_of(&d.device) else {
+                continue;
+            };
+            let clash = dhcp[..j].iter().enumerate().find(|(_, o)| {
+                tenant_of(&o.device) == Some(tenant)
+                    && o.pool_start <= d.pool_end
+                    && d.pool_start <= o.pool_end
+            });
+            if let Some((k, o)) = clash {
+                return Err(self.err(
+                    format!("services.dhcp[{j}] (device {})", d.device),
+                    format!("{}-{}", d.pool_start, d.pool_end),
+                    format!(
+                        "a pool apart from services.dhcp[{k}]'s {}-{} (device {}, also in \
+                         tenant {tenant}): two servers of one tenant would lease one address twice",
+                        o.pool_start, o.pool_end, o.device
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn check_ports(&self) -> Result<(), FileError> {
@@ -784,6 +820,28 @@ device = "up0"
                 "addresses = [\"10.2.0.10\"]\nmtu",
             );
         p(&apart).unwrap();
+    }
+
+    #[test]
+    fn overlapping_dhcp_pools_in_one_tenant_are_refused_naming_both() {
+        let port3 =
+            "[[port]]\nname = \"vm3\"\nsocket = \"/run/knic/vm3.sock\"\ntenant = \"blue\"\n\n";
+        // The good file with a third port in blue and two DHCP servers.
+        let mk = |a: &str, b: &str| {
+            format!(
+                "{GOOD}\n{port3}[services]\ndhcp = [\
+                 {{ device = \"vm1\", pool_start = \"10.1.0.100\", pool_end = \"{a}\" }},\
+                 {{ device = \"vm3\", pool_start = \"{b}\", pool_end = \"10.1.0.250\" }}]\n"
+            )
+        };
+        let e = p(&mk("10.1.0.150", "10.1.0.150")).unwrap_err();
+        let s = e.to_string();
+        assert_eq!(e.field(), Some("services.dhcp[1] (device vm3)"), "{s}");
+        assert!(
+            s.contains("services.dhcp[0]") && s.contains("device vm1"),
+            "{s}"
+        );
+        p(&mk("10.1.0.150", "10.1.0.151")).unwrap();
     }
 
     #[test]
