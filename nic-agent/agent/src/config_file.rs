@@ -95,6 +95,10 @@ pub struct AgentSection {
     /// IPv4 and IPv6 forwarding inside the library.
     #[serde(default = "default_true")]
     pub forwarding: bool,
+    /// Where what runs is kept across restarts (`DIR/state.json`, see `state`); an
+    /// absolute directory. `--state-dir` on the command line wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
 }
 
 fn default_memory() -> u64 {
@@ -111,6 +115,7 @@ impl Default for AgentSection {
             api_socket: None,
             memory_mib: DEFAULT_MEMORY_MIB,
             forwarding: true,
+            state_dir: None,
         }
     }
 }
@@ -162,8 +167,13 @@ pub fn parse(path: &Path, text: &str) -> Result<FileConfig, FileError> {
 }
 
 impl FileConfig {
-    /// What the agent runs; `api_socket` from the command line wins over the file's.
-    pub fn agent_config(&self, api_socket: Option<PathBuf>) -> AgentConfig {
+    /// What the agent runs; `api_socket` and `state_dir` from the command line win over
+    /// the file's.
+    pub fn agent_config(
+        &self,
+        api_socket: Option<PathBuf>,
+        state_dir: Option<PathBuf>,
+    ) -> AgentConfig {
         AgentConfig {
             api_socket: api_socket
                 .or_else(|| self.agent.api_socket.clone())
@@ -177,7 +187,7 @@ impl FileConfig {
             tenants: self.tenants.clone(),
             config_file: None,
             services: self.services.clone(),
-            state_dir: None,
+            state_dir: state_dir.or_else(|| self.agent.state_dir.clone()),
         }
     }
 }
@@ -206,6 +216,9 @@ impl Checker<'_> {
                 "a number of MiB from 32 to 65536",
             ));
         }
+        if let Some(dir) = &f.agent.state_dir {
+            self.check_state_dir(dir)?;
+        }
         let mut names: BTreeMap<&str, String> = BTreeMap::new();
         for (i, u) in f.uplinks.iter().enumerate() {
             let field = format!("uplink[{i}]");
@@ -233,6 +246,7 @@ impl Checker<'_> {
         }
         self.check_tenants()?;
         self.check_ports()?;
+        self.check_dhcp_pools()?;
         for (i, a) in f.addresses.iter().enumerate() {
             self.known_device(format!("address[{i}].device"), &a.device)?;
         }
@@ -244,6 +258,27 @@ impl Checker<'_> {
             }
         }
         Ok(())
+    }
+
+    /// `[agent] state_dir`: an absolute path that, when it exists, is a directory (the agent
+    /// creates it otherwise, and keeps `state.json` in it).
+    fn check_state_dir(&self, dir: &Path) -> Result<(), FileError> {
+        let field = "agent.state_dir".to_owned();
+        if dir.as_os_str().is_empty() || !dir.is_absolute() {
+            return Err(self.err(
+                field,
+                dir.display(),
+                "an absolute directory path, like /var/lib/knic (the agent keeps state.json in it)",
+            ));
+        }
+        match std::fs::metadata(dir) {
+            Ok(m) if !m.is_dir() => Err(self.err(
+                field,
+                dir.display(),
+                "a directory (this path exists and is not one): name another or remove it",
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn taken(&self, field: &str, name: &str, first: &str) -> FileError {
@@ -372,6 +407,7 @@ impl Checker<'_> {
                     ));
                 }
             }
+            self.check_overlap(i, t)?;
             for (j, fw) in t.forwards.iter().enumerate() {
                 let ff = format!("{named}.forward[{j}]");
                 let Some(uplink) = &t.uplink else {
@@ -404,6 +440,78 @@ impl Checker<'_> {
                         ),
                     ));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Two tenants may share subnets, but not behind one uplink without SNAT: replies from the
+    /// uplink to an address both use cannot be told apart. Refused naming both.
+    fn check_overlap(&self, i: usize, t: &TenantConfig) -> Result<(), FileError> {
+        let Some(uplink) = &t.uplink else {
+            return Ok(());
+        };
+        let clash = self.file.tenants[..i]
+            .iter()
+            .enumerate()
+            .find_map(|(k, o)| {
+                if o.uplink.as_ref() != Some(uplink) || (t.snat && o.snat) {
+                    return None;
+                }
+                t.subnets.iter().find_map(|a| {
+                    o.subnets
+                        .iter()
+                        .find(|b| a.prefix.overlaps(&b.prefix))
+                        .map(|b| (k, o, a, b))
+                })
+            });
+        let Some((k, o, a, b)) = clash else {
+            return Ok(());
+        };
+        let without = if t.snat { &o.name } else { &t.name };
+        Err(self.err(
+            format!("tenant {:?} (tenant[{i}]).subnet", t.name),
+            a.prefix,
+            format!(
+                "a subnet that does not overlap tenant {:?} (tenant[{k}])'s {} behind the same \
+                 uplink {uplink} while tenant {without:?} has snat = false: replies from the \
+                 uplink could not be told apart (turn snat on in both, give them different \
+                 uplinks or subnets)",
+                o.name, b.prefix
+            ),
+        ))
+    }
+
+    /// DHCP servers on two ports of one tenant share its subnet: with overlapping pools they
+    /// would lease one address to two guests. Refused naming both.
+    fn check_dhcp_pools(&self) -> Result<(), FileError> {
+        let f = self.file;
+        let tenant_of = |device: &str| {
+            f.ports
+                .iter()
+                .find(|p| p.name == device)
+                .and_then(|p| p.tenant.as_deref())
+        };
+        let dhcp = &f.services.dhcp;
+        for (j, d) in dhcp.iter().enumerate() {
+            let Some(tenant) = tenant_of(&d.device) else {
+                continue;
+            };
+            let clash = dhcp[..j].iter().enumerate().find(|(_, o)| {
+                tenant_of(&o.device) == Some(tenant)
+                    && o.pool_start <= d.pool_end
+                    && d.pool_start <= o.pool_end
+            });
+            if let Some((k, o)) = clash {
+                return Err(self.err(
+                    format!("services.dhcp[{j}] (device {})", d.device),
+                    format!("{}-{}", d.pool_start, d.pool_end),
+                    format!(
+                        "a pool apart from services.dhcp[{k}]'s {}-{} (device {}, also in \
+                         tenant {tenant}): two servers of one tenant would lease one address twice",
+                        o.pool_start, o.pool_end, o.device
+                    ),
+                ));
             }
         }
         Ok(())
@@ -516,7 +624,6 @@ forward = [{ protocol = "tcp", port = 8080, to = "10.1.0.10:80" }]
 
 [[tenant]]
 name = "red"
-uplink = "up0"
 snat = false
 subnet = [{ prefix = "10.1.0.0/24", gateway = "10.1.0.1" }]
 
@@ -563,9 +670,10 @@ device = "up0"
         assert!(f.tenants[0].snat);
         assert!(!f.tenants[1].snat);
         assert_eq!(f.ports[1].mtu, Some(9000));
-        let c = f.agent_config(None);
+        let c = f.agent_config(None, None);
         assert_eq!(c.memory_bytes, 128 << 20);
         assert_eq!(c.api_socket, PathBuf::from(DEFAULT_API_SOCKET));
+        assert_eq!(c.state_dir, None);
         assert_eq!(p("").unwrap(), FileConfig::default());
     }
 
@@ -630,6 +738,110 @@ device = "up0"
         assert_eq!(e.field(), Some("port[1].name"));
         let e = with("/run/knic/vm2.sock", "/run/knic/vm1.sock").unwrap_err();
         assert_eq!(e.field(), Some("port[1].socket"));
+    }
+
+    #[test]
+    fn state_dir_is_a_key_the_command_line_overrides() {
+        let f = with(
+            "memory_mib = 128",
+            "memory_mib = 128\nstate_dir = \"/var/lib/knic\"",
+        )
+        .unwrap();
+        let file_dir = Some(PathBuf::from("/var/lib/knic"));
+        assert_eq!(f.agent_config(None, None).state_dir, file_dir);
+        let flag = PathBuf::from("/run/knic/state");
+        assert_eq!(
+            f.agent_config(None, Some(flag.clone())).state_dir,
+            Some(flag)
+        );
+        for bad in ["", "var/lib/knic", "./state"] {
+            let e = with(
+                "memory_mib = 128",
+                &format!("memory_mib = 128\nstate_dir = {bad:?}"),
+            )
+            .unwrap_err();
+            assert_eq!(e.field(), Some("agent.state_dir"), "{e}");
+            assert!(e.to_string().contains("an absolute directory"), "{e}");
+        }
+        // An existing file is not a directory.
+        let file = std::env::current_exe().unwrap();
+        let e = with(
+            "memory_mib = 128",
+            &format!(
+                "memory_mib = 128\nstate_dir = {:?}",
+                file.display().to_string()
+            ),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("is not one"), "{e}");
+        let e = with("memory_mib = 128", "memory_mib = 128\nstate_dir = 7").unwrap_err();
+        assert!(e.to_string().contains("state_dir"), "{e}");
+    }
+
+    #[test]
+    fn overlapping_tenants_without_snat_behind_one_uplink_are_refused_naming_both() {
+        // red shares blue's 10.1.0.0/24; behind up0 too, without SNAT, replies clash.
+        let e = with("name = \"red\"\n", "name = \"red\"\nuplink = \"up0\"\n").unwrap_err();
+        let s = e.to_string();
+        assert_eq!(e.field(), Some("tenant \"red\" (tenant[1]).subnet"), "{s}");
+        assert!(
+            s.contains("tenant \"blue\" (tenant[0])") && s.contains("10.1.0.0/24"),
+            "{s}"
+        );
+        assert!(s.contains("tenant \"red\" has snat = false"), "{s}");
+        // The same the other way round: blue without SNAT, red with it.
+        let text = GOOD
+            .replacen("snat = false\n", "uplink = \"up0\"\n", 1)
+            .replacen("name = \"blue\"\n", "name = \"blue\"\nsnat = false\n", 1);
+        let e = p(&text).unwrap_err();
+        assert!(
+            e.to_string().contains("tenant \"blue\" has snat = false"),
+            "{e}"
+        );
+        // Both with SNAT behind one uplink, or without an uplink in common: accepted.
+        p(&GOOD.replacen("snat = false\n", "uplink = \"up0\"\n", 1)).unwrap();
+        let two_uplinks = GOOD.replacen(
+            "[[tenant]]\nname = \"red\"\n",
+            "[[uplink]]\nname = \"up1\"\nspec = \"packet:veth1\"\n\n\
+                 [[tenant]]\nname = \"red\"\nuplink = \"up1\"\n",
+            1,
+        );
+        p(&two_uplinks).unwrap();
+        // Different subnets behind one uplink without SNAT: accepted.
+        let apart = GOOD
+            .replacen("name = \"red\"\n", "name = \"red\"\nuplink = \"up0\"\n", 1)
+            .replacen(
+                "subnet = [{ prefix = \"10.1.0.0/24\", gateway = \"10.1.0.1\" }]",
+                "subnet = [{ prefix = \"10.2.0.0/24\", gateway = \"10.2.0.1\" }]",
+                1,
+            )
+            .replace(
+                "addresses = [\"10.1.0.10\"]\nmtu",
+                "addresses = [\"10.2.0.10\"]\nmtu",
+            );
+        p(&apart).unwrap();
+    }
+
+    #[test]
+    fn overlapping_dhcp_pools_in_one_tenant_are_refused_naming_both() {
+        let port3 =
+            "[[port]]\nname = \"vm3\"\nsocket = \"/run/knic/vm3.sock\"\ntenant = \"blue\"\n\n";
+        // The good file with a third port in blue and two DHCP servers.
+        let mk = |a: &str, b: &str| {
+            format!(
+                "{GOOD}\n{port3}[services]\ndhcp = [\
+                 {{ device = \"vm1\", pool_start = \"10.1.0.100\", pool_end = \"{a}\" }},\
+                 {{ device = \"vm3\", pool_start = \"{b}\", pool_end = \"10.1.0.250\" }}]\n"
+            )
+        };
+        let e = p(&mk("10.1.0.150", "10.1.0.150")).unwrap_err();
+        let s = e.to_string();
+        assert_eq!(e.field(), Some("services.dhcp[1] (device vm3)"), "{s}");
+        assert!(
+            s.contains("services.dhcp[0]") && s.contains("device vm1"),
+            "{s}"
+        );
+        p(&mk("10.1.0.150", "10.1.0.151")).unwrap();
     }
 
     #[test]

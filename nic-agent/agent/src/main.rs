@@ -91,7 +91,8 @@ struct Args {
     /// Keep what the agent runs (ports, uplinks, tenants, addresses and routes, those added
     /// through the API included) in DIR/state.json, rewritten atomically after every change,
     /// and restore it on start on top of the configuration: a restart, even after kill -9,
-    /// loses nothing. Without it, what the API added ends with the process.
+    /// loses nothing. Without it, what the API added ends with the process. Wins over the
+    /// config file's `[agent] state_dir`.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
 
@@ -157,9 +158,8 @@ fn main() -> ExitCode {
     let config = match args.config.clone() {
         Some(path) => match knic_agent::config_file::load(&path) {
             Ok(file) => {
-                let mut c = file.agent_config(args.api_socket);
+                let mut c = file.agent_config(args.api_socket, state_dir);
                 c.config_file = Some(path);
-                c.state_dir = state_dir;
                 c
             }
             Err(e) => {
