@@ -45,8 +45,9 @@ KNIC_KERNEL_VARIANT=kunit lkl-netstack/lkl-sys/kernel/build-kernel.sh target/kni
 KNIC_KERNEL_VARIANT=kunit cargo test -p knic-kunit --target-dir target/kunit -- --nocapture
 
 step "the library's debug build: TCP, UDP, hammer and device tests under the kernel's checkers"
-# variants/debug.config: SLUB_DEBUG_ON, DEBUG_LIST, DEBUG_OBJECTS, spinlock/mutex/rwsem
-# debugging. Any BUG/WARNING/corruption report aborts the test process (lkl-netstack host.rs).
+# variants/debug.config: SLUB_DEBUG_ON, DEBUG_LIST, spinlock/mutex/rwsem (not DEBUG_OBJECTS:
+# see the config) debugging. Any BUG/WARNING/corruption report aborts the test process
+# (lkl-netstack host.rs).
 KNIC_KERNEL_VARIANT=debug lkl-netstack/lkl-sys/kernel/build-kernel.sh target/knic-kernel-debug
 KNIC_KERNEL_VARIANT=debug cargo test --release -p lkl-netstack --target-dir target/kdebug \
   --test tcp_loopback --test hammer --test port_device --test hotplug_device --test device_removal \
