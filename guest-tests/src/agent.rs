@@ -18,6 +18,11 @@ use serde_json::Value;
 
 use crate::{Footprint, NetNs, Proc, footprint, run, wait_for, workspace_bin};
 
+/// Readings in a row, 100 ms apart, that [`KnicAgent::resources`] wants unchanged.
+const SETTLED_SAMPLES: u32 = 5;
+/// How long [`KnicAgent::resources`] waits for the agent's fds and threads to settle.
+const SETTLE_WITHIN: Duration = Duration::from_secs(10);
+
 /// The peer's address on its veth end.
 pub const PEER_IP: &str = "10.210.0.1";
 /// The library's address on the uplink.
@@ -275,9 +280,28 @@ impl KnicAgent {
             .unwrap_or_default()
     }
 
-    /// Open fds, threads and resident memory of the agent process.
+    /// Open fds, threads and resident memory of the agent process, once its fds and threads
+    /// have stayed the same for [`SETTLED_SAMPLES`] readings in a row (at most
+    /// [`SETTLE_WITHIN`]). A frontend's detach is seen (`wait_guest`) a moment before the
+    /// serving thread has closed the last of that connection's fds, so a single reading can
+    /// count one still closing, at the start or the end of a leak test. A leaked fd or thread
+    /// stays, so the caller's comparison still fails on it.
     pub fn resources(&self) -> Footprint {
-        footprint(self.proc.child.id())
+        let pid = self.proc.child.id();
+        let deadline = std::time::Instant::now() + SETTLE_WITHIN;
+        let mut last = footprint(pid);
+        let mut same = 1;
+        while same < SETTLED_SAMPLES && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = footprint(pid);
+            same = if (now.fds, now.threads) == (last.fds, last.threads) {
+                same + 1
+            } else {
+                1
+            };
+            last = now;
+        }
+        last
     }
 }
 
