@@ -204,9 +204,9 @@ mod tests {
     use crate::ring::pop_chain;
     use crate::tx::read_chain;
 
+    use crate::ring::{DESC_F_NEXT as F_NEXT, DESC_F_WRITE as F_WRITE};
+
     const SIZE: u16 = 16;
-    const F_NEXT: u16 = 1;
-    const F_WRITE: u16 = 2;
     const HDR: u64 = 0x1000;
     const DATA: u64 = 0x2000;
 

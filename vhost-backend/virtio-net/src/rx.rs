@@ -529,7 +529,6 @@ mod tests {
     }
 
     const SIZE: u16 = 16;
-    const F_WRITE: u16 = 2;
     const BUF_LEN: u32 = 1000;
 
     fn memory() -> GuestMemoryMmap {
@@ -541,7 +540,7 @@ mod tests {
         let descs: Vec<_> = (0..n)
             .map(|i| {
                 let addr = BUF + u64::from(i) * u64::from(BUF_LEN);
-                RawDescriptor::from(Descriptor::new(addr, BUF_LEN, F_WRITE, 0))
+                RawDescriptor::from(Descriptor::new(addr, BUF_LEN, DESC_F_WRITE, 0))
             })
             .collect();
         q.add_desc_chains(&descs, 0).unwrap();
