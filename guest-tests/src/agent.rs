@@ -281,8 +281,8 @@ impl KnicAgent {
     }
 
     /// Open fds, threads and resident memory of the agent process, once its fds and threads
-    /// have stayed the same for [`SETTLED_SAMPLES`] readings in a row (at most
-    /// [`SETTLE_WITHIN`]). A frontend's detach is seen (`wait_guest`) a moment before the
+    /// have stayed the same for five readings in a row, 100 ms apart (at most ten seconds:
+    /// `SETTLED_SAMPLES`, `SETTLE_WITHIN`). A frontend's detach is seen (`wait_guest`) a moment before the
     /// serving thread has closed the last of that connection's fds, so a single reading can
     /// count one still closing, at the start or the end of a leak test. A leaked fd or thread
     /// stays, so the caller's comparison still fails on it.
