@@ -19,8 +19,8 @@ pub mod initramfs;
 pub mod qemu;
 
 pub use test_support::{
-    Footprint, NetNs, Proc, SETUP, Scratch, footprint, frontend, require_root, require_tool, run,
-    wait_for,
+    Footprint, NetNs, Proc, SETUP, Scratch, footprint, frontend, pseudo_random, require_root,
+    require_tool, run, wait_for,
 };
 
 /// Tests share two cores and DPDK's file prefix space: one at a time.

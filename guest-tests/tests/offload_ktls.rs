@@ -98,15 +98,7 @@ fn ktls_semantics_c_program() {
 const FILE_LEN: usize = 64 << 20;
 
 fn pattern() -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut v = Vec::with_capacity(FILE_LEN);
-    while v.len() < FILE_LEN {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v
+    guest_tests::pseudo_random(FILE_LEN, 0x9e37_79b9_7f4a_7c15)
 }
 
 const NGINX_PORT: u16 = 8443;

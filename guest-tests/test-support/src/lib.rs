@@ -225,3 +225,18 @@ pub fn footprint(pid: u32) -> Footprint {
         rss_kib: field("VmRSS:"),
     }
 }
+
+/// `len` bytes of a fixed pseudo-random pattern (xorshift64 from `seed`, eight bytes per
+/// step): test payloads with no run of equal pages, the same on every run.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.max(1);
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
