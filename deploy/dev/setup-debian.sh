@@ -38,6 +38,9 @@ PACKAGES=(
   # knic-cni's tests: the reference CNI plugins (host-local, bandwidth, portmap; portmap
   # needs iptables) and nsenter (util-linux)
   containernetworking-plugins iptables util-linux
+  # ... and a real runtime calling it: podman with its CNI backend (installed without
+  # recommends, so no netavark), runc as its OCI runtime (crun refuses hybrid cgroups)
+  podman runc
   # the Arm build (deploy/dev/arm.sh): Debian's cross gcc and user-mode QEMU to run its tests
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
   # ... and the arm64 libxdp the uplink links (Debian multiarch: arm64 added below)

@@ -7,8 +7,9 @@
 //! library interface, no lease) and is idempotent; GC removes what is not listed; a
 //! vhost-user attachment's socket is in the result and goes with DEL; the error paths that
 //! need the agent (refused: 100, CHECK mismatch: 101, a broken IPAM plugin: 102, a second
-//! ADD: 7). Needs root, containernetworking-plugins and iputils-ping
-//! (`deploy/dev/setup-debian.sh`), and the workspace's binaries built.
+//! ADD: 7). And a real runtime: Debian's podman (CNI backend) runs a container on
+//! `deploy/cni/podman`'s network. Needs root, containernetworking-plugins, iputils-ping,
+//! podman and runc (`deploy/dev/setup-debian.sh`), and the workspace's binaries built.
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write;
@@ -462,5 +463,256 @@ fn gc_vhost_user_and_the_agents_refusals() {
         !names(&agent, "uplink")
             .iter()
             .any(|n| n.starts_with("cni-"))
+    );
+}
+
+/// podman as the runtime: a podman command (its CNI backend, from `deploy/cni/podman`'s
+/// `containers.conf` with this test's directories) run in the agent's namespace with the
+/// test's own storage, so nothing of the host's podman is touched.
+struct Podman {
+    ns: String,
+    dir: PathBuf,
+    conf: PathBuf,
+}
+
+impl Podman {
+    fn new(ns: &str, dir: &Path, net_d: &Path, plugins: &Path) -> Podman {
+        let example = podman_example("containers.conf");
+        let conf = example
+            .replace(
+                r#"cni_plugin_dirs = ["/usr/lib/cni"]"#,
+                &format!("cni_plugin_dirs = [{:?}]", plugins.display().to_string()),
+            )
+            .replace(
+                r#"network_config_dir = "/etc/cni/net.d""#,
+                &format!("network_config_dir = {:?}", net_d.display().to_string()),
+            );
+        assert!(
+            !conf.contains("/usr/lib/cni") && !conf.contains("/etc/cni"),
+            "deploy/cni/podman/containers.conf no longer has the lines this test replaces"
+        );
+        let path = dir.join("containers.conf");
+        std::fs::write(&path, conf).unwrap();
+        Podman {
+            ns: ns.to_owned(),
+            dir: dir.to_owned(),
+            conf: path,
+        }
+    }
+
+    /// `podman ARGS`. nsenter, not `ip netns exec`: the latter mounts a sysfs of its own,
+    /// hiding the cgroup hierarchy the runtime needs.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(guest_tests::require_tool("nsenter"));
+        c.arg(format!("--net=/var/run/netns/{}", self.ns))
+            .arg(guest_tests::require_tool("podman"))
+            .env("CONTAINERS_CONF", &self.conf)
+            .arg("--root")
+            .arg(self.dir.join("storage"))
+            .arg("--runroot")
+            .arg(self.dir.join("run"))
+            .arg("--tmpdir")
+            .arg(self.dir.join("tmp"))
+            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
+            .args(["--events-backend", "file"])
+            .args(args);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = run(&mut self.cmd(args));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self
+            .cmd(&["rm", "--all", "--force", "--time", "0"])
+            .output();
+    }
+}
+
+fn podman_example(file: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/cni/podman")
+        .join(file);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// A root filesystem of busybox (sh, ip, ping, wget, sha256sum): the container runs from it
+/// (`--rootfs`), nothing is pulled.
+fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for d in ["bin", "proc", "sys", "dev", "etc", "tmp", "run"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy(
+        guest_tests::require_tool("busybox"),
+        root.join("bin/busybox"),
+    )
+    .unwrap();
+    for applet in ["sh", "ip", "ping", "wget", "sha256sum", "sleep", "cat"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    root
+}
+
+/// Network namespaces on the host (podman makes one per container under /run/netns).
+fn netns_names() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/var/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Debian's podman, with its CNI backend and `deploy/cni/podman`'s files, starts a
+/// container from a local busybox root filesystem on the `knic-pods` network: its eth0 is
+/// the agent's TAP, it pings the peer behind the agent's uplink and fetches a 1 MiB file from
+/// an HTTP server in the peer's namespace, byte-exact (SHA-256), all through the library
+/// kernel. `podman rm` leaves nothing: no agent uplink, library interface or route, no TAP,
+/// no lease, no network namespace, no container.
+#[test]
+fn podman_container_reaches_the_peer_through_the_agent_and_rm_leaves_nothing() {
+    let _one = serial();
+    require_root();
+    for tool in ["podman", "runc", "busybox", "nsenter"] {
+        guest_tests::require_tool(tool);
+    }
+    let (topo, dir, agent) = setup();
+    let ns = topo.agent_ns.name.clone();
+    let links_before = agent.library_links();
+    let netns_before = netns_names();
+
+    // The plugins podman may run: ours and the reference ones the example chains.
+    let plugins = dir.0.join("cni-bin");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::os::unix::fs::symlink(workspace_bin("knic-cni"), plugins.join("knic-cni")).unwrap();
+    for p in ["host-local", "portmap", "bandwidth"] {
+        std::os::unix::fs::symlink(Path::new(PLUGINS).join(p), plugins.join(p)).unwrap();
+    }
+    // The example network list, pointed at this agent and this test's IPAM directory.
+    let mut list: Value = serde_json::from_str(&podman_example("knic-pods.conflist")).unwrap();
+    assert_eq!(list["name"], NET);
+    list["plugins"][0]["agentSocket"] = json!(agent.api);
+    list["plugins"][0]["ipam"]["dataDir"] = json!(dir.0.join("ipam"));
+    let net_d = dir.0.join("net.d");
+    std::fs::create_dir_all(&net_d).unwrap();
+    std::fs::write(net_d.join("10-knic.conflist"), list.to_string()).unwrap();
+    let podman = Podman::new(&ns, &dir.0, &net_d, &plugins);
+    let rootfs = busybox_rootfs(&dir.0);
+
+    // The peer serves a file of pseudo-random bytes over HTTP (busybox httpd).
+    let www = dir.0.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let blob = guest_tests::pseudo_random(1 << 20, 0x6b6e_6963_2d70_6f64);
+    std::fs::write(www.join("blob"), &blob).unwrap();
+    let _httpd = guest_tests::Proc::spawn(
+        "busybox httpd",
+        topo.peer_ns
+            .cmd("busybox")
+            .args(["httpd", "-f", "-p", "8080", "-h"])
+            .arg(&www),
+    );
+
+    // Detached, so the attachment can be looked at while the container lives. The
+    // limits: podman's defaults raise RLIMIT_NOFILE/NPROC, which a runner without
+    // CAP_SYS_RESOURCE may not.
+    let root = rootfs.display().to_string();
+    let id = podman
+        .run(&[
+            "run",
+            "--detach",
+            "--name",
+            "knic-pod",
+            "--network",
+            NET,
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=4096:4096",
+            "--rootfs",
+            &root,
+            "/bin/sleep",
+            "600",
+        ])
+        .trim()
+        .to_owned();
+    assert!(!id.is_empty());
+    let addr = podman.run(&["exec", "knic-pod", "ip", "-4", "-o", "addr", "show", "eth0"]);
+    let pod_ip = addr
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("no IPv4 address on the container's eth0: {addr}"))
+        .to_owned();
+    assert!(pod_ip.starts_with("10.210.50."), "{addr}");
+    let uplinks: Vec<String> = names(&agent, "uplink")
+        .into_iter()
+        .filter(|n| n.starts_with("cni-"))
+        .collect();
+    assert_eq!(
+        uplinks.len(),
+        1,
+        "one agent uplink for the container: {uplinks:?}"
+    );
+    assert!(agent.ctl(&["route", "list"]).to_string().contains(&pod_ip));
+    assert_eq!(leases(&dir.0).len(), 1, "host-local leased one address");
+
+    // Through the library kernel to the peer and back.
+    let ping = podman
+        .cmd(&["exec", "knic-pod", "ping", "-c", "3", "-W", "5", PEER_IP])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&ping.stdout);
+    assert!(
+        ping.status.success() && text.contains("3 packets received"),
+        "container -> peer: {text}{}\n{}",
+        String::from_utf8_lossy(&ping.stderr),
+        agent.log_text()
+    );
+    let url = format!("http://{PEER_IP}:8080/blob");
+    let got = podman.run(&[
+        "exec",
+        "knic-pod",
+        "sh",
+        "-c",
+        &format!("wget -q -O - {url} | sha256sum"),
+    ]);
+    let want = guest_tests::sha256(&www.join("blob"));
+    assert_eq!(
+        got.split_whitespace().next(),
+        Some(want.as_str()),
+        "the file arrived intact"
+    );
+    topo.peer_ping(&pod_ip, 2);
+
+    // Removing the container detaches it (podman runs the list's DEL): nothing is left.
+    podman.run(&["rm", "--force", "--time", "0", "knic-pod"]);
+    assert!(podman.run(&["ps", "--all", "--quiet"]).trim().is_empty());
+    assert!(
+        !names(&agent, "uplink")
+            .iter()
+            .any(|n| n.starts_with("cni-")),
+        "the agent's uplink went"
+    );
+    assert_eq!(agent.library_links(), links_before);
+    assert!(!agent.ctl(&["route", "list"]).to_string().contains(&pod_ip));
+    assert!(
+        !host_links(&ns).iter().any(|l| l.starts_with("kc")),
+        "no TAP left in the agent's namespace: {:?}",
+        host_links(&ns)
+    );
+    assert!(leases(&dir.0).is_empty(), "host-local's lease released");
+    assert_eq!(
+        netns_names(),
+        netns_before,
+        "the container's network namespace went"
     );
 }
