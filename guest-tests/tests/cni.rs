@@ -7,7 +7,8 @@
 //! library interface, no lease) and is idempotent; GC removes what is not listed; a
 //! vhost-user attachment's socket is in the result and goes with DEL; the error paths that
 //! need the agent (refused: 100, CHECK mismatch: 101, a broken IPAM plugin: 102, a second
-//! ADD: 7). And a real runtime: Debian's podman (CNI backend) runs a container on
+//! ADD: 7); a netdev attachment (a veth end moved into the pod, its peer the agent's
+//! uplink) and its return on DEL. And a real runtime: Debian's podman (CNI backend) runs a container on
 //! `deploy/cni/podman`'s network. Needs root, containernetworking-plugins, iputils-ping,
 //! podman and runc (`deploy/dev/setup-debian.sh`), and the workspace's binaries built.
 #![allow(clippy::unwrap_used)]
@@ -43,6 +44,22 @@ impl Pod {
 
     fn links(&self) -> Vec<String> {
         host_links(&self.name)
+    }
+
+    /// The pod pings the peer three times with `size`-byte payloads of `pattern` (hex);
+    /// iputils compares each reply's payload with what it sent.
+    fn ping_peer(&self, agent: &KnicAgent, pattern: &str, size: u32) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "ping", "-c", "3", "-W", "5"])
+            .args(["-p", pattern, "-s", &size.to_string(), PEER_IP])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("3 received") && !text.contains("wrong data"),
+            "pod -> peer: {text}\n{}",
+            agent.log_text()
+        );
     }
 }
 
@@ -273,17 +290,7 @@ fn tap_pod_reaches_the_peer_through_the_agent_and_del_leaves_nothing() {
 
     // Through the library kernel to the peer and back; iputils compares each reply's
     // payload with the pattern it sent.
-    let out = Command::new("ip")
-        .args(["netns", "exec", &pod.name, "ping", "-c", "3", "-W", "5"])
-        .args(["-p", "6b6e69632d636e69", "-s", "200", PEER_IP])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains("3 received") && !text.contains("wrong data"),
-        "pod -> peer: {text}\n{}",
-        agent.log_text()
-    );
+    pod.ping_peer(&agent, "6b6e69632d636e69", 200);
     // And the peer reaches the pod (the peer routes 10.210.0.0/16 via the library).
     topo.peer_ping(&pod_ip, 2);
 
@@ -715,4 +722,108 @@ fn podman_container_reaches_the_peer_through_the_agent_and_rm_leaves_nothing() {
         netns_before,
         "the container's network namespace went"
     );
+}
+
+/// `kind: "netdev"` as a DPU uses it: the runtime's interface (here one end of a veth, as an
+/// emulated virtio-net function would be) moves into the pod, its other end (the
+/// "representor") becomes the agent's AF_PACKET uplink. The pod pings the peer through the
+/// library kernel and back; CHECK passes; DEL gives the device back to the runtime's
+/// namespace under its own name, down and without addresses, and removes the agent side.
+#[test]
+fn netdev_pod_reaches_the_peer_through_its_representor_and_del_gives_the_device_back() {
+    let _one = serial();
+    let (topo, dir, agent) = setup();
+    let ns = topo.agent_ns.name.clone();
+    let pod = Pod::new("nd");
+    let links_before = agent.library_links();
+    run(topo
+        .agent_ns
+        .cmd("ip")
+        .args(["link", "add", "vf0", "type", "veth", "peer", "name", "rep0"]));
+    run(topo.agent_ns.cmd("ip").args(["link", "set", "rep0", "up"]));
+    let net = Net {
+        ns: ns.clone(),
+        knic: knic_conf(
+            &agent.api,
+            &dir.0,
+            json!({ "kind": "netdev", "device": "vf0", "representor": "rep0" }),
+        ),
+        chained: vec![],
+    };
+    let netns = pod.path();
+    let env = [
+        ("CNI_CONTAINERID", "nd1"),
+        ("CNI_NETNS", netns.as_str()),
+        ("CNI_IFNAME", "eth0"),
+    ];
+    // A device the runtime's namespace does not have: 7, and nothing is taken.
+    let mut missing = net.knic.clone();
+    missing["device"] = json!("nosuch0");
+    missing["name"] = json!(NET);
+    missing["cniVersion"] = json!("1.1.0");
+    let (ok, v) = exec(
+        &ns,
+        &workspace_bin("knic-cni"),
+        &with(&env, "ADD"),
+        &missing,
+    );
+    assert!(
+        !ok && v["code"] == 7 && v["msg"].as_str().unwrap().contains("nosuch0"),
+        "{v}"
+    );
+    assert!(
+        leases(&dir.0).is_empty()
+            && !names(&agent, "uplink")
+                .iter()
+                .any(|n| n.starts_with("cni-"))
+    );
+
+    let result = net.add(&env);
+    assert_eq!(result["interfaces"][0]["name"], "eth0", "{result}");
+    assert_eq!(result["interfaces"][0]["sandbox"], netns.as_str());
+    let addr = result["ips"][0]["address"].as_str().unwrap().to_owned();
+    let pod_ip = addr.split('/').next().unwrap().to_owned();
+    assert_eq!(pod.links(), ["lo", "eth0"]);
+    assert!(
+        !host_links(&ns).contains(&"vf0".to_owned()),
+        "vf0 left the runtime's namespace"
+    );
+    let uplink = names(&agent, "uplink")
+        .into_iter()
+        .find(|n| n.starts_with("cni-"))
+        .expect("the representor is an agent uplink");
+    assert_eq!(
+        agent
+            .ctl(&["uplink", "list"])
+            .to_string()
+            .matches("packet:rep0")
+            .count(),
+        1
+    );
+
+    pod.ping_peer(&agent, "6b6e69632d6e6476", 1200);
+    topo.peer_ping(&pod_ip, 2);
+    net.each(&env, "CHECK", &result);
+
+    net.each(&env, "DEL", &result);
+    assert_eq!(pod.links(), ["lo"]);
+    assert!(!names(&agent, "uplink").contains(&uplink));
+    assert_eq!(agent.library_links(), links_before);
+    assert!(!agent.ctl(&["route", "list"]).to_string().contains(&pod_ip));
+    assert!(leases(&dir.0).is_empty(), "host-local's lease released");
+    let vf = run(topo
+        .agent_ns
+        .cmd("ip")
+        .args(["-j", "addr", "show", "dev", "vf0"]));
+    let vf: Value = serde_json::from_slice(&vf.stdout).unwrap();
+    assert!(
+        vf[0]["addr_info"].as_array().unwrap().is_empty()
+            && !vf[0]["flags"].as_array().unwrap().contains(&json!("UP")),
+        "vf0 came back down and bare: {vf}"
+    );
+    // DEL again, and with the pod gone, succeed; the device stays where it is.
+    net.each(&env, "DEL", &result);
+    drop(pod);
+    net.each(&env, "DEL", &result);
+    assert!(host_links(&ns).contains(&"vf0".to_owned()));
 }

@@ -19,12 +19,15 @@ network configuration on stdin; it prints the result (or the error) as JSON on s
 Network configuration (besides cniVersion, name, type and ipam):
   kind         \"tap\" (default): a TAP with vnet header, a device of the agent's library
                kernel, moved into the container as CNI_IFNAME; \"vhost-user\": a socket in
-               socketDir for a VM-in-pod runtime (interfaces[].socketPath); \"netdev\": not
-               supported yet
+               socketDir for a VM-in-pod runtime (interfaces[].socketPath); \"netdev\": the
+               runtime's interface `device` moved into the container, its traffic carried
+               on the agent's side by `representor` (an AF_PACKET uplink of the agent)
   agentSocket  the agent's API socket (default /run/knic/agent.sock)
   socketDir    where vhost-user sockets are made (default /run/knic/cni)
   mtu          the interface's MTU (68-65535)
   tenant       (vhost-user) the agent tenant the port joins
+  device       (netdev) the interface moved into the container
+  representor  (netdev) the agent-side interface carrying device's traffic
 
 Example (as a runtime runs it):
   CNI_COMMAND=ADD CNI_CONTAINERID=c1 CNI_NETNS=/var/run/netns/pod1 CNI_IFNAME=eth0 \\

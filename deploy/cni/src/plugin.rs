@@ -141,10 +141,31 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
         ));
     }
     if conf.kind == Kind::Netdev {
+        for (field, v) in [("device", &conf.device), ("representor", &conf.representor)] {
+            match v.as_deref() {
+                Some(name) if valid_ifname(name) => {}
+                Some(name) => {
+                    return Err(CniError::new(
+                        Code::InvalidConfig,
+                        format!("{field} {name:?} is not an interface name"),
+                        "1 to 15 characters, none of them '/', ':' or white space",
+                    ));
+                }
+                None => {
+                    return Err(CniError::new(
+                        Code::InvalidConfig,
+                        format!("kind \"netdev\" needs {field}"),
+                        "device: the interface moved into the container; representor: the \
+                         agent-side interface that carries its traffic",
+                    ));
+                }
+            }
+        }
+    } else if conf.device.is_some() || conf.representor.is_some() {
         return Err(CniError::new(
             Code::UnsupportedField,
-            "kind: \"netdev\" is not supported yet",
-            "use kind \"tap\" or \"vhost-user\"",
+            "device and representor are for kind \"netdev\" only",
+            "remove them, or use kind \"netdev\"",
         ));
     }
     if conf.tenant.is_some() && conf.kind != Kind::VhostUser {
@@ -291,13 +312,31 @@ impl Ctx<'_> {
         }
     }
 
+    /// (netdev) The runtime's interface the attachment moves into the container.
+    fn netdev(&self) -> Option<&str> {
+        match self.conf.kind {
+            Kind::Netdev => self.conf.device.as_deref(),
+            _ => None,
+        }
+    }
+
     fn add(&self) -> Result<Value, CniError> {
         let (id, ifname) = self.ids()?;
         let names = names(&self.conf.name, id, ifname);
         let netns = match self.conf.kind {
-            Kind::Tap => Some(self.netns()?),
-            _ => None,
+            Kind::Tap | Kind::Netdev => Some(self.netns()?),
+            Kind::VhostUser => None,
         };
+        if let Some(device) = self.netdev()
+            && !sandbox::has_host_link(device)
+        {
+            return Err(CniError::new(
+                Code::InvalidConfig,
+                format!("device {device} is not an interface of the runtime's namespace"),
+                "name an existing interface (ip link show); a device already in a \
+                 container belongs to that container's attachment",
+            ));
+        }
         if let Some(ns) = &netns
             && sandbox::has_link(ns, ifname)
         {
@@ -350,6 +389,9 @@ impl Ctx<'_> {
             Err(e) => {
                 // Undo what was done, so a failed ADD leaves nothing behind.
                 self.detach(&names);
+                if let (Some(device), Some(ns)) = (self.netdev(), &netns) {
+                    let _ = sandbox::give_back(ns, ifname, device);
+                }
                 if let Some((plugin, bytes, _)) = &ipam {
                     let _ = delegate::exec(plugin, "DEL", bytes);
                 }
@@ -442,7 +484,21 @@ impl Ctx<'_> {
                 iface.socket_path = Some(socket.display().to_string());
                 iface.mac.clone_from(&mac);
             }
-            Kind::Netdev => unreachable_kind()?,
+            Kind::Netdev => {
+                let representor = self.conf.representor.as_deref().unwrap_or_default();
+                self.agent(
+                    "serve the representor",
+                    &Request::UplinkAdd {
+                        uplink: UplinkConfig {
+                            name: names.agent.clone(),
+                            spec: format!("packet:{representor}"),
+                            queue_pairs: 1,
+                            offloads: OffloadMode::Tso,
+                            mtu: self.conf.mtu,
+                        },
+                    },
+                )?;
+            }
         }
         // The library side: the gateway as a host address on the attachment's device and a
         // host route to each pod address through it, so the agent routes to the pod and
@@ -493,7 +549,7 @@ impl Ctx<'_> {
                 routes.push((r.dst.clone(), gw));
             }
             let got_mac = sandbox::attach(
-                &names.host_if,
+                self.netdev().unwrap_or(&names.host_if),
                 &Setup {
                     netns: ns,
                     ifname,
@@ -555,12 +611,19 @@ impl Ctx<'_> {
             Err(e) if is_unknown_device(&e) => {}
             Err(e) => return Err(agent_error(&self.conf, "remove the attachment", e)),
         }
-        if self.conf.kind == Kind::Tap
-            && let Some(ns) = &self.env.netns
-        {
-            // The agent's side is gone, so its TAP is; anything left of that name in the
-            // container is a leftover of an interrupted ADD.
-            let _ = sandbox::remove(Path::new(ns), ifname);
+        if let Some(ns) = &self.env.netns {
+            match self.netdev() {
+                // The device goes back to the runtime's namespace under its own name.
+                // A gone container is no error: the kernel gave a physical device back
+                // to the initial namespace when it went.
+                Some(device) => sandbox::give_back(Path::new(ns), ifname, device)?,
+                // The agent's side is gone, so its TAP is; anything left of that name in
+                // the container is a leftover of an interrupted ADD.
+                None if self.conf.kind == Kind::Tap => {
+                    let _ = sandbox::remove(Path::new(ns), ifname);
+                }
+                None => {}
+            }
         }
         if let Some((plugin, bytes, _)) = self.ipam()? {
             delegate::exec(&plugin, "DEL", &bytes)?;
@@ -603,7 +666,7 @@ impl Ctx<'_> {
                 "the agent lost it (restarted without it?): DEL and ADD the container again",
             ));
         }
-        if self.conf.kind == Kind::Tap {
+        if matches!(self.conf.kind, Kind::Tap | Kind::Netdev) {
             let ns = self.netns()?;
             if !sandbox::has_link(&ns, ifname) {
                 return Err(CniError::new(
@@ -694,17 +757,30 @@ impl Ctx<'_> {
     }
 }
 
-fn unreachable_kind() -> Result<(), CniError> {
-    Err(CniError::new(
-        Code::UnsupportedField,
-        "kind: \"netdev\" is not supported yet",
-        "use kind \"tap\" or \"vhost-user\"",
-    ))
+/// A Linux interface name: 1 to 15 bytes (IFNAMSIZ less its NUL), no '/', ':' or white
+/// space (the kernel's `dev_valid_name`), and not "." or "..".
+fn valid_ifname(name: &str) -> bool {
+    (1..16).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interface_names_follow_the_kernels_rules() {
+        for ok in ["eth0", "vf0", "pf0vf12", "a", "fifteen-chars-x"] {
+            assert!(valid_ifname(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a:b", "a b", "sixteen-chars-xx"] {
+            assert!(!valid_ifname(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn names_are_stable_short_and_scoped_by_network() {

@@ -1,5 +1,5 @@
-//! The container's side: moving the agent's TAP into the container's network namespace and
-//! configuring it there, with iproute2 (`ip`, run inside the namespace by `nsenter`), so
+//! The container's side: moving the agent's TAP (or, for `netdev`, the runtime's device)
+//! into the container's network namespace, configuring it there and giving a device back, with iproute2 (`ip`, run inside the namespace by `nsenter`), so
 //! the plugin needs no unsafe code of its own.
 
 use std::path::{Path, PathBuf};
@@ -62,6 +62,30 @@ pub fn check_netns(netns: &Path) -> Result<(), CniError> {
 /// Whether `ifname` exists in `netns`.
 pub fn has_link(netns: &Path, ifname: &str) -> bool {
     ip(Some(netns), &["link", "show", "dev", ifname]).is_ok()
+}
+
+/// Whether `ifname` exists in this process's network namespace (the runtime's).
+pub fn has_host_link(ifname: &str) -> bool {
+    ip(None, &["link", "show", "dev", ifname]).is_ok()
+}
+
+/// Gives a moved netdev back: `ifname` in `netns`, if there, is taken down, stripped of
+/// its addresses, renamed `device` (in the container, so the runtime's namespace never
+/// sees a clash of CNI_IFNAME with one of its own) and moved to this process's namespace.
+/// Nothing to do when the container or the interface is gone.
+pub fn give_back(netns: &Path, ifname: &str, device: &str) -> Result<(), CniError> {
+    if !netns.exists() || !has_link(netns, ifname) {
+        return Ok(());
+    }
+    let n = Some(netns);
+    ip(n, &["link", "set", "dev", ifname, "down"])?;
+    ip(n, &["addr", "flush", "dev", ifname])?;
+    if ifname != device {
+        ip(n, &["link", "set", "dev", ifname, "name", device])?;
+    }
+    let pid = std::process::id().to_string();
+    ip(n, &["link", "set", "dev", device, "netns", &pid])?;
+    Ok(())
 }
 
 /// What the container's interface is to be given.

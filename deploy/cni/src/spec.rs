@@ -78,7 +78,9 @@ pub enum Kind {
     Tap,
     /// A vhost-user socket in `socketDir` for a VM-in-pod runtime.
     VhostUser,
-    /// An existing host netdev moved into the pod (not supported yet).
+    /// An existing netdev of the runtime's namespace (`device`, e.g. a DPU-emulated
+    /// virtio-net function) moved into the pod; the agent serves its representor
+    /// (`representor`) as an AF_PACKET uplink.
     Netdev,
 }
 
@@ -124,6 +126,13 @@ pub struct NetConf {
     /// port's, so the tenant's routes and anti-spoofing follow them.
     #[serde(default)]
     pub tenant: Option<String>,
+    /// (netdev) The interface moved into the container, in the runtime's namespace.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// (netdev) The interface that carries `device`'s traffic on the agent's side (its
+    /// representor, or the other end of a veth), in the agent's namespace.
+    #[serde(default)]
+    pub representor: Option<String>,
     #[serde(default, rename = "cni.dev/valid-attachments")]
     pub valid_attachments: Option<Vec<ValidAttachment>>,
     #[serde(default)]

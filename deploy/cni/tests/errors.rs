@@ -161,8 +161,28 @@ fn every_error_before_the_agent_has_its_code() {
     );
     assert_error(ADD, &conf(r#","kind":"wifi""#), 7, "understands");
     assert_error(ADD, &conf(r#","mtu":20"#), 7, "mtu 20");
-    // 2: an unsupported kind or field.
-    assert_error(ADD, &conf(r#","kind":"netdev""#), 2, "netdev");
+    // netdev needs both interfaces, by valid names (7); they mean nothing to other kinds (2).
+    assert_error(ADD, &conf(r#","kind":"netdev""#), 7, "needs device");
+    assert_error(
+        ADD,
+        &conf(r#","kind":"netdev","device":"vf0""#),
+        7,
+        "needs representor",
+    );
+    assert_error(
+        ADD,
+        &conf(r#","kind":"netdev","device":"a/b","representor":"rep0""#),
+        7,
+        "not an interface name",
+    );
+    assert_error(
+        ADD,
+        &conf(r#","kind":"netdev","device":"vf0","representor":"sixteen-chars-xx""#),
+        7,
+        "not an interface name",
+    );
+    // 2: an unsupported field.
+    assert_error(ADD, &conf(r#","device":"vf0""#), 2, "netdev");
     assert_error(ADD, &conf(r#","tenant":"blue""#), 2, "tenant");
     // 3: the container's netns is gone.
     assert_error(ADD, &conf(""), 3, "CNI_NETNS");
