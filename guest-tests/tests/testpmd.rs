@@ -157,6 +157,13 @@ fn txonly(uplink: Uplink) {
         u(&r.kv.stats(), "tx_packets") >= BULK
     });
     let pmd = tp.stop();
+    // testpmd counts a packet once it is on the ring; the device's worker may still be
+    // publishing the counters of its last batch (up to a ring's worth) when testpmd exits.
+    // Wait for them (bounded) rather than read a moment too early; a lost packet still fails.
+    let settled = std::time::Instant::now() + Duration::from_secs(5);
+    while u(&r.kv.stats(), "tx_packets") < pmd.tx_packets && std::time::Instant::now() < settled {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let st = r.kv.stats();
     let dev_tx = u(&st, "tx_packets");
     // Every packet testpmd put on the ring was taken by the device, and none was dropped
