@@ -282,6 +282,8 @@ pub struct OffloadSocket {
     pub path: std::path::PathBuf,
     /// The operator named the path: failing to serve it stops the agent (else a warning).
     pub required: bool,
+    /// How many library sockets its clients may hold.
+    pub limits: crate::offload::OffloadLimits,
 }
 
 /// Runs the agent until SIGTERM or SIGINT, serving kernel offload on `offload` if given.
@@ -299,7 +301,11 @@ pub fn run_with_offload(
     let offload = match offload {
         None => None,
         Some(o) => {
-            match crate::offload::OffloadServer::start(stack.kernel().raw_calls(), &o.path) {
+            match crate::offload::OffloadServer::start(
+                stack.kernel().raw_calls(),
+                &o.path,
+                o.limits,
+            ) {
                 Ok(server) => Some(server),
                 Err(e) if !o.required => {
                     tracing::warn!("kernel offload not served: {}", error_chain(&e));

@@ -63,6 +63,16 @@ struct Args {
     #[arg(long)]
     no_offload: bool,
 
+    /// Library sockets one offload client process may hold; past it socket() and accept()
+    /// fail with EMFILE [default: 1024].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    offload_max_sockets: Option<u32>,
+
+    /// Library sockets all offload clients together may hold (each costs the agent a
+    /// thread) [default: 16384].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    offload_max_sockets_total: Option<u32>,
+
     /// RAM of the library kernel, in MiB.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(32..=65536))]
     memory_mib: u64,
@@ -154,6 +164,11 @@ fn main() -> ExitCode {
         .init();
     let args = Args::parse();
     let (no_offload, offload_socket) = (args.no_offload, args.offload_socket.clone());
+    let defaults = knic_agent::offload::OffloadLimits::default();
+    let limits = knic_agent::offload::OffloadLimits {
+        per_process: args.offload_max_sockets.unwrap_or(defaults.per_process),
+        total: args.offload_max_sockets_total.unwrap_or(defaults.total),
+    };
     let state_dir = args.state_dir.clone();
     let config = match args.config.clone() {
         Some(path) => match knic_agent::config_file::load(&path) {
@@ -179,6 +194,7 @@ fn main() -> ExitCode {
             Some(path) => knic_agent::OffloadSocket {
                 path,
                 required: true,
+                limits,
             },
             None => knic_agent::OffloadSocket {
                 path: config
@@ -187,6 +203,7 @@ fn main() -> ExitCode {
                     .unwrap_or(std::path::Path::new("."))
                     .join("offload.sock"),
                 required: false,
+                limits,
             },
         })
     };

@@ -53,6 +53,11 @@ impl std::ops::DerefMut for Env {
 
 impl Env {
     fn start(tag: &str) -> Env {
+        Env::start_with(tag, &[])
+    }
+
+    /// With extra agent flags.
+    fn start_with(tag: &str, flags: &'static [&'static str]) -> Env {
         require_root();
         let launcher = built("knic-offload");
         built("libknic_offload_shim.so");
@@ -62,7 +67,8 @@ impl Env {
             &launcher,
             |dir, cmd| {
                 cmd.arg("--port")
-                    .arg(format!("vm0={}", dir.join("vm0.sock").display()));
+                    .arg(format!("vm0={}", dir.join("vm0.sock").display()))
+                    .args(flags);
             },
         ))
     }
@@ -387,4 +393,66 @@ fn a_killed_program_leaves_nothing_and_an_agent_stop_gives_clean_errors() {
 mod libc_errno {
     pub const ECONNRESET: i32 = 104;
     pub const ENETDOWN: i32 = 100;
+}
+
+/// What the limits script prints, one line per step.
+const LIMITS_SCRIPT: &str = r#"
+import errno, socket
+held = []
+try:
+    while len(held) < 100:
+        held.append(socket.socket())
+except OSError as e:
+    print("sockets", len(held), errno.errorcode[e.errno])
+for s in held:
+    s.close()
+lst = socket.socket()
+lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+lst.bind(("127.0.0.1", 18090))
+lst.listen(8)
+a = socket.create_connection(("127.0.0.1", 18090))
+b = socket.create_connection(("127.0.0.1", 18090))
+# listener, a, b: the fourth is the first accepted connection
+c, _ = lst.accept()
+try:
+    lst.accept()
+    print("accept over the limit succeeded")
+except OSError as e:
+    print("accept", errno.errorcode[e.errno])
+c.close()
+d, _ = lst.accept()
+d.sendall(b"still queued")
+print("after a close", b.recv(64).decode())
+"#;
+
+/// `--offload-max-sockets 4`: a program's fifth library socket fails with EMFILE (as one past
+/// RLIMIT_NOFILE would), closing gives the slots back, an accept over the limit fails with
+/// EMFILE and leaves the connection queued for the accept after a close; the refusals are
+/// counted and nothing stays behind.
+#[test]
+fn a_program_past_its_socket_limit_gets_emfile_and_its_slots_back() {
+    let python = "/usr/bin/python3";
+    let env = Env::start_with("limits", &["--offload-max-sockets", "4"]);
+    let before = env.stats();
+    assert_eq!(before["max_sockets_per_process"], 4, "{before}");
+    let out = run(env.offload(python).args(["-c", LIMITS_SCRIPT]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        [
+            "sockets 4 EMFILE",
+            "accept EMFILE",
+            "after a close still queued"
+        ],
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = env.stats();
+    assert_eq!(
+        after["sockets_limited"].as_u64().unwrap() - before["sockets_limited"].as_u64().unwrap(),
+        2,
+        "{after}"
+    );
+    env.wait_no_sockets();
+    env.assert_host_loopback_unused();
 }

@@ -10,6 +10,14 @@
 //! # Threads
 //! * `offload-accept` accepts connections and checks the peer (`SO_PEERCRED`: root or the
 //!   agent's own user; others are refused and counted).
+//!
+//! # Limits
+//! Every offloaded socket costs the agent a thread and a library socket, so one program must
+//! not be able to take them all. [`OffloadLimits`] bounds the library sockets of each client
+//! process (the `SO_PEERCRED` pid of the connection that made or accepted them) and of all
+//! clients together. A `socket()` or `accept()` over either limit fails with `EMFILE`, as
+//! one past `RLIMIT_NOFILE` would: a refused accept leaves the connection in the library's
+//! backlog for a later accept. Each refusal counts `sockets_limited`.
 //! * one `offload-sock` thread per offloaded socket reads its requests in order and answers
 //!   each with one library syscall. Library sockets are non-blocking, so no request waits in
 //!   the agent: blocking calls are the shim's loops over readiness.
@@ -66,6 +74,57 @@ pub enum OffloadError {
     Resources(#[source] io::Error),
 }
 
+/// How many library sockets offload clients may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffloadLimits {
+    /// Per client process (the pid `SO_PEERCRED` gives for its connections).
+    pub per_process: u32,
+    /// All clients together.
+    pub total: u32,
+}
+
+impl Default for OffloadLimits {
+    /// 1024 per process (the soft `RLIMIT_NOFILE` a program usually starts with) and 16384
+    /// in all.
+    fn default() -> Self {
+        OffloadLimits {
+            per_process: 1024,
+            total: 16384,
+        }
+    }
+}
+
+/// The library sockets each client process holds, against [`OffloadLimits`].
+#[derive(Debug, Default)]
+struct Usage {
+    total: u32,
+    per_pid: HashMap<i32, u32>,
+}
+
+impl Usage {
+    /// Takes one socket for `pid` if both limits allow it.
+    fn reserve(&mut self, limits: &OffloadLimits, pid: i32) -> bool {
+        let mine = self.per_pid.get(&pid).copied().unwrap_or(0);
+        if self.total >= limits.total || mine >= limits.per_process {
+            return false;
+        }
+        self.total += 1;
+        self.per_pid.insert(pid, mine + 1);
+        true
+    }
+
+    /// Gives back one socket of `pid`'s.
+    fn release(&mut self, pid: i32) {
+        if let Some(n) = self.per_pid.get_mut(&pid) {
+            *n -= 1;
+            self.total = self.total.saturating_sub(1);
+            if *n == 0 {
+                self.per_pid.remove(&pid);
+            }
+        }
+    }
+}
+
 /// The offload server's counters (in `Op::Stats` replies, as JSON).
 #[derive(Debug, Default)]
 struct Counters {
@@ -79,6 +138,7 @@ struct Counters {
     bytes_received: AtomicU64,
     ready_signals: AtomicU64,
     protocol_errors: AtomicU64,
+    sockets_limited: AtomicU64,
 }
 
 /// A snapshot of the counters, plus the library kernel's own view.
@@ -98,6 +158,11 @@ pub struct OffloadStats {
     pub bytes_received: u64,
     pub ready_signals: u64,
     pub protocol_errors: u64,
+    /// `socket()`/`accept()` calls refused with `EMFILE` by [`OffloadLimits`].
+    pub sockets_limited: u64,
+    /// The limits in force.
+    pub max_sockets_per_process: u32,
+    pub max_sockets_total: u32,
     /// The library kernel's `/proc/net/snmp` and `/proc/net/dev`.
     pub kernel_snmp: String,
     pub kernel_dev: String,
@@ -136,6 +201,9 @@ impl Readiness {
 #[derive(Debug)]
 struct Conn {
     host: OwnedFd,
+    /// The client process this socket counts against (`SO_PEERCRED` of its connection, or
+    /// of the listener's for an accepted one).
+    pid: i32,
     /// The library socket; -1 once closed (Op::Close, or the connection's end).
     lkl_fd: AtomicI32,
     domain: i32,
@@ -149,11 +217,13 @@ impl Conn {
         self.lkl_fd.load(Ordering::Acquire)
     }
 
-    /// Closes the library socket once.
-    fn close_lkl(&self, lkl: Lkl) {
+    /// Closes the library socket once, giving its slot back to the client's limit at once
+    /// (a program's `close` returns after this, so its next `socket()` may use the slot).
+    fn close_lkl(&self, shared: &Shared) {
         let fd = self.lkl_fd.swap(-1, Ordering::AcqRel);
         if fd >= 0 {
-            lkl.close(fd);
+            shared.lkl.close(fd);
+            lock(&shared.usage).release(self.pid);
         }
     }
 }
@@ -167,6 +237,8 @@ struct Shared {
     lkl: Lkl,
     counters: Counters,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    limits: OffloadLimits,
+    usage: Mutex<Usage>,
     next_id: AtomicU64,
     stopping: AtomicBool,
     /// Write end of the watcher's wake-up pipe (inside the library).
@@ -176,6 +248,29 @@ struct Shared {
 impl Shared {
     fn wake_watcher(&self) {
         let _ = self.lkl.write(self.wake, &[1]);
+    }
+
+    /// Takes a socket slot for `pid`, or counts the refusal (the caller answers `EMFILE`).
+    fn reserve(&self, pid: i32) -> bool {
+        if lock(&self.usage).reserve(&self.limits, pid) {
+            return true;
+        }
+        let n = self
+            .counters
+            .sockets_limited
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        // A program looping on socket() must not flood the log: 1st, 2nd, 4th, 8th, ...
+        if n.is_power_of_two() {
+            warn!(
+                pid,
+                per_process = self.limits.per_process,
+                total = self.limits.total,
+                refused = n,
+                "offload: socket limit reached, answering EMFILE"
+            );
+        }
+        false
     }
 
     fn stats(&self) -> OffloadStats {
@@ -193,6 +288,9 @@ impl Shared {
             bytes_received: g(&c.bytes_received),
             ready_signals: g(&c.ready_signals),
             protocol_errors: g(&c.protocol_errors),
+            sockets_limited: g(&c.sockets_limited),
+            max_sockets_per_process: self.limits.per_process,
+            max_sockets_total: self.limits.total,
             kernel_snmp: self.lkl.read_file(c"/proc/net/snmp").unwrap_or_default(),
             kernel_dev: self.lkl.read_file(c"/proc/net/dev").unwrap_or_default(),
             kernel_tls_stat: self
@@ -215,8 +313,12 @@ pub struct OffloadServer {
 
 impl OffloadServer {
     /// Serves offload on `path` (its directory is made if missing) with the kernel `calls`
-    /// reaches.
-    pub fn start(calls: RawCalls, path: &Path) -> Result<OffloadServer, OffloadError> {
+    /// reaches, its clients' sockets bounded by `limits`.
+    pub fn start(
+        calls: RawCalls,
+        path: &Path,
+        limits: OffloadLimits,
+    ) -> Result<OffloadServer, OffloadError> {
         let err = |source| OffloadError::Socket {
             path: path.to_path_buf(),
             source,
@@ -239,6 +341,8 @@ impl OffloadServer {
             lkl,
             counters: Counters::default(),
             conns: Mutex::new(HashMap::new()),
+            limits,
+            usage: Mutex::new(Usage::default()),
             next_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             wake,
@@ -315,8 +419,8 @@ fn accept_loop(shared: &Arc<Shared>, listener: RawFd) {
                 continue;
             }
         };
-        match sys::peer_cred(conn.as_raw_fd()) {
-            Ok(cred) if cred.uid == 0 || cred.uid == me => {}
+        let pid = match sys::peer_cred(conn.as_raw_fd()) {
+            Ok(cred) if cred.uid == 0 || cred.uid == me => cred.pid,
             Ok(cred) => {
                 shared
                     .counters
@@ -330,11 +434,11 @@ fn accept_loop(shared: &Arc<Shared>, listener: RawFd) {
                 continue;
             }
             Err(_) => continue,
-        }
+        };
         let s = Arc::clone(shared);
         let spawned = std::thread::Builder::new()
             .name("offload-sock".into())
-            .spawn(move || first_message(&s, conn));
+            .spawn(move || first_message(&s, conn, pid));
         if let Err(e) = spawned {
             warn!(error = %e, "offload: cannot start a socket thread");
         }
@@ -348,7 +452,7 @@ fn send_reply(fd: RawFd, reply: Reply, payload: &[u8], pass: Option<RawFd>) -> i
 }
 
 /// The first message of a connection from `socket()`: Open (or Stats).
-fn first_message(shared: &Arc<Shared>, host: OwnedFd) {
+fn first_message(shared: &Arc<Shared>, host: OwnedFd, pid: i32) {
     let mut buf = vec![0u8; MAX_MESSAGE];
     let n = match sys::recv(host.as_raw_fd(), &mut buf) {
         Ok(n) if n > 0 && n <= buf.len() => n,
@@ -377,8 +481,12 @@ fn first_message(shared: &Arc<Shared>, host: OwnedFd) {
             let supported = (domain == i64::from(libc::AF_INET)
                 || domain == i64::from(libc::AF_INET6))
                 && (base == i64::from(libc::SOCK_STREAM) || base == i64::from(libc::SOCK_DGRAM));
-            let fd = if supported {
-                shared.lkl.values(
+            let fd = if !supported {
+                -i64::from(libc::EAFNOSUPPORT)
+            } else if !shared.reserve(pid) {
+                -i64::from(libc::EMFILE)
+            } else {
+                let fd = shared.lkl.values(
                     nr::SOCKET,
                     [
                         domain,
@@ -388,9 +496,11 @@ fn first_message(shared: &Arc<Shared>, host: OwnedFd) {
                         0,
                         0,
                     ],
-                )
-            } else {
-                -i64::from(libc::EAFNOSUPPORT)
+                );
+                if fd < 0 {
+                    lock(&shared.usage).release(pid);
+                }
+                fd
             };
             if fd < 0 {
                 shared.counters.open_refused.fetch_add(1, Ordering::Relaxed);
@@ -401,7 +511,7 @@ fn first_message(shared: &Arc<Shared>, host: OwnedFd) {
                 .counters
                 .sockets_opened
                 .fetch_add(1, Ordering::Relaxed);
-            let conn = register(shared, host, fd as i32, domain as i32, base as i32);
+            let conn = register(shared, host, pid, fd as i32, domain as i32, base as i32);
             if send_reply(conn.1.host.as_raw_fd(), Reply::new(0), &[], None).is_ok() {
                 serve(shared, conn.0, &conn.1, buf);
             } else {
@@ -417,9 +527,11 @@ fn first_message(shared: &Arc<Shared>, host: OwnedFd) {
     }
 }
 
+/// Registers a socket whose slot `pid` already holds (`Shared::reserve`).
 fn register(
     shared: &Shared,
     host: OwnedFd,
+    pid: i32,
     lkl_fd: i32,
     domain: i32,
     kind: i32,
@@ -427,6 +539,7 @@ fn register(
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let conn = Arc::new(Conn {
         host,
+        pid,
         lkl_fd: AtomicI32::new(lkl_fd),
         domain,
         kind,
@@ -441,7 +554,7 @@ fn unregister(shared: &Shared, id: u64, conn: &Conn) {
     conn.closed.store(true, Ordering::SeqCst);
     lock(&shared.conns).remove(&id);
     shared.wake_watcher();
-    conn.close_lkl(shared.lkl);
+    conn.close_lkl(shared);
     shared
         .counters
         .sockets_closed
@@ -539,7 +652,7 @@ fn handle(
     match req.op {
         Op::Open | Op::Stats => Err(BadRequest),
         Op::Close => {
-            conn.close_lkl(lkl);
+            conn.close_lkl(shared);
             reply(0)
         }
         Op::Bind => reply(lkl.with_addr(nr::BIND, fd, &addr_arg(payload)?)),
@@ -549,14 +662,20 @@ fn handle(
         Op::Accept => {
             let mut addr = SockAddr::empty();
             let flags = i64::from(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+            // Over a limit the connection stays queued in the library for a later accept.
+            if !shared.reserve(conn.pid) {
+                return reply(-i64::from(libc::EMFILE));
+            }
             let new = lkl.fill_addr(nr::ACCEPT4, fd, &mut addr, flags);
             if new < 0 {
+                lock(&shared.usage).release(conn.pid);
                 return reply(new);
             }
             let (mine, theirs) = match sys::seqpacket_pair() {
                 Ok(p) => p,
                 Err(e) => {
                     lkl.close(new as i32);
+                    lock(&shared.usage).release(conn.pid);
                     return reply(-i64::from(e.raw_os_error().unwrap_or(libc::EMFILE)));
                 }
             };
@@ -564,7 +683,7 @@ fn handle(
                 .counters
                 .sockets_accepted
                 .fetch_add(1, Ordering::Relaxed);
-            let (id, child) = register(shared, mine, new as i32, conn.domain, conn.kind);
+            let (id, child) = register(shared, mine, conn.pid, new as i32, conn.domain, conn.kind);
             let sent = answer(
                 shared,
                 conn,
@@ -840,5 +959,35 @@ fn watch_loop(shared: &Arc<Shared>, wake_read: i32) {
                 signal(shared, c, &mut r);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_bounds_each_process_and_all_of_them_and_gives_slots_back() {
+        let limits = OffloadLimits {
+            per_process: 2,
+            total: 3,
+        };
+        let mut u = Usage::default();
+        assert!(u.reserve(&limits, 10));
+        assert!(u.reserve(&limits, 10));
+        assert!(!u.reserve(&limits, 10), "a third for one process");
+        assert!(u.reserve(&limits, 11));
+        assert!(!u.reserve(&limits, 12), "a fourth in all");
+        u.release(10);
+        assert!(u.reserve(&limits, 12), "a slot given back is free again");
+        assert_eq!(u.total, 3);
+        u.release(12);
+        u.release(11);
+        u.release(10);
+        assert_eq!(u.total, 0);
+        assert!(u.per_pid.is_empty(), "no entry left for gone processes");
+        // A release without a reservation (cannot happen) changes nothing.
+        u.release(99);
+        assert_eq!(u.total, 0);
     }
 }
