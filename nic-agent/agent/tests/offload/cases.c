@@ -1,5 +1,6 @@
 /* The offload suite's own cases, run unmodified under knic-offload (tests/offload.rs):
- * errno, partial I/O, dup/fork/exec, poll/select/epoll on mixes of host and offloaded fds.
+ * errno, partial I/O, sendmmsg/recvmmsg, dup/fork/exec, poll/select/epoll on mixes of host
+ * and offloaded fds.
  * Each case prints "ok NAME"; the first failure prints "FAIL NAME: why" and exits 1.
  * Run in a network namespace whose loopback is down, so a socket that reached the host
  * stack instead of the library fails. */
@@ -283,6 +284,65 @@ static void udp(void)
 	OK();
 }
 
+/* sendmmsg/recvmmsg (glibc's resolver sends its A and AAAA queries with sendmmsg). */
+static void mmsg(void)
+{
+	CASE("sendmmsg-recvmmsg");
+	int a = socket(AF_INET, SOCK_DGRAM, 0), b = socket(AF_INET, SOCK_DGRAM, 0);
+	struct sockaddr_in x = loop4(0), y;
+	CHECK(bind(b, (void *)&x, sizeof x) == 0, "bind");
+	socklen_t l = sizeof y;
+	CHECK(getsockname(b, (void *)&y, &l) == 0, "getsockname");
+	CHECK(connect(a, (void *)&y, sizeof y) == 0, "connect");
+	const char *words[3] = { "one", "three", "seventeen bytes!!" };
+	struct iovec iv[3];
+	struct mmsghdr out[3];
+	memset(out, 0, sizeof out);
+	for (int i = 0; i < 3; i++) {
+		iv[i].iov_base = (void *)words[i];
+		iv[i].iov_len = strlen(words[i]);
+		out[i].msg_hdr.msg_iov = &iv[i];
+		out[i].msg_hdr.msg_iovlen = 1;
+	}
+	CHECK(sendmmsg(a, out, 0, 0) == 0, "an empty vector sends nothing");
+	CHECK(sendmmsg(a, out, 3, 0) == 3, "three datagrams");
+	CHECK(out[0].msg_len == 3 && out[1].msg_len == 5 && out[2].msg_len == 17, "msg_len of each");
+	char bufs[4][32];
+	struct iovec ov[4];
+	struct sockaddr_in from[4];
+	struct mmsghdr in[4];
+	memset(in, 0, sizeof in);
+	memset(bufs, 0, sizeof bufs);
+	for (int i = 0; i < 4; i++) {
+		ov[i].iov_base = bufs[i];
+		ov[i].iov_len = sizeof bufs[i];
+		in[i].msg_hdr.msg_iov = &ov[i];
+		in[i].msg_hdr.msg_iovlen = 1;
+		in[i].msg_hdr.msg_name = &from[i];
+		in[i].msg_hdr.msg_namelen = sizeof from[i];
+	}
+	/* Room for four, three waiting: MSG_WAITFORONE returns the three without blocking. */
+	int n = recvmmsg(b, in, 4, MSG_WAITFORONE, NULL);
+	CHECK(n == 3, "recvmmsg got %d", n);
+	for (int i = 0; i < 3; i++) {
+		CHECK(in[i].msg_len == strlen(words[i]) && !memcmp(bufs[i], words[i], in[i].msg_len),
+		      "datagram %d", i);
+		CHECK(in[i].msg_hdr.msg_namelen == sizeof from[i] &&
+		      from[i].sin_addr.s_addr == htonl(INADDR_LOOPBACK), "source of %d", i);
+	}
+	CHECK(recvmmsg(b, in, 4, MSG_DONTWAIT, NULL) == -1 && errno == EAGAIN, "empty: EAGAIN");
+	/* A timeout is checked after each datagram and the time left written back. */
+	CHECK(sendmmsg(a, out, 2, 0) == 2, "two more");
+	struct timespec t = { .tv_sec = 5 };
+	n = recvmmsg(b, in, 2, 0, &t);
+	CHECK(n == 2 && t.tv_sec <= 5 && (t.tv_sec > 0 || t.tv_nsec > 0), "recvmmsg with a timeout: %d", n);
+	struct timespec bad = { .tv_nsec = 1000000000 };
+	CHECK(recvmmsg(b, in, 1, MSG_DONTWAIT, &bad) == -1 && errno == EINVAL, "tv_nsec out of range");
+	CHECK(sendmmsg(a, NULL, 1, 0) == -1 && errno == EFAULT, "a NULL vector");
+	close(a), close(b);
+	OK();
+}
+
 static void vectors(void)
 {
 	CASE("readv-writev");
@@ -476,6 +536,7 @@ int main(int argc, char **argv)
 	partial_io();
 	options();
 	udp();
+	mmsg();
 	vectors();
 	dups();
 	forks(argv[0]);

@@ -478,6 +478,8 @@ fn socket_call(nr: i64, fd: i32, sock: &Arc<Sock>, a: [i64; 6]) -> i64 {
         libc::SYS_writev => writev(fd, sock, a[1], a[2], 0, (0, 0), &[]),
         libc::SYS_recvmsg => recvmsg(fd, sock, a[1], a[2]),
         libc::SYS_sendmsg => sendmsg(fd, sock, a[1], a[2]),
+        libc::SYS_sendmmsg => sendmmsg(fd, sock, a[1], a[2], a[3]),
+        libc::SYS_recvmmsg => recvmmsg(fd, sock, a[1], a[2], a[3], a[4]),
         libc::SYS_socketpair => neg(libc::EOPNOTSUPP),
         // Calls the placeholder answers correctly itself (fstat, fcntl flags, ...).
         _ => host(nr, a),
@@ -950,6 +952,101 @@ fn sendmsg(fd: i32, sock: &Sock, msg: i64, flags: i64) -> i64 {
         (name as i64, i64::from(namelen)),
         &control[..clen],
     )
+}
+
+/// `struct mmsghdr` on LP64: a `struct msghdr` (56 bytes), `unsigned int msg_len`, padding.
+const MMSGHDR_LEN: usize = 64;
+const MMSG_LEN_OFFSET: usize = 56;
+/// The kernel's bound on a `sendmmsg`/`recvmmsg` vector (`UIO_MAXIOV`): longer ones are cut.
+const MMSG_MAX: u32 = 1024;
+
+/// Records `len` in the `msg_len` of `hdr`.
+fn set_msg_len(hdr: UserPtr, len: i64) -> Result<(), i64> {
+    hdr.add(MMSG_LEN_OFFSET)
+        .write(&u32::try_from(len).unwrap_or(u32::MAX).to_ne_bytes())
+}
+
+/// `sendmmsg` as the kernel's `__sys_sendmmsg`: one `sendmsg` per entry, each entry's
+/// `msg_len` set; the first failure ends the batch and is returned only if nothing was sent
+/// (otherwise the count is, and the error shows on the next call, as in Linux).
+fn sendmmsg(fd: i32, sock: &Sock, vec: i64, vlen: i64, flags: i64) -> i64 {
+    let n = (vlen as u32).min(MMSG_MAX) as usize;
+    let mut sent = 0;
+    while sent < n {
+        let hdr = UserPtr(vec as usize).add(sent * MMSGHDR_LEN);
+        let r = sendmsg(fd, sock, hdr.0 as i64, flags);
+        let r = if r >= 0 {
+            set_msg_len(hdr, r).map(|()| r)
+        } else {
+            Err(r)
+        };
+        if let Err(e) = r {
+            return if sent == 0 { e } else { sent as i64 };
+        }
+        sent += 1;
+    }
+    sent as i64
+}
+
+/// `recvmmsg` as the kernel's `do_recvmmsg`: one `recvmsg` per entry until the vector is
+/// full or a receive fails (EAGAIN after the first datagram is the usual end); with
+/// `MSG_WAITFORONE` every receive after the first does not wait. A `timeout` is checked
+/// after each datagram, not while one is awaited (the kernel's own, documented, behaviour),
+/// and the time left is written back when a datagram was received.
+fn recvmmsg(fd: i32, sock: &Sock, vec: i64, vlen: i64, flags: i64, timeout: i64) -> i64 {
+    let deadline = if timeout == 0 {
+        None
+    } else {
+        match read_timespec(timeout) {
+            Ok(Some(t)) => Some(
+                std::time::Instant::now()
+                    + std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32),
+            ),
+            Ok(None) => None,
+            Err(e) => return e,
+        }
+    };
+    let n = (vlen as u32).min(MMSG_MAX) as usize;
+    let wait_for_one = flags & i64::from(libc::MSG_WAITFORONE) != 0;
+    let mut flags = flags & !i64::from(libc::MSG_WAITFORONE);
+    let mut got = 0;
+    let mut left = None;
+    while got < n {
+        let hdr = UserPtr(vec as usize).add(got * MMSGHDR_LEN);
+        let r = recvmsg(fd, sock, hdr.0 as i64, flags);
+        let r = if r >= 0 {
+            set_msg_len(hdr, r).map(|()| r)
+        } else {
+            Err(r)
+        };
+        if let Err(e) = r {
+            if got == 0 {
+                return e;
+            }
+            break;
+        }
+        got += 1;
+        if wait_for_one {
+            flags |= i64::from(libc::MSG_DONTWAIT);
+        }
+        if let Some(d) = deadline {
+            let now = std::time::Instant::now();
+            let rest = d.saturating_duration_since(now);
+            left = Some(rest);
+            if rest.is_zero() {
+                break;
+            }
+        }
+    }
+    if let Some(rest) = left {
+        let mut ts = [0u8; 16];
+        ts[..8].copy_from_slice(&(rest.as_secs() as i64).to_ne_bytes());
+        ts[8..].copy_from_slice(&i64::from(rest.subsec_nanos()).to_ne_bytes());
+        if let Err(e) = UserPtr(timeout as usize).write(&ts) {
+            return e;
+        }
+    }
+    got as i64
 }
 
 /// Copies a `sendmsg` caller's control messages (`msg_control`, `clen` bytes) into `out`

@@ -232,6 +232,35 @@ pub extern "C" fn recvmsg(fd: c_int, msg: *mut c_void, flags: c_int) -> isize {
 }
 
 #[unsafe(no_mangle)]
+pub extern "C" fn sendmmsg(fd: c_int, vec: *mut c_void, vlen: u32, flags: c_int) -> c_int {
+    run(
+        libc::SYS_sendmmsg,
+        [fd.into(), p!(vec), vlen.into(), flags.into(), 0, 0],
+    ) as c_int
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn recvmmsg(
+    fd: c_int,
+    vec: *mut c_void,
+    vlen: u32,
+    flags: c_int,
+    timeout: *mut c_void,
+) -> c_int {
+    run(
+        libc::SYS_recvmmsg,
+        [
+            fd.into(),
+            p!(vec),
+            vlen.into(),
+            flags.into(),
+            p!(timeout),
+            0,
+        ],
+    ) as c_int
+}
+
+#[unsafe(no_mangle)]
 pub extern "C" fn getsockname(fd: c_int, addr: *mut c_void, len: *mut u32) -> c_int {
     run(
         libc::SYS_getsockname,
