@@ -58,7 +58,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::device::{NetBackend, NetDeviceConfig, NetDeviceStats, VirtioNetDevice, mmio};
 use crate::host::{HOST_OPS, HOST_OPS_GENERIC_CRYPTO};
-use crate::netlink::{self, Link, NetfilterReply, Route};
+use crate::netlink::{self, FwmarkRule, Link, NetfilterReply, Route};
 use crate::socket::Fd;
 use crate::sys;
 
@@ -571,6 +571,16 @@ impl Kernel {
     /// Enslaves interface `name` to the VRF (or other master) `master`; `None` frees it.
     pub fn set_link_master(&self, name: &str, master: Option<&str>) -> io::Result<()> {
         netlink::set_master(name, master)
+    }
+
+    /// Adds a policy routing rule: packets with the rule's firewall mark look up its table.
+    pub fn add_fwmark_rule(&self, rule: &FwmarkRule) -> io::Result<()> {
+        netlink::add_fwmark_rule(rule)
+    }
+
+    /// Deletes a rule added by [`Kernel::add_fwmark_rule`].
+    pub fn delete_fwmark_rule(&self, rule: &FwmarkRule) -> io::Result<()> {
+        netlink::delete_fwmark_rule(rule)
     }
 
     /// One NETLINK_NETFILTER exchange (nf_tables, ctnetlink): `messages` are complete

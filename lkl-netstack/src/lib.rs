@@ -31,6 +31,6 @@ pub use kernel::{
     BootConfig, BootError, Kernel, MAIN_TABLE, NetDeviceError, RemoveNetDeviceError,
     UnknownNetDevice,
 };
-pub use netlink::{Link, NetfilterReply, NetlinkError, Route};
+pub use netlink::{FwmarkRule, Link, NetfilterReply, NetlinkError, Route};
 pub use socket::{Fd, Icmpv6Socket, TcpListener, TcpStream, UdpSocket};
 pub use user_memory::UserBuffer;

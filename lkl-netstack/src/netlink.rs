@@ -16,6 +16,7 @@ use netlink_packet_route::link::{
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::socket::{self, Fd};
@@ -384,6 +385,52 @@ pub(crate) fn delete_link(name: &str) -> io::Result<()> {
     let mut link = LinkMessage::default();
     link.header.index = link_index(name)?;
     RouteSocket::open()?.request(RouteNetlinkMessage::DelLink(link), 0)?;
+    Ok(())
+}
+
+/// A policy routing rule that sends packets carrying a firewall mark to a routing table
+/// (`ip rule add fwmark MARK lookup TABLE pref PRIORITY`), e.g. replies from an uplink into
+/// the table of the tenant VRF that owns their connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FwmarkRule {
+    pub ipv6: bool,
+    /// Matched exactly (mask 0xffffffff).
+    pub mark: u32,
+    pub table: u32,
+    /// The rule's place in the rule list: lower is consulted first (the local table's
+    /// rule is 0, the VRFs' l3mdev rule 1000, the main table's 32766).
+    pub priority: u32,
+}
+
+fn rule_message(rule: &FwmarkRule) -> RuleMessage {
+    let mut msg = RuleMessage::default();
+    msg.header.family = if rule.ipv6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    msg.header.action = RuleAction::ToTable;
+    // As for routes: tables above 255 only fit FRA_TABLE.
+    msg.header.table = u8::try_from(rule.table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
+    msg.attributes.push(RuleAttribute::Table(rule.table));
+    msg.attributes.push(RuleAttribute::FwMark(rule.mark));
+    msg.attributes.push(RuleAttribute::FwMask(u32::MAX));
+    msg.attributes.push(RuleAttribute::Priority(rule.priority));
+    msg
+}
+
+/// Adds `rule` (RTM_NEWRULE); refused (EEXIST) when the very same rule exists.
+pub(crate) fn add_fwmark_rule(rule: &FwmarkRule) -> io::Result<()> {
+    RouteSocket::open()?.request(
+        RouteNetlinkMessage::NewRule(rule_message(rule)),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )?;
+    Ok(())
+}
+
+/// Deletes `rule` (RTM_DELRULE; ENOENT when there is none).
+pub(crate) fn delete_fwmark_rule(rule: &FwmarkRule) -> io::Result<()> {
+    RouteSocket::open()?.request(RouteNetlinkMessage::DelRule(rule_message(rule)), 0)?;
     Ok(())
 }
 

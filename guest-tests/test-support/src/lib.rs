@@ -13,7 +13,7 @@ pub mod frontend;
 pub mod offload;
 mod sys;
 
-pub use sys::{in_netns, poll_readable};
+pub use sys::{in_netns, poll_readable, tcp_connect_from};
 
 use std::fs;
 use std::path::PathBuf;

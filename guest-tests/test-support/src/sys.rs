@@ -1,9 +1,13 @@
 //! The system calls tests need that take `unsafe`: entering a network namespace (on a thread
-//! of its own, so the test's thread stays where it was) and polling a descriptor.
+//! of its own, so the test's thread stays where it was), polling a descriptor and a TCP
+//! connection from a chosen source address and port.
 #![allow(unsafe_code)]
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, RawFd};
+use std::io;
+use std::net::{SocketAddrV4, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 /// Runs `f` on a new thread that has joined network namespace `name` (as `ip netns add`
 /// makes it, under /run/netns). Sockets `f` opens belong to that namespace for good and can
@@ -33,4 +37,69 @@ pub fn poll_readable(fd: RawFd, timeout_ms: i32) -> bool {
     // SAFETY: poll reads and writes exactly one pollfd, `p`, a live local.
     let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
     r > 0 && p.revents & libc::POLLIN != 0
+}
+
+/// A TCP connection from `src` (bound first, so a test picks the source port, which std's
+/// `TcpStream::connect` cannot) to `dst`, given up after `timeout` (SO_SNDTIMEO bounds a
+/// blocking connect on Linux).
+pub fn tcp_connect_from(
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
+        libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: a.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(a.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        }
+    }
+    let check = |r: libc::c_int| {
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    };
+    // SAFETY: socket takes no pointers; the descriptor it returns is owned by `fd` at once.
+    let raw =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `raw` is a fresh descriptor nothing else owns or closes.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
+    };
+    // SAFETY: setsockopt reads size_of::<timeval>() bytes of `tv`, a live local.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&raw const tv).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })?;
+    let from = sockaddr(src);
+    // SAFETY: bind reads size_of::<sockaddr_in>() bytes of `from`, a live local.
+    check(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const from).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    })?;
+    let to = sockaddr(dst);
+    // SAFETY: connect reads size_of::<sockaddr_in>() bytes of `to`, a live local.
+    check(unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&raw const to).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    })?;
+    Ok(TcpStream::from(fd))
 }

@@ -350,7 +350,16 @@ impl Agent {
             return Err(e);
         }
         let info = self.port_info(&port);
+        let name = port.config.name.clone();
+        let in_tenant = tenant.is_some();
         self.ports.push(port);
+        // Its conntrack zone: until the rule is in, its traffic would be in the default zone.
+        if in_tenant && let Err(e) = self.apply_nat() {
+            if let Err(r) = self.remove_port(&name) {
+                warn!(port = %name, "cannot remove a port whose zone was refused: {r}");
+            }
+            return Err(e);
+        }
         Ok(info)
     }
 
@@ -458,7 +467,11 @@ impl Agent {
                 tenant: t.config.name.clone(),
             });
         }
-        let tenant = Tenant::new(config, table);
+        // The lowest zone no tenant has; 0 is conntrack's default zone, not a tenant's.
+        let zone = (1..=u16::MAX)
+            .find(|z| !self.tenants.iter().any(|t| t.zone == *z))
+            .ok_or(AgentError::NoFreeZone)?;
+        let tenant = Tenant::new(config, table, zone);
         self.stack.add_vrf(&tenant.vrf, table)?;
         let info = tenant.info(&[]);
         self.tenants.push(tenant);
@@ -483,7 +496,12 @@ impl Agent {
             });
         }
         self.stack.delete_link(&self.tenants[i].vrf)?;
-        self.tenants.remove(i);
+        let tenant = self.tenants.remove(i);
+        if tenant.connected
+            && let Err(e) = self.stack.delete_fwmark_rule(&tenant.fwmark_rule())
+        {
+            warn!(tenant = %name, "{e}");
+        }
         self.apply_nat()?;
         Ok(json!({ "removed": name }))
     }
@@ -503,7 +521,7 @@ impl Agent {
             let Some(uplink) = self.tenants[i].config.uplink.clone() else {
                 continue;
             };
-            if self.tenants[i].return_routes {
+            if self.tenants[i].connected {
                 continue;
             }
             let ifname = self.device(&uplink)?.ifname.clone();
@@ -529,39 +547,59 @@ impl Agent {
             let shared = self.tenants.iter().enumerate().find(|(j, o)| {
                 *j != i && o.config.uplink.as_deref() == Some(&uplink) && t.overlaps(&o.config)
             });
-            if let Some((_, o)) = shared {
-                warn!(
-                    tenant = %t.config.name, other = %o.config.name, uplink = %uplink,
-                    "subnets overlap another tenant's behind the same uplink: replies from the \
-                     uplink cannot be told apart without conntrack marks, so none are routed back"
-                );
-            } else {
-                for s in &t.config.subnets {
-                    self.stack
-                        .add_route(s.prefix.addr, s.prefix.prefix_len, None, Some(&t.vrf))?;
+            match shared {
+                None => {
+                    for s in &t.config.subnets {
+                        self.stack.add_route(
+                            s.prefix.addr,
+                            s.prefix.prefix_len,
+                            None,
+                            Some(&t.vrf),
+                        )?;
+                    }
+                }
+                // Told apart by their conntrack zones (net::tenant): replies come back by
+                // their marks alone.
+                Some((_, o)) if t.config.snat && o.config.snat => {}
+                Some((_, o)) => {
+                    warn!(
+                        tenant = %t.config.name, other = %o.config.name, uplink = %uplink,
+                        "subnets overlap another tenant's behind the same uplink and one of \
+                         them has snat off: replies from the uplink to an address both use \
+                         cannot be told apart, so the tenant is not connected to its uplink"
+                    );
+                    continue;
                 }
             }
+            self.stack.add_fwmark_rule(&t.fwmark_rule())?;
             self.tenants[i].return_routes = shared.is_none();
+            self.tenants[i].connected = true;
         }
         self.apply_nat()
     }
 
-    /// Rebuilds the NAT table from the tenants whose replies come back (return routes):
-    /// masquerade where `snat` is on, their DNAT forwards.
+    /// Rebuilds the NAT table: every tenant's ports' conntrack zone and, for the tenants
+    /// connected to their uplink, the reply marks, masquerade where `snat` is on and their
+    /// DNAT forwards. Called whenever tenants, their ports or their connection change.
     fn apply_nat(&mut self) -> Result<(), AgentError> {
-        let mut uplinks = Vec::new();
-        for t in self.tenants.iter().filter(|t| t.return_routes) {
-            if let Some(u) = &t.config.uplink {
-                uplinks.push((t, self.device(u)?.ifname.clone()));
-            }
-        }
-        let nat: Vec<nat::TenantNat<'_>> = uplinks
-            .iter()
-            .map(|(t, ifname)| nat::TenantNat {
+        let mut nat = Vec::with_capacity(self.tenants.len());
+        for t in &self.tenants {
+            let uplink_ifname = match (&t.config.uplink, t.connected) {
+                (Some(u), true) => Some(self.device(u)?.ifname.as_str()),
+                _ => None,
+            };
+            nat.push(nat::TenantNat {
                 tenant: &t.config,
-                uplink_ifname: ifname,
-            })
-            .collect();
+                zone: t.zone,
+                port_ifnames: self
+                    .ports
+                    .iter()
+                    .filter(|p| p.config.tenant.as_ref() == Some(&t.config.name))
+                    .map(|p| p.device.ifname.as_str())
+                    .collect(),
+                uplink_ifname,
+            });
+        }
         if nat.is_empty() && !self.nat_table {
             return Ok(());
         }
@@ -582,14 +620,14 @@ impl Agent {
                 for s in t.config.subnets.iter().filter(|s| s.prefix.addr.is_ipv4()) {
                     out.push(json!({
                         "tenant": t.config.name, "kind": "snat", "from": s.prefix,
-                        "uplink": uplink, "applied": t.return_routes,
+                        "uplink": uplink, "applied": t.connected,
                     }));
                 }
             }
             for f in &t.config.forwards {
                 out.push(json!({
                     "tenant": t.config.name, "kind": "dnat", "protocol": f.protocol,
-                    "port": f.port, "to": f.to, "uplink": uplink, "applied": t.return_routes,
+                    "port": f.port, "to": f.to, "uplink": uplink, "applied": t.connected,
                 }));
             }
         }
@@ -644,6 +682,13 @@ impl Agent {
         let mut port = self.ports.remove(i);
         port.stop();
         self.forget_device(name);
+        // Its zone rule goes too (a later device may get its interface name); a failure
+        // leaves a rule for a gone interface, replaced with the next rebuild.
+        if port.config.tenant.is_some()
+            && let Err(e) = self.apply_nat()
+        {
+            warn!(port = %name, "{e}");
+        }
         Ok(json!({ "removed": name }))
     }
 

@@ -446,7 +446,8 @@ impl Checker<'_> {
     }
 
     /// Two tenants may share subnets, but not behind one uplink without SNAT: replies from the
-    /// uplink to an address both use cannot be told apart. Refused naming both.
+    /// uplink to an address both use cannot be told apart (with SNAT in both, their conntrack
+    /// zones and masquerade's distinct uplink ports do: `net::tenant`). Refused naming both.
     fn check_overlap(&self, i: usize, t: &TenantConfig) -> Result<(), FileError> {
         let Some(uplink) = &t.uplink else {
             return Ok(());
@@ -475,8 +476,8 @@ impl Checker<'_> {
             format!(
                 "a subnet that does not overlap tenant {:?} (tenant[{k}])'s {} behind the same \
                  uplink {uplink} while tenant {without:?} has snat = false: replies from the \
-                 uplink could not be told apart (turn snat on in both, give them different \
-                 uplinks or subnets)",
+                 uplink could not be told apart (turn snat on in both, so that their conntrack \
+                 zones tell them apart, or give them different uplinks or subnets)",
                 o.name, b.prefix
             ),
         ))

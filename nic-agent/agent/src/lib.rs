@@ -115,6 +115,8 @@ pub enum AgentError {
     UnknownTenant { name: String, known: String },
     #[error("routing table {table} is tenant {tenant}'s; pick another table")]
     TableTaken { table: u32, tenant: String },
+    #[error("every conntrack zone (1 to 65535) is a tenant's; remove a tenant first")]
+    NoFreeZone,
     #[error("tenant {name} still has ports ({ports}); remove them first")]
     TenantInUse { name: String, ports: String },
     #[error("uplink {name} is tenant {tenant}'s way out; remove the tenant first")]

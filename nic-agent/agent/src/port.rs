@@ -428,6 +428,12 @@ mod tests {
         fn delete_link(&self, _: &str) -> Result<(), StackError> {
             unreachable!()
         }
+        fn add_fwmark_rule(&self, _: &lkl_netstack::FwmarkRule) -> Result<(), StackError> {
+            unreachable!()
+        }
+        fn delete_fwmark_rule(&self, _: &lkl_netstack::FwmarkRule) -> Result<(), StackError> {
+            unreachable!()
+        }
         fn set_link_mtu(&self, _: &str, _: u32) -> Result<(), StackError> {
             unreachable!()
         }

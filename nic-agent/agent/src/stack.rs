@@ -10,8 +10,8 @@ use std::io;
 use std::net::IpAddr;
 
 use lkl_netstack::{
-    BootConfig, BootError, Kernel, Link, NetDeviceConfig, NetDeviceError, NetDeviceStats,
-    NetfilterReply, RemoveNetDeviceError, Route, UnknownNetDevice,
+    BootConfig, BootError, FwmarkRule, Kernel, Link, NetDeviceConfig, NetDeviceError,
+    NetDeviceStats, NetfilterReply, RemoveNetDeviceError, Route, UnknownNetDevice,
 };
 use packet_ring::GuestOffloads;
 use thiserror::Error;
@@ -99,6 +99,10 @@ pub trait StackInstance: std::fmt::Debug {
     fn set_link_master(&self, ifname: &str, master: Option<&str>) -> Result<(), StackError>;
     /// Deletes a virtual interface (a VRF).
     fn delete_link(&self, ifname: &str) -> Result<(), StackError>;
+    /// Adds a policy routing rule: packets with its firewall mark look up its table.
+    fn add_fwmark_rule(&self, rule: &FwmarkRule) -> Result<(), StackError>;
+    /// Deletes a rule added by `add_fwmark_rule`.
+    fn delete_fwmark_rule(&self, rule: &FwmarkRule) -> Result<(), StackError>;
     fn set_link_mtu(&self, ifname: &str, mtu: u32) -> Result<(), StackError>;
     /// One NETLINK_NETFILTER exchange (an nf_tables batch waiting for `acks`
     /// acknowledgements, or a dump when `acks` is 0); `op` names it in errors.
@@ -262,6 +266,24 @@ impl StackInstance for LocalStack {
         self.kernel
             .delete_link(ifname)
             .map_err(kernel_err(format!("deleting {ifname}")))
+    }
+
+    fn add_fwmark_rule(&self, rule: &FwmarkRule) -> Result<(), StackError> {
+        self.kernel
+            .add_fwmark_rule(rule)
+            .map_err(kernel_err(format!(
+                "adding the rule fwmark {:#x} lookup {}",
+                rule.mark, rule.table
+            )))
+    }
+
+    fn delete_fwmark_rule(&self, rule: &FwmarkRule) -> Result<(), StackError> {
+        self.kernel
+            .delete_fwmark_rule(rule)
+            .map_err(kernel_err(format!(
+                "deleting the rule fwmark {:#x} lookup {}",
+                rule.mark, rule.table
+            )))
     }
 
     fn netfilter(

@@ -23,8 +23,8 @@ use std::time::Duration;
 use serde_json::Value;
 use test_support::{NetNs, Proc, Scratch, require_root, require_tool, run, wait_for};
 
-const AGENT: &str = env!("CARGO_BIN_EXE_knic-agent");
-const KNICCTL: &str = env!("CARGO_BIN_EXE_knicctl");
+mod common;
+use common::{RunningAgent, ctl, uplink_veth};
 
 /// Frames a port of another tenant may see while the test's traffic flows: the library's
 /// own IPv6 neighbour discovery and MLD on link-up, never the thousands of the flood.
@@ -82,10 +82,9 @@ address = "10.62.0.2/24"
 }
 
 struct Setup {
-    agent: Proc,
+    agent: RunningAgent,
     api: PathBuf,
     file: PathBuf,
-    log: PathBuf,
     dir: Scratch,
     /// Kept for its lifetime: the agent's namespace goes when the test ends.
     _agent_ns: NetNs,
@@ -96,46 +95,18 @@ impl Setup {
     fn start() -> Setup {
         let agent_ns = NetNs::new("services-ta");
         let peer_ns = NetNs::new("services-tp");
-        run(agent_ns
-            .cmd("ip")
-            .args([
-                "link", "add", "svua", "type", "veth", "peer", "name", "svub", "netns",
-            ])
-            .arg(&peer_ns.name));
-        run(agent_ns.cmd("ip").args(["link", "set", "svua", "up"]));
-        run(peer_ns
-            .cmd("ip")
-            .args(["addr", "add", "10.62.0.1/24", "dev", "svub"]));
-        run(peer_ns.cmd("ip").args(["link", "set", "svub", "up"]));
+        uplink_veth(&agent_ns, "svua", &peer_ns, "svub", "10.62.0.1/24");
         run(peer_ns
             .cmd("ip")
             .args(["route", "add", "10.61.0.0/24", "via", "10.62.0.2"]));
         let dir = Scratch::new("services-tenants");
         let file = dir.0.join("agent.toml");
         std::fs::write(&file, config(&dir.0, "")).unwrap();
-        let api = dir.0.join("agent.sock");
-        let log = dir.0.join("agent.log");
-        let mut cmd = agent_ns.cmd(AGENT);
-        cmd.arg("--config")
-            .arg(&file)
-            .arg("--api-socket")
-            .arg(&api)
-            .stderr(std::fs::File::create(&log).unwrap());
-        let mut agent = Proc::spawn("knic-agent", &mut cmd);
-        wait_for("the agent's API", Duration::from_secs(60), || {
-            if let Ok(Some(status)) = agent.child.try_wait() {
-                panic!(
-                    "knic-agent exited ({status}):\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            api.exists() && ctl(&api, &["tenant", "list"]).is_ok()
-        });
+        let agent = RunningAgent::start(&agent_ns, &file, &dir.0);
         Setup {
+            api: agent.api.clone(),
             agent,
-            api,
             file,
-            log,
             dir,
             _agent_ns: agent_ns,
             peer_ns,
@@ -143,12 +114,7 @@ impl Setup {
     }
 
     fn json(&self, args: &[&str]) -> Value {
-        ctl(&self.api, args).unwrap_or_else(|e| {
-            panic!(
-                "knicctl {args:?}: {e}\nagent log:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            )
-        })
+        self.agent.json(args)
     }
 
     fn port(&self, name: &str) -> Value {
@@ -249,24 +215,19 @@ impl Setup {
 
     /// What the agent and the library kernel say, for a failure message.
     fn diagnosis(&self) -> String {
-        let mut out = String::new();
-        for what in [
-            &["stats"][..],
+        self.agent.diagnosis(&[
+            &["stats"],
             &["antispoof"],
             &["route", "list"],
             &["links"],
             &["conntrack"],
-        ] {
-            out.push_str(&format!("knicctl {what:?}: {:?}\n", ctl(&self.api, what)));
-        }
-        out.push_str(&std::fs::read_to_string(&self.log).unwrap_or_default());
-        out
+        ])
     }
 
     fn reload_by_sighup(&self) {
         run(Command::new("kill")
             .arg("-HUP")
-            .arg(self.agent.child.id().to_string()));
+            .arg(self.agent.agent.child.id().to_string()));
     }
 }
 
@@ -281,21 +242,6 @@ fn spoof_drops(s: &Setup, port: &str, reason: &str) -> u64 {
         ["packets"]
         .as_u64()
         .unwrap_or_else(|| panic!("no counter {reason} for {port}: {v}"))
-}
-
-fn ctl(api: &Path, args: &[&str]) -> Result<Value, String> {
-    let out = Command::new(KNICCTL)
-        .arg("--api-socket")
-        .arg(api)
-        .args(args)
-        .args(["--output", "json"])
-        .output()
-        .unwrap();
-    if out.status.success() {
-        Ok(serde_json::from_slice(&out.stdout).unwrap())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
 }
 
 #[test]

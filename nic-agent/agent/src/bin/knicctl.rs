@@ -72,7 +72,7 @@ enum Command {
     Antispoof,
     /// SNAT (masquerade) and DNAT port forwards of every tenant, and whether applied.
     Nat,
-    /// The library kernel's conntrack entries (original and reply tuples, NAT flags).
+    /// The library kernel's conntrack entries (original and reply tuples, zones, NAT flags).
     Conntrack,
     /// Re-reads the agent's --config file and applies the difference (as SIGHUP does); a
     /// file with any mistake changes nothing.

@@ -18,6 +18,8 @@ const CTA_MARK: u16 = 8;
 const CTA_ZONE: u16 = 18;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
+/// The zone of one direction, dumped when the zone is directional (ctnetlink_dump_zone_id).
+const CTA_TUPLE_ZONE: u16 = 3;
 const CTA_IP_V4_SRC: u16 = 1;
 const CTA_IP_V4_DST: u16 = 2;
 const CTA_IP_V6_SRC: u16 = 3;
@@ -52,6 +54,9 @@ pub struct Tuple {
     /// Ports (TCP, UDP) or the ICMP id as `src_port`.
     pub src_port: Option<u16>,
     pub dst_port: Option<u16>,
+    /// The conntrack zone of this direction (a tenant's original direction, see
+    /// `net::tenant`; 0 is the default zone).
+    pub zone: u16,
 }
 
 /// A conntrack entry.
@@ -63,6 +68,8 @@ pub struct Entry {
     pub dnat: bool,
     pub assured: bool,
     pub mark: u32,
+    /// The zone of both directions (`CTA_ZONE`), when the zone is not directional; the
+    /// tenants' zones are, and show in `original.zone`.
     pub zone: u16,
 }
 
@@ -109,6 +116,7 @@ fn tuple(v: &[u8]) -> Tuple {
                     }
                 }
             }
+            CTA_TUPLE_ZONE => t.zone = be16(v).unwrap_or(0),
             _ => {}
         }
     }
@@ -167,6 +175,7 @@ mod tests {
                 ]
                 .concat(),
             ),
+            attr(CTA_TUPLE_ZONE, &3u16.to_be_bytes()),
             attr(
                 CTA_TUPLE_PROTO | NLA_F_NESTED,
                 &[
@@ -186,6 +195,7 @@ mod tests {
         assert_eq!(e.original.dst_port, Some(80));
         assert_eq!(e.original.protocol, 6);
         assert!(e.snat && e.assured && !e.dnat);
+        assert_eq!((e.original.zone, e.reply.zone, e.zone), (3, 0, 0));
         for cut in 0..payload.len() {
             let _ = parse(&payload[..cut]);
         }

@@ -60,6 +60,17 @@ const NFTA_PAYLOAD_OFFSET: u16 = 3;
 const NFTA_PAYLOAD_LEN: u16 = 4;
 const NFTA_META_DREG: u16 = 1;
 const NFTA_META_KEY: u16 = 2;
+const NFTA_META_SREG: u16 = 3;
+/// `NFT_META_MARK` of `enum nft_meta_keys`: the packet's mark (`skb->mark`).
+const NFT_META_MARK: u32 = 3;
+const NFTA_CT_DREG: u16 = 1;
+const NFTA_CT_KEY: u16 = 2;
+const NFTA_CT_DIRECTION: u16 = 3;
+const NFTA_CT_SREG: u16 = 4;
+/// `NFT_CT_ZONE` of `enum nft_ct_keys`.
+const NFT_CT_ZONE: u32 = 17;
+/// `IP_CT_DIR_ORIGINAL`: a directional ct key about the connection's first packet's way.
+const IP_CT_DIR_ORIGINAL: u8 = 0;
 const NFTA_CMP_SREG: u16 = 1;
 const NFTA_CMP_OP: u16 = 2;
 const NFTA_CMP_DATA: u16 = 3;
@@ -90,6 +101,10 @@ pub const NF_NETDEV_INGRESS: u32 = 0;
 /// The inet hooks NAT uses (`NF_INET_PRE_ROUTING`, `NF_INET_POST_ROUTING`).
 pub const NF_INET_PRE_ROUTING: u32 = 0;
 pub const NF_INET_POST_ROUTING: u32 = 4;
+/// Base chain priorities of `enum nf_ip_hook_priorities`: `raw` runs before conntrack
+/// looks the packet up (-200), `mangle` after it and before NAT (-100).
+pub const NF_IP_PRI_RAW: i32 = -300;
+pub const NF_IP_PRI_MANGLE: i32 = -150;
 
 /// Where a payload expression reads (`enum nft_payload_bases`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +176,17 @@ pub enum Expr {
     Masquerade,
     /// Destination NAT of IPv4 to the address in register 1 and the port in register 2.
     Dnat4,
+    /// `ct original zone set` register 1 (2 bytes, host order): the conntrack zone the
+    /// packet's connection is looked up and created in, for its original direction only
+    /// (`NF_CT_ZONE_DIR_ORIG`; nft_ct_set_zone_eval). Only before conntrack (a `raw` chain),
+    /// and only for a packet not yet tracked.
+    SetOriginalZone,
+    /// Loads the original-direction zone of the packet's connection into register 1 (2
+    /// bytes, host order, the register's other bytes zeroed: nft_reg_store16); the rule
+    /// stops here for an untracked packet.
+    OriginalZone,
+    /// Sets the packet's mark (`skb->mark`, what `ip rule fwmark` matches) to register 1.
+    SetMark,
 }
 
 /// Netlink attributes being written.
@@ -246,6 +272,26 @@ impl Expr {
                 ("immediate", d)
             }
             Expr::Masquerade => ("masq", Attrs::default()),
+            Expr::SetOriginalZone => {
+                let mut d = Attrs::default();
+                d.be32(NFTA_CT_KEY, NFT_CT_ZONE);
+                d.put(NFTA_CT_DIRECTION, &[IP_CT_DIR_ORIGINAL]);
+                d.be32(NFTA_CT_SREG, NFT_REG_1);
+                ("ct", d)
+            }
+            Expr::OriginalZone => {
+                let mut d = Attrs::default();
+                d.be32(NFTA_CT_DREG, NFT_REG_1);
+                d.be32(NFTA_CT_KEY, NFT_CT_ZONE);
+                d.put(NFTA_CT_DIRECTION, &[IP_CT_DIR_ORIGINAL]);
+                ("ct", d)
+            }
+            Expr::SetMark => {
+                let mut d = Attrs::default();
+                d.be32(NFTA_META_KEY, NFT_META_MARK);
+                d.be32(NFTA_META_SREG, NFT_REG_1);
+                ("meta", d)
+            }
             Expr::Dnat4 => {
                 let mut d = Attrs::default();
                 d.be32(NFTA_NAT_TYPE, NFT_NAT_DNAT);
