@@ -184,7 +184,10 @@ impl Setup {
 
     /// b1's guest sends UDP from `src` to `dst` (testpmd txonly, to b1's library MAC) for
     /// `how_long`.
-    fn flood_from_b1(&self, src: &str, dst: &str, how_long: Duration) {
+    /// b1's guest (testpmd txonly) floods UDP from `src` to `dst` until `enough` says the
+    /// flood did what the caller measures (checked every 100 ms; at most 30 s, so a testpmd
+    /// slow to start on a loaded machine still sends enough).
+    fn flood_from_b1(&self, src: &str, dst: &str, enough: impl Fn() -> bool) {
         let lib_mac = self.port("b1")["library_mac"].as_str().unwrap().to_owned();
         let mut tx = self.testpmd(
             "b1",
@@ -195,7 +198,10 @@ impl Setup {
                 "--burst=8".into(),
             ],
         );
-        std::thread::sleep(how_long);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !enough() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
         assert!(
             tx.stop("-INT", Duration::from_secs(20)),
             "testpmd txonly did not stop"
@@ -282,7 +288,9 @@ fn tenants_with_one_subnet_are_isolated_and_reach_their_uplink() {
 
     // Blue's b1 floods UDP to 10.61.0.20 for two seconds.
     let b2_before = s.guest_rx("b2");
-    s.flood_from_b1("10.61.0.10", "10.61.0.20", Duration::from_secs(2));
+    s.flood_from_b1("10.61.0.10", "10.61.0.20", || {
+        s.guest_rx("b2") - b2_before > FLOOD
+    });
     let b2_got = s.guest_rx("b2") - b2_before;
     let red_got = s.guest_rx("r1") - red_before;
     assert!(
@@ -301,7 +309,9 @@ fn tenants_with_one_subnet_are_isolated_and_reach_their_uplink() {
     assert_eq!(nat[0]["kind"], "snat", "{nat}");
     assert_eq!(nat[0]["applied"], true, "{nat}");
     let peer_before = s.peer_ns.if_stat("svub", "rx_packets");
-    s.flood_from_b1("10.61.0.10", "10.62.0.1", Duration::from_secs(2));
+    s.flood_from_b1("10.61.0.10", "10.62.0.1", || {
+        s.peer_ns.if_stat("svub", "rx_packets") - peer_before > FLOOD
+    });
     let peer_got = s.peer_ns.if_stat("svub", "rx_packets") - peer_before;
     assert!(
         peer_got > FLOOD,
@@ -325,7 +335,9 @@ fn tenants_with_one_subnet_are_isolated_and_reach_their_uplink() {
     // The same flood with a forged source: dropped on b1's ingress and counted.
     let spoof_before = spoof_drops(&s, "b1", "ipv4_source");
     let b2_before = s.guest_rx("b2");
-    s.flood_from_b1("10.61.0.99", "10.61.0.20", Duration::from_secs(2));
+    s.flood_from_b1("10.61.0.99", "10.61.0.20", || {
+        spoof_drops(&s, "b1", "ipv4_source") - spoof_before > FLOOD
+    });
     let forged = spoof_drops(&s, "b1", "ipv4_source") - spoof_before;
     let b2_got = s.guest_rx("b2") - b2_before;
     assert!(
