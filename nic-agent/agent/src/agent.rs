@@ -560,7 +560,16 @@ impl Agent {
                 }
                 // Told apart by their conntrack zones (net::tenant): replies come back by
                 // their marks alone.
-                Some((_, o)) if t.config.snat && o.config.snat => {}
+                Some((_, o)) if t.config.snat && o.config.snat => {
+                    if t.overlaps_ipv6(&o.config) {
+                        warn!(
+                            tenant = %t.config.name, other = %o.config.name, uplink = %uplink,
+                            "IPv6 subnets overlap another tenant's behind the same uplink: \
+                             IPv6 is not NATed, so replies to an address both use cannot be \
+                             told apart and their IPv6 does not reach the uplink"
+                        );
+                    }
+                }
                 Some((_, o)) => {
                     warn!(
                         tenant = %t.config.name, other = %o.config.name, uplink = %uplink,

@@ -452,16 +452,19 @@ impl Checker<'_> {
         let Some(uplink) = &t.uplink else {
             return Ok(());
         };
+        // SNAT (and so the zones' reply marks) is IPv4 only: overlapping IPv6 subnets behind
+        // one uplink cannot be told apart whatever `snat` says.
         let clash = self.file.tenants[..i]
             .iter()
             .enumerate()
             .find_map(|(k, o)| {
-                if o.uplink.as_ref() != Some(uplink) || (t.snat && o.snat) {
+                if o.uplink.as_ref() != Some(uplink) {
                     return None;
                 }
                 t.subnets.iter().find_map(|a| {
                     o.subnets
                         .iter()
+                        .filter(|_| a.prefix.addr.is_ipv6() || !(t.snat && o.snat))
                         .find(|b| a.prefix.overlaps(&b.prefix))
                         .map(|b| (k, o, a, b))
                 })
@@ -469,6 +472,19 @@ impl Checker<'_> {
         let Some((k, o, a, b)) = clash else {
             return Ok(());
         };
+        if a.prefix.addr.is_ipv6() {
+            return Err(self.err(
+                format!("tenant {:?} (tenant[{i}]).subnet", t.name),
+                a.prefix,
+                format!(
+                    "a subnet that does not overlap tenant {:?} (tenant[{k}])'s {} behind the \
+                     same uplink {uplink}: IPv6 is not NATed, so replies from the uplink to an \
+                     address both use could not be told apart (give them different IPv6 \
+                     subnets or different uplinks)",
+                    o.name, b.prefix
+                ),
+            ));
+        }
         let without = if t.snat { &o.name } else { &t.name };
         Err(self.err(
             format!("tenant {:?} (tenant[{i}]).subnet", t.name),
@@ -821,6 +837,34 @@ device = "up0"
                 "addresses = [\"10.2.0.10\"]\nmtu",
             );
         p(&apart).unwrap();
+    }
+
+    #[test]
+    fn overlapping_ipv6_subnets_behind_one_uplink_are_refused_even_with_snat() {
+        // Both with SNAT behind up0, and red given blue's fd01::/64 too.
+        let text = GOOD
+            .replacen("snat = false\n", "uplink = \"up0\"\n", 1)
+            .replacen(
+                "subnet = [{ prefix = \"10.1.0.0/24\", gateway = \"10.1.0.1\" }]\n",
+                "subnet = [{ prefix = \"10.1.0.0/24\", gateway = \"10.1.0.1\" },\n          \
+             { prefix = \"fd01::/64\", gateway = \"fd01::1\" }]\n",
+                1,
+            );
+        assert!(text.matches("fd01::/64").count() == 2, "{text}");
+        let e = p(&text).unwrap_err();
+        let s = e.to_string();
+        assert_eq!(e.field(), Some("tenant \"red\" (tenant[1]).subnet"), "{s}");
+        assert!(
+            s.contains("fd01::/64") && s.contains("IPv6 is not NATed"),
+            "{s}"
+        );
+        // Their own IPv6 subnets: accepted.
+        p(&text.replacen(
+            "{ prefix = \"fd01::/64\", gateway = \"fd01::1\" }]\n\n[[port]]",
+            "{ prefix = \"fd02::/64\", gateway = \"fd02::1\" }]\n\n[[port]]",
+            1,
+        ))
+        .unwrap();
     }
 
     #[test]

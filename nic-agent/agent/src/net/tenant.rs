@@ -58,7 +58,7 @@
 //! port equal a live port forward's connection is taken for the forward's (the forward's
 //! original tuple lives in its tenant's zone, out of reach of masquerade's uniqueness check).
 //! IPv6 is not NATed, so neither zoned nor mark-routed: tenants with overlapping IPv6
-//! subnets cannot share an uplink.
+//! subnets cannot share an uplink (a config file with them is refused; the API path warns).
 
 use std::net::IpAddr;
 
@@ -119,6 +119,14 @@ impl Tenant {
             table: self.table,
             priority: FWMARK_RULE_PRIORITY,
         }
+    }
+
+    /// Whether one of this tenant's IPv6 subnets overlaps one of `other`'s (not NATed, so
+    /// not told apart by zones).
+    pub fn overlaps_ipv6(&self, other: &TenantConfig) -> bool {
+        self.config.subnets.iter().any(|a| {
+            a.prefix.addr.is_ipv6() && other.subnets.iter().any(|b| a.prefix.overlaps(&b.prefix))
+        })
     }
 
     /// Whether any of this tenant's subnets overlaps one of `other`'s.
