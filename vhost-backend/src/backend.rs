@@ -238,8 +238,25 @@ impl NetBackend {
     /// Per pair, the uplink's room fd, for those uplinks that apply backpressure.
     pub fn uplink_room_fds(&self) -> Vec<Option<RawFd>> {
         (0..self.pairs.len())
-            .map(|i| self.slot(i).and_then(|s| s.qp.uplink().room_fd()))
+            .map(|i| self.slot(i).and_then(|s| s.qp.tx_room_fd()))
             .collect()
+    }
+
+    /// Gives pair `pair` a direct receiver for its guest's TX chains (one copy per frame
+    /// into the library kernel's RX ring, `QueuePair::set_direct_receiver`). Call before
+    /// serving: the worker's room fd becomes the receiver's wake fd. False: no such pair.
+    pub fn set_direct_receiver(
+        &self,
+        pair: usize,
+        direct: Box<dyn knic_virtio_net::direct::DirectReceiver>,
+    ) -> bool {
+        match self.slot(pair) {
+            Some(mut s) => {
+                s.qp.set_direct_receiver(direct);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The front door's counters.

@@ -22,6 +22,7 @@ use crate::ratelimit::LogLimiter;
 use crate::ring::{self, RingError, pop_chain};
 use crate::rx_filter::{RxFilterView, SharedRxFilter};
 use crate::stats::{Direction, DropReason, QueuePairStats};
+use knic_virtio_net::direct::{Capped, Delivery, DirectReceiver, FrameDest, read_chain_into};
 use knic_virtio_net::guest_map::{GuestMap, SplitRing};
 use knic_virtio_net::rx::{Placement, RxBuffers, RxChainError, check_frame, place_mapped};
 use knic_virtio_net::tx::{TxLimits, read_chain, read_mapped_chain};
@@ -72,6 +73,9 @@ pub struct QueuePair {
     uplink_attached: bool,
     /// The last TX round stopped for want of uplink room: chains wait in the ring.
     tx_stalled: bool,
+    /// The library kernel's RX ring behind the uplink, when the guest's TX chains are
+    /// copied straight into it (one copy per frame) rather than into `tx_batch`.
+    direct: Option<Box<dyn DirectReceiver>>,
 }
 
 impl QueuePair {
@@ -100,6 +104,22 @@ impl QueuePair {
             log: LogLimiter::default(),
             uplink_attached: false,
             tx_stalled: false,
+            direct: None,
+        }
+    }
+
+    /// From now on, guest TX chains go straight into `direct`'s ring (one copy) instead of
+    /// through the uplink's [`PacketBatch`] path; the uplink keeps the other direction.
+    pub fn set_direct_receiver(&mut self, direct: Box<dyn DirectReceiver>) {
+        self.direct = Some(direct);
+    }
+
+    /// The fd that wakes the worker after TX stalled: the direct receiver's when there is
+    /// one, else the uplink's room fd.
+    pub fn tx_room_fd(&self) -> Option<std::os::fd::RawFd> {
+        match &self.direct {
+            Some(d) => Some(d.wake_fd()),
+            None => self.uplink.room_fd(),
         }
     }
 
@@ -176,92 +196,104 @@ impl QueuePair {
                 self.ring_error(Direction::Tx, &RingError::Used(e));
                 break 'drain;
             }
-            loop {
-                self.tx_batch.clear();
-                // Backpressure: take no more chains than the uplink has room for. The rest
-                // wait in the guest's ring, its own queue, as descriptors wait in a NIC's
-                // full ring; guest kicks stay off and the uplink's room fd wakes the
-                // worker (`NetBackend::uplink_room_event`).
-                let room = if enabled {
-                    self.uplink.room()
-                } else {
-                    usize::MAX
-                };
-                if room == 0 {
-                    if ring::avail_is_empty(queue, mem) {
-                        // Nothing waits: re-enable kicks as usual (the armed room fd may
-                        // still wake the worker once, to find nothing).
-                        break;
+            if enabled && self.direct.is_some() {
+                match self.drain_tx_direct(queue, mem) {
+                    DirectEnd::Drained => {}
+                    DirectEnd::Stalled => {
+                        self.stats.tx_stalls.add(1);
+                        self.tx_stalled = true;
+                        break 'drain;
                     }
-                    self.stats.tx_stalls.add(1);
-                    self.tx_stalled = true;
-                    break 'drain;
+                    DirectEnd::Broken => break 'drain,
                 }
-                // The rings and memory are mapped once per batch, and the avail index read
-                // once: the common chain shapes are then read without a guest-address lookup
-                // (`knic_virtio_net::guest_map`). Anything else, or no map, is popped and
-                // read through `vm-memory`.
-                let ring = map.as_ref().and_then(|m| SplitRing::new(m, queue));
-                let mut avail_end = None;
-                let mut popped = 0usize;
-                while popped < room && !self.tx_batch.is_full() {
-                    let limits = self.tx_limits;
-                    let next = queue.next_avail();
-                    let fast = match (&map, &ring) {
-                        (Some(m), Some(r)) => {
-                            r.announced_head(next, &mut avail_end).and_then(|head| {
-                                let slot = self.tx_batch.next_slot()?;
-                                Some((head, read_mapped_chain(r, m, head, slot, &limits)?))
-                            })
-                        }
-                        _ => None,
+            } else {
+                loop {
+                    self.tx_batch.clear();
+                    // Backpressure: take no more chains than the uplink has room for. The rest
+                    // wait in the guest's ring, its own queue, as descriptors wait in a NIC's
+                    // full ring; guest kicks stay off and the uplink's room fd wakes the
+                    // worker (`NetBackend::uplink_room_event`).
+                    let room = if enabled {
+                        self.uplink.room()
+                    } else {
+                        usize::MAX
                     };
-                    let (head, read) = match fast {
-                        Some(done) => {
-                            queue.set_next_avail(next.wrapping_add(1));
-                            done
+                    if room == 0 {
+                        if ring::avail_is_empty(queue, mem) {
+                            // Nothing waits: re-enable kicks as usual (the armed room fd may
+                            // still wake the worker once, to find nothing).
+                            break;
                         }
-                        None => {
-                            let chain = match pop_chain(queue, mem) {
-                                Ok(Some(c)) => c,
-                                Ok(None) => break,
-                                Err(e) => {
-                                    self.ring_error(Direction::Tx, &e);
-                                    self.publish_used(Direction::Tx, queue, mem, ring.as_ref());
-                                    self.flush_tx(enabled)?;
-                                    break 'drain;
-                                }
-                            };
-                            let read = match self.tx_batch.next_slot() {
-                                Some(slot) => read_chain(&chain, slot, &limits),
-                                None => break,
-                            };
-                            (chain.head_index(), read)
-                        }
-                    };
-                    popped += 1;
-                    match read {
-                        Ok(()) => self.tx_batch.commit(),
-                        Err(e) => self.guest_error(e.reason(), &e),
+                        self.stats.tx_stalls.add(1);
+                        self.tx_stalled = true;
+                        break 'drain;
                     }
-                    // The device writes nothing into TX buffers: used length 0 (§2.7.8).
-                    // The batch's chains are published together, with one index store.
-                    self.used.push((head, 0));
-                    if self.used.len() >= usize::from(queue.size())
-                        && !self.publish_used(Direction::Tx, queue, mem, ring.as_ref())
-                    {
+                    // The rings and memory are mapped once per batch, and the avail index read
+                    // once: the common chain shapes are then read without a guest-address lookup
+                    // (`knic_virtio_net::guest_map`). Anything else, or no map, is popped and
+                    // read through `vm-memory`.
+                    let ring = map.as_ref().and_then(|m| SplitRing::new(m, queue));
+                    let mut avail_end = None;
+                    let mut popped = 0usize;
+                    while popped < room && !self.tx_batch.is_full() {
+                        let limits = self.tx_limits;
+                        let next = queue.next_avail();
+                        let fast = match (&map, &ring) {
+                            (Some(m), Some(r)) => {
+                                r.announced_head(next, &mut avail_end).and_then(|head| {
+                                    let slot = self.tx_batch.next_slot()?;
+                                    Some((head, read_mapped_chain(r, m, head, slot, &limits)?))
+                                })
+                            }
+                            _ => None,
+                        };
+                        let (head, read) = match fast {
+                            Some(done) => {
+                                queue.set_next_avail(next.wrapping_add(1));
+                                done
+                            }
+                            None => {
+                                let chain = match pop_chain(queue, mem) {
+                                    Ok(Some(c)) => c,
+                                    Ok(None) => break,
+                                    Err(e) => {
+                                        self.ring_error(Direction::Tx, &e);
+                                        self.publish_used(Direction::Tx, queue, mem, ring.as_ref());
+                                        self.flush_tx(enabled)?;
+                                        break 'drain;
+                                    }
+                                };
+                                let read = match self.tx_batch.next_slot() {
+                                    Some(slot) => read_chain(&chain, slot, &limits),
+                                    None => break,
+                                };
+                                (chain.head_index(), read)
+                            }
+                        };
+                        popped += 1;
+                        match read {
+                            Ok(()) => self.tx_batch.commit(),
+                            Err(e) => self.guest_error(e.reason(), &e),
+                        }
+                        // The device writes nothing into TX buffers: used length 0 (§2.7.8).
+                        // The batch's chains are published together, with one index store.
+                        self.used.push((head, 0));
+                        if self.used.len() >= usize::from(queue.size())
+                            && !self.publish_used(Direction::Tx, queue, mem, ring.as_ref())
+                        {
+                            self.flush_tx(enabled)?;
+                            break 'drain;
+                        }
+                    }
+                    if !self.publish_used(Direction::Tx, queue, mem, ring.as_ref()) {
                         self.flush_tx(enabled)?;
                         break 'drain;
                     }
-                }
-                if !self.publish_used(Direction::Tx, queue, mem, ring.as_ref()) {
+                    if popped == 0 {
+                        break;
+                    }
                     self.flush_tx(enabled)?;
-                    break 'drain;
                 }
-                if popped == 0 {
-                    break;
-                }
-                self.flush_tx(enabled)?;
             }
             // Re-enable kicks; if the guest added chains meanwhile, drain again.
             match queue.enable_notification(mem) {
@@ -274,6 +306,73 @@ impl QueuePair {
             }
         }
         Ok(self.needs_notification(Direction::Tx, queue, mem, old_used))
+    }
+
+    /// The one-copy TX path: each guest chain is read by the engine's `read_chain_into`
+    /// (every check of `read_chain`) straight into the buffers the library kernel posted,
+    /// a batch at a time (the receiver's lock and interrupt once per batch), and the
+    /// batch's chains are published together. A chain the receiver has no room for goes
+    /// back to the guest's ring untouched.
+    fn drain_tx_direct<M: GuestMemory>(&mut self, queue: &mut Queue, mem: &M) -> DirectEnd {
+        let batch = self.tx_batch.capacity().max(1);
+        loop {
+            let Some(direct) = self.direct.as_mut() else {
+                return DirectEnd::Drained;
+            };
+            let limits = self.tx_limits;
+            let (stats, log, index, used) =
+                (&self.stats, &mut self.log, self.index, &mut self.used);
+            let mut end = None;
+            let mut taken = 0usize;
+            direct.with_ring(&mut |ring| {
+                while taken < batch {
+                    let chain = match pop_chain(queue, mem) {
+                        Ok(Some(c)) => c,
+                        Ok(None) => {
+                            end = Some(DirectEnd::Drained);
+                            return;
+                        }
+                        Err(e) => {
+                            record(stats, log, index, e.reason(Direction::Tx), &e);
+                            end = Some(DirectEnd::Broken);
+                            return;
+                        }
+                    };
+                    let frame_max = chain_frame_max(&chain, &limits);
+                    let mut len = 0usize;
+                    let mut fill = |dest: &mut dyn FrameDest| {
+                        let got =
+                            read_chain_into(&chain, &mut Capped::new(dest, MAX_FRAME_LEN), &limits);
+                        if let Ok((_, n)) = got {
+                            len = n;
+                        }
+                        got
+                    };
+                    match ring.deliver(frame_max, &mut fill) {
+                        Delivery::Delivered => {
+                            stats.sent(len);
+                            stats.tx_direct.add(1);
+                        }
+                        Delivery::Refused(e) => record(stats, log, index, e.reason(), &e),
+                        Delivery::Dropped => stats.count_drop(DropReason::TxBackendRefused),
+                        Delivery::NoRoom => {
+                            knic_virtio_net::ring::unpop(queue, 1);
+                            end = Some(DirectEnd::Stalled);
+                            return;
+                        }
+                    }
+                    taken += 1;
+                    // The device writes nothing into TX buffers: used length 0 (§2.7.8).
+                    used.push((chain.head_index(), 0));
+                }
+            });
+            if !self.publish_used(Direction::Tx, queue, mem, None) {
+                return DirectEnd::Broken;
+            }
+            if let Some(end) = end {
+                return end;
+            }
+        }
     }
 
     /// Puts the chains taken so far on `direction`'s used ring (one index store), through
@@ -480,6 +579,32 @@ impl QueuePair {
             }
         }
     }
+}
+
+/// How a direct TX drain ended.
+enum DirectEnd {
+    /// The guest's ring is empty.
+    Drained,
+    /// The receiver had no room: chains wait in the guest's ring for its wake fd.
+    Stalled,
+    /// The guest's ring is broken (counted): the round ends.
+    Broken,
+}
+
+/// The most frame bytes `chain` can carry: its device-readable bytes after the header,
+/// capped at what the packet path's buffer would hold (the receiver gathers that much).
+fn chain_frame_max<M>(chain: &virtio_queue::DescriptorChain<M>, limits: &TxLimits) -> usize
+where
+    M: std::ops::Deref + Clone,
+    M::Target: GuestMemory,
+{
+    let bytes = chain
+        .clone()
+        .filter(|d| !d.is_write_only())
+        .fold(0usize, |n, d| n.saturating_add(d.len() as usize));
+    bytes
+        .saturating_sub(limits.features.hdr_len)
+        .min(MAX_FRAME_LEN)
 }
 
 /// Counts a guest error and logs it, rate-limited.

@@ -56,6 +56,7 @@ impl QueuePairStats {
                 + q.rx_notifications_suppressed.get(),
             uplink_kernel_drops: self.uplink_kernel_drops.get(),
             tx_stalls: q.tx_stalls.get(),
+            tx_direct: q.tx_direct.get(),
             drops: q.drop_counts().map(|(r, n)| (r.name(), n)).collect(),
         }
     }
@@ -81,6 +82,9 @@ pub struct QueuePairSnapshot {
     /// Times the worker left TX chains in the guest's ring because the uplink had no room
     /// (backpressure, not a drop).
     pub tx_stalls: u64,
+    /// Of `tx_packets`, frames copied straight into the library kernel's RX buffers (the
+    /// one-copy path): their only copy.
+    pub tx_direct: u64,
     /// Every drop counter by its [`DropReason::name`].
     pub drops: std::collections::BTreeMap<&'static str, u64>,
 }

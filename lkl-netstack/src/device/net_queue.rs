@@ -32,7 +32,7 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
 use knic_virtio_net::Direction;
 pub use knic_virtio_net::DropReason;
 pub(crate) use knic_virtio_net::QueueCounters;
-use knic_virtio_net::direct::{ScatterDest, Segment};
+use knic_virtio_net::direct::{Delivery, DirectRing, Fill, ScatterDest, Segment};
 use knic_virtio_net::ring::{self, Access, ChainFault, walk_chain};
 use knic_virtio_net::rx::check_frame;
 pub(crate) use knic_virtio_net::tx::TxLimits;
@@ -447,28 +447,46 @@ pub(crate) struct RxQueue<'a> {
     pub(crate) features: NetFeatures,
     pub(crate) mtu: u16,
     pub(crate) counters: &'a QueueCounters,
+    /// Another thread (a [`DirectRound`]'s lender) waits for this ring's buffers: the
+    /// driver's kicks it asked for stay on whatever this round finds.
+    pub(crate) keep_kicks: bool,
 }
 
 /// The receive side of a pair, owned by its thread: the backend half and the scratch
 /// space for one frame's buffers, allocated once.
 pub(crate) struct RxPath {
     pub(crate) wire: RxWire,
+    scratch: RxScratch,
+}
+
+/// Scratch space for the buffers of one received frame, allocated once: each thread that
+/// fills a pair's RX ring (its receive thread, a vhost worker through [`DirectRound`]) has
+/// its own, and the ring's lock orders them.
+pub(crate) struct RxScratch {
     iov: Vec<libc::iovec>,
     /// (head, bytes) of each chain gathered for the current frame.
     chains: Vec<(u16, usize)>,
 }
 
 // SAFETY: the iovecs are scratch space that only hold pointers while the owning thread
-// fills one frame; between rounds they are dead values. Moving the path to its thread
-// moves no live borrow of guest memory.
-unsafe impl Send for RxPath {}
+// fills one frame (under the RX side's lock); between frames they are dead values. Moving
+// the scratch to another thread moves no live borrow of guest memory.
+unsafe impl Send for RxScratch {}
+
+impl RxScratch {
+    pub(crate) fn new() -> RxScratch {
+        RxScratch {
+            iov: vec![EMPTY_IOV; MAX_RX_IOVS],
+            chains: Vec::with_capacity(usize::from(QUEUE_MAX)),
+        }
+    }
+}
 
 impl RxPath {
     pub(crate) fn new(wire: RxWire) -> RxPath {
         RxPath {
             wire,
-            iov: vec![EMPTY_IOV; MAX_RX_IOVS],
-            chains: Vec::with_capacity(usize::from(QUEUE_MAX)),
+            scratch: RxScratch::new(),
         }
     }
 
@@ -492,7 +510,7 @@ impl RxPath {
                 }
             }
         }
-        if wait != RxWait::Buffers {
+        if wait != RxWait::Buffers && !rx.keep_kicks {
             // Buffers remain: their refills need no kick (with EVENT_IDX avail_event
             // stays behind; without it the NO_NOTIFY flag says so).
             let _ = rx.queue.disable_notification(rx.mem);
@@ -536,17 +554,17 @@ impl RxPath {
             }
         }
         let need = self.room_needed(rx.features, rx.mtu);
-        let gathered = self.gather_buffers(rx, need)?;
+        let gathered = self.scratch.gather_buffers(rx, need)?;
         let n_iov = gathered.iovecs;
         if gathered.bytes < need {
             let port_frame = matches!(self.wire, RxWire::Port { .. });
-            let whole_ring = self.chains.len() >= usize::from(rx.queue.size());
+            let whole_ring = self.scratch.chains.len() >= usize::from(rx.queue.size());
             // Without MRG_RXBUF one chain is all a frame gets; with it, gathering stopped
             // short of a ring running dry only at the whole ring or a malformed chain, and
             // the buffers before those are all this frame can have.
             if port_frame && (!rx.features.mrg_rxbuf || whole_ring || !gathered.ring_empty) {
                 // The buffers cannot hold this frame: drop it rather than cut it short.
-                ring::unpop(rx.queue, self.chains.len());
+                ring::unpop(rx.queue, self.scratch.chains.len());
                 rx.counters.count_drop(DropReason::RxBufferTooSmall);
                 if let RxWire::Port { packet, .. } = &mut self.wire {
                     packet.clear();
@@ -556,7 +574,7 @@ impl RxPath {
             if rx.features.mrg_rxbuf && gathered.ring_empty {
                 // Wait until the driver has posted room for the largest frame.
                 let seen = rx.queue.next_avail();
-                ring::unpop(rx.queue, self.chains.len());
+                ring::unpop(rx.queue, self.scratch.chains.len());
                 return if ask_for_kick(rx, seen) {
                     Ok(())
                 } else {
@@ -564,19 +582,19 @@ impl RxPath {
                 };
             }
         }
-        let iov = &self.iov[..n_iov];
+        let iov = &self.scratch.iov[..n_iov];
         let written = match &mut self.wire {
             // SAFETY: chain_iovecs checked each buffer against guest memory, all are
             // device-writable, and the driver reads them only once they are used.
             RxWire::Tap(tap) => match unsafe { readv(tap, iov) } {
                 Ok(n) if n >= HDR_LEN => n,
                 Ok(_) => {
-                    ring::unpop(rx.queue, self.chains.len());
+                    ring::unpop(rx.queue, self.scratch.chains.len());
                     rx.counters.count_drop(DropReason::RxBackendError);
                     return Ok(());
                 }
                 Err(e) => {
-                    ring::unpop(rx.queue, self.chains.len());
+                    ring::unpop(rx.queue, self.scratch.chains.len());
                     if e.kind() != io::ErrorKind::WouldBlock {
                         rx.counters.count_drop(DropReason::RxBackendError);
                     }
@@ -592,9 +610,11 @@ impl RxPath {
                 n
             }
         };
-        self.publish(rx, n_iov, written)
+        self.scratch.publish(rx, n_iov, written)
     }
+}
 
+impl RxScratch {
     /// Publishes a frame of `written` bytes (header included) in the first `n_iov` of the
     /// gathered buffers: sets `num_buffers`, gives the chains it did not fill back to the
     /// driver's side of the ring and returns the ones it filled used, with one index store.
@@ -652,13 +672,6 @@ impl RxPath {
     /// `rx_buffer_too_small`; the buffers went back to the driver's side of the ring.
     /// `Err`: nothing was taken and the lender keeps its frame (backpressure); the wait
     /// says for what (`Buffers`: the driver's kick; `Ready`: it posted meanwhile, go again).
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "issue 8: the vhost worker's one-copy path is its caller, not yet wired"
-        )
-    )]
     pub(crate) fn receive_direct<E>(
         &mut self,
         rx: &mut RxQueue<'_>,
@@ -767,6 +780,85 @@ impl RxPath {
             }
         }
         Ok(got)
+    }
+}
+
+/// One batch of frames another ring's worker copies straight into this RX ring (the
+/// [`DirectRing`] a vhost worker drives, issue 8's one copy per frame), opened under the RX
+/// side's lock by the device and finished before it is released: the interrupt decision
+/// is made once, for the whole batch.
+pub(crate) struct DirectRound<'a> {
+    scratch: &'a mut RxScratch,
+    /// `None`: the ring cannot receive (not running, not enabled, its device halting).
+    rx: Option<RxQueue<'a>>,
+    old_used: u16,
+    /// A frame met too few buffers (or a closed ring): the lender waits for a kick.
+    waits: bool,
+}
+
+impl<'a> DirectRound<'a> {
+    pub(crate) fn open(scratch: &'a mut RxScratch, rx: RxQueue<'a>) -> Self {
+        let ready = rx.queue.ready();
+        let old_used = rx.queue.next_used();
+        DirectRound {
+            scratch,
+            rx: ready.then_some(rx),
+            old_used,
+            waits: false,
+        }
+    }
+
+    pub(crate) fn closed(scratch: &'a mut RxScratch) -> Self {
+        DirectRound {
+            scratch,
+            rx: None,
+            old_used: 0,
+            waits: false,
+        }
+    }
+
+    /// Ends the batch: `(interrupt, waits)`, whether the driver is to be interrupted for
+    /// what the batch published, and whether the lender waits for the driver's buffers
+    /// (its kick was asked for).
+    pub(crate) fn finish(self) -> (bool, bool) {
+        let Some(rx) = self.rx else {
+            return (false, self.waits);
+        };
+        if !self.waits && !rx.keep_kicks {
+            // As after a receive round whose buffers remain: refills need no kick.
+            let _ = rx.queue.disable_notification(rx.mem);
+        }
+        let interrupt = decide(rx.queue, rx.mem, self.old_used, Direction::Rx, rx.counters);
+        (interrupt, self.waits)
+    }
+}
+
+impl DirectRing for DirectRound<'_> {
+    fn deliver(&mut self, frame_max: usize, fill: &mut Fill<'_>) -> Delivery {
+        let Some(rx) = self.rx.as_mut() else {
+            self.waits = true;
+            return Delivery::NoRoom;
+        };
+        loop {
+            let mut refused = None;
+            let got = self.scratch.receive_direct(rx, frame_max, |dest| {
+                fill(dest).map_err(|e| refused = Some(e))
+            });
+            return match got {
+                Ok(true) => {
+                    rx.counters.rx_direct.add(1);
+                    Delivery::Delivered
+                }
+                Ok(false) => refused.map_or(Delivery::Dropped, Delivery::Refused),
+                // The driver posted buffers while this one asked for its kick: look again
+                // (each turn finds more buffers, up to the whole ring).
+                Err(RxWait::Ready) => continue,
+                Err(RxWait::Buffers | RxWait::Backend) => {
+                    self.waits = true;
+                    Delivery::NoRoom
+                }
+            };
+        }
     }
 }
 
@@ -891,6 +983,7 @@ mod tests {
             features,
             mtu: 1500,
             counters,
+            keep_kicks: false,
         }
     }
 
@@ -995,7 +1088,8 @@ mod tests {
         let chain = ring::pop_chain(queue, guest).unwrap().unwrap();
         // The guest negotiated ECN; whether the kernel did is the receiving side's check.
         let limits = TxLimits::new(features(false, false, true), 1500);
-        path.receive_direct(rx, frame_max, |dest| read_chain_into(&chain, dest, &limits))
+        path.scratch
+            .receive_direct(rx, frame_max, |dest| read_chain_into(&chain, dest, &limits))
     }
 
     #[test]

@@ -352,6 +352,7 @@ fn run(mem: &GuestMemoryMmap, input: &mut Input<'_>) -> Outcome {
                 features: f,
                 mtu: 1500,
                 counters: &counters,
+                keep_kicks: false,
             })
             .wait;
         let taken = rxq.next_avail();

@@ -22,12 +22,13 @@
 #![allow(unsafe_code)]
 
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread;
 
 use knic_virtio_net::Direction;
+use knic_virtio_net::direct::{DirectReceiver, DirectRing};
 use packet_ring::{GuestOffloads, PacketPort};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
@@ -40,8 +41,8 @@ use super::features::{
 use super::memory::kernel_ram;
 use super::mmio::MmioDevice;
 use super::net_queue::{
-    DropReason, QUEUE_MAX, QueueCounters, RxPath, RxQueue, RxWait, RxWire, TxLimits, TxWire,
-    needs_interrupt, transmit,
+    DirectRound, DropReason, QUEUE_MAX, QueueCounters, RxPath, RxQueue, RxScratch, RxWait, RxWire,
+    TxLimits, TxWire, needs_interrupt, transmit,
 };
 use super::tap::{Tap, TapConfig};
 
@@ -73,8 +74,18 @@ pub enum NetBackend {
 /// to the pair's receive thread, and the two never share a lock. Cloning shares the
 /// hand-off (so a `BootConfig` stays `Clone`); only the first device booted with it gets
 /// the ports.
+///
+/// Made [`with_direct_rx`](Self::with_direct_rx), the hand-off also goes the other way: the
+/// device leaves one [`DirectRx`] per queue pair in it, which the caller takes with
+/// [`take_direct_rx`](Self::take_direct_rx) once the device is added and gives to the
+/// threads that write frames straight into the kernel's RX rings (the agent's vhost
+/// workers).
 #[derive(Debug, Clone)]
-pub struct DevicePort(Arc<Mutex<Option<PortsPerPair>>>);
+pub struct DevicePort {
+    ports: Arc<Mutex<Option<PortsPerPair>>>,
+    /// `Some`: the device leaves its pairs' direct receivers here.
+    direct: Option<Arc<Mutex<Option<Vec<DirectRx>>>>>,
+}
 
 /// Ports in queue-pair order, until a device takes them.
 type PortsPerPair = Vec<Box<dyn PacketPort>>;
@@ -87,11 +98,27 @@ impl DevicePort {
 
     /// One port per queue pair, in order.
     pub fn per_queue_pair(ports: Vec<Box<dyn PacketPort>>) -> DevicePort {
-        DevicePort(Arc::new(Mutex::new(Some(ports))))
+        DevicePort {
+            ports: Arc::new(Mutex::new(Some(ports))),
+            direct: None,
+        }
+    }
+
+    /// Asks the device built from this hand-off for a [`DirectRx`] per queue pair.
+    pub fn with_direct_rx(mut self) -> DevicePort {
+        self.direct = Some(Arc::new(Mutex::new(None)));
+        self
+    }
+
+    /// The direct receivers the device left, one per queue pair in order (once; `None`
+    /// before a device was built, after they were taken, or without
+    /// [`with_direct_rx`](Self::with_direct_rx)).
+    pub fn take_direct_rx(&self) -> Option<Vec<DirectRx>> {
+        self.direct.as_ref().and_then(|d| lock(d).take())
     }
 
     fn take(&self) -> io::Result<Vec<Box<dyn PacketPort>>> {
-        lock(&self.0).take().ok_or_else(|| {
+        lock(&self.ports).take().ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 "the packet ports were already taken by another device",
@@ -159,6 +186,9 @@ pub struct QueuePairStats {
     /// Times the device left TX chains in the ring because the backend had no room
     /// (backpressure: not a drop).
     pub tx_stalls: u64,
+    /// Of `rx_packets`, frames another thread copied straight into the kernel's buffers
+    /// ([`DirectRx`]): the device copied none of them.
+    pub rx_direct: u64,
     /// Drops by reason, indexed like [`DropReason::ALL`].
     pub drops: [u64; DropReason::ALL.len()],
 }
@@ -208,6 +238,7 @@ impl QueuePairStats {
             interrupts_suppressed: c.tx_notifications_suppressed.get()
                 + c.rx_notifications_suppressed.get(),
             tx_stalls: c.tx_stalls.get(),
+            rx_direct: c.rx_direct.get(),
             drops,
         }
     }
@@ -225,6 +256,7 @@ impl QueuePairStats {
         self.interrupts += o.interrupts;
         self.interrupts_suppressed += o.interrupts_suppressed;
         self.tx_stalls += o.tx_stalls;
+        self.rx_direct += o.rx_direct;
         for (d, s) in self.drops.iter_mut().zip(o.drops) {
             *d += s;
         }
@@ -334,7 +366,23 @@ struct QueuePair {
     tx_stalled: AtomicBool,
     /// The TX backend's room fd, if it ever stalls (the agent's seam); fixed at creation.
     tx_room_fd: Option<std::os::fd::RawFd>,
+    /// A [`DirectRx`] lender may wait for this pair's RX buffers: raised by each of its
+    /// batches before it looks at the ring, lowered when the batch found room.
+    direct_waiting: AtomicBool,
+    /// Written when the driver kicks the RX queue (or the ring is renegotiated) while a
+    /// lender waits: [`DirectRx`]'s wake fd.
+    direct_wake: Arc<EventFd>,
     counters: QueueCounters,
+}
+
+impl QueuePair {
+    /// The driver posted RX buffers, or the ring changed state: wakes a waiting lender.
+    fn wake_direct(&self) {
+        if self.direct_waiting.swap(false, Ordering::SeqCst) {
+            // A full counter (2^64 - 1 wakeups unread) is the only failure: it is awake.
+            let _ = self.direct_wake.write(1);
+        }
+    }
 }
 
 pub(crate) struct VirtioNetDevice {
@@ -356,6 +404,8 @@ pub(crate) struct VirtioNetDevice {
     /// Tells the receive threads to end (before the kernel's RAM goes away at halt).
     rx_stop: EventFd,
     rx_threads: Mutex<Vec<thread::JoinHandle<()>>>,
+    /// Set by [`stop`](Self::stop): direct receivers no longer touch the kernel's RAM.
+    halted: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -429,6 +479,8 @@ impl VirtioNetDevice {
                 rx_kick: EventFd::new(EFD_NONBLOCK)?,
                 tx_stalled: AtomicBool::new(false),
                 tx_room_fd,
+                direct_waiting: AtomicBool::new(false),
+                direct_wake: Arc::new(EventFd::new(EFD_NONBLOCK)?),
                 counters: QueueCounters::default(),
             });
             rx_paths.push(RxPath::new(rx_wire));
@@ -438,7 +490,7 @@ impl VirtioNetDevice {
         } else {
             None
         };
-        Ok(Arc::new(VirtioNetDevice {
+        let device = Arc::new(VirtioNetDevice {
             config,
             features,
             irq,
@@ -460,7 +512,23 @@ impl VirtioNetDevice {
             rx_paths: Mutex::new(rx_paths),
             rx_stop: EventFd::new(EFD_NONBLOCK)?,
             rx_threads: Mutex::new(Vec::new()),
-        }))
+            halted: AtomicBool::new(false),
+        });
+        if let NetBackend::Port(DevicePort {
+            direct: Some(slot), ..
+        }) = &device.config.backend
+        {
+            let handles = (device.pairs.iter().enumerate())
+                .map(|(pair, p)| DirectRx {
+                    device: Arc::downgrade(&device),
+                    pair,
+                    wake: Arc::clone(&p.direct_wake),
+                    scratch: RxScratch::new(),
+                })
+                .collect();
+            *lock(slot) = Some(handles);
+        }
+        Ok(device)
     }
 
     /// Starts one receive thread per queue pair (each waits until the driver is ready).
@@ -485,6 +553,11 @@ impl VirtioNetDevice {
         let _ = self.rx_stop.write(1);
         for handle in lock(&self.rx_threads).drain(..) {
             let _ = handle.join();
+        }
+        self.halted.store(true, Ordering::SeqCst);
+        // Waits out a direct batch in progress; later ones see `halted`.
+        for pair in self.pairs.iter() {
+            drop(lock(&pair.rx));
         }
     }
 
@@ -561,6 +634,7 @@ impl VirtioNetDevice {
             let rx = &mut *lock(&pair.rx);
             update(i, &mut rx.state, &mut rx.queue);
             let _ = pair.rx_kick.write(1);
+            pair.wake_direct();
         }
     }
 
@@ -609,6 +683,7 @@ impl VirtioNetDevice {
             } else {
                 p.counters.rx_kicks.add(1);
                 let _ = p.rx_kick.write(1);
+                p.wake_direct();
             }
         } else if index == 2 * self.pairs.len() {
             self.process_ctrl();
@@ -755,6 +830,7 @@ impl VirtioNetDevice {
                 features: state.features,
                 mtu: self.config.mtu,
                 counters: &pair.counters,
+                keep_kicks: pair.direct_waiting.load(Ordering::SeqCst),
             });
             drop(rx);
             if round.interrupt {
@@ -877,5 +953,84 @@ impl MmioDevice for VirtioNetDevice {
             }
             _ => self.queue_write(offset, value),
         }
+    }
+}
+
+/// One queue pair's RX ring of a library device, driven from another thread: a lender
+/// (the agent's vhost worker) copies each frame straight into the buffers the kernel's
+/// driver posted ([`DirectReceiver`], issue 8's one copy per frame), instead of handing
+/// a packet to the pair's receive thread, which would copy it a second time.
+///
+/// Each [`with_ring`](DirectReceiver::with_ring) takes the pair's RX lock once (the receive
+/// thread's rounds and the driver's resets are ordered against it), delivers the batch and
+/// raises the kernel's interrupt at most once, after the lock is released. The ring is
+/// opened only while the driver runs it and the device is not stopping; otherwise every
+/// frame gets [`Delivery::NoRoom`](knic_virtio_net::direct::Delivery::NoRoom) and the
+/// lender waits. Waiting for buffers needs no room signal of its own: the batch raises
+/// the pair's `direct_waiting` flag before it looks at the ring (so the kick it asks for
+/// cannot be missed), and the driver's next RX kick, or the ring's renegotiation, writes
+/// [`wake_fd`](DirectReceiver::wake_fd).
+///
+/// The handle holds the device weakly: a removed device is gone for it too.
+pub struct DirectRx {
+    device: Weak<VirtioNetDevice>,
+    pair: usize,
+    /// The pair's `direct_wake`, shared, so the fd outlives the device.
+    wake: Arc<EventFd>,
+    scratch: RxScratch,
+}
+
+impl std::fmt::Debug for DirectRx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectRx")
+            .field("pair", &self.pair)
+            .finish()
+    }
+}
+
+impl DirectReceiver for DirectRx {
+    fn with_ring(&mut self, batch: &mut dyn FnMut(&mut dyn DirectRing)) {
+        let device = self.device.upgrade();
+        let pair = device
+            .as_ref()
+            .and_then(|d| d.pairs.get(self.pair).map(|p| (d, p)));
+        let (Some((device, pair)), Some(mem)) = (pair, kernel_ram()) else {
+            batch(&mut DirectRound::closed(&mut self.scratch));
+            return;
+        };
+        // Readiness reset first, so only a wakeup after this batch's look fires it.
+        let _ = self.wake.read();
+        pair.direct_waiting.store(true, Ordering::SeqCst);
+        let mut rx = lock(&pair.rx);
+        let RxSide { queue, state } = &mut *rx;
+        let open = state.running && state.enabled && !device.halted.load(Ordering::SeqCst);
+        let mut round = if open {
+            DirectRound::open(
+                &mut self.scratch,
+                RxQueue {
+                    queue,
+                    mem,
+                    features: state.features,
+                    mtu: device.config.mtu,
+                    counters: &pair.counters,
+                    keep_kicks: false,
+                },
+            )
+        } else {
+            DirectRound::closed(&mut self.scratch)
+        };
+        batch(&mut round);
+        let (interrupt, waits) = round.finish();
+        if !waits {
+            pair.direct_waiting.store(false, Ordering::SeqCst);
+        }
+        drop(rx);
+        if interrupt {
+            device.raise_interrupt();
+        }
+    }
+
+    fn wake_fd(&self) -> RawFd {
+        self.wake.as_raw_fd()
     }
 }

@@ -1102,10 +1102,12 @@ impl Copies {
         };
         Copies {
             // Guest to library: a frame arrived when the kernel took it (rx_packets).
+            // The vhost worker copies every guest frame once: into its batch, or straight
+            // into the kernel's buffers (`rx_direct`), which the library then copies not.
             to_stack: dir(
                 guest_tx,
                 seam.to_stack.copies,
-                lib.rx_packets,
+                lib.rx_packets.saturating_sub(lib.rx_direct),
                 lib.rx_packets,
             ),
             // Library to guest: it arrived when the vhost worker wrote it to the guest.

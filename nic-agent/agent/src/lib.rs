@@ -24,45 +24,34 @@
 //!   threads) keep their own threads and never touch the control loop.
 //!
 //! # Copies per frame
-//! Between guest memory and the library kernel's RAM a frame is copied twice in each
-//! direction, and the stats count each (`copies` in `knicctl stats`):
-//! 1. the vhost worker copies the guest's chain into its batch (or its batch into the
-//!    guest's receive chain),
-//! 2. the library device copies its packet into the kernel's posted buffers (or the kernel's
-//!    chain into its packet).
+//! Between guest memory and the library kernel's RAM a frame is copied once on its way in
+//! and twice on its way out, and the stats count each (`copies` in `knicctl stats`).
 //!
-//! The seam copies nothing: both endpoints send with `PacketSink::send_swap`, which lets the
+//! Guest to library (issue 8's one copy): the library device leaves a
+//! `lkl_netstack::DirectRx` per queue pair in its `DevicePort` hand-off, which the port
+//! gives to its vhost queue pairs (`NetBackend::set_direct_receiver`). The vhost worker
+//! opens the kernel's RX ring once per batch (its lock held once, its interrupt raised once)
+//! and reads each guest TX chain with `knic_virtio_net::direct::read_chain_into` (every
+//! check of the engine's `read_chain`) straight into the buffers the kernel posted; the
+//! library's `rx_direct` counter says it copied none of them. Too few buffers posted leaves
+//! the guest's chain in its ring (`tx_stalls`), and the kernel's next RX kick wakes the
+//! worker through the receiver's wake fd, in place of the seam's room signal. The seam's
+//! `to_stack` direction carries nothing then.
+//!
+//! Library to guest, still two copies: the library device copies the kernel's TX chain
+//! into its packet, and the vhost worker copies that packet into the guest's RX chain. The
+//! seam copies nothing: both endpoints send with `PacketSink::send_swap`, which lets the
 //! seam take the frame's buffer and leave a free one of its own in the sender's batch, and
 //! the receiving side swaps its filled buffer with the receiver's batch slot. (A plain
-//! `send`, which only lends the batch, would cost a third copy into a seam buffer; the stats
-//! would show it as `seam_copies`.) `packet_ring::memory_port_pair` plus an adapter making
-//! its `MemoryPeer` a port would copy twice at the seam: four copies, the figure issue 8
-//! started from.
+//! `send` would cost a third copy, shown as `seam_copies`.)
 //!
-//! One step remains, to one copy, the design for the shared virtio-net engine to take up:
-//! the library device's receive thread hands the vhost worker the kernel's posted receive
-//! chains (addresses in the kernel's RAM, which is plain memory of this process) instead of
-//! a `PacketBatch`, so the worker copies guest chain → kernel chain once and publishes the
-//! used entry; the other direction lends the kernel's TX chain to the worker the same way.
-//! Both need the engine's chain walk on both sides of one call (the vhost worker walking
-//! the kernel's ring while the library device's lock on it is held elsewhere), and a seam
-//! that carries ring positions rather than packets.
-//!
-//! The pieces of that step that exist, each tested on its own (not yet wired, so the
-//! stats still count two copies each way):
-//! - guest → stack: `knic_virtio_net::direct::read_chain_into` reads a guest TX chain, with
-//!   every check of the engine's `read_chain`, straight into a `ScatterDest` over the
-//!   buffers the kernel posted, and the library device's `RxPath::receive_direct` lends
-//!   those buffers for it and publishes them (backpressure: too few buffers posted leaves
-//!   the guest's chain in its ring);
-//! - stack → guest: `RxBuffers::place_scattered` writes a frame lent in pieces (the
-//!   kernel's TX buffers) into the guest's RX chains with `place`'s logic.
-//!
-//! What remains: a handle through which the vhost worker drives a queue pair's kernel RX
-//! side (its lock held per batch, the kernel's RX kick as the room fd), the library
-//! device's TX kick lending its mapped, header-checked chain (as the TAP wire maps it) to
-//! the guest's RX queue, and the copy counters following.
-//!
+//! What remains (not done): this direction's one copy. The pieces exist and are tested on
+//! their own: `RxBuffers::place_scattered` / `RxStream::scattered` write a frame lent in
+//! pieces into the guest's RX chains. Missing: the library device's TX kick lending its
+//! mapped, header-checked chain (as the TAP wire maps it) to the guest's RX queue through
+//! the queue pair's guest memory and vring handles (call eventfd once per batch, EVENT_IDX,
+//! the kernel chain left in its ring while the guest has no buffers).
+
 //! # Guest life
 //! The library device exists as long as its port: when no frontend is connected its link is
 //! down (no carrier), and a (re)connecting guest only turns it up. The vhost queue pair tells

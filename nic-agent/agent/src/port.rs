@@ -160,17 +160,23 @@ impl Port {
                 source,
             })?,
         );
+        // The library device leaves a direct receiver per pair in the hand-off: the vhost
+        // workers copy guest TX chains straight into the kernel's RX buffers (one copy).
+        let hand_off = DevicePort::per_queue_pair(stack_sides).with_direct_rx();
         let device = add_library_device(
             stack,
             &config.name,
             NetDeviceConfig {
-                backend: LibraryBackend::Port(DevicePort::per_queue_pair(stack_sides)),
+                backend: LibraryBackend::Port(hand_off.clone()),
                 mac: library_mac.0,
                 mtu: mtu_of(config.mtu),
                 offloads: offloads(config.offloads),
                 queue_pairs: config.queue_pairs,
             },
         )?;
+        for (pair, direct) in hand_off.take_direct_rx().into_iter().flatten().enumerate() {
+            backend.set_direct_receiver(pair, Box::new(direct));
+        }
         // No frontend yet: the library sees no carrier until a guest's ring is up.
         stack.set_device_link(&device, false)?;
         let narrows_offloads = config.offloads == OffloadMode::Tso;

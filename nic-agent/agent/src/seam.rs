@@ -1,6 +1,11 @@
 //! The seam between a vhost-user port's queue pair and the library kernel's device: two
 //! [`PacketPort`](packet_ring::PacketPort)s joined back to back, one per side, that move packets by swapping buffers.
 //!
+//! A port's guest-to-library frames no longer cross the seam: the vhost worker copies them
+//! straight into the kernel's RX buffers (`lkl_netstack::DirectRx`, the crate docs' "Copies
+//! per frame"), so its `to_stack` direction stays empty and only `to_guest` carries
+//! frames. Both directions are kept: the seam is still a whole port for the library device.
+//!
 //! Each direction is a pair of single-producer single-consumer rings of owned [`Packet`]s
 //! (`packet_ring::spsc`): a data ring of filled packets and a free ring returning their
 //! buffers, all allocated once when the seam is made ([`SEAM_PACKETS`] buffers of

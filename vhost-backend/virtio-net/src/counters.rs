@@ -61,6 +61,12 @@ pub struct QueueCounters {
     /// room (backpressure, as a NIC whose ring is full): the chains wait in the driver's
     /// ring until the backend drains, so this is not a drop.
     pub tx_stalls: Counter,
+    /// Of `tx_packets`, frames the device copied straight into the buffers another ring's
+    /// driver posted ([`crate::direct::DirectReceiver`]): their only copy.
+    pub tx_direct: Counter,
+    /// Of `rx_packets`, frames another ring's worker copied straight into this driver's
+    /// buffers ([`crate::direct::DirectRing`]): this device copied none of them.
+    pub rx_direct: Counter,
     drops: [Counter; DropReason::ALL.len()],
 }
 

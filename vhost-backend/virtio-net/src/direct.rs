@@ -15,8 +15,18 @@
 //! The header is not written into the destination: the caller writes the receiving
 //! driver's header (its own layout, `num_buffers`) in front of the frame once it knows how
 //! many buffers the frame filled, as the RX engine does.
+//!
+//! [`DirectReceiver`] is how a lender's worker reaches the receiving ring without knowing
+//! its transport: the vhost worker holds one per queue pair whose uplink is the library
+//! kernel's device, opens its ring once per batch ([`DirectReceiver::with_ring`]: the
+//! receiver's lock taken once, its interrupt decided once), and offers each guest chain
+//! with [`DirectRing::deliver`], whose `fill` is [`read_chain_into`]. A receiver without
+//! buffers answers [`Delivery::NoRoom`] and takes nothing; the lender leaves its chain in its
+//! own ring and waits for [`DirectReceiver::wake_fd`], which the receiver makes readable
+//! when its driver posts buffers again (its RX kick).
 
 use std::ops::{ControlFlow, Deref};
+use std::os::fd::RawFd;
 
 use packet_ring::{Packet, VirtioNetHdr};
 use virtio_queue::DescriptorChain;
@@ -189,6 +199,79 @@ where
 
     let hdr = check_header(&hdr_buf, hdr_got, frame_len, limits)?;
     Ok((hdr, frame_len))
+}
+
+/// A [`FrameDest`] that holds at most `max` bytes of frame, whatever its buffers hold: a
+/// frame read through it is refused where [`read_chain`](crate::tx::read_chain) would refuse
+/// it for a packet of `max` bytes.
+#[derive(Debug)]
+pub struct Capped<'a, D: ?Sized> {
+    inner: &'a mut D,
+    max: usize,
+}
+
+impl<'a, D: FrameDest + ?Sized> Capped<'a, D> {
+    pub fn new(inner: &'a mut D, max: usize) -> Self {
+        Capped { inner, max }
+    }
+}
+
+impl<D: FrameDest + ?Sized> FrameDest for Capped<'_, D> {
+    fn capacity(&self) -> usize {
+        self.inner.capacity().min(self.max)
+    }
+
+    fn segment_at(&mut self, offset: usize) -> Option<&mut [u8]> {
+        let max = self.capacity();
+        let seg = self.inner.segment_at(offset)?;
+        let n = max.checked_sub(offset).filter(|&n| n > 0)?.min(seg.len());
+        seg.get_mut(..n)
+    }
+}
+
+/// What became of a frame offered to a [`DirectRing`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Copied into the receiver's buffers and published to its driver.
+    Delivered,
+    /// The lender's chain is malformed (`fill` said why, the lender counts it); the
+    /// receiver's buffers went back to its driver's side of the ring unused.
+    Refused(TxChainError),
+    /// The receiver dropped the frame and counted why (its driver did not negotiate the
+    /// frame's offloads, or its buffers can never hold the frame).
+    Dropped,
+    /// The receiver cannot take a frame now (too few buffers posted, or its ring is not
+    /// running): nothing was taken, the lender keeps the frame and waits for
+    /// [`DirectReceiver::wake_fd`].
+    NoRoom,
+}
+
+/// The one copy a [`DirectRing`] asks of its lender: write the frame into the destination
+/// (its bytes only, the header is the receiver's to write) and return the header to deliver
+/// it with and the frame's length, or why the lender's frame is refused.
+pub type Fill<'a> =
+    dyn FnMut(&mut dyn FrameDest) -> Result<(VirtioNetHdr, usize), TxChainError> + 'a;
+
+/// A receiving ring opened for one batch by [`DirectReceiver::with_ring`].
+pub trait DirectRing {
+    /// Offers one frame of at most `frame_max` bytes: the receiver gathers buffers for that
+    /// many, lets `fill` copy the frame into them (once), checks the frame against its own
+    /// driver's negotiation and publishes it.
+    fn deliver(&mut self, frame_max: usize, fill: &mut Fill<'_>) -> Delivery;
+}
+
+/// Another driver's receive ring that a lender's worker writes frames straight into (issue
+/// 8's one copy per frame): the library kernel's RX queue as seen by a vhost worker.
+pub trait DirectReceiver: Send + std::fmt::Debug {
+    /// Runs `batch` with the receiving ring open: its lock is held for the whole call and
+    /// its driver is notified at most once, after `batch` returns. A ring that cannot
+    /// receive (not running, or its device gone) is opened all the same and answers every
+    /// frame with [`Delivery::NoRoom`].
+    fn with_ring(&mut self, batch: &mut dyn FnMut(&mut dyn DirectRing));
+
+    /// Readable (edge: written once per wakeup) when the receiver may have room again after
+    /// a batch that met [`Delivery::NoRoom`]: its driver posted buffers or its ring started.
+    fn wake_fd(&self) -> RawFd;
 }
 
 #[cfg(test)]
@@ -374,6 +457,36 @@ mod tests {
         let mut segs: [&mut [u8]; 1] = [&mut buf];
         let got = read_chain_into(&chain, &mut ScatterDest::new(&mut segs, 12), &limits());
         assert!(matches!(got, Err(TxChainError::BadAddress { .. })));
+    }
+
+    #[test]
+    fn a_capped_destination_refuses_what_a_packet_of_that_size_would() {
+        let data = frame(1000);
+        let mem = memory();
+        let q = MockSplitQueue::new(&mem, SIZE);
+        let mut queue: Queue = q.create_queue().unwrap();
+        post(&mem, &q, plain(), &data, &[(600, 0), (400, 0)]);
+        post(&mem, &q, plain(), &data, &[(600, 0), (400, 0)]);
+        let mut buf = vec![0xeeu8; 4096];
+        let mut segs: [&mut [u8]; 1] = [&mut buf];
+        let mut dest = ScatterDest::new(&mut segs, 12);
+        let chain = pop_chain(&mut queue, &mem).unwrap().unwrap();
+        let got = read_chain_into(&chain, &mut Capped::new(&mut dest, 999), &limits());
+        assert!(matches!(
+            got,
+            Err(TxChainError::FrameTooLarge {
+                len: 1000,
+                max: 999
+            })
+        ));
+        let chain = pop_chain(&mut queue, &mem).unwrap().unwrap();
+        let mut capped = Capped::new(&mut dest, 1000);
+        assert_eq!(capped.segment_at(999).map(|s| s.len()), Some(1));
+        assert!(capped.segment_at(1000).is_none());
+        let (_, len) = read_chain_into(&chain, &mut capped, &limits()).unwrap();
+        assert_eq!(len, 1000);
+        assert_eq!(&buf[12..1012], &data[..]);
+        assert_eq!(buf[1012], 0xee, "nothing past the cap");
     }
 
     #[test]
