@@ -51,6 +51,16 @@ impl Veth {
             "link", "add", &v.host, "type", "veth", "peer", "name", &v.peer,
         ]);
         ip(&["link", "set", &v.peer, "netns", &v.ns]);
+        // No IPv6 on either end: the kernels' own router solicitations and MLD reports
+        // would reach the sockets under test at any time and make "nothing waits" false.
+        std::fs::write(
+            format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", v.host),
+            "1",
+        )
+        .unwrap();
+        run(Command::new("ip")
+            .args(["netns", "exec", &v.ns, "sysctl", "-qw"])
+            .arg(format!("net.ipv6.conf.{}.disable_ipv6=1", v.peer)));
         for (dev, ns) in [(&v.host, None), (&v.peer, Some(&v.ns))] {
             let mut pre: Vec<&str> = ns.map(|n| vec!["-n", n.as_str()]).unwrap_or_default();
             pre.extend(["link", "set", "dev", dev.as_str(), "up"]);
