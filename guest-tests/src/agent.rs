@@ -143,6 +143,17 @@ impl Topology {
         text
     }
 
+    /// Gives the peer's veth end the IPv6 address `peer` (a /64, no DAD) and routes each of
+    /// `prefixes` via the library's uplink address `uplink`: the IPv6 half of what
+    /// [`Topology::new`] sets up for IPv4.
+    pub fn peer_ipv6(&self, peer: &str, uplink: &str, prefixes: &[&str]) {
+        let ip = |args: &[&str]| run(self.peer_ns.cmd("ip").args(args));
+        ip(&["addr", "add", &format!("{peer}/64"), "dev", "kgb", "nodad"]);
+        for prefix in prefixes {
+            ip(&["route", "add", prefix, "via", uplink]);
+        }
+    }
+
     /// Forgets the neighbours the peer learnt: a restarted agent's library interfaces
     /// have MACs of their own.
     pub fn flush_peer_neighbours(&self) {

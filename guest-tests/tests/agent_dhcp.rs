@@ -73,18 +73,7 @@ fn a_stock_guest_gets_dhcpv4_and_slaac_from_the_agent_and_pings_both_ways() {
     let topo = Topology::new("agd");
     let dir = Scratch::new("agent-dhcp");
     // The peer reaches the port's IPv6 prefix through the library, as it does IPv4.
-    run(topo.peer_ns.cmd("ip").args([
-        "addr",
-        "add",
-        &format!("{PEER_V6}/64"),
-        "dev",
-        "kgb",
-        "nodad",
-    ]));
-    run(topo
-        .peer_ns
-        .cmd("ip")
-        .args(["route", "add", "fd00:210:1::/64", "via", UPLINK_V6]));
+    topo.peer_ipv6(PEER_V6, UPLINK_V6, &["fd00:210:1::/64"]);
     let mut args =
         Topology::agent_args(UplinkKind::Packet, &dir.0, 1, &format!(",mac={GUEST_MAC}"));
     args.extend([

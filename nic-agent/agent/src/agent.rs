@@ -374,7 +374,10 @@ impl Agent {
     }
 
     /// Puts a port's library interface into its tenant's VRF: enslaved, the subnets'
-    /// gateways on it, a host route per guest address it declares, proxy ARP on.
+    /// gateways on it, a host route per guest address (those it declares and its SLAAC
+    /// address in each of the tenant's /64 subnets: the addresses its anti-spoofing rules
+    /// let the guest use), proxy ARP on. Without the host routes the tenant's table would
+    /// send a subnet's traffic to whichever of its ports holds the subnet's route first.
     fn join_tenant(&self, port: &Port, tenant: &Tenant) -> Result<(), AgentError> {
         let ifname = &port.device.ifname;
         let stack = self.stack.as_ref();
@@ -383,9 +386,23 @@ impl Agent {
         for s in &tenant.config.subnets {
             stack.add_address(ifname, s.gateway, s.prefix.prefix_len)?;
         }
-        for a in &port.config.addresses {
+        let slaac_prefixes: Vec<_> = tenant
+            .config
+            .subnets
+            .iter()
+            .filter(|s| s.prefix.prefix_len == 64)
+            .filter_map(|s| match s.prefix.addr {
+                IpAddr::V6(a) => Some(a),
+                IpAddr::V4(_) => None,
+            })
+            .collect();
+        let slaac = slaac_prefixes
+            .iter()
+            .map(|p| IpAddr::V6(antispoof::eui64(*p, port.guest_mac.0)))
+            .filter(|a| !port.config.addresses.contains(a));
+        for a in port.config.addresses.iter().copied().chain(slaac) {
             let host = if a.is_ipv4() { 32 } else { 128 };
-            stack.add_route_in_table(tenant.table, *a, host, None, Some(ifname))?;
+            stack.add_route_in_table(tenant.table, a, host, None, Some(ifname))?;
         }
         stack.set_sysctl(&format!("net.ipv4.conf.{ifname}.proxy_arp"), "1")?;
         let guard = antispoof::Guard {
@@ -393,16 +410,7 @@ impl Agent {
             ifname: ifname.clone(),
             mac: port.guest_mac.0,
             addresses: port.config.addresses.clone(),
-            slaac_prefixes: tenant
-                .config
-                .subnets
-                .iter()
-                .filter(|s| s.prefix.prefix_len == 64)
-                .filter_map(|s| match s.prefix.addr {
-                    IpAddr::V6(a) => Some(a),
-                    IpAddr::V4(_) => None,
-                })
-                .collect(),
+            slaac_prefixes,
         };
         let mut batch = Batch::new();
         antispoof::install(&mut batch, &guard);
@@ -544,44 +552,39 @@ impl Agent {
                 self.stack
                     .add_route_in_table(t.table, any, 0, gw, Some(&ifname))?;
             }
-            let shared = self.tenants.iter().enumerate().find(|(j, o)| {
-                *j != i && o.config.uplink.as_deref() == Some(&uplink) && t.overlaps(&o.config)
-            });
-            match shared {
-                None => {
-                    for s in &t.config.subnets {
-                        self.stack.add_route(
-                            s.prefix.addr,
-                            s.prefix.prefix_len,
-                            None,
-                            Some(&t.vrf),
-                        )?;
-                    }
-                }
-                // Told apart by their conntrack zones (net::tenant): replies come back by
-                // their marks alone.
-                Some((_, o)) if t.config.snat && o.config.snat => {
-                    if t.overlaps_ipv6(&o.config) {
-                        warn!(
-                            tenant = %t.config.name, other = %o.config.name, uplink = %uplink,
-                            "IPv6 subnets overlap another tenant's behind the same uplink: \
-                             IPv6 is not NATed, so replies to an address both use cannot be \
-                             told apart and their IPv6 does not reach the uplink"
-                        );
-                    }
-                }
-                Some((_, o)) => {
-                    warn!(
-                        tenant = %t.config.name, other = %o.config.name, uplink = %uplink,
-                        "subnets overlap another tenant's behind the same uplink and one of \
-                         them has snat off: replies from the uplink to an address both use \
-                         cannot be told apart, so the tenant is not connected to its uplink"
-                    );
-                    continue;
-                }
+            let others = self
+                .tenants
+                .iter()
+                .enumerate()
+                .filter(|(j, o)| *j != i && o.config.uplink.as_deref() == Some(&uplink))
+                .map(|(_, o)| &o.config);
+            let mut overlapping = others.clone().filter(|o| t.overlaps(o));
+            // Told apart by their conntrack zones (net::tenant) when both masquerade:
+            // replies to the shared subnets come back by their marks alone.
+            if let Some(o) = overlapping.clone().find(|o| !(t.config.snat && o.snat)) {
+                warn!(
+                    tenant = %t.config.name, other = %o.name, uplink = %uplink,
+                    "subnets overlap another tenant's behind the same uplink and one of \
+                     them has snat off: replies from the uplink to an address both use \
+                     cannot be told apart, so the tenant is not connected to its uplink"
+                );
+                continue;
+            }
+            if let Some(o) = overlapping.find(|o| t.overlaps_ipv6(o)) {
+                warn!(
+                    tenant = %t.config.name, other = %o.name, uplink = %uplink,
+                    "IPv6 subnets overlap another tenant's behind the same uplink: \
+                     IPv6 is not NATed, so replies to an address both use cannot be \
+                     told apart and their IPv6 does not reach the uplink"
+                );
+            }
+            let routed = t.unshared_subnets(others);
+            for s in &routed {
+                self.stack
+                    .add_route(s.addr, s.prefix_len, None, Some(&t.vrf))?;
             }
             self.stack.add_fwmark_rule(&t.fwmark_rule())?;
-            self.tenants[i].return_routes = shared.is_none();
+            self.tenants[i].return_routes = routed;
             self.tenants[i].connected = true;
         }
         self.apply_nat()
@@ -774,27 +777,45 @@ impl Agent {
     }
 
     /// What the services need to know of every port and uplink: interface, index, MAC,
-    /// the addresses the agent gave it, and a port's guest MAC.
+    /// its addresses (a tenant port's first: the gateways of its tenant's subnets, which
+    /// `join_tenant` put on it; then those given with `--address`), and a port's
+    /// guest MAC.
     fn service_links(&self) -> Result<Vec<ServiceLink>, AgentError> {
         let links = self.stack.links()?;
         let devices = self
             .ports
             .iter()
-            .map(|p| (&p.config.name, &p.device, Some(p.guest_mac)))
+            .map(|p| {
+                let tenant = p
+                    .config
+                    .tenant
+                    .as_deref()
+                    .and_then(|t| self.tenants.iter().find(|x| x.config.name == t));
+                (&p.config.name, &p.device, Some(p.guest_mac), tenant)
+            })
             .chain(
                 self.uplinks
                     .iter()
-                    .map(|u| (&u.config.name, &u.device, None)),
+                    .map(|u| (&u.config.name, &u.device, None, None)),
             );
         let mut out = Vec::new();
-        for (name, device, guest_mac) in devices {
+        for (name, device, guest_mac, tenant) in devices {
             let link = links.iter().find(|l| l.name == device.ifname);
+            let gateways = tenant
+                .into_iter()
+                .flat_map(|t| &t.config.subnets)
+                .map(|s| (s.gateway, s.prefix.prefix_len));
+            let given = self
+                .addresses
+                .iter()
+                .filter(|a| &a.device == name)
+                .map(|a| (a.address.addr, a.address.prefix_len));
             let mut ipv4 = Vec::new();
             let mut ipv6 = Vec::new();
-            for a in self.addresses.iter().filter(|a| &a.device == name) {
-                match a.address.addr {
-                    IpAddr::V4(v4) => ipv4.push((v4, a.address.prefix_len)),
-                    IpAddr::V6(v6) => ipv6.push((v6, a.address.prefix_len)),
+            for (addr, prefix_len) in gateways.chain(given) {
+                match addr {
+                    IpAddr::V4(v4) => ipv4.push((v4, prefix_len)),
+                    IpAddr::V6(v6) => ipv6.push((v6, prefix_len)),
                 }
             }
             out.push(ServiceLink {
@@ -805,6 +826,7 @@ impl Agent {
                 ipv4,
                 ipv6,
                 guest_mac,
+                routed: tenant.is_some(),
             });
         }
         Ok(out)

@@ -67,6 +67,7 @@ fn library_socket_client_renews_informs_floods_and_the_lease_survives_a_restart(
         ipv4: vec![(SERVER, 8)],
         ipv6: vec![],
         guest_mac: None,
+        routed: false,
     }];
     let mut services = Services::start(kernel, &config, &links).unwrap();
     let client =

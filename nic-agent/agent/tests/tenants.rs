@@ -260,7 +260,12 @@ fn tenants_with_one_subnet_are_isolated_and_reach_their_uplink() {
     assert_eq!(tenants[0]["ports"], serde_json::json!(["b1", "b2"]));
     assert_eq!(tenants[1]["vrf"], "vrf-red", "{tenants}");
     assert_eq!(tenants[1]["ports"], serde_json::json!(["r1"]));
-    assert_eq!(tenants[0]["return_routes"], true, "{tenants}");
+    // Only blue has the uplink, so the main table routes its subnet back into its VRF.
+    assert_eq!(
+        tenants[0]["return_routes"],
+        serde_json::json!(["10.61.0.0/24"]),
+        "{tenants}"
+    );
     // The library kernel's own view: every port enslaved to its tenant's VRF.
     let links = s.json(&["links"]);
     for (port, vrf) in [("b1", "vrf-blue"), ("b2", "vrf-blue"), ("r1", "vrf-red")] {

@@ -14,8 +14,9 @@
 //! configuration has one). Its replies come back two ways:
 //!
 //! * the main table sends the tenant's subnets into its VRF device (`return_routes`), which
-//!   also lets a peer reach routed (un-NATed) guest addresses; only when no other tenant
-//!   behind the same uplink uses those subnets;
+//!   also lets a peer reach routed (un-NATed) guest addresses; each subnet that no other
+//!   tenant behind the same uplink overlaps (so two tenants that share an IPv4 subnet
+//!   still get the replies to their own IPv6 prefixes, which nothing else brings back);
 //! * policy routing by conntrack zone, which works for overlapping tenants with SNAT too.
 //!
 //! # Conntrack zones
@@ -65,7 +66,7 @@ use std::net::IpAddr;
 use lkl_netstack::FwmarkRule;
 use serde_json::{Value, json};
 
-use crate::config::{RouteConfig, TenantConfig};
+use crate::config::{Cidr, RouteConfig, TenantConfig};
 
 /// The VRF device of tenant `name` (tenant names have at most 11 characters, so this fits
 /// IFNAMSIZ).
@@ -91,8 +92,9 @@ pub struct Tenant {
     pub config: TenantConfig,
     pub vrf: String,
     pub table: u32,
-    /// Whether the main table sends its subnets into its VRF (replies from the uplink).
-    pub return_routes: bool,
+    /// The subnets the main table sends into its VRF (replies from the uplink):
+    /// [`Tenant::unshared_subnets`] when it was connected.
+    pub return_routes: Vec<Cidr>,
     /// Its conntrack zone (see the module doc), also the mark its replies carry.
     pub zone: u16,
     /// Whether its routes to its uplink are leaked and its NAT and reply rules installed.
@@ -105,7 +107,7 @@ impl Tenant {
             vrf: vrf_name(&config.name),
             table,
             config,
-            return_routes: false,
+            return_routes: Vec::new(),
             zone,
             connected: false,
         }
@@ -135,6 +137,24 @@ impl Tenant {
             .subnets
             .iter()
             .any(|a| other.subnets.iter().any(|b| a.prefix.overlaps(&b.prefix)))
+    }
+
+    /// Its subnets that overlap none of `others`' (the tenants behind the same uplink):
+    /// the ones the main table can route back into its VRF by destination alone.
+    pub fn unshared_subnets<'a>(
+        &self,
+        others: impl Iterator<Item = &'a TenantConfig> + Clone,
+    ) -> Vec<Cidr> {
+        self.config
+            .subnets
+            .iter()
+            .filter(|a| {
+                !others
+                    .clone()
+                    .any(|o| o.subnets.iter().any(|b| a.prefix.overlaps(&b.prefix)))
+            })
+            .map(|a| a.prefix)
+            .collect()
     }
 
     pub fn info(&self, ports: &[&str]) -> Value {
@@ -186,6 +206,33 @@ mod tests {
             Some("fd00::1".parse().unwrap())
         );
         assert_eq!(vrf_name("blue"), "vrf-blue");
+    }
+
+    #[test]
+    fn only_subnets_no_other_tenant_overlaps_are_routed_back_by_destination() {
+        let t = |s: &str| s.parse::<TenantConfig>().unwrap();
+        let blue = Tenant::new(
+            t("blue,uplink=up0,subnet=10.1.0.1/24,subnet=fd01::1/64"),
+            1000,
+            1,
+        );
+        let red = t("red,uplink=up0,subnet=10.1.0.129/25,subnet=fd02::1/64");
+        let green = t("green,uplink=up0,subnet=10.9.0.1/24,subnet=fd01:0:0:0:8000::1/65");
+        let cidr = |s: &str| s.parse::<Cidr>().unwrap();
+        assert_eq!(
+            blue.unshared_subnets([].iter()),
+            [cidr("10.1.0.0/24"), cidr("fd01::/64")]
+        );
+        // Red's /25 lies inside blue's IPv4 /24: blue's IPv6 prefix is still its own.
+        assert_eq!(
+            blue.unshared_subnets([&red].into_iter()),
+            [cidr("fd01::/64")]
+        );
+        // Green's /65 lies inside blue's IPv6 /64: nothing is blue's alone.
+        assert_eq!(
+            blue.unshared_subnets([&red, &green].into_iter()),
+            Vec::<Cidr>::new()
+        );
     }
 
     #[test]

@@ -392,6 +392,9 @@ pub struct ServiceLink {
     pub ipv6: Vec<(Ipv6Addr, u8)>,
     /// A port's guest MAC: the only DHCP client served there.
     pub guest_mac: Option<Mac>,
+    /// A tenant's port: its guest is alone on the link and reaches the subnet's other
+    /// guests through the router (router advertisements say its prefixes are off-link).
+    pub routed: bool,
 }
 
 /// Why a service could not start.

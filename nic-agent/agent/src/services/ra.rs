@@ -5,8 +5,13 @@
 //! options) and the checksum.
 //!
 //! A stock guest's kernel autoconf (`accept_ra`, SLAAC) needs exactly: a router lifetime
-//! above zero (the default route), a prefix information option with the L and A flags on
-//! a /64 (its address), and, when the link's MTU is not 1500, the MTU option.
+//! above zero (the default route), a prefix information option with the A flag on a /64
+//! (its address), and, when the link's MTU is not 1500, the MTU option. The L (on-link)
+//! flag is set where the prefix's other hosts share the guest's link; on a tenant's port
+//! they do not (each guest has a link of its own, and the router joins them), so the
+//! prefix is advertised off-link and the guest sends to its other hosts through the
+//! router, as `proxy_arp` makes it do for IPv4 (RFC 4861 §6.3.4: with L clear the prefix
+//! adds no on-link route).
 
 use std::net::Ipv6Addr;
 
@@ -40,6 +45,8 @@ pub struct Advert {
     pub mtu: Option<u32>,
     /// The router's MAC (source link-layer address option), so guests need no NS first.
     pub mac: Option<[u8; 6]>,
+    /// Whether the prefixes' other hosts are on this link (the L flag; see the module).
+    pub on_link: bool,
 }
 
 impl Advert {
@@ -60,8 +67,13 @@ impl Advert {
             m.extend([OPT_MTU, 1, 0, 0]);
             m.extend(mtu.to_be_bytes());
         }
+        let flags = if self.on_link {
+            PREFIX_ON_LINK | PREFIX_AUTONOMOUS
+        } else {
+            PREFIX_AUTONOMOUS
+        };
         for p in self.prefixes.iter().take(MAX_PREFIXES) {
-            m.extend([OPT_PREFIX_INFO, 4, 64, PREFIX_ON_LINK | PREFIX_AUTONOMOUS]);
+            m.extend([OPT_PREFIX_INFO, 4, 64, flags]);
             m.extend(VALID_LIFETIME_SECS.to_be_bytes());
             m.extend(PREFERRED_LIFETIME_SECS.to_be_bytes());
             m.extend(0u32.to_be_bytes());
@@ -184,6 +196,7 @@ mod tests {
             prefixes: vec!["fd00:1::1".parse().unwrap()],
             mtu: Some(9000),
             mac: Some([2, 0x4b, 0, 0, 0, 1]),
+            on_link: true,
         };
         let m = a.encode();
         assert_eq!(m.len(), 16 + 8 + 8 + 32);
@@ -194,11 +207,19 @@ mod tests {
         assert_eq!(&p[..4], &[3, 4, 64, 0xc0]);
         assert_eq!(&p[4..8], &VALID_LIFETIME_SECS.to_be_bytes());
         assert_eq!(&p[16..], &"fd00:1::".parse::<Ipv6Addr>().unwrap().octets());
+        // A tenant's port: autonomous, not on-link.
+        let routed = Advert {
+            on_link: false,
+            ..a
+        }
+        .encode();
+        assert_eq!(&routed[32..36], &[3, 4, 64, 0x40]);
         let bare = Advert {
             router_lifetime: 0,
             prefixes: vec![],
             mtu: None,
             mac: None,
+            on_link: true,
         };
         assert_eq!(bare.encode().len(), 16);
     }

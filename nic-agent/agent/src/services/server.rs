@@ -225,6 +225,7 @@ impl Services {
                 prefixes,
                 mtu: c.mtu,
                 mac: link.mac,
+                on_link: !link.routed,
             };
             let sock_err = |source| ServiceError::Socket {
                 service: "router advertisements",
