@@ -28,6 +28,9 @@ pub const PEER_IP: &str = "10.210.0.1";
 /// The library's address on the uplink.
 pub const UPLINK_IP: &str = "10.210.0.2";
 
+/// The MAC the host-forwarding references give the TAP that stands for port `vm1`.
+pub const HOST_TAP_MAC: &str = "02:4b:42:00:00:01";
+
 /// The library-side address of port `vm{n}` (the guest's gateway).
 pub fn gateway_ip(n: u8) -> String {
     format!("10.210.{n}.1")
@@ -114,6 +117,48 @@ impl Topology {
             .peer_ns
             .cmd(crate::require_tool("ethtool"))
             .args(["-K", "kgb", "tx", tx]));
+    }
+
+    /// Makes the agent's namespace a router in the library's place, for the references
+    /// that forward through the host kernel: the veth end `kga` gets the library's uplink
+    /// address and IPv4 forwarding is on. A TAP then stands for port `vm1`
+    /// ([`Topology::route_tap`]).
+    pub fn host_forwarding(&self) {
+        run(self
+            .agent_ns
+            .cmd("sysctl")
+            .args(["-qw", "net.ipv4.ip_forward=1"]));
+        run(self.agent_ns.cmd("ip").args([
+            "addr",
+            "add",
+            &format!("{UPLINK_IP}/24"),
+            "dev",
+            "kga",
+        ]));
+    }
+
+    /// The MAC of the peer's veth end.
+    pub fn peer_mac(&self) -> String {
+        let out = run(self.peer_ns.cmd("cat").arg("/sys/class/net/kgb/address"));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Waits for the TAP `tap` a backend creates in the agent's namespace, gives it `mac`
+    /// and port `vm1`'s gateway address, and brings it up: the host kernel then routes
+    /// between it and the peer as the library does for `vm1`.
+    pub fn route_tap(&self, tap: &str, mac: &str) {
+        let ns = &self.agent_ns;
+        wait_for(&format!("the TAP {tap}"), Duration::from_secs(30), || {
+            ns.cmd("ip")
+                .args(["link", "show", tap])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        run(ns.cmd("ip").args(["link", "set", tap, "address", mac]));
+        run(ns
+            .cmd("ip")
+            .args(["addr", "add", &format!("{}/24", gateway_ip(1)), "dev", tap]));
+        run(ns.cmd("ip").args(["link", "set", tap, "up"]));
     }
 
     /// The peer pings `to` `count` times through the library; all must answer. Returns

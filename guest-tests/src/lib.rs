@@ -14,6 +14,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 pub mod agent;
+pub mod bench;
 pub mod hostile;
 pub mod initramfs;
 pub mod qemu;

@@ -17,9 +17,11 @@
 //! * knic-agent (issue 8's path): the frames, addressed to the library port's MAC and routed
 //!   (`--eth-peer`, `--tx-ip` guest → peer), cross the library's stack and leave through its
 //!   AF_PACKET uplink on a veth into a peer namespace (`guest_tests::agent::Topology`).
-//! * Its reference: `net_vhost` + `net_tap` in `io` forwarding, the host kernel routing from
-//!   the TAP to the same veth topology. Both report what the sender got onto the ring and
-//!   what reached the peer (its veth's `rx_packets`): Mpps, and Gbit/s of frames.
+//! * Its references, `net_vhost` in `io` forwarding into the host kernel on the same veth
+//!   topology: with `net_tap`, the host kernel routing from the TAP to the veth; with
+//!   `net_af_xdp` on the veth end itself (copy mode), the frames addressed to the peer's MAC
+//!   and no routing on the way. Each reports what the sender got onto the ring and what
+//!   reached the peer (its veth's `rx_packets`): Mpps, and Gbit/s of frames.
 //!
 //! The rate is the sender's `Tx-pps` (testpmd `--stats-period 1`), averaged over the
 //! measuring window after a warm-up: packets the backend actually took off the ring, since a
@@ -29,21 +31,20 @@
 //!   cargo build --release -p vhost-backend -p guest-tests --bins
 //!   sudo target/release/knic-vhost-bench 5
 //!
-//! `KNIC_BENCH_ONLY=discard` (or `tap`, `packet`, comma-separated) runs only those pairs,
-//! without the agent rows, and records nothing: a quick look at one pair, whose printed
-//! lines are the result.
+//! `KNIC_BENCH_ONLY=discard` (or `tap`, `packet`, `agent` for the agent and its references,
+//! comma-separated) runs only those, and records nothing: a quick look at one pair, whose
+//! printed lines are the result.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use guest_tests::agent::{
-    KnicAgent, PEER_IP, Topology, UPLINK_IP, UplinkKind, gateway_ip, guest_ip,
-};
+use guest_tests::agent::{HOST_TAP_MAC, KnicAgent, PEER_IP, Topology, UplinkKind, guest_ip};
+use guest_tests::bench::{RunRecord, append_jsonl, pin, testpmd};
 use test_support::chart::{BarGroup, bar_chart};
 
-use guest_tests::{KnicVhost, NetNs, Proc, Scratch, require_root, require_tool, run, wait_for};
+use guest_tests::{KnicVhost, NetNs, Scratch, require_root, require_tool, run, wait_for};
 
 /// CPU of the sender (both of its lcores: the forwarding one busy-polls, main sleeps).
 const SENDER_CPU: u32 = 0;
@@ -52,47 +53,6 @@ const BACKEND_CPU: u32 = 1;
 /// Frame sizes without FCS (`--txpkts`).
 const FRAMES: [u32; 2] = [64, 1500];
 const WARMUP: Duration = Duration::from_secs(3);
-
-/// One testpmd process; `vdevs` and `fwd` say which side it plays; it runs in `ns` when
-/// given (where a `net_tap` creates its TAP).
-fn testpmd(
-    tag: &str,
-    cpu: u32,
-    vdevs: &[&str],
-    fwd: &str,
-    extra: &[String],
-    dir: &Path,
-    ns: Option<&NetNs>,
-) -> Proc {
-    let log = dir.join(format!("testpmd-{tag}.log"));
-    let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log: {e}"));
-    let err = out.try_clone().unwrap_or_else(|e| panic!("log: {e}"));
-    let stdbuf = require_tool("stdbuf");
-    let mut cmd = match ns {
-        Some(ns) => ns.cmd(stdbuf),
-        None => Command::new(stdbuf),
-    };
-    cmd.arg("-oL")
-        .arg(require_tool("dpdk-testpmd"))
-        .arg(format!("--lcores=0@{cpu},1@{cpu}"))
-        .args(["--no-huge", "-m", "512", "--no-pci"])
-        .arg(format!("--file-prefix=kb{}{tag}", std::process::id()));
-    for vdev in vdevs {
-        cmd.arg("--vdev").arg(vdev);
-    }
-    cmd.arg("--")
-        .arg(format!("--forward-mode={fwd}"))
-        .args([
-            "--auto-start",
-            "--total-num-mbufs=8192",
-            "--stats-period",
-            "1",
-        ])
-        .args(extra)
-        .stdout(out)
-        .stderr(err);
-    Proc::spawn("dpdk-testpmd", &mut cmd)
-}
 
 /// Every `Tx-pps:` value testpmd printed so far.
 fn tx_pps(log: &Path) -> Vec<u64> {
@@ -260,13 +220,7 @@ fn knic_side(uplink: Uplink, frame: u32, secs: u64, busy_poll: bool) -> Rate {
     let kv = KnicVhost::start_with_args(&ns, uplink.knic_spec(), &dir.0, 1, extra);
     uplink.after_start(&ns);
     // Every thread, and those it starts later (the queue-pair workers), on the backend CPU.
-    run(Command::new(require_tool("taskset")).args([
-        "-a",
-        "-p",
-        "-c",
-        &BACKEND_CPU.to_string(),
-        &kv.proc.child.id().to_string(),
-    ]));
+    pin(kv.proc.child.id(), BACKEND_CPU);
     let mut marks = Vec::new();
     let mut syscalls = SyscallCount::new(&dir.0, "knic");
     let pid = kv.proc.child.id();
@@ -434,13 +388,7 @@ fn agent_side(frame: u32, secs: u64) -> Delivered {
         &dir.0,
         &Topology::agent_args(UplinkKind::Packet, &dir.0, 1, ""),
     );
-    run(Command::new(require_tool("taskset")).args([
-        "-a",
-        "-p",
-        "-c",
-        &BACKEND_CPU.to_string(),
-        &agent.proc.child.id().to_string(),
-    ]));
+    pin(agent.proc.child.id(), BACKEND_CPU);
     let gateway_mac = agent.port("vm1")["library_mac"]
         .as_str()
         .unwrap_or_else(|| panic!("no library MAC for vm1"))
@@ -456,77 +404,89 @@ fn agent_side(frame: u32, secs: u64) -> Delivered {
     )
 }
 
-/// The MAC the host-forwarding reference gives its TAP.
-const TAP_MAC: &str = "02:4b:42:00:00:01";
+/// A reference the agent is compared with: DPDK `net_vhost` (`io` forwarding, on the
+/// backend CPU) and `vdev` into the host kernel, on the same veth topology to the peer.
+#[derive(Debug, Clone, Copy)]
+struct HostReference {
+    /// The results' key.
+    name: &'static str,
+    /// The plot's label and colour.
+    label: &'static str,
+    colour: &'static str,
+    vdev: &'static str,
+    /// Whether the host kernel routes from a TAP (`kbtap0`) standing for port `vm1`;
+    /// otherwise the frames go to the peer's MAC with no routing on the way.
+    routed: bool,
+}
 
-/// testpmd → DPDK `net_vhost` + `net_tap` (`io` forwarding, on the backend CPU) → the host
-/// kernel's IPv4 forwarding (the TAP's namespace, as the library is in the agent's) → the
-/// same veth → the peer. The reference the agent is compared with.
-fn dpdk_tap_side(frame: u32, secs: u64) -> Delivered {
+const HOST_REFERENCES: [HostReference; 2] = [
+    // `net_tap`: the host kernel's IPv4 forwarding routes from the TAP (in the agent's
+    // namespace, as the library is in the agent's) to the veth and the peer.
+    HostReference {
+        name: "dpdk_vhost_tap_forward",
+        label: "DPDK TAP fwd",
+        colour: "#c72",
+        vdev: "net_tap0,iface=kbtap0",
+        routed: true,
+    },
+    // `net_af_xdp` on the veth end `kga` (copy mode, DPDK loads its XDP program): the
+    // frames are transmitted straight onto the veth, so the host kernel's part is the veth
+    // and the peer's receive.
+    HostReference {
+        name: "dpdk_vhost_af_xdp",
+        label: "DPDK AF_XDP",
+        colour: "#a52",
+        vdev: "net_af_xdp0,iface=kga,start_queue=0,queue_count=1",
+        routed: false,
+    },
+];
+
+/// testpmd → DPDK `net_vhost` + `reference`'s port → the host kernel → the peer.
+fn dpdk_reference_side(reference: HostReference, frame: u32, secs: u64) -> Delivered {
     let topo = Topology::new("bench-dt");
-    let dir = Scratch::new(&format!("bench-dpdk-tap-{frame}"));
+    let dir = Scratch::new(&format!("bench-{}-{frame}", reference.name));
     let socket = dir.0.join("vhost.sock");
     let ns = &topo.agent_ns;
-    run(ns.cmd("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]));
-    run(ns
-        .cmd("ip")
-        .args(["addr", "add", &format!("{UPLINK_IP}/24"), "dev", "kga"]));
+    if reference.routed {
+        topo.host_forwarding();
+    }
     let mut fwd = testpmd(
         "fwd",
         BACKEND_CPU,
         &[
             &format!("net_vhost0,iface={},queues=1", socket.display()),
-            "net_tap0,iface=kbtap0",
+            reference.vdev,
         ],
         "io",
         &[],
         &dir.0,
         Some(ns),
     );
-    wait_for(
-        "net_vhost's socket and the TAP",
-        Duration::from_secs(30),
-        || {
-            fwd.assert_running();
-            socket.exists()
-                && ns
-                    .cmd("ip")
-                    .args(["link", "show", "kbtap0"])
-                    .output()
-                    .is_ok_and(|o| o.status.success())
-        },
-    );
-    run(ns
-        .cmd("ip")
-        .args(["link", "set", "kbtap0", "address", TAP_MAC]));
-    run(ns.cmd("ip").args([
-        "addr",
-        "add",
-        &format!("{}/24", gateway_ip(1)),
-        "dev",
-        "kbtap0",
-    ]));
-    run(ns.cmd("ip").args(["link", "set", "kbtap0", "up"]));
+    wait_for("net_vhost's socket", Duration::from_secs(30), || {
+        fwd.assert_running();
+        socket.exists()
+    });
+    let gateway_mac = if reference.routed {
+        topo.route_tap("kbtap0", HOST_TAP_MAC);
+        HOST_TAP_MAC.to_owned()
+    } else {
+        topo.peer_mac()
+    };
     let d = measure_delivered(
         &socket,
         frame,
         secs,
         &dir.0,
-        "dpdk-tap",
+        reference.name,
         &topo,
-        &Routed {
-            gateway_mac: TAP_MAC.into(),
-        },
+        &Routed { gateway_mac },
     );
     assert!(
         fwd.stop("-INT", Duration::from_secs(30)),
-        "net_vhost + net_tap did not stop"
+        "net_vhost + {} did not stop",
+        reference.vdev
     );
     d
-}
-
-fn sh(cmd: &mut Command) -> String {
-    String::from_utf8_lossy(&run(cmd).stdout).trim().to_string()
 }
 
 fn main() {
@@ -536,23 +496,13 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let results_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/results");
-    let date = sh(Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]));
     // The machine is shared: the load when the run began goes with its numbers.
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load_now = load
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ");
-    let commit = sh(Command::new("git")
-        .arg("-C")
-        .arg(&results_dir)
-        .args(["describe", "--always", "--dirty"]));
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
+    let RunRecord {
+        date,
+        commit,
+        profile,
+        load: load_now,
+    } = RunRecord::now(&results_dir);
     let only = std::env::var("KNIC_BENCH_ONLY").ok();
     let selected = |u: &Uplink| {
         only.as_deref()
@@ -593,13 +543,18 @@ fn main() {
             row[format!("dpdk_vhost_{name}_rx_mpps")] = (dpdk.backend_pps / 1e6).into();
             row[format!("dpdk_vhost_{name}_syscalls_per_packet")] = dpdk.syscalls_per_packet.into();
         }
-        if only.is_some() {
+        let agent_rows = only
+            .as_deref()
+            .is_none_or(|o| o.split(',').any(|n| n == "agent"));
+        if !agent_rows {
             continue;
         }
-        for (name, d) in [
-            ("agent", agent_side(frame, secs)),
-            ("dpdk_vhost_tap_forward", dpdk_tap_side(frame, secs)),
-        ] {
+        let measured = [("agent", agent_side(frame, secs))].into_iter().chain(
+            HOST_REFERENCES
+                .iter()
+                .map(|&r| (r.name, dpdk_reference_side(r, frame, secs))),
+        );
+        for (name, d) in measured {
             let gbps = d.peer_pps * f64::from(frame) * 8.0 / 1e9;
             let _ = writeln!(
                 std::io::stdout(),
@@ -611,11 +566,15 @@ fn main() {
             row[format!("{name}_peer_mpps")] = (d.peer_pps / 1e6).into();
             row[format!("{name}_peer_gbps")] = gbps.into();
         }
-        let ratio = row["agent_peer_mpps"].as_f64().unwrap_or(0.0)
-            / row["dpdk_vhost_tap_forward_peer_mpps"]
-                .as_f64()
-                .unwrap_or(f64::NAN);
-        row["ratio_agent_to_dpdk_tap_forward"] = ratio.into();
+        for reference in HOST_REFERENCES {
+            let name = reference.name;
+            let ratio = row["agent_peer_mpps"].as_f64().unwrap_or(0.0)
+                / row[format!("{name}_peer_mpps")]
+                    .as_f64()
+                    .unwrap_or(f64::NAN);
+            let key = name.strip_prefix("dpdk_vhost_").unwrap_or(name);
+            row[format!("ratio_agent_to_dpdk_{key}")] = ratio.into();
+        }
         rows.push(row);
     }
     if only.is_some() {
@@ -636,10 +595,7 @@ fn main() {
         "results": rows,
     });
     let path = results_dir.join("vhost.jsonl");
-    std::fs::create_dir_all(&results_dir).unwrap_or_else(|e| panic!("{e}"));
-    let mut text = std::fs::read_to_string(&path).unwrap_or_default();
-    text.push_str(&format!("{line}\n"));
-    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    append_jsonl(&path, &line);
     let _ = writeln!(std::io::stdout(), "appended to {}", path.display());
 
     // The plot of this run: Mpps per backend, one group per frame size.
@@ -663,14 +619,14 @@ fn main() {
                         (poll, mpps(row, &format!("knic_vhost_{n}_poll_mpps")), c2),
                     ]
                 })
-                .chain([
-                    ("agent→peer", mpps(row, "agent_peer_mpps"), "#27c"),
+                .chain([("agent→peer", mpps(row, "agent_peer_mpps"), "#27c")])
+                .chain(HOST_REFERENCES.iter().map(|r| {
                     (
-                        "DPDK TAP fwd",
-                        mpps(row, "dpdk_vhost_tap_forward_peer_mpps"),
-                        "#c72",
-                    ),
-                ])
+                        r.label,
+                        mpps(row, &format!("{}_peer_mpps", r.name)),
+                        r.colour,
+                    )
+                }))
                 .collect(),
         })
         .collect();
