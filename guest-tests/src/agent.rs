@@ -361,16 +361,12 @@ impl KnicAgent {
     }
 }
 
-/// Copies per frame between guest memory and the library kernel's RAM, by direction: guest
-/// to library is one (the vhost worker reads the guest's chain straight into the buffers the
-/// kernel posted, `DirectRx`); library to guest is still two (the library device copies
-/// the kernel's chain into its packet, the vhost worker that packet into the guest's
-/// chain; the seam swaps buffers on both sides).
-pub const fn copies_per_frame(dir: &str) -> u64 {
-    match dir.as_bytes() {
-        b"to_stack" => 1,
-        _ => 2,
-    }
+/// Copies per frame between guest memory and the library kernel's RAM, in either direction
+/// (`to_stack`, `to_guest`): one. The vhost worker reads the guest's TX chain straight into
+/// the buffers the kernel posted (`DirectRx`), and writes the kernel's TX chain straight into
+/// the guest's RX buffers (`DirectTx`); the seam carries neither.
+pub const fn copies_per_frame(_dir: &str) -> u64 {
+    1
 }
 
 /// Asserts a port's copy accounting in direction `dir` (`to_stack`, `to_guest`): each frame

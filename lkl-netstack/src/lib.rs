@@ -24,8 +24,8 @@ pub use device::queue_fuzz as fuzzing;
 pub use host_crypto::{HostCryptoCounters, host_crypto_counters};
 
 pub use device::{
-    DevicePort, DirectRx, DropReason, MAX_QUEUE_PAIRS, NetBackend, NetDeviceConfig, NetDeviceStats,
-    Offloads, QueuePairStats, TapConfig,
+    DevicePort, DirectRx, DirectTx, DropReason, MAX_QUEUE_PAIRS, NetBackend, NetDeviceConfig,
+    NetDeviceStats, Offloads, QueuePairStats, TapConfig,
 };
 pub use kernel::{
     BootConfig, BootError, Kernel, MAIN_TABLE, NetDeviceError, RemoveNetDeviceError,

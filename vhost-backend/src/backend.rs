@@ -222,10 +222,11 @@ impl NetBackend {
             .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// The uplink readiness fds, one per pair, for registration in each worker's epoll.
+    /// The uplink readiness fds, one per pair, for registration in each worker's epoll:
+    /// a pair's direct sender's wake fd when it has one (`QueuePair::rx_ready_fd`).
     pub fn uplink_fds(&self) -> Vec<RawFd> {
         (0..self.pairs.len())
-            .filter_map(|i| self.slot(i).map(|s| s.qp.uplink().ready_fd()))
+            .filter_map(|i| self.slot(i).map(|s| s.qp.rx_ready_fd()))
             .collect()
     }
 
@@ -250,13 +251,22 @@ impl NetBackend {
         pair: usize,
         direct: Box<dyn knic_virtio_net::direct::DirectReceiver>,
     ) -> bool {
-        match self.slot(pair) {
-            Some(mut s) => {
-                s.qp.set_direct_receiver(direct);
-                true
-            }
-            None => false,
-        }
+        self.slot(pair)
+            .map(|mut s| s.qp.set_direct_receiver(direct))
+            .is_some()
+    }
+
+    /// Gives pair `pair` a direct sender for its guest's RX chains (one copy per frame out
+    /// of the library kernel's TX ring, `QueuePair::set_direct_sender`). Call before
+    /// serving: the worker's readiness fd becomes the sender's wake fd. False: no such pair.
+    pub fn set_direct_sender(
+        &self,
+        pair: usize,
+        direct: Box<dyn knic_virtio_net::direct::DirectSender>,
+    ) -> bool {
+        self.slot(pair)
+            .map(|mut s| s.qp.set_direct_sender(direct))
+            .is_some()
     }
 
     /// The front door's counters.

@@ -22,7 +22,9 @@ use crate::ratelimit::LogLimiter;
 use crate::ring::{self, RingError, pop_chain};
 use crate::rx_filter::{RxFilterView, SharedRxFilter};
 use crate::stats::{Direction, DropReason, QueuePairStats};
-use knic_virtio_net::direct::{Capped, Delivery, DirectReceiver, FrameDest, read_chain_into};
+use knic_virtio_net::direct::{
+    Capped, Delivery, DirectReceiver, DirectSender, FrameDest, Taken, read_chain_into,
+};
 use knic_virtio_net::guest_map::{GuestMap, SplitRing};
 use knic_virtio_net::rx::{Placement, RxBuffers, RxChainError, check_frame, place_mapped};
 use knic_virtio_net::tx::{TxLimits, read_chain, read_mapped_chain};
@@ -76,6 +78,10 @@ pub struct QueuePair {
     /// The library kernel's RX ring behind the uplink, when the guest's TX chains are
     /// copied straight into it (one copy per frame) rather than into `tx_batch`.
     direct: Option<Box<dyn DirectReceiver>>,
+    /// The library kernel's TX ring behind the uplink, when its chains are copied straight
+    /// into the guest's RX chains (one copy per frame) rather than received from the
+    /// uplink into `rx_batch`.
+    direct_tx: Option<Box<dyn DirectSender>>,
 }
 
 impl QueuePair {
@@ -105,6 +111,7 @@ impl QueuePair {
             uplink_attached: false,
             tx_stalled: false,
             direct: None,
+            direct_tx: None,
         }
     }
 
@@ -112,6 +119,22 @@ impl QueuePair {
     /// through the uplink's [`PacketBatch`] path; the uplink keeps the other direction.
     pub fn set_direct_receiver(&mut self, direct: Box<dyn DirectReceiver>) {
         self.direct = Some(direct);
+    }
+
+    /// From now on, the guest's RX chains are filled straight from `direct`'s ring (one
+    /// copy) instead of from the uplink's [`PacketBatch`] path; the uplink keeps its
+    /// control role (attachment, the guest's offloads).
+    pub fn set_direct_sender(&mut self, direct: Box<dyn DirectSender>) {
+        self.direct_tx = Some(direct);
+    }
+
+    /// The fd that says frames wait for the guest's RX ring: the direct sender's wake fd
+    /// when there is one, else the uplink's readiness fd.
+    pub fn rx_ready_fd(&self) -> std::os::fd::RawFd {
+        match &self.direct_tx {
+            Some(d) => d.wake_fd(),
+            None => self.uplink.ready_fd(),
+        }
     }
 
     /// The fd that wakes the worker after TX stalled: the direct receiver's when there is
@@ -434,6 +457,10 @@ impl QueuePair {
     ) -> Result<bool, HostError> {
         let old_used = queue.next_used();
         self.rx_filter.refresh();
+        if self.direct_tx.is_some() {
+            self.drain_rx_direct(queue, mem, enabled);
+            return Ok(self.needs_notification(Direction::Rx, queue, mem, old_used));
+        }
         // As on TX: memory and rings mapped once, the avail index read again only when the
         // chains it announced are used up; frames that fit the next chain's one buffer are
         // written through the map and published together (`rx::place_mapped`).
@@ -543,6 +570,111 @@ impl QueuePair {
         Ok(self.needs_notification(Direction::Rx, queue, mem, old_used))
     }
 
+    /// The one-copy RX path: the library kernel's TX ring is opened a batch at a time (its
+    /// lock, used-ring publication and interrupt once per batch), and each of its chains,
+    /// lent in pieces, is written by the engine's `place_scattered` straight into the
+    /// guest's RX chains, after the checks the packet path makes (ring enabled, receive
+    /// filter, the guest's negotiation). A frame the guest has no buffers for stays in the
+    /// kernel's ring, and the guest's next RX kick brings the worker back; a kernel ring
+    /// with nothing to send asks for its driver's kick, which writes the sender's wake fd.
+    fn drain_rx_direct<M: GuestMemory>(&mut self, queue: &mut Queue, mem: &M, enabled: bool) {
+        let batch = self.rx_batch.capacity().max(1);
+        loop {
+            let Some(direct) = self.direct_tx.as_mut() else {
+                return;
+            };
+            let (stats, log, index) = (&self.stats, &mut self.log, self.index);
+            let (rx_buffers, features, filter) = (
+                &mut self.rx_buffers,
+                &self.features,
+                self.rx_filter.current(),
+            );
+            let mut end = None;
+            let mut taken = 0usize;
+            direct.with_ring(&mut |ring| {
+                while taken < batch {
+                    let mut waits = None;
+                    let lent = ring.lend(&mut |hdr, pieces| {
+                        let len = pieces.iter().map(|p| p.len()).sum::<usize>();
+                        if !enabled {
+                            stats.count_drop(DropReason::RxRingDisabled);
+                            return Taken::Dropped;
+                        }
+                        if !filter.accepts(frame_prefix(pieces, &mut [0u8; MAC_LEN])) {
+                            stats.count_drop(DropReason::RxFiltered);
+                            return Taken::Dropped;
+                        }
+                        if let Err(reason) = check_frame(hdr, len, features) {
+                            stats.count_drop(reason);
+                            return Taken::Dropped;
+                        }
+                        let mut on_malformed =
+                            |e: RxChainError| record(stats, log, index, e.reason(), &e);
+                        let placed = rx_buffers.place_scattered(
+                            queue,
+                            mem,
+                            hdr,
+                            pieces,
+                            features,
+                            &mut on_malformed,
+                        );
+                        match placed {
+                            Ok(Placement::Delivered { buffers }) => {
+                                stats.received(len, buffers);
+                                stats.rx_direct.add(1);
+                                Taken::Delivered
+                            }
+                            Ok(Placement::TooBig) => {
+                                stats.count_drop(DropReason::RxBufferTooSmall);
+                                Taken::Dropped
+                            }
+                            Ok(Placement::Aborted) => Taken::Dropped,
+                            Ok(Placement::NoBuffers { seen_avail }) => {
+                                waits = Some(DirectRxEnd::NoBuffers { seen_avail });
+                                Taken::NoRoom
+                            }
+                            Err(e) => {
+                                record(stats, log, index, e.reason(Direction::Rx), &e);
+                                waits = Some(DirectRxEnd::Broken);
+                                Taken::NoRoom
+                            }
+                        }
+                    });
+                    match lent {
+                        None => {
+                            end = Some(DirectRxEnd::Drained);
+                            return;
+                        }
+                        Some(Taken::NoRoom) => {
+                            end = Some(waits.unwrap_or(DirectRxEnd::Broken));
+                            return;
+                        }
+                        Some(Taken::Delivered | Taken::Dropped) => taken += 1,
+                    }
+                }
+            });
+            match end {
+                // A whole batch: open the ring again for the next.
+                None => continue,
+                Some(DirectRxEnd::Drained | DirectRxEnd::Broken) => return,
+                Some(DirectRxEnd::NoBuffers { seen_avail }) => {
+                    // As on the packet path: ask for the guest's kick once it posts beyond
+                    // what was seen, and go again at once if it already has.
+                    match ring::ask_for_kick(queue, mem, seen_avail) {
+                        Ok(true) => {
+                            let _ = queue.disable_notification(mem);
+                        }
+                        Ok(false) => return,
+                        Err(e) => {
+                            self.ring_error(Direction::Rx, &e);
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Whether the last [`process_tx`](Self::process_tx) left chains in the guest's ring
     /// because the uplink had no room: polling the ring is pointless until its room fd fires.
     pub fn tx_stalled(&self) -> bool {
@@ -579,6 +711,37 @@ impl QueuePair {
             }
         }
     }
+}
+
+/// Bytes of a destination MAC address, all the receive filter reads of a frame.
+const MAC_LEN: usize = 6;
+
+/// The first bytes of a frame lent in `pieces`, as one slice: the first piece itself when
+/// it is long enough (the common case), else gathered into `buf`.
+fn frame_prefix<'a, const N: usize>(pieces: &'a [&'a [u8]], buf: &'a mut [u8; N]) -> &'a [u8] {
+    if let Some(first) = pieces.first().filter(|p| p.len() >= N) {
+        return &first[..N];
+    }
+    let mut got = 0;
+    for p in pieces {
+        let n = p.len().min(N - got);
+        buf[got..got + n].copy_from_slice(&p[..n]);
+        got += n;
+        if got == N {
+            break;
+        }
+    }
+    &buf[..got]
+}
+
+/// How a direct RX drain ended.
+enum DirectRxEnd {
+    /// The sender has no frame (or cannot send): its wake fd says when it has.
+    Drained,
+    /// The guest had too few buffers for a frame: it stays in the sender's ring.
+    NoBuffers { seen_avail: u16 },
+    /// The guest's RX ring is broken (counted): the round ends.
+    Broken,
 }
 
 /// How a direct TX drain ended.

@@ -678,16 +678,20 @@ fn rx_malformed(features: u64, reason: DropReason, bad: impl FnOnce(&Scene) -> u
     assert_eq!(read_rx(&s.mem, 0x80_0000, 112).1, f);
 }
 
-fn rx_all_malformed_shapes(features: u64) {
-    rx_malformed(features, DropReason::RxReadOnlyDescriptor, |s| {
+/// The malformed RX chain shapes, each with the reason it is counted under: `bad` puts the
+/// chain on the ring from descriptor 0 and returns the next free descriptor index.
+type BadRxChain = (DropReason, fn(&Scene) -> u16);
+
+const BAD_RX_CHAINS: [BadRxChain; 4] = [
+    (DropReason::RxReadOnlyDescriptor, |s| {
         add_chains(s, 0, &[&[D(BUF_BASE, 2048, false)]]);
         1
-    });
-    rx_malformed(features, DropReason::RxBadAddress, |s| {
+    }),
+    (DropReason::RxBadAddress, |s| {
         add_chains(s, 0, &[&[D(OUTSIDE, 2048, true)]]);
         1
-    });
-    rx_malformed(features, DropReason::RxEmptyChain, |s| {
+    }),
+    (DropReason::RxEmptyChain, |s| {
         let head = RawDescriptor::from(SplitDescriptor::new(
             0x20_0000,
             15,
@@ -696,9 +700,9 @@ fn rx_all_malformed_shapes(features: u64) {
         ));
         s.add_desc_chains(&[head], 0);
         1
-    });
+    }),
     // A loop of two 4-byte buffers cannot hold the packet within the queue-size walk.
-    rx_malformed(features, DropReason::RxChainTruncated, |s| {
+    (DropReason::RxChainTruncated, |s| {
         let w = VRING_DESC_F_WRITE as u16 | VRING_DESC_F_NEXT as u16;
         let raw = [
             RawDescriptor::from(SplitDescriptor::new(BUF_BASE, 4, w, 1)),
@@ -706,7 +710,13 @@ fn rx_all_malformed_shapes(features: u64) {
         ];
         s.add_desc_chains(&raw, 0);
         2
-    });
+    }),
+];
+
+fn rx_all_malformed_shapes(features: u64) {
+    for (reason, bad) in BAD_RX_CHAINS {
+        rx_malformed(features, reason, bad);
+    }
 }
 
 under_each_feature_set!(rx_malformed_shapes_both_rx_modes: rx_all_malformed_shapes for RX_SETS);
@@ -1258,4 +1268,329 @@ fn direct_tx_leaves_chains_in_the_guest_ring_while_the_receiver_has_no_room() {
     let firsts: Vec<u8> = got.lock().unwrap().iter().map(|(_, f)| f[0]).collect();
     assert_eq!(firsts, vec![0, 1, 2], "every frame, in order, none dropped");
     assert_eq!(s.qp.stats().drops(DropReason::TxBackendRefused), 0);
+}
+
+// ---------------------------------------------------------------- direct RX (one copy out)
+
+/// A frame waiting in a [`MockSender`]'s ring: its header and its bytes in pieces.
+type Lent = (VirtioNetHdr, Vec<Vec<u8>>);
+
+/// What a [`MockSender`] saw, shared with the test.
+#[derive(Debug, Default)]
+struct SenderLog {
+    /// Frames still in the sender's ring, in order.
+    ring: std::collections::VecDeque<Lent>,
+    /// Frames the taker completed, by what it made of them.
+    taken: Vec<Taken>,
+    /// Batches opened, and those that completed chains (one interrupt each).
+    batches: usize,
+    interrupts: usize,
+    /// Batches that ended on an empty ring (the sender asked for its driver's kick).
+    ran_dry: usize,
+}
+
+/// The library kernel's TX ring as a direct sender: lends its frames in the pieces given,
+/// keeps a frame the taker has no room for, and "interrupts" once per batch that
+/// completed anything.
+#[derive(Debug)]
+struct MockSender {
+    log: Arc<std::sync::Mutex<SenderLog>>,
+    wake: vmm_sys_util::eventfd::EventFd,
+}
+
+struct MockSendRing<'a> {
+    log: &'a mut SenderLog,
+    completed: usize,
+}
+
+impl knic_virtio_net::direct::SendingRing for MockSendRing<'_> {
+    fn lend(&mut self, take: &mut knic_virtio_net::direct::Take<'_>) -> Option<Taken> {
+        let Some((hdr, pieces)) = self.log.ring.pop_front() else {
+            self.log.ran_dry += 1;
+            return None;
+        };
+        let slices: Vec<&[u8]> = pieces.iter().map(|p| &p[..]).collect();
+        let got = take(&hdr, &slices);
+        if got == Taken::NoRoom {
+            self.log.ring.push_front((hdr, pieces));
+        } else {
+            self.log.taken.push(got);
+            self.completed += 1;
+        }
+        Some(got)
+    }
+}
+
+impl DirectSender for MockSender {
+    fn with_ring(&mut self, batch: &mut dyn FnMut(&mut dyn knic_virtio_net::direct::SendingRing)) {
+        let mut log = self.log.lock().unwrap();
+        log.batches += 1;
+        let mut ring = MockSendRing {
+            log: &mut log,
+            completed: 0,
+        };
+        batch(&mut ring);
+        if ring.completed > 0 {
+            log.interrupts += 1;
+        }
+    }
+
+    fn wake_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.wake.as_raw_fd()
+    }
+}
+
+fn sender_scene(features: u64) -> (Scene, Arc<std::sync::Mutex<SenderLog>>) {
+    let mut s = Scene::new(features);
+    let log = Arc::new(std::sync::Mutex::new(SenderLog::default()));
+    s.qp.set_direct_sender(Box::new(MockSender {
+        log: Arc::clone(&log),
+        wake: vmm_sys_util::eventfd::EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap(),
+    }));
+    (s, log)
+}
+
+/// `f` cut into pieces at `cuts`, as a kernel chain's buffers are.
+fn lend(log: &std::sync::Mutex<SenderLog>, hdr: VirtioNetHdr, f: &[u8], cuts: &[usize]) {
+    let mut pieces = Vec::new();
+    let mut at = 0;
+    for &c in cuts.iter().chain(std::iter::once(&f.len())) {
+        pieces.push(f[at..c].to_vec());
+        at = c;
+    }
+    log.lock().unwrap().ring.push_back((hdr, pieces));
+}
+
+fn direct_rx_frames_land_in_order_in_one_batch(features: u64) {
+    let (mut s, log) = sender_scene(features);
+    add_rx_buffers(&s, 4, 2048);
+    let frames: Vec<Vec<u8>> = (0..3u8)
+        .map(|i| frame(100 + 300 * usize::from(i), i))
+        .collect();
+    // Pieces that cut through the Ethernet header, and an empty one.
+    lend(&log, VirtioNetHdr::default(), &frames[0], &[3, 3, 40]);
+    lend(&log, VirtioNetHdr::default(), &frames[1], &[]);
+    lend(&log, VirtioNetHdr::default(), &frames[2], &[600]);
+    // A frame waiting on the uplink is not taken: the sender is the only RX source.
+    assert!(s.peer.send(VirtioNetHdr::default(), &frame(60, 9)).unwrap());
+    assert!(s.qp.process_rx(&mut s.q, &s.mem, true).unwrap());
+    let hlen = s.qp.features().hdr_len;
+    let lens: Vec<u32> = frames.iter().map(|f| (hlen + f.len()) as u32).collect();
+    assert_eq!(s.used(), vec![(0, lens[0]), (1, lens[1]), (2, lens[2])]);
+    for (i, f) in frames.iter().enumerate() {
+        let mut got = vec![0u8; f.len()];
+        let at = BUF_BASE + 0x1000 * i as u64 + hlen as u64;
+        s.mem.read_slice(&mut got, GuestAddress(at)).unwrap();
+        assert_eq!(&got, f, "frame {i}");
+    }
+    let log = log.lock().unwrap();
+    assert_eq!(log.taken, vec![Taken::Delivered; 3]);
+    assert_eq!((log.batches, log.interrupts, log.ran_dry), (1, 1, 1));
+    assert_eq!(s.qp.stats().rx_direct.get(), 3);
+    assert_eq!(s.qp.stats().rx_packets.get(), 3);
+    assert_eq!(s.qp.rx_pending(), 0);
+}
+
+under_each_feature_set!(direct_rx_lands_frames_in_order: direct_rx_frames_land_in_order_in_one_batch for ALL_SETS);
+
+#[test]
+fn direct_rx_keeps_gso_metadata_and_counts_num_buffers() {
+    let (mut s, log) = sender_scene(MRG);
+    add_rx_buffers(&s, 4, 1000);
+    let f = frame(2500, 4);
+    lend(&log, tso_hdr(), &f, &[66, 1000]);
+    assert!(s.qp.process_rx(&mut s.q, &s.mem, true).unwrap());
+    assert_eq!(s.used(), vec![(0, 1000), (1, 1000), (2, 512)]);
+    let (h, first) = read_rx(&s.mem, BUF_BASE, 1000);
+    assert_eq!(
+        h,
+        VirtioNetHdr {
+            num_buffers: 3,
+            ..tso_hdr()
+        }
+    );
+    let mut all = first;
+    for (i, n) in [(1u64, 1000usize), (2, 512)] {
+        let mut rest = vec![0u8; n];
+        s.mem
+            .read_slice(&mut rest, GuestAddress(BUF_BASE + 0x1000 * i))
+            .unwrap();
+        all.extend_from_slice(&rest);
+    }
+    assert_eq!(all, f);
+    assert_eq!(s.qp.stats().rx_merged_frames.get(), 1);
+}
+
+#[test]
+fn direct_rx_opens_the_sender_once_per_batch() {
+    let (mut s, log) = sender_scene(MRG);
+    add_rx_buffers(&s, QUEUE_SIZE.into(), 256);
+    // The pair's batch is 8: ten frames take two batches, one interrupt each, and the
+    // guest is signalled once for the whole round.
+    for i in 0..10u8 {
+        lend(&log, VirtioNetHdr::default(), &frame(60, i), &[]);
+    }
+    assert!(s.qp.process_rx(&mut s.q, &s.mem, true).unwrap());
+    assert_eq!(s.used().len(), 10);
+    let firsts: Vec<u8> = (0..10u64)
+        .map(|i| {
+            let at = BUF_BASE + 0x1000 * i + s.qp.features().hdr_len as u64;
+            s.mem.read_obj::<u8>(GuestAddress(at)).unwrap()
+        })
+        .collect();
+    assert_eq!(firsts, (0..10).collect::<Vec<u8>>(), "in order");
+    let log = log.lock().unwrap();
+    assert_eq!((log.batches, log.interrupts, log.ran_dry), (2, 2, 1));
+}
+
+#[test]
+fn direct_rx_leaves_frames_in_the_senders_ring_until_the_guest_posts_buffers() {
+    for (_, features) in RX_SETS {
+        let (mut s, log) = sender_scene(features);
+        add_rx_buffers(&s, 1, 2048);
+        for i in 0..3u8 {
+            lend(&log, VirtioNetHdr::default(), &frame(100, i), &[]);
+        }
+        assert!(s.qp.process_rx(&mut s.q, &s.mem, true).unwrap());
+        assert_eq!(s.used().len(), 1);
+        {
+            let log = log.lock().unwrap();
+            assert_eq!(log.ring.len(), 2, "backpressure, not drops");
+            assert_eq!(log.taken, vec![Taken::Delivered]);
+            assert_eq!(log.ran_dry, 0);
+        }
+        assert!(s.qp.stats().drop_counts().all(|(_, n)| n == 0));
+        // Nothing new: the next round (the guest's kick without buffers) takes nothing.
+        assert!(!s.qp.process_rx(&mut s.q, &s.mem, true).unwrap());
+        assert_eq!(log.lock().unwrap().ring.len(), 2);
+        // The guest posts two buffers: both frames follow, in order, and the sender ran dry.
+        let bufs = [
+            [D(BUF_BASE + 0x1000, 2048, true)],
+            [D(BUF_BASE + 0x2000, 2048, true)],
+        ];
+        add_chains(&s, 1, &bufs.iter().map(|b| &b[..]).collect::<Vec<_>>());
+        assert!(s.qp.process_rx(&mut s.q, &s.mem, true).unwrap());
+        let hlen = s.qp.features().hdr_len as u32;
+        assert_eq!(
+            s.used(),
+            vec![(0, 100 + hlen), (1, 100 + hlen), (2, 100 + hlen)]
+        );
+        for i in 0..3u64 {
+            let at = BUF_BASE + 0x1000 * i + u64::from(hlen);
+            assert_eq!(s.mem.read_obj::<u8>(GuestAddress(at)).unwrap(), i as u8);
+        }
+        let log = log.lock().unwrap();
+        assert!(log.ring.is_empty());
+        assert_eq!(log.ran_dry, 1);
+    }
+}
+
+#[test]
+fn direct_rx_with_nothing_to_send_touches_no_guest_buffer() {
+    let (mut s, log) = sender_scene(MRG);
+    add_rx_buffers(&s, 2, 2048);
+    assert!(!s.qp.process_rx(&mut s.q, &s.mem, true).unwrap());
+    assert!(s.used().is_empty());
+    assert_eq!(log.lock().unwrap().ran_dry, 1);
+}
+
+/// Puts `bad` then a good 2 KiB chain on the RX ring and lends one 100-byte frame; the bad
+/// chain is returned with length 0 and counted under `reason`, the frame lands in the good
+/// chain, and the sender's chain is completed.
+fn direct_rx_malformed(features: u64, reason: DropReason, bad: impl FnOnce(&Scene) -> u16) {
+    let (mut s, log) = sender_scene(features);
+    let next = bad(&s);
+    add_chains(&s, next, &[&[D(0x80_0000, 2048, true)]]);
+    let f = frame(100, 5);
+    lend(&log, VirtioNetHdr::default(), &f, &[14]);
+    s.qp.process_rx(&mut s.q, &s.mem, true).unwrap();
+    let hlen = s.qp.features().hdr_len;
+    assert_eq!(
+        s.used(),
+        vec![(0, 0), (u32::from(next), (hlen + 100) as u32)],
+        "{reason:?}"
+    );
+    assert_eq!(s.qp.stats().drops(reason), 1, "{reason:?}");
+    let mut got = vec![0u8; 100];
+    s.mem
+        .read_slice(&mut got, GuestAddress(0x80_0000 + hlen as u64))
+        .unwrap();
+    assert_eq!(got, f);
+    assert_eq!(log.lock().unwrap().taken, vec![Taken::Delivered]);
+}
+
+fn direct_rx_all_malformed_shapes(features: u64) {
+    for (reason, bad) in BAD_RX_CHAINS {
+        direct_rx_malformed(features, reason, bad);
+    }
+}
+
+under_each_feature_set!(direct_rx_malformed_shapes_both_rx_modes: direct_rx_all_malformed_shapes for RX_SETS);
+
+#[test]
+fn direct_rx_frames_the_guest_cannot_take_are_dropped_counted_and_completed() {
+    // Too big for the guest's one chain (no MRG_RXBUF): dropped, the chain kept for the next.
+    let (mut s, log) = sender_scene(NO_MRG);
+    add_chains(&s, 0, &[&[D(BUF_BASE, 1024, true)]]);
+    lend(&log, VirtioNetHdr::default(), &frame(1500, 0), &[]);
+    lend(&log, VirtioNetHdr::default(), &frame(60, 0), &[]);
+    s.qp.process_rx(&mut s.q, &s.mem, true).unwrap();
+    assert_eq!(s.used(), vec![(0, 72)]);
+    assert_eq!(s.qp.stats().drops(DropReason::RxBufferTooSmall), 1);
+    assert_eq!(
+        log.lock().unwrap().taken,
+        vec![Taken::Dropped, Taken::Delivered]
+    );
+
+    // A 64 KiB-class TSO frame to a guest without GUEST_TSO4: dropped as the packet path
+    // drops it, no buffer used.
+    let (mut s, log) =
+        sender_scene(NO_MRG & !(1 << virtio_bindings::virtio_net::VIRTIO_NET_F_GUEST_TSO4));
+    add_chains(&s, 0, &[&[D(BUF_BASE, 4096, true)]]);
+    lend(&log, tso_hdr(), &frame(3000, 0), &[66]);
+    s.qp.process_rx(&mut s.q, &s.mem, true).unwrap();
+    assert!(s.used().is_empty());
+    assert_eq!(s.qp.stats().drops(DropReason::RxOffloadNotNegotiated), 1);
+    assert_eq!(log.lock().unwrap().taken, vec![Taken::Dropped]);
+
+    // A disabled ring: the frame is dropped without touching the guest's buffers.
+    let (mut s, log) = sender_scene(MRG);
+    add_chains(&s, 0, &[&[D(BUF_BASE, 4096, true)]]);
+    lend(&log, VirtioNetHdr::default(), &frame(100, 0), &[]);
+    assert!(!s.qp.process_rx(&mut s.q, &s.mem, false).unwrap());
+    assert!(s.used().is_empty());
+    assert_eq!(s.qp.stats().drops(DropReason::RxRingDisabled), 1);
+    assert_eq!(log.lock().unwrap().taken, vec![Taken::Dropped]);
+}
+
+#[test]
+fn direct_rx_honours_the_receive_filter() {
+    let filter = SharedRxFilter::new(DEVICE_MAC);
+    let (qp, peer) = pair_filtered(MRG, Arc::clone(&filter));
+    let mut s = Scene::with_pair((qp, peer));
+    let log = Arc::new(std::sync::Mutex::new(SenderLog::default()));
+    s.qp.set_direct_sender(Box::new(MockSender {
+        log: Arc::clone(&log),
+        wake: vmm_sys_util::eventfd::EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap(),
+    }));
+    filter.update(|f| {
+        f.promisc = false;
+        f.allmulti = false;
+    });
+    add_rx_buffers(&s, 2, 2048);
+    let mut other = frame(60, 0);
+    other[..6].copy_from_slice(&[0x52, 0x54, 0, 9, 9, 9]);
+    let mut mine = frame(60, 0);
+    mine[..6].copy_from_slice(&DEVICE_MAC);
+    // The destination address split across pieces is still read whole.
+    lend(&log, VirtioNetHdr::default(), &other, &[2]);
+    lend(&log, VirtioNetHdr::default(), &mine, &[4]);
+    s.qp.process_rx(&mut s.q, &s.mem, true).unwrap();
+    assert_eq!(s.used().len(), 1);
+    assert_eq!(s.qp.stats().drops(DropReason::RxFiltered), 1);
+    assert_eq!(
+        log.lock().unwrap().taken,
+        vec![Taken::Dropped, Taken::Delivered]
+    );
 }

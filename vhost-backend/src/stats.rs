@@ -57,6 +57,7 @@ impl QueuePairStats {
             uplink_kernel_drops: self.uplink_kernel_drops.get(),
             tx_stalls: q.tx_stalls.get(),
             tx_direct: q.tx_direct.get(),
+            rx_direct: q.rx_direct.get(),
             drops: q.drop_counts().map(|(r, n)| (r.name(), n)).collect(),
         }
     }
@@ -85,6 +86,9 @@ pub struct QueuePairSnapshot {
     /// Of `tx_packets`, frames copied straight into the library kernel's RX buffers (the
     /// one-copy path): their only copy.
     pub tx_direct: u64,
+    /// Of `rx_packets`, frames copied straight out of the library kernel's TX buffers
+    /// into the guest's (the one-copy path the other way): their only copy.
+    pub rx_direct: u64,
     /// Every drop counter by its [`DropReason::name`].
     pub drops: std::collections::BTreeMap<&'static str, u64>,
 }

@@ -23,6 +23,6 @@ pub use net_queue::DropReason;
 pub use tap::TapConfig;
 pub(crate) use virtio_net::VirtioNetDevice;
 pub use virtio_net::{
-    DevicePort, DirectRx, MAX_QUEUE_PAIRS, NetBackend, NetDeviceConfig, NetDeviceStats, Offloads,
-    QueuePairStats,
+    DevicePort, DirectRx, DirectTx, MAX_QUEUE_PAIRS, NetBackend, NetDeviceConfig, NetDeviceStats,
+    Offloads, QueuePairStats,
 };

@@ -32,11 +32,13 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
 use knic_virtio_net::Direction;
 pub use knic_virtio_net::DropReason;
 pub(crate) use knic_virtio_net::QueueCounters;
-use knic_virtio_net::direct::{Delivery, DirectRing, Fill, ScatterDest, Segment};
+use knic_virtio_net::direct::{
+    Delivery, DirectRing, Fill, ScatterDest, Segment, SendingRing, Take, Taken,
+};
 use knic_virtio_net::ring::{self, Access, ChainFault, walk_chain};
 use knic_virtio_net::rx::check_frame;
 pub(crate) use knic_virtio_net::tx::TxLimits;
-use knic_virtio_net::tx::{check_header, read_chain};
+use knic_virtio_net::tx::{TxChainError, check_header, read_chain};
 
 use super::features::NetFeatures;
 use super::tap::{readv, set_tap_offloads, set_tap_queue_attached, writev};
@@ -385,17 +387,11 @@ fn send_chain(
     let frame = match wire {
         TxWire::Tap(tap) => {
             // The kernel's own buffers go to the TAP: map them, check the header in place.
-            let (n, bytes) = chain_iovecs(mem, chain, Direction::Tx, iov)?;
-            let bufs = &iov[..n];
-            let mut raw = [0u8; VirtioNetHdr::LEN];
-            let hdr_len = limits.features.hdr_len.min(VirtioNetHdr::LEN);
-            // SAFETY: chain_iovecs checked each buffer against guest memory; the driver does
-            // not touch a chain it has made available until the device returns it.
-            let got = unsafe { read_prefix(bufs, &mut raw[..hdr_len]) };
-            let frame = bytes - got;
-            check_header(&raw, got, frame, limits).map_err(|e| e.reason())?;
-            // SAFETY: as above; writev only reads the buffers.
-            if unsafe { writev(tap, bufs) }.is_err() {
+            let mapped = mapped_chain(mem, chain, limits, iov)?;
+            let frame = mapped.frame;
+            // SAFETY: mapped_chain checked each buffer against guest memory, and the driver
+            // does not touch a chain it made available until it is used; writev only reads.
+            if unsafe { writev(tap, &iov[..mapped.iovecs]) }.is_err() {
                 return Err(DropReason::TxBackendRefused);
             }
             frame
@@ -858,6 +854,201 @@ impl DirectRing for DirectRound<'_> {
                     Delivery::NoRoom
                 }
             };
+        }
+    }
+}
+
+/// One batch of the driver's TX chains another ring's worker copies straight into its own
+/// driver's buffers (the [`SendingRing`] a vhost worker drives: issue 8's one copy per
+/// frame toward a guest), opened under the TX side's lock by the device and finished
+/// before it is released. Each chain is walked and its header checked as the TAP wire
+/// checks it (every buffer against the driver's memory, the header against its
+/// negotiation), then lent as its buffers after the header. The used entries of the
+/// batch's chains are published together and the interrupt decided once.
+pub(crate) struct DirectTxRound<'a> {
+    /// `None`: the ring cannot send (not running, not enabled, its device halting).
+    tx: Option<TxOpen<'a>>,
+    iov: [libc::iovec; MAX_TX_CHAIN],
+    /// (head, 0) of the chains completed and not yet published.
+    used: &'a mut Vec<(u16, u32)>,
+    old_used: u16,
+    /// The ring ran dry and asked for its driver's kick, or cannot send: the taker waits
+    /// for the sender's wake fd.
+    waits: bool,
+}
+
+/// The TX side of an open [`DirectTxRound`].
+pub(crate) struct TxOpen<'a> {
+    pub(crate) queue: &'a mut Queue,
+    pub(crate) mem: &'a GuestMemoryMmap,
+    pub(crate) limits: TxLimits,
+    pub(crate) counters: &'a QueueCounters,
+}
+
+impl<'a> DirectTxRound<'a> {
+    pub(crate) fn open(used: &'a mut Vec<(u16, u32)>, tx: TxOpen<'a>) -> Self {
+        used.clear();
+        let ready = tx.queue.ready();
+        let old_used = tx.queue.next_used();
+        if ready {
+            // Draining: the driver's kicks are not needed until the ring runs dry.
+            let _ = tx.queue.disable_notification(tx.mem);
+        }
+        DirectTxRound {
+            tx: ready.then_some(tx),
+            iov: [EMPTY_IOV; MAX_TX_CHAIN],
+            used,
+            old_used,
+            waits: false,
+        }
+    }
+
+    pub(crate) fn closed(used: &'a mut Vec<(u16, u32)>) -> Self {
+        used.clear();
+        DirectTxRound {
+            tx: None,
+            iov: [EMPTY_IOV; MAX_TX_CHAIN],
+            used,
+            old_used: 0,
+            waits: true,
+        }
+    }
+
+    /// Ends the batch: publishes the chains it completed (one index store) and returns
+    /// `(interrupt, waits)`, whether the driver is to be interrupted for them, and whether
+    /// the taker waits for the driver's kick.
+    pub(crate) fn finish(self) -> (bool, bool) {
+        let Some(tx) = self.tx else {
+            return (false, self.waits);
+        };
+        if !self.used.is_empty()
+            && let Err(e) = ring::return_used_together(tx.queue, tx.mem, self.used.drain(..))
+        {
+            tx.counters.count_drop(e.reason(Direction::Tx));
+        }
+        let interrupt = decide(tx.queue, tx.mem, self.old_used, Direction::Tx, tx.counters);
+        (interrupt, self.waits)
+    }
+}
+
+/// A TX chain mapped in place ([`mapped_chain`]).
+struct MappedChain {
+    hdr: VirtioNetHdr,
+    /// Buffers of the chain at the start of the iovecs.
+    iovecs: usize,
+    /// Header bytes at the start of the buffers.
+    hdr_bytes: usize,
+    frame: usize,
+}
+
+/// Maps the TX `chain`'s buffers into `iov` and checks its header in place, or returns the
+/// drop reason of a malformed chain.
+fn mapped_chain(
+    mem: &GuestMemoryMmap,
+    chain: &DescriptorChain<&GuestMemoryMmap>,
+    limits: &TxLimits,
+    iov: &mut [libc::iovec; MAX_TX_CHAIN],
+) -> Result<MappedChain, DropReason> {
+    let (n, bytes) = chain_iovecs(mem, chain, Direction::Tx, iov)?;
+    let mut raw = [0u8; VirtioNetHdr::LEN];
+    let hdr_len = limits.features.hdr_len.min(VirtioNetHdr::LEN);
+    // SAFETY: chain_iovecs checked each buffer against the driver's memory; the driver
+    // does not touch a chain it made available until the device returns it.
+    let got = unsafe { read_prefix(&iov[..n], &mut raw[..hdr_len]) };
+    let frame = bytes - got;
+    let hdr = check_header(&raw, got, frame, limits).map_err(|e| e.reason())?;
+    Ok(MappedChain {
+        hdr,
+        iovecs: n,
+        hdr_bytes: got,
+        frame,
+    })
+}
+
+impl SendingRing for DirectTxRound<'_> {
+    fn lend(&mut self, take: &mut Take<'_>) -> Option<Taken> {
+        let Some(tx) = self.tx.as_mut() else {
+            self.waits = true;
+            return None;
+        };
+        loop {
+            if self.used.len() >= usize::from(tx.queue.size()) {
+                // A ring's worth completed: publish before popping more.
+                if let Err(e) = ring::return_used_together(tx.queue, tx.mem, self.used.drain(..)) {
+                    tx.counters.count_drop(e.reason(Direction::Tx));
+                    return None;
+                }
+            }
+            let chain = match ring::pop_chain(tx.queue, tx.mem) {
+                Ok(Some(chain)) => chain,
+                Ok(None) => match tx.queue.enable_notification(tx.mem) {
+                    // Chains came meanwhile: take them with kicks off again.
+                    Ok(true) => {
+                        let _ = tx.queue.disable_notification(tx.mem);
+                        continue;
+                    }
+                    Ok(false) => {
+                        self.waits = true;
+                        return None;
+                    }
+                    Err(_) => {
+                        tx.counters.count_drop(DropReason::TxUsedRingBroken);
+                        return None;
+                    }
+                },
+                Err(e) => {
+                    tx.counters.count_drop(e.reason(Direction::Tx));
+                    return None;
+                }
+            };
+            let head = chain.head_index();
+            // The packet path's limit too: no frame larger than a packet buffer crosses.
+            let mapped = mapped_chain(tx.mem, &chain, &tx.limits, &mut self.iov).and_then(|m| {
+                if m.frame > MAX_FRAME_LEN {
+                    let e = TxChainError::FrameTooLarge {
+                        len: m.frame,
+                        max: MAX_FRAME_LEN,
+                    };
+                    return Err(e.reason());
+                }
+                Ok(m)
+            });
+            let MappedChain {
+                hdr,
+                iovecs: n,
+                hdr_bytes: skip,
+                frame,
+            } = match mapped {
+                Ok(m) => m,
+                Err(reason) => {
+                    // A malformed chain costs itself: completed, never lent.
+                    tx.counters.count_drop(reason);
+                    self.used.push((head, 0));
+                    continue;
+                }
+            };
+            let mut pieces: [&[u8]; MAX_TX_CHAIN] = [&[]; MAX_TX_CHAIN];
+            let mut skip = skip;
+            // SAFETY: as in mapped_chain; the pieces are only read, and only during
+            // `take`, while the chain is still the device's.
+            for (piece, buf) in pieces.iter_mut().zip(unsafe { iov_slices(&self.iov[..n]) }) {
+                let cut = skip.min(buf.len());
+                skip -= cut;
+                *piece = &buf[cut..];
+            }
+            let taken = take(&hdr, &pieces[..n]);
+            if taken == Taken::NoRoom {
+                // Backpressure: the chain stays in the ring, kicks stay off, and the driver
+                // stops its queue once the ring fills, as for a full NIC ring.
+                ring::unpop(tx.queue, 1);
+                return Some(taken);
+            }
+            // Taken whole: the kernel sent it, whatever the taker then made of it (a drop
+            // is counted on the taker's side). The device writes nothing: length 0.
+            tx.counters.sent(frame);
+            tx.counters.tx_direct.add(1);
+            self.used.push((head, 0));
+            return Some(taken);
         }
     }
 }
@@ -1353,6 +1544,132 @@ mod tests {
         assert_eq!(budget.refused(), 0);
         assert_eq!(counters.drops(DropReason::TxBackendRefused), 0);
         assert_eq!(counters.tx_packets.get(), 5);
+    }
+
+    /// What a direct taker was lent: header, frame bytes, pieces.
+    type Lent = (VirtioNetHdr, Vec<u8>, usize);
+
+    /// One batch over `queue`: `answers` says what the taker makes of each frame in turn
+    /// (NoRoom ends the batch); returns what it was lent and the round's end.
+    fn direct_tx_batch(
+        queue: &mut Queue,
+        mem: &GuestMemoryMmap,
+        counters: &QueueCounters,
+        answers: &[Taken],
+    ) -> (Vec<Lent>, (bool, bool)) {
+        let mut used = Vec::new();
+        let limits = TxLimits::new(features(true, false, false), 1500);
+        let mut round = DirectTxRound::open(
+            &mut used,
+            TxOpen {
+                queue,
+                mem,
+                limits,
+                counters,
+            },
+        );
+        let mut lent = Vec::new();
+        for &answer in answers {
+            let got = round.lend(&mut |hdr, pieces| {
+                lent.push((*hdr, pieces.concat(), pieces.len()));
+                answer
+            });
+            if matches!(got, None | Some(Taken::NoRoom)) {
+                break;
+            }
+        }
+        (lent, round.finish())
+    }
+
+    /// The one copy toward a guest: a taker is lent each of the kernel's TX chains as its
+    /// buffers after the header (the header checked and handed over intact), a malformed
+    /// chain is completed and counted without being lent, a chain the taker has no room
+    /// for stays in the ring, and each batch publishes its chains and decides its
+    /// interrupt once.
+    #[test]
+    fn a_direct_taker_is_lent_each_chain_once_and_what_it_cannot_take_stays() {
+        let mem = memory();
+        let q = MockSplitQueue::new(&mem, SIZE);
+        let mut queue: Queue = q.create_queue().unwrap();
+        let plain = |i: u8| {
+            let mut f = frame(100);
+            f[0] = i;
+            f
+        };
+        let big = frame(40_000);
+        let mut descs = vec![
+            // A device-writable buffer in a TX chain.
+            RawDescriptor::from(SplitDescriptor::new(BUFFERS, 200, VRING_DESC_F_WRITE, 0)),
+        ];
+        for i in 1..4u16 {
+            let addr = BUFFERS + 0x1000 * u64::from(i);
+            mem.write_slice(&VirtioNetHdr::default().to_bytes(), GuestAddress(addr))
+                .unwrap();
+            mem.write_slice(&plain(i as u8), GuestAddress(addr + HDR_LEN as u64))
+                .unwrap();
+            descs.push(RawDescriptor::from(SplitDescriptor::new(
+                addr,
+                (HDR_LEN + 100) as u32,
+                0,
+                0,
+            )));
+        }
+        // A TSO frame: the header alone, then the frame in two buffers.
+        let at = BUFFERS + 0x10_0000;
+        mem.write_slice(&tso_hdr(false).to_bytes(), GuestAddress(at))
+            .unwrap();
+        mem.write_slice(&big, GuestAddress(at + 0x1000)).unwrap();
+        let n = descs.len() as u16;
+        descs.extend([
+            RawDescriptor::from(SplitDescriptor::new(at, HDR_LEN as u32, 1, n + 1)),
+            RawDescriptor::from(SplitDescriptor::new(at + 0x1000, 30_000, 1, n + 2)),
+            RawDescriptor::from(SplitDescriptor::new(at + 0x1000 + 30_000, 10_000, 0, 0)),
+        ]);
+        q.add_desc_chains(&descs, 0).unwrap();
+        let counters = QueueCounters::default();
+
+        let answers = [Taken::Delivered, Taken::Dropped, Taken::NoRoom];
+        let (lent, (interrupt, waits)) = direct_tx_batch(&mut queue, &mem, &counters, &answers);
+        let frames: Vec<&[u8]> = lent.iter().map(|l| &l.1[..]).collect();
+        assert_eq!(frames, [&plain(1)[..], &plain(2)[..], &plain(3)[..]]);
+        assert_eq!(
+            used(&mem, &q).elems,
+            vec![(0, 0), (1, 0), (2, 0)],
+            "the malformed chain and the two taken, published; the third waits"
+        );
+        assert!(interrupt);
+        assert!(!waits, "the ring did not run dry");
+        assert_eq!(counters.drops(DropReason::TxWriteOnlyDescriptor), 1);
+        assert_eq!(
+            counters.tx_packets.get(),
+            2,
+            "a frame the taker dropped was sent"
+        );
+        assert_eq!(counters.tx_direct.get(), 2);
+
+        let (lent, (interrupt, waits)) =
+            direct_tx_batch(&mut queue, &mem, &counters, &[Taken::Delivered; 3]);
+        assert_eq!(lent.len(), 2);
+        assert_eq!(lent[0].1, plain(3), "the chain that waited, first");
+        assert_eq!(lent[1].0, tso_hdr(false), "GSO metadata lent intact");
+        assert_eq!(lent[1].1, big);
+        assert_eq!(lent[1].2, 3, "the header's buffer is lent empty");
+        assert_eq!(used(&mem, &q).idx, 5);
+        assert!(interrupt);
+        assert!(waits, "ran dry: the taker waits for the driver's kick");
+        assert_eq!(counters.tx_large_frames.get(), 1);
+        assert_eq!(counters.tx_direct.get(), 4);
+
+        // Nothing left: nothing lent, nothing published, no interrupt.
+        let (lent, (interrupt, waits)) =
+            direct_tx_batch(&mut queue, &mem, &counters, &[Taken::Delivered]);
+        assert!(lent.is_empty());
+        assert!(!interrupt && waits);
+        // A closed ring lends nothing either, and its taker waits.
+        let mut used = Vec::new();
+        let mut closed = DirectTxRound::closed(&mut used);
+        assert_eq!(closed.lend(&mut |_, _| Taken::Delivered), None);
+        assert_eq!(closed.finish(), (false, true));
     }
 
     #[test]

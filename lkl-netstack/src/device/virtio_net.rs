@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread;
 
 use knic_virtio_net::Direction;
-use knic_virtio_net::direct::{DirectReceiver, DirectRing};
+use knic_virtio_net::direct::{DirectReceiver, DirectRing, DirectSender, SendingRing};
 use packet_ring::{GuestOffloads, PacketPort};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
@@ -41,8 +41,8 @@ use super::features::{
 use super::memory::kernel_ram;
 use super::mmio::MmioDevice;
 use super::net_queue::{
-    DirectRound, DropReason, QUEUE_MAX, QueueCounters, RxPath, RxQueue, RxScratch, RxWait, RxWire,
-    TxLimits, TxWire, needs_interrupt, transmit,
+    DirectRound, DirectTxRound, DropReason, QUEUE_MAX, QueueCounters, RxPath, RxQueue, RxScratch,
+    RxWait, RxWire, TxLimits, TxOpen, TxWire, needs_interrupt, transmit,
 };
 use super::tap::{Tap, TapConfig};
 
@@ -80,11 +80,19 @@ pub enum NetBackend {
 /// [`take_direct_rx`](Self::take_direct_rx) once the device is added and gives to the
 /// threads that write frames straight into the kernel's RX rings (the agent's vhost
 /// workers).
+///
+/// Made [`with_direct_tx`](Self::with_direct_tx) as well, it leaves one [`DirectTx`] per
+/// queue pair, for the threads that take the kernel's TX chains straight into their own
+/// driver's buffers: the device then sends nothing through its ports (their receiving
+/// halves still carry frames in), and its TX chains wait in the ring until a [`DirectTx`]
+/// takes them.
 #[derive(Debug, Clone)]
 pub struct DevicePort {
     ports: Arc<Mutex<Option<PortsPerPair>>>,
     /// `Some`: the device leaves its pairs' direct receivers here.
     direct: Option<Arc<Mutex<Option<Vec<DirectRx>>>>>,
+    /// `Some`: the device leaves its pairs' direct senders here.
+    direct_tx: Option<Arc<Mutex<Option<Vec<DirectTx>>>>>,
 }
 
 /// Ports in queue-pair order, until a device takes them.
@@ -101,6 +109,7 @@ impl DevicePort {
         DevicePort {
             ports: Arc::new(Mutex::new(Some(ports))),
             direct: None,
+            direct_tx: None,
         }
     }
 
@@ -115,6 +124,18 @@ impl DevicePort {
     /// [`with_direct_rx`](Self::with_direct_rx)).
     pub fn take_direct_rx(&self) -> Option<Vec<DirectRx>> {
         self.direct.as_ref().and_then(|d| lock(d).take())
+    }
+
+    /// Asks the device built from this hand-off for a [`DirectTx`] per queue pair.
+    pub fn with_direct_tx(mut self) -> DevicePort {
+        self.direct_tx = Some(Arc::new(Mutex::new(None)));
+        self
+    }
+
+    /// The direct senders the device left, one per queue pair in order (once; as
+    /// [`take_direct_rx`](Self::take_direct_rx)).
+    pub fn take_direct_tx(&self) -> Option<Vec<DirectTx>> {
+        self.direct_tx.as_ref().and_then(|d| lock(d).take())
     }
 
     fn take(&self) -> io::Result<Vec<Box<dyn PacketPort>>> {
@@ -189,6 +210,9 @@ pub struct QueuePairStats {
     /// Of `rx_packets`, frames another thread copied straight into the kernel's buffers
     /// ([`DirectRx`]): the device copied none of them.
     pub rx_direct: u64,
+    /// Of `tx_packets`, frames another thread copied straight out of the kernel's buffers
+    /// ([`DirectTx`]): the device copied none of them.
+    pub tx_direct: u64,
     /// Drops by reason, indexed like [`DropReason::ALL`].
     pub drops: [u64; DropReason::ALL.len()],
 }
@@ -239,6 +263,7 @@ impl QueuePairStats {
                 + c.rx_notifications_suppressed.get(),
             tx_stalls: c.tx_stalls.get(),
             rx_direct: c.rx_direct.get(),
+            tx_direct: c.tx_direct.get(),
             drops,
         }
     }
@@ -257,6 +282,7 @@ impl QueuePairStats {
         self.interrupts_suppressed += o.interrupts_suppressed;
         self.tx_stalls += o.tx_stalls;
         self.rx_direct += o.rx_direct;
+        self.tx_direct += o.tx_direct;
         for (d, s) in self.drops.iter_mut().zip(o.drops) {
             *d += s;
         }
@@ -372,6 +398,14 @@ struct QueuePair {
     /// Written when the driver kicks the RX queue (or the ring is renegotiated) while a
     /// lender waits: [`DirectRx`]'s wake fd.
     direct_wake: Arc<EventFd>,
+    /// A [`DirectTx`] takes this pair's TX chains: the kernel's kick only wakes it.
+    direct_tx: bool,
+    /// A [`DirectTx`] taker may wait for this pair's TX chains: raised by each of its
+    /// batches before it looks at the ring, lowered when the batch did not run dry.
+    direct_tx_waiting: AtomicBool,
+    /// Written when the driver kicks the TX queue (or the ring is renegotiated) while a
+    /// taker waits: [`DirectTx`]'s wake fd.
+    direct_tx_wake: Arc<EventFd>,
     counters: QueueCounters,
 }
 
@@ -381,6 +415,14 @@ impl QueuePair {
         if self.direct_waiting.swap(false, Ordering::SeqCst) {
             // A full counter (2^64 - 1 wakeups unread) is the only failure: it is awake.
             let _ = self.direct_wake.write(1);
+        }
+    }
+
+    /// The driver posted TX chains, or the ring changed state: wakes a waiting taker.
+    fn wake_direct_tx(&self) {
+        if self.direct_tx_waiting.swap(false, Ordering::SeqCst) {
+            // As in wake_direct: a full counter means it is awake.
+            let _ = self.direct_tx_wake.write(1);
         }
     }
 }
@@ -462,6 +504,13 @@ impl VirtioNetDevice {
         if pairs > 1 {
             features |= MQ_FEATURES;
         }
+        let direct_tx = matches!(
+            &config.backend,
+            NetBackend::Port(DevicePort {
+                direct_tx: Some(_),
+                ..
+            })
+        );
         let mut queue_pairs = Vec::with_capacity(wires.len());
         let mut rx_paths = Vec::with_capacity(wires.len());
         for (tx_wire, rx_wire) in wires {
@@ -481,6 +530,9 @@ impl VirtioNetDevice {
                 tx_room_fd,
                 direct_waiting: AtomicBool::new(false),
                 direct_wake: Arc::new(EventFd::new(EFD_NONBLOCK)?),
+                direct_tx,
+                direct_tx_waiting: AtomicBool::new(false),
+                direct_tx_wake: Arc::new(EventFd::new(EFD_NONBLOCK)?),
                 counters: QueueCounters::default(),
             });
             rx_paths.push(RxPath::new(rx_wire));
@@ -524,6 +576,21 @@ impl VirtioNetDevice {
                     pair,
                     wake: Arc::clone(&p.direct_wake),
                     scratch: RxScratch::new(),
+                })
+                .collect();
+            *lock(slot) = Some(handles);
+        }
+        if let NetBackend::Port(DevicePort {
+            direct_tx: Some(slot),
+            ..
+        }) = &device.config.backend
+        {
+            let handles = (device.pairs.iter().enumerate())
+                .map(|(pair, p)| DirectTx {
+                    device: Arc::downgrade(&device),
+                    pair,
+                    wake: Arc::clone(&p.direct_tx_wake),
+                    used: Vec::with_capacity(usize::from(QUEUE_MAX)),
                 })
                 .collect();
             *lock(slot) = Some(handles);
@@ -635,6 +702,7 @@ impl VirtioNetDevice {
             update(i, &mut rx.state, &mut rx.queue);
             let _ = pair.rx_kick.write(1);
             pair.wake_direct();
+            pair.wake_direct_tx();
         }
     }
 
@@ -679,7 +747,12 @@ impl VirtioNetDevice {
         if let Some(p) = self.pairs.get(pair) {
             if index % 2 == 1 {
                 p.counters.tx_kicks.add(1);
-                self.process_tx(p);
+                if p.direct_tx {
+                    // The taker's thread sends; the kick only wakes it (no lock here).
+                    p.wake_direct_tx();
+                } else {
+                    self.process_tx(p);
+                }
             } else {
                 p.counters.rx_kicks.add(1);
                 let _ = p.rx_kick.write(1);
@@ -1025,6 +1098,84 @@ impl DirectReceiver for DirectRx {
             pair.direct_waiting.store(false, Ordering::SeqCst);
         }
         drop(rx);
+        if interrupt {
+            device.raise_interrupt();
+        }
+    }
+
+    fn wake_fd(&self) -> RawFd {
+        self.wake.as_raw_fd()
+    }
+}
+
+/// One queue pair's TX ring of a library device, driven from another thread: a taker (the
+/// agent's vhost worker) copies each of the kernel's TX chains straight into its own
+/// driver's buffers ([`DirectSender`], issue 8's one copy per frame toward a guest),
+/// instead of the device copying it into a packet that a second copy moves on.
+///
+/// Each [`with_ring`](DirectSender::with_ring) takes the pair's TX lock once (the driver's
+/// resets are ordered against it), lends the batch's chains, publishes their used entries
+/// together and raises the kernel's interrupt at most once, after the lock is released.
+/// The ring is opened only while the driver runs it and the device is not stopping;
+/// otherwise it lends nothing and the taker waits. A chain the taker has no room for stays
+/// in the ring (its driver stops the queue once the ring is full, and wakes it on the
+/// interrupt for the chains taken later). A batch that finds the ring empty has asked for
+/// the driver's kick, which writes [`wake_fd`](DirectSender::wake_fd): the batch raises
+/// the pair's `direct_tx_waiting` flag before it looks, so that kick cannot be missed.
+///
+/// The handle holds the device weakly: a removed device is gone for it too.
+pub struct DirectTx {
+    device: Weak<VirtioNetDevice>,
+    pair: usize,
+    /// The pair's `direct_tx_wake`, shared, so the fd outlives the device.
+    wake: Arc<EventFd>,
+    /// The batch's completed chains, allocated once.
+    used: Vec<(u16, u32)>,
+}
+
+impl std::fmt::Debug for DirectTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectTx")
+            .field("pair", &self.pair)
+            .finish()
+    }
+}
+
+impl DirectSender for DirectTx {
+    fn with_ring(&mut self, batch: &mut dyn FnMut(&mut dyn SendingRing)) {
+        let device = self.device.upgrade();
+        let pair = device
+            .as_ref()
+            .and_then(|d| d.pairs.get(self.pair).map(|p| (d, p)));
+        let (Some((device, pair)), Some(mem)) = (pair, kernel_ram()) else {
+            batch(&mut DirectTxRound::closed(&mut self.used));
+            return;
+        };
+        // Readiness reset first, so only a wakeup after this batch's look fires it.
+        let _ = self.wake.read();
+        pair.direct_tx_waiting.store(true, Ordering::SeqCst);
+        let mut tx = lock(&pair.tx);
+        let TxSide { queue, state, .. } = &mut *tx;
+        let open = state.running && state.enabled && !device.halted.load(Ordering::SeqCst);
+        let mut round = if open {
+            DirectTxRound::open(
+                &mut self.used,
+                TxOpen {
+                    queue,
+                    mem,
+                    limits: TxLimits::new(state.features, device.config.mtu),
+                    counters: &pair.counters,
+                },
+            )
+        } else {
+            DirectTxRound::closed(&mut self.used)
+        };
+        batch(&mut round);
+        let (interrupt, waits) = round.finish();
+        if !waits {
+            pair.direct_tx_waiting.store(false, Ordering::SeqCst);
+        }
+        drop(tx);
         if interrupt {
             device.raise_interrupt();
         }

@@ -1086,9 +1086,10 @@ fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
 }
 
 /// Frame copies per direction between guest memory and the library kernel's RAM: the vhost
-/// worker's (guest memory to its batch, or back), the seam's, and the library device's (its
-/// batch to the kernel's buffers, or back). The seam's receive side swaps buffers and copies
-/// nothing.
+/// worker's (between guest memory and its batch, or straight between guest memory and the
+/// kernel's buffers), the seam's, and the library device's (between its batch and the
+/// kernel's buffers: none on the direct paths). The seam's receive side swaps buffers and
+/// copies nothing.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct DirectionCopies {
     /// Frames that made the whole crossing.
@@ -1132,8 +1133,15 @@ impl Copies {
                 lib.rx_packets.saturating_sub(lib.rx_direct),
                 lib.rx_packets,
             ),
-            // Library to guest: it arrived when the vhost worker wrote it to the guest.
-            to_guest: dir(guest_rx, seam.to_guest.copies, lib.tx_packets, guest_rx),
+            // Library to guest: it arrived when the vhost worker wrote it to the guest. The
+            // vhost worker copies every frame once: from its batch, or straight out of the
+            // kernel's TX buffers (`tx_direct`), which the library then copies not.
+            to_guest: dir(
+                guest_rx,
+                seam.to_guest.copies,
+                lib.tx_packets.saturating_sub(lib.tx_direct),
+                guest_rx,
+            ),
         }
     }
 }

@@ -24,33 +24,35 @@
 //!   threads) keep their own threads and never touch the control loop.
 //!
 //! # Copies per frame
-//! Between guest memory and the library kernel's RAM a frame is copied once on its way in
-//! and twice on its way out, and the stats count each (`copies` in `knicctl stats`).
+//! Between guest memory and the library kernel's RAM a frame is copied once each way
+//! (issue 8), and the stats count each (`copies` in `knicctl stats`).
 //!
-//! Guest to library (issue 8's one copy): the library device leaves a
-//! `lkl_netstack::DirectRx` per queue pair in its `DevicePort` hand-off, which the port
-//! gives to its vhost queue pairs (`NetBackend::set_direct_receiver`). The vhost worker
-//! opens the kernel's RX ring once per batch (its lock held once, its interrupt raised once)
-//! and reads each guest TX chain with `knic_virtio_net::direct::read_chain_into` (every
-//! check of the engine's `read_chain`) straight into the buffers the kernel posted; the
-//! library's `rx_direct` counter says it copied none of them. Too few buffers posted leaves
-//! the guest's chain in its ring (`tx_stalls`), and the kernel's next RX kick wakes the
-//! worker through the receiver's wake fd, in place of the seam's room signal. The seam's
-//! `to_stack` direction carries nothing then.
+//! Guest to library: the library device leaves a `lkl_netstack::DirectRx` per queue pair
+//! in its `DevicePort` hand-off, which the port gives to its vhost queue pairs
+//! (`NetBackend::set_direct_receiver`). The vhost worker opens the kernel's RX ring once
+//! per batch (its lock held once, its interrupt raised once) and reads each guest TX chain
+//! with `knic_virtio_net::direct::read_chain_into` (every check of the engine's
+//! `read_chain`) straight into the buffers the kernel posted; the library's `rx_direct`
+//! counter says it copied none of them. Too few buffers posted leaves the guest's chain in
+//! its ring (`tx_stalls`), and the kernel's next RX kick wakes the worker through the
+//! receiver's wake fd.
 //!
-//! Library to guest, still two copies: the library device copies the kernel's TX chain
-//! into its packet, and the vhost worker copies that packet into the guest's RX chain. The
-//! seam copies nothing: both endpoints send with `PacketSink::send_swap`, which lets the
-//! seam take the frame's buffer and leave a free one of its own in the sender's batch, and
-//! the receiving side swaps its filled buffer with the receiver's batch slot. (A plain
-//! `send` would cost a third copy, shown as `seam_copies`.)
+//! Library to guest, the mirror image: the hand-off also leaves a `lkl_netstack::DirectTx`
+//! per queue pair (`NetBackend::set_direct_sender`). The kernel's TX kick no longer sends:
+//! it only writes the sender's wake fd, which is the vhost worker's readiness fd. The
+//! worker opens the kernel's TX ring once per batch, each kernel chain (walked and its
+//! header checked against the kernel's negotiation, every buffer against its RAM) is lent
+//! as its buffers after the header, and the engine's `RxBuffers::place_scattered` writes
+//! it straight into the guest's RX chains (MRG_RXBUF `num_buffers`, the GSO/checksum
+//! header carried over), after the packet path's checks (ring enabled, receive filter, the
+//! guest's negotiation). The batch's kernel chains are published together, the kernel
+//! interrupted once after its lock is released, the guest signalled once per round as the
+//! ring's EVENT_IDX says; the library's `tx_direct` counter says it copied none of them.
+//! A guest without RX buffers leaves the kernel's chains in its TX ring (the kernel's
+//! queue stops, as for a full NIC ring) until its RX kick.
 //!
-//! What remains (not done): this direction's one copy. The pieces exist and are tested on
-//! their own: `RxBuffers::place_scattered` / `RxStream::scattered` write a frame lent in
-//! pieces into the guest's RX chains. Missing: the library device's TX kick lending its
-//! mapped, header-checked chain (as the TAP wire maps it) to the guest's RX queue through
-//! the queue pair's guest memory and vring handles (call eventfd once per batch, EVENT_IDX,
-//! the kernel chain left in its ring while the guest has no buffers).
+//! The seam (`seam`) stays each queue pair's uplink for the guest's life (ring attached,
+//! offloads negotiated) and carries no frame either way.
 
 //! # Guest life
 //! The library device exists as long as its port: when no frontend is connected its link is

@@ -160,9 +160,14 @@ impl Port {
                 source,
             })?,
         );
-        // The library device leaves a direct receiver per pair in the hand-off: the vhost
-        // workers copy guest TX chains straight into the kernel's RX buffers (one copy).
-        let hand_off = DevicePort::per_queue_pair(stack_sides).with_direct_rx();
+        // The library device leaves a direct receiver and a direct sender per pair in the
+        // hand-off: the vhost workers copy guest TX chains straight into the kernel's RX
+        // buffers, and the kernel's TX chains straight into the guest's RX buffers (one
+        // copy each way). The seam stays the pair's uplink for the guest's life (attached,
+        // offloads) and carries no frame.
+        let hand_off = DevicePort::per_queue_pair(stack_sides)
+            .with_direct_rx()
+            .with_direct_tx();
         let device = add_library_device(
             stack,
             &config.name,
@@ -176,6 +181,9 @@ impl Port {
         )?;
         for (pair, direct) in hand_off.take_direct_rx().into_iter().flatten().enumerate() {
             backend.set_direct_receiver(pair, Box::new(direct));
+        }
+        for (pair, direct) in hand_off.take_direct_tx().into_iter().flatten().enumerate() {
+            backend.set_direct_sender(pair, Box::new(direct));
         }
         // No frontend yet: the library sees no carrier until a guest's ring is up.
         stack.set_device_link(&device, false)?;

@@ -1,10 +1,11 @@
 //! The seam between a vhost-user port's queue pair and the library kernel's device: two
 //! [`PacketPort`](packet_ring::PacketPort)s joined back to back, one per side, that move packets by swapping buffers.
 //!
-//! A port's guest-to-library frames no longer cross the seam: the vhost worker copies them
-//! straight into the kernel's RX buffers (`lkl_netstack::DirectRx`, the crate docs' "Copies
-//! per frame"), so its `to_stack` direction stays empty and only `to_guest` carries
-//! frames. Both directions are kept: the seam is still a whole port for the library device.
+//! A port's frames no longer cross the seam: the vhost worker copies them straight into the
+//! kernel's RX buffers (`lkl_netstack::DirectRx`) and straight out of its TX buffers
+//! (`lkl_netstack::DirectTx`, the crate docs' "Copies per frame"), so both directions stay
+//! empty. The seam is still each queue pair's uplink for the guest's life (below), and a
+//! whole port for the library device (whose receiving half it still is).
 //!
 //! Each direction is a pair of single-producer single-consumer rings of owned [`Packet`]s
 //! (`packet_ring::spsc`): a data ring of filled packets and a free ring returning their

@@ -61,11 +61,17 @@ pub struct QueueCounters {
     /// room (backpressure, as a NIC whose ring is full): the chains wait in the driver's
     /// ring until the backend drains, so this is not a drop.
     pub tx_stalls: Counter,
-    /// Of `tx_packets`, frames the device copied straight into the buffers another ring's
-    /// driver posted ([`crate::direct::DirectReceiver`]): their only copy.
+    /// Of `tx_packets`, frames that crossed to another ring in their only copy: the device
+    /// copied them straight into the buffers another ring's driver posted
+    /// ([`crate::direct::DirectReceiver`]), or another ring's worker copied them straight
+    /// out of this driver's buffers ([`crate::direct::DirectSender`]) and this device
+    /// copied none of them.
     pub tx_direct: Counter,
-    /// Of `rx_packets`, frames another ring's worker copied straight into this driver's
-    /// buffers ([`crate::direct::DirectRing`]): this device copied none of them.
+    /// Of `rx_packets`, frames that came from another ring in their only copy: another
+    /// ring's worker copied them straight into this driver's buffers
+    /// ([`crate::direct::DirectRing`]) and this device copied none of them, or the device
+    /// copied them straight out of another driver's TX buffers
+    /// ([`crate::direct::SendingRing`]).
     pub rx_direct: Counter,
     drops: [Counter; DropReason::ALL.len()],
 }

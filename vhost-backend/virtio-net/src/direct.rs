@@ -16,6 +16,12 @@
 //! driver's header (its own layout, `num_buffers`) in front of the frame once it knows how
 //! many buffers the frame filled, as the RX engine does.
 //!
+//! [`DirectSender`] is the other way round: the worker that owns a receiving ring (the
+//! vhost worker and its guest's RX queue) opens the sending driver's TX ring once per batch
+//! and takes each of its chains, lent in pieces ([`SendingRing::lend`]), straight into its
+//! own driver's buffers; a taker without buffers answers [`Taken::NoRoom`] and the chain
+//! stays in the sender's ring, whose driver then stops its queue as for a full NIC ring.
+//!
 //! [`DirectReceiver`] is how a lender's worker reaches the receiving ring without knowing
 //! its transport: the vhost worker holds one per queue pair whose uplink is the library
 //! kernel's device, opens its ring once per batch ([`DirectReceiver::with_ring`]: the
@@ -271,6 +277,52 @@ pub trait DirectReceiver: Send + std::fmt::Debug {
 
     /// Readable (edge: written once per wakeup) when the receiver may have room again after
     /// a batch that met [`Delivery::NoRoom`]: its driver posted buffers or its ring started.
+    fn wake_fd(&self) -> RawFd;
+}
+
+/// What a lender's worker made of a frame a [`SendingRing`] lent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// Copied into the receiver's buffers and published to its driver.
+    Delivered,
+    /// Dropped by the taker and counted there (its driver did not negotiate the frame's
+    /// offloads, filtered it, its buffers can never hold it, or its ring is disabled):
+    /// the sender completes its chain all the same.
+    Dropped,
+    /// The taker has no room now (its driver posted too few buffers, or its ring broke):
+    /// nothing was taken, the sender keeps the chain in its ring (backpressure).
+    NoRoom,
+}
+
+/// The one copy a [`SendingRing`] asks of its taker: write the frame, given as the
+/// sending driver's header (checked against that driver's negotiation, `num_buffers`
+/// cleared) and its bytes in pieces (the chain's buffers after the header, lent for the
+/// call), into the taker's own ring, and say what became of it.
+pub type Take<'a> = dyn FnMut(&VirtioNetHdr, &[&[u8]]) -> Taken + 'a;
+
+/// A sending ring opened for one batch by [`DirectSender::with_ring`].
+pub trait SendingRing {
+    /// Lends the ring's next frame to `take`; malformed chains before it are completed
+    /// and counted by the sender, never lent. `None`: the ring has no frame (it asked its
+    /// driver for a kick, after which [`DirectSender::wake_fd`] fires), is broken
+    /// (counted), or cannot send (not running, its device gone). A frame `take` answers
+    /// [`Taken::NoRoom`] stays in the ring, and the batch should end.
+    fn lend(&mut self, take: &mut Take<'_>) -> Option<Taken>;
+}
+
+/// Another driver's transmit ring whose chains a taker's worker writes straight into its
+/// own receive ring (issue 8's one copy per frame, the mirror of [`DirectReceiver`]): the
+/// library kernel's TX queue as seen by a vhost worker, which copies each kernel chain
+/// into the guest's RX chains with [`RxBuffers::place_scattered`](crate::rx::RxBuffers::place_scattered).
+pub trait DirectSender: Send + std::fmt::Debug {
+    /// Runs `batch` with the sending ring open: its lock is held for the whole call, the
+    /// used entries of the chains taken are published together and its driver is notified
+    /// at most once, after `batch` returns. A ring that cannot send is opened all the same
+    /// and lends nothing.
+    fn with_ring(&mut self, batch: &mut dyn FnMut(&mut dyn SendingRing));
+
+    /// Readable (edge: written once per wakeup) when the sender may have frames again
+    /// after a batch that found none: its driver kicked, or its ring was renegotiated.
     fn wake_fd(&self) -> RawFd;
 }
 
