@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::{Footprint, NetNs, Proc, footprint, run, wait_for, workspace_bin};
+use crate::{
+    Footprint, NetNs, Proc, footprint, pseudo_random, run, sha256, wait_for, workspace_bin,
+};
 
 /// Readings in a row, 100 ms apart, that [`KnicAgent::resources`] wants unchanged.
 const SETTLED_SAMPLES: u32 = 5;
@@ -188,6 +190,29 @@ impl Topology {
         text
     }
 
+    /// Serves a file of `bytes` pseudo-random bytes as `/file` over HTTP from the peer's
+    /// namespace (busybox `httpd` on `PEER_IP:port`, its root in `dir/www`). Returns the
+    /// server (stopped when dropped) and the file's SHA-256.
+    pub fn peer_http(&self, dir: &Path, port: u16, bytes: usize) -> (Proc, String) {
+        let www = dir.join("www");
+        fs::create_dir_all(&www).unwrap_or_else(|e| panic!("{}: {e}", www.display()));
+        let file = www.join("file");
+        fs::write(&file, pseudo_random(bytes, 0x4b4e_4943))
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let httpd = Proc::spawn(
+            "peer httpd",
+            self.peer_ns.cmd("busybox").args([
+                "httpd",
+                "-f",
+                "-p",
+                &format!("{PEER_IP}:{port}"),
+                "-h",
+                &www.display().to_string(),
+            ]),
+        );
+        (httpd, sha256(&file))
+    }
+
     /// Gives the peer's veth end the IPv6 address `peer` (a /64, no DAD) and routes each of
     /// `prefixes` via the library's uplink address `uplink`: the IPv6 half of what
     /// [`Topology::new`] sets up for IPv4.
@@ -350,7 +375,9 @@ impl KnicAgent {
         while same < SETTLED_SAMPLES && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
             let now = footprint(pid);
-            same = if (now.fds, now.threads) == (last.fds, last.threads) {
+            same = if (now.fds, now.threads, now.kernel_threads)
+                == (last.fds, last.threads, last.kernel_threads)
+            {
                 same + 1
             } else {
                 1

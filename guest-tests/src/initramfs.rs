@@ -127,6 +127,39 @@ fn module(modules: &Path, rel: &str) -> Vec<u8> {
     std::fs::read(&plain).unwrap_or_else(|e| panic!("{}: {e}", plain.display()))
 }
 
+/// Lines of a guest's `/init` that bring `eth0` up and configure it from a DHCP server with
+/// busybox `udhcpc`, as a stock distribution's client script does: the offered MTU
+/// (option 26), the address, the default route. Each lease prints `KNIC_LEASE ip=..
+/// mask=.. router=.. mtu=.. lease=..`; then `KNIC_DHCP_OK`, or `KNIC_DHCP_FAIL` with no
+/// lease after 20 tries.
+pub fn dhcp_client() -> String {
+    let script = r#"#!/bin/sh
+case "$1" in
+bound|renew)
+  [ -n "$mtu" ] && ip link set dev "$interface" mtu "$mtu"
+  ip addr add "$ip/$mask" dev "$interface" 2>/dev/null
+  ip route add default via "$router" dev "$interface" 2>/dev/null
+  echo "KNIC_LEASE ip=$ip mask=$mask router=$router mtu=$mtu lease=$lease"
+  ;;
+esac
+"#;
+    format!(
+        r#"printf '%s' '{script}' > /bin/dhcp.sh; chmod +x /bin/dhcp.sh
+ip link set eth0 up
+if udhcpc -i eth0 -f -q -n -t 20 -T 3 -s /bin/dhcp.sh; then echo KNIC_DHCP_OK; else echo KNIC_DHCP_FAIL; fi
+"#
+    )
+}
+
+/// A line of a guest's `/init` that waits (two minutes at most) until `eth0` has a SLAAC
+/// address in `prefix` (its first four groups' text, e.g. `fd00:210:1`) and a default
+/// route from a router advertisement.
+pub fn wait_for_slaac(prefix: &str) -> String {
+    format!(
+        "i=0; until ip -f inet6 addr show dev eth0 | grep -q 'inet6 {prefix}:' && ip -f inet6 route | grep -q '^default via fe80' || [ $i -ge 120 ]; do sleep 1; i=$((i+1)); done\n"
+    )
+}
+
 /// Writes an initramfs whose `/init` runs `script` (busybox sh) after loading virtio-net.
 pub fn build(dest: &Path, modules: &Path, script: &str) {
     build_with_tools(dest, modules, script, &[]);

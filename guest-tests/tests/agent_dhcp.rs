@@ -27,21 +27,8 @@ const PEER_V6: &str = "fd00:210::1";
 /// The guest's side: DHCP, wait for SLAAC, print what it got, ping, then stay up for the
 /// peer's pings.
 fn guest_script() -> String {
-    let dhcp_script = r#"#!/bin/sh
-case "$1" in
-bound|renew)
-  ip addr add "$ip/$mask" dev "$interface"
-  ip route add default via "$router" dev "$interface"
-  echo "KNIC_LEASE ip=$ip mask=$mask router=$router mtu=$mtu lease=$lease"
-  ;;
-esac
-"#;
     format!(
-        r#"printf '%s' '{dhcp_script}' > /bin/dhcp.sh; chmod +x /bin/dhcp.sh
-ip link set eth0 up
-if udhcpc -i eth0 -f -q -n -t 20 -T 3 -s /bin/dhcp.sh; then echo KNIC_DHCP_OK; else echo KNIC_DHCP_FAIL; fi
-i=0; until ip -f inet6 addr show dev eth0 | grep -q 'inet6 fd00:210:1:' && ip -f inet6 route | grep -q '^default via fe80' || [ $i -ge 120 ]; do sleep 1; i=$((i+1)); done
-echo "KNIC_V4 $(ip -f inet addr show dev eth0 | grep inet)"
+        r#"{dhcp}{slaac}echo "KNIC_V4 $(ip -f inet addr show dev eth0 | grep inet)"
 echo "KNIC_V4_DEFAULT $(ip -f inet route | grep ^default)"
 echo "KNIC_V6 $(ip -f inet6 addr show dev eth0 | grep 'inet6 fd00')"
 echo "KNIC_V6_DEFAULT $(ip -f inet6 route | grep ^default)"
@@ -55,6 +42,8 @@ sleep 600"#,
         gw6 = GATEWAY_V6,
         peer4 = PEER_IP,
         peer6 = PEER_V6,
+        dhcp = initramfs::dhcp_client(),
+        slaac = initramfs::wait_for_slaac("fd00:210:1"),
     )
 }
 

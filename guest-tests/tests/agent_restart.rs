@@ -50,21 +50,9 @@ const GATE_PORT: u16 = 6000;
 const DATA_PORT: u16 = 6001;
 
 fn guest_script() -> String {
-    let dhcp_script = r#"#!/bin/sh
-case "$1" in
-bound|renew)
-  ip addr add "$ip/$mask" dev "$interface" 2>/dev/null
-  ip route add default via "$router" dev "$interface" 2>/dev/null
-  echo "KNIC_LEASE ip=$ip router=$router"
-  ;;
-esac
-"#;
     format!(
-        r#"printf '%s' '{dhcp_script}' > /bin/dhcp.sh; chmod +x /bin/dhcp.sh
-printf '#!/bin/sh\nexec cat /tmp/out\n' > /bin/send.sh; chmod +x /bin/send.sh
-ip link set eth0 up
-if udhcpc -i eth0 -f -q -n -t 20 -T 3 -s /bin/dhcp.sh; then echo KNIC_DHCP_OK; else echo KNIC_DHCP_FAIL; fi
-dd if=/dev/urandom of=/tmp/out bs=1M count={PAYLOAD_MIB} 2>/dev/null
+        r#"printf '#!/bin/sh\nexec cat /tmp/out\n' > /bin/send.sh; chmod +x /bin/send.sh
+{dhcp}dd if=/dev/urandom of=/tmp/out bs=1M count={PAYLOAD_MIB} 2>/dev/null
 echo KNIC_OUT_SHA=$(sha256sum /tmp/out | cut -d' ' -f1)
 r=1
 while [ $r -le {KILLS} ]; do
@@ -75,7 +63,8 @@ while [ $r -le {KILLS} ]; do
   r=$((r+1))
 done
 echo KNIC_ALL_SENT
-sleep 3600"#
+sleep 3600"#,
+        dhcp = initramfs::dhcp_client(),
     )
 }
 
@@ -151,7 +140,7 @@ fn kill_9_of_the_agent_mid_transfer_20_times_the_guest_reconnects_and_every_tran
     assert!(text.contains("KNIC_DHCP_OK"), "{text}");
     assert!(
         text.contains(&format!(
-            "KNIC_LEASE ip={} router={}",
+            "KNIC_LEASE ip={} mask=24 router={} ",
             guest_ip(1),
             gateway_ip(1)
         )),

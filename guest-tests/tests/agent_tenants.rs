@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use guest_tests::agent::{KnicAgent, PEER_IP, Topology, UPLINK_IP, UplinkKind};
 use guest_tests::qemu::{Guest, QemuGuest};
-use guest_tests::{Proc, Scratch, initramfs, require_root, require_tool, serial, sha256, wait_for};
+use guest_tests::{Scratch, initramfs, require_root, require_tool, serial, wait_for};
 
 /// Bound for three TCG boots and their checks on a shared 2-core machine.
 const STEP: Duration = Duration::from_secs(600);
@@ -158,26 +158,13 @@ ra = [{r1}, {r2}, {r3}]
 /// succeeded) are left for the guest's own part. (`timeout`, not wget's `-T`: busybox
 /// 1.35's wget crashes with `-T`.)
 fn prelude(vm: &Vm) -> String {
-    let dhcp_script = r#"#!/bin/sh
-case "$1" in
-bound|renew)
-  ip addr add "$ip/$mask" dev "$interface"
-  ip route add default via "$router" dev "$interface"
-  echo "KNIC_LEASE ip=$ip mask=$mask router=$router"
-  ;;
-esac
-"#;
     let prefix = &vm.v6[..vm.v6.find(":0:").unwrap_or(0)];
     format!(
-        r#"printf '%s' '{dhcp_script}' > /bin/dhcp.sh; chmod +x /bin/dhcp.sh
-ok() {{ m=$1; shift; i=0; until out=$("$@" 2>/dev/null) || [ $i -ge {TRIES} ]; do sleep 1; i=$((i+1)); done; [ $i -ge {TRIES} ] && out=FAIL; echo "KNIC_$m $out"; }}
+        r#"ok() {{ m=$1; shift; i=0; until out=$("$@" 2>/dev/null) || [ $i -ge {TRIES} ]; do sleep 1; i=$((i+1)); done; [ $i -ge {TRIES} ] && out=FAIL; echo "KNIC_$m $out"; }}
 never() {{ m=$1; shift; n=0; i=0; while [ $i -lt {NEGATIVE_TRIES} ]; do "$@" >/dev/null 2>&1 && n=$((n+1)); i=$((i+1)); done; echo "KNIC_$m $n"; }}
 ping1() {{ ping -c 1 -W 2 "$1" >/dev/null && echo up; }}
 fetch() {{ timeout 5 wget -q -O - "$1"; }}
-ip link set eth0 up
-if udhcpc -i eth0 -f -q -n -t 20 -T 3 -s /bin/dhcp.sh; then echo KNIC_DHCP_OK; else echo KNIC_DHCP_FAIL; fi
-i=0; until ip -f inet6 addr show dev eth0 | grep -q 'inet6 {prefix}:' && ip -f inet6 route | grep -q '^default via fe80' || [ $i -ge 120 ]; do sleep 1; i=$((i+1)); done
-echo "KNIC_V4 $(ip -f inet addr show dev eth0 | grep inet)"
+{dhcp}{slaac}echo "KNIC_V4 $(ip -f inet addr show dev eth0 | grep inet)"
 echo "KNIC_V6 $(ip -f inet6 addr show dev eth0 | grep 'inet6 fd00')"
 mkdir -p /www; echo {name} > /www/name; httpd -p 80 -h /www
 ok GW4 ping1 {GATEWAY_V4}
@@ -188,6 +175,8 @@ ok PEERFILE sh -c 'timeout 30 wget -q -O /tmp/file http://{PEER_IP}:{PEER_HTTP_P
 "#,
         name = vm.name,
         gw6 = gateway_v6(vm),
+        dhcp = initramfs::dhcp_client(),
+        slaac = initramfs::wait_for_slaac(prefix),
     )
 }
 
@@ -220,13 +209,6 @@ fn red_script() -> String {
         v4 = VM1.v4,
         v6 = VM1.v6
     )
-}
-
-/// The `n`-byte file the peer serves: not all one byte, so a torn fetch shows.
-fn peer_file(n: usize) -> Vec<u8> {
-    (0..n)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect()
 }
 
 fn boot(dir: &Path, modules: &Path, vm: &Vm, script: &str) -> Guest {
@@ -288,21 +270,7 @@ fn two_tenants_with_one_subnet_stock_guests_get_dhcp_and_slaac_reach_their_own_a
     // The peer: IPv6 on its veth and routes to both tenants' IPv6 prefixes through the
     // library; no route to 10.213.0.0/24 (IPv4 comes back only to the masqueraded address).
     topo.peer_ipv6(PEER_V6, UPLINK_V6, &["fd00:213:1::/64", "fd00:213:2::/64"]);
-    let www = dir.0.join("www");
-    std::fs::create_dir_all(&www).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(www.join("file"), peer_file(FILE_BYTES)).unwrap_or_else(|e| panic!("{e}"));
-    let digest = sha256(&www.join("file"));
-    let _httpd = Proc::spawn(
-        "peer httpd",
-        topo.peer_ns.cmd("busybox").args([
-            "httpd",
-            "-f",
-            "-p",
-            &format!("{PEER_IP}:{PEER_HTTP_PORT}"),
-            "-h",
-            &www.display().to_string(),
-        ]),
-    );
+    let (_httpd, digest) = topo.peer_http(&dir.0, PEER_HTTP_PORT, FILE_BYTES);
 
     let file = dir.0.join("agent.toml");
     std::fs::write(&file, config(&dir.0)).unwrap_or_else(|e| panic!("{e}"));

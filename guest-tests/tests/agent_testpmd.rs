@@ -100,14 +100,7 @@ fn testpmd_attaches_and_detaches_100_times_without_leaks() {
         t0.elapsed().as_secs_f64()
     );
     assert_eq!(agent.library_links(), links, "the library's interfaces");
-    assert_eq!(end.fds, start.fds, "the agent's open fds");
-    assert_eq!(end.threads, start.threads, "the agent's threads");
-    assert!(
-        end.rss_kib <= start.rss_kib + RSS_SLACK_KIB,
-        "the agent's RSS grew from {} KiB to {} KiB",
-        start.rss_kib,
-        end.rss_kib
-    );
+    end.assert_back_to(&start, RSS_SLACK_KIB, "the agent");
     // And the port still works after all that.
     let mut tp = Testpmd::start(&socket, "icmpecho", &dir.0);
     tp.wait_started();

@@ -201,7 +201,46 @@ impl Drop for Scratch {
 pub struct Footprint {
     pub fds: usize,
     pub threads: u64,
+    /// Of `threads`, the library kernel's (host threads named `linux-kthread`, one per
+    /// kernel thread: kworkers the kernel's workqueue pools start and retire as they see
+    /// fit). Zero in a process without the library.
+    pub kernel_threads: u64,
     pub rss_kib: u64,
+}
+
+/// Kernel threads a leak test lets a process end with beyond its start: the kernel starts
+/// a kworker when every worker of a pool blocks and keeps it for minutes
+/// (`IDLE_WORKER_TIMEOUT`). A thread lost per cycle would be a hundred.
+pub const KERNEL_THREAD_SLACK: u64 = 2;
+
+impl Footprint {
+    /// Threads besides the library kernel's: a leak test wants these back exactly.
+    pub fn host_threads(&self) -> u64 {
+        self.threads.saturating_sub(self.kernel_threads)
+    }
+
+    /// Asserts that `self` (after the cycles) is back to `start`: the same fds and host
+    /// threads, at most [`KERNEL_THREAD_SLACK`] more kernel threads, RSS within
+    /// `rss_slack_kib`. `what` names the process in the messages.
+    pub fn assert_back_to(&self, start: &Footprint, rss_slack_kib: u64, what: &str) {
+        assert_eq!(self.fds, start.fds, "{what}'s open fds");
+        assert_eq!(
+            self.host_threads(),
+            start.host_threads(),
+            "{what}'s threads besides the library kernel's (start {start:?}, end {self:?})"
+        );
+        assert!(
+            self.kernel_threads <= start.kernel_threads + KERNEL_THREAD_SLACK,
+            "{what}'s library kernel has {} more threads (start {start:?}, end {self:?})",
+            self.kernel_threads.saturating_sub(start.kernel_threads)
+        );
+        assert!(
+            self.rss_kib <= start.rss_kib + rss_slack_kib,
+            "{what}'s RSS grew from {} KiB to {} KiB",
+            start.rss_kib,
+            self.rss_kib
+        );
+    }
 }
 
 /// Open fds, threads and resident memory of process `pid`.
@@ -219,9 +258,21 @@ pub fn footprint(pid: u32) -> Footprint {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
     };
+    let kernel_threads = fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(Result::ok)
+                .filter(|t| {
+                    fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.trim_end() == "linux-kthread")
+                })
+                .count() as u64
+        })
+        .unwrap_or(0);
     Footprint {
         fds,
         threads: field("Threads:"),
+        kernel_threads,
         rss_kib: field("VmRSS:"),
     }
 }
