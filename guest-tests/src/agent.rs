@@ -392,16 +392,14 @@ impl KnicAgent {
 /// (`to_stack`, `to_guest`): one. The vhost worker reads the guest's TX chain straight into
 /// the buffers the kernel posted (`DirectRx`), and writes the kernel's TX chain straight into
 /// the guest's RX buffers (`DirectTx`); the seam carries neither.
-pub const fn copies_per_frame(_dir: &str) -> u64 {
-    1
-}
+pub const COPIES_PER_FRAME: u64 = 1;
 
 /// Asserts a port's copy accounting in direction `dir` (`to_stack`, `to_guest`): each frame
-/// that crossed was copied [`copies_per_frame`] times, and every copy beyond that belongs
+/// that crossed was copied [`COPIES_PER_FRAME`] times, and every copy beyond that belongs
 /// to a frame the seam refused (all its buffers in flight), flushed, or that was lost after
 /// the seam. Returns the measured copies per frame.
 pub fn assert_copy_accounting(port_stats: &Value, dir: &str) -> f64 {
-    let copies = copies_per_frame(dir);
+    let copies = COPIES_PER_FRAME;
     let n = |v: &Value| v.as_u64().unwrap_or_else(|| panic!("not a counter: {v}"));
     let c = &port_stats["copies"][dir];
     let s = &port_stats["seam"][dir];

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use guest_tests::agent::{
-    KnicAgent, LEAK_WARMUP, RSS_SLACK_KIB, Topology, UplinkKind, copies_per_frame, guest_ip,
+    COPIES_PER_FRAME, KnicAgent, LEAK_WARMUP, RSS_SLACK_KIB, Topology, UplinkKind, guest_ip,
 };
 use guest_tests::hostile::attack_port;
 use guest_tests::{Scratch, Testpmd, require_root, serial};
@@ -46,7 +46,7 @@ fn peer_pings_testpmd_through_the_library_with_one_copy_each_way() {
         // One copy each way, the vhost worker's: straight into the kernel's RX buffers
         // (DirectRx), and straight out of its TX buffers (DirectTx). The seam carries
         // nothing either way.
-        let want = copies_per_frame(dir) as f64;
+        let want = COPIES_PER_FRAME as f64;
         assert_eq!(c["per_frame"].as_f64(), Some(want), "{dir}: {st}");
         assert_eq!(st["seam"][dir]["copies"], 0, "{dir}: {st}");
         assert_eq!(
