@@ -278,10 +278,10 @@ fn tap_pod_reaches_the_peer_through_the_agent_and_del_leaves_nothing() {
     assert_eq!(pod.links(), ["lo", "eth0"]);
     let a = run(Command::new("ip").args(["-n", &pod.name, "-br", "addr", "show", "eth0"]));
     assert!(String::from_utf8_lossy(&a.stdout).contains(&addr));
-    let uplink = names(&agent, "uplink")
+    let port = names(&agent, "port")
         .into_iter()
         .find(|n| n.starts_with("cni-"))
-        .expect("the attachment is an agent uplink");
+        .expect("the attachment is an agent TAP port");
     let routes = agent.ctl(&["route", "list"]).to_string();
     assert!(
         routes.contains(&pod_ip),
@@ -340,7 +340,7 @@ fn tap_pod_reaches_the_peer_through_the_agent_and_del_leaves_nothing() {
         ["lo"],
         "the pod's interface went with the agent's TAP"
     );
-    assert!(!names(&agent, "uplink").contains(&uplink));
+    assert!(!names(&agent, "port").contains(&port));
     assert!(
         !host_links(&ns).iter().any(|l| l.starts_with("kc")),
         "no TAP left in the agent's namespace: {:?}",
@@ -406,7 +406,7 @@ fn gc_vhost_user_and_the_agents_refusals() {
     assert_eq!(pod.links(), ["lo", "eth0"], "GC kept a/eth0");
     assert_eq!(pod_b.links(), ["lo"], "GC removed b/net1");
     assert_eq!(
-        names(&agent, "uplink")
+        names(&agent, "port")
             .iter()
             .filter(|n| n.starts_with("cni-"))
             .count(),
@@ -466,11 +466,141 @@ fn gc_vhost_user_and_the_agents_refusals() {
     let (ok, v) = exec(&ns, &knic, &e, &broken);
     assert!(!ok && v["code"] == 102, "{v}");
     assert_eq!(pod.links(), ["lo"]);
-    assert!(
-        !names(&agent, "uplink")
-            .iter()
-            .any(|n| n.starts_with("cni-"))
+    assert!(!names(&agent, "port").iter().any(|n| n.starts_with("cni-")));
+}
+
+/// `ping -c 3 -w 15` from a pod (from `source` if given): whether all three came back.
+fn pod_pings(pod: &Pod, to: &str, source: Option<&str>) -> bool {
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns", "exec", &pod.name, "ping", "-c", "3", "-W", "2", "-w", "15",
+    ]);
+    if let Some(s) = source {
+        cmd.args(["-I", s]);
+    }
+    let out = cmd.arg(to).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{} -> {to} (from {source:?}): {text}", pod.name);
+    out.status.success() && text.contains("3 received")
+}
+
+/// `tap` attachments in an agent tenant: each pod's TAP is a port of the tenant (its VRF),
+/// with the MAC the agent gave it and the address IPAM gave the pod pinned by the port's
+/// anti-spoofing. The tenant's two pods reach each other, and the peer through the
+/// tenant's SNAT, with nothing dropped; a pod that takes another source address gets no
+/// reply and its drops are counted; DEL leaves nothing.
+#[test]
+fn tap_pods_in_a_tenant_reach_each_other_and_the_peer_and_cannot_spoof() {
+    let _one = serial();
+    let (topo, dir, agent) = setup();
+    let ns = topo.agent_ns.name.clone();
+    agent.ctl(&["tenant", "add", "blue,uplink=up0,subnet=10.210.60.1/24"]);
+    let links_before = agent.library_links();
+    let pods = [Pod::new("ta"), Pod::new("tb")];
+    let paths: Vec<String> = pods.iter().map(Pod::path).collect();
+    let knic = workspace_bin("knic-cni");
+    let mut conf = knic_conf(
+        &agent.api,
+        &dir.0,
+        json!({ "kind": "tap", "tenant": "blue" }),
     );
+    conf["ipam"]["ranges"] = json!([[{
+        "subnet": "10.210.60.0/24",
+        "rangeStart": "10.210.60.10",
+        "rangeEnd": "10.210.60.20",
+        "gateway": "10.210.60.1"
+    }]]);
+    conf["name"] = json!(NET);
+    conf["cniVersion"] = json!("1.1.0");
+    let ids = ["ta", "tb"];
+    let env = |i: usize| {
+        vec![
+            ("CNI_CONTAINERID", ids[i]),
+            ("CNI_NETNS", paths[i].as_str()),
+            ("CNI_IFNAME", "eth0"),
+        ]
+    };
+    let mut ips = Vec::new();
+    let mut ports = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let (ok, v) = exec(&ns, &knic, &with(&env(i), "ADD"), &conf);
+        assert!(ok, "ADD {id}: {v}");
+        ips.push(
+            v["ips"][0]["address"]
+                .as_str()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .to_owned(),
+        );
+        // The pod's MAC is its port's guest MAC, which the agent gave the TAP.
+        let mac = v["interfaces"][0]["mac"].as_str().unwrap().to_owned();
+        let list = agent.ctl(&["port", "list"]);
+        let port = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["guest_mac"] == mac.as_str())
+            .unwrap_or_else(|| panic!("no port has the pod's MAC {mac}: {list}"));
+        assert!(port["tap"].as_str().unwrap().starts_with("kc"), "{port}");
+        assert!(port["socket"].is_null(), "{port}");
+        ports.push(port["name"].as_str().unwrap().to_owned());
+    }
+    let tenants = agent.ctl(&["tenant", "list"]).to_string();
+    for p in &ports {
+        assert!(
+            tenants.contains(p.as_str()),
+            "{p} is a port of blue: {tenants}"
+        );
+    }
+
+    // Within the tenant and out through its SNAT; nothing honest is dropped.
+    assert!(pod_pings(&pods[0], &ips[1], None), "{}", agent.log_text());
+    assert!(pod_pings(&pods[1], &ips[0], None), "{}", agent.log_text());
+    assert!(pod_pings(&pods[0], PEER_IP, None), "{}", agent.log_text());
+    let drops = |port: &str| -> u64 {
+        let v = agent.ctl(&["antispoof"]);
+        let entry = v
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["port"] == port))
+            .unwrap_or_else(|| panic!("no anti-spoofing counters for {port}: {v}"))
+            .clone();
+        entry["drops"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|r| r["packets"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!((drops(&ports[0]), drops(&ports[1])), (0, 0));
+
+    // Pod a takes an address IPAM did not give it: nothing comes back, and it is counted.
+    let spoofed = "10.210.60.77";
+    run(Command::new("ip").args([
+        "-n",
+        &pods[0].name,
+        "addr",
+        "add",
+        &format!("{spoofed}/32"),
+        "dev",
+        "eth0",
+    ]));
+    assert!(!pod_pings(&pods[0], &ips[1], Some(spoofed)));
+    assert!(drops(&ports[0]) >= 3, "{}", agent.ctl(&["antispoof"]));
+    assert_eq!(drops(&ports[1]), 0);
+    // Its own address still works.
+    assert!(pod_pings(&pods[0], &ips[1], Some(&ips[0])));
+
+    for (i, (id, pod)) in ids.iter().zip(&pods).enumerate() {
+        let (ok, v) = exec(&ns, &knic, &with(&env(i), "DEL"), &conf);
+        assert!(ok, "DEL {id}: {v}");
+        assert_eq!(pod.links(), ["lo"]);
+    }
+    assert!(!names(&agent, "port").iter().any(|n| n.starts_with("cni-")));
+    assert!(!host_links(&ns).iter().any(|l| l.starts_with("kc")));
+    assert_eq!(agent.library_links(), links_before);
+    assert!(leases(&dir.0).is_empty(), "{:?}", leases(&dir.0));
 }
 
 /// podman as the runtime: a podman command (its CNI backend, from `deploy/cni/podman`'s
@@ -660,14 +790,14 @@ fn podman_container_reaches_the_peer_through_the_agent_and_rm_leaves_nothing() {
         .unwrap_or_else(|| panic!("no IPv4 address on the container's eth0: {addr}"))
         .to_owned();
     assert!(pod_ip.starts_with("10.210.50."), "{addr}");
-    let uplinks: Vec<String> = names(&agent, "uplink")
+    let ports: Vec<String> = names(&agent, "port")
         .into_iter()
         .filter(|n| n.starts_with("cni-"))
         .collect();
     assert_eq!(
-        uplinks.len(),
+        ports.len(),
         1,
-        "one agent uplink for the container: {uplinks:?}"
+        "one agent TAP port for the container: {ports:?}"
     );
     assert!(agent.ctl(&["route", "list"]).to_string().contains(&pod_ip));
     assert_eq!(leases(&dir.0).len(), 1, "host-local leased one address");
@@ -704,10 +834,8 @@ fn podman_container_reaches_the_peer_through_the_agent_and_rm_leaves_nothing() {
     podman.run(&["rm", "--force", "--time", "0", "knic-pod"]);
     assert!(podman.run(&["ps", "--all", "--quiet"]).trim().is_empty());
     assert!(
-        !names(&agent, "uplink")
-            .iter()
-            .any(|n| n.starts_with("cni-")),
-        "the agent's uplink went"
+        !names(&agent, "port").iter().any(|n| n.starts_with("cni-")),
+        "the agent's TAP port went"
     );
     assert_eq!(agent.library_links(), links_before);
     assert!(!agent.ctl(&["route", "list"]).to_string().contains(&pod_ip));

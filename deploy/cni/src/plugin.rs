@@ -3,9 +3,10 @@
 //! An attachment (network, container, interface) is named in the agent by a hash of the
 //! three: `cni-NNNNNNNN-AAAAAAAAAAAA` (network, attachment), so DEL and GC need no state of
 //! their own, and GC knows which of the agent's ports and uplinks are this network's.
-//! A `tap` attachment is an agent uplink of kind `tap:kcAAAAAAAAAAAA` (the agent creates the
-//! TAP with a vnet header and serves it as one of its library devices); a `vhost-user`
-//! attachment is an agent port on `socketDir/NAME.sock`.
+//! A `tap` attachment is an agent TAP port on `kcAAAAAAAAAAAA` (the agent creates the TAP
+//! with a vnet header, gives it the pod's MAC and serves it as one of its library devices,
+//! in a tenant if the network names one); a `vhost-user` attachment is an agent port on
+//! `socketDir/NAME.sock`; a `netdev` one an AF_PACKET uplink on its representor.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -168,11 +169,11 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
             "remove them, or use kind \"netdev\"",
         ));
     }
-    if conf.tenant.is_some() && conf.kind != Kind::VhostUser {
+    if conf.tenant.is_some() && conf.kind == Kind::Netdev {
         return Err(CniError::new(
             Code::UnsupportedField,
-            "tenant is supported with kind \"vhost-user\" only",
-            "remove tenant, or use kind \"vhost-user\"",
+            "tenant is supported with kinds \"tap\" and \"vhost-user\" only",
+            "remove tenant, or use kind \"tap\" or \"vhost-user\"",
         ));
     }
     if let Some(m) = conf.mtu
@@ -350,11 +351,7 @@ impl Ctx<'_> {
         let ipam = self.ipam()?;
         // An attachment the agent already has is refused before anything is done, so the
         // undo of a failed ADD below never takes away what an earlier ADD made.
-        let list = match self.conf.kind {
-            Kind::VhostUser => Request::PortList,
-            _ => Request::UplinkList,
-        };
-        let have = self.agent("list its attachments", &list)?;
+        let have = self.agent("list its attachments", &self.list_request())?;
         if have
             .as_array()
             .is_some_and(|a| a.iter().any(|p| p["name"] == names.agent.as_str()))
@@ -444,13 +441,18 @@ impl Ctx<'_> {
         match self.conf.kind {
             Kind::Tap => {
                 self.agent(
-                    "add the TAP",
-                    &Request::UplinkAdd {
-                        uplink: UplinkConfig {
+                    "add the TAP port",
+                    &Request::PortAdd {
+                        port: PortConfig {
                             name: names.agent.clone(),
-                            spec: format!("tap:{}", names.host_if),
+                            socket: PathBuf::new(),
+                            tap: Some(names.host_if.clone()),
+                            role: Role::Server,
                             queue_pairs: 1,
+                            mac: mac.as_deref().and_then(|m| m.parse().ok()),
                             offloads: OffloadMode::Tso,
+                            tenant: tenant.clone(),
+                            addresses: ips.iter().map(|(a, _)| a.addr).collect(),
                             mtu: self.conf.mtu,
                         },
                     },
@@ -471,6 +473,7 @@ impl Ctx<'_> {
                         port: PortConfig {
                             name: names.agent.clone(),
                             socket: socket.clone(),
+                            tap: None,
                             role: Role::Server,
                             queue_pairs: 1,
                             mac: mac.as_deref().and_then(|m| m.parse().ok()),
@@ -585,8 +588,16 @@ impl Ctx<'_> {
     /// it is).
     fn remove_request(&self, name: &str) -> Request {
         match self.conf.kind {
-            Kind::VhostUser => Request::PortRemove { name: name.into() },
-            _ => Request::UplinkRemove { name: name.into() },
+            Kind::VhostUser | Kind::Tap => Request::PortRemove { name: name.into() },
+            Kind::Netdev => Request::UplinkRemove { name: name.into() },
+        }
+    }
+
+    /// The request that lists the agent devices of this kind of attachment.
+    fn list_request(&self) -> Request {
+        match self.conf.kind {
+            Kind::VhostUser | Kind::Tap => Request::PortList,
+            Kind::Netdev => Request::UplinkList,
         }
     }
 
@@ -608,6 +619,17 @@ impl Ctx<'_> {
         let req = self.remove_request(&names.agent);
         match call(&self.conf.agent_socket, &req, AGENT_TIMEOUT) {
             Ok(_) => {}
+            // A TAP attachment an earlier knic-cni made is an uplink.
+            Err(e) if is_unknown_device(&e) && self.conf.kind == Kind::Tap => {
+                let old = Request::UplinkRemove {
+                    name: names.agent.clone(),
+                };
+                match call(&self.conf.agent_socket, &old, AGENT_TIMEOUT) {
+                    Ok(_) => {}
+                    Err(e) if is_unknown_device(&e) => {}
+                    Err(e) => return Err(agent_error(&self.conf, "remove the attachment", e)),
+                }
+            }
             Err(e) if is_unknown_device(&e) => {}
             Err(e) => return Err(agent_error(&self.conf, "remove the attachment", e)),
         }
@@ -648,11 +670,11 @@ impl Ctx<'_> {
             )
         })?;
         let names = names(&self.conf.name, id, ifname);
-        let (list, what) = match self.conf.kind {
-            Kind::VhostUser => (Request::PortList, "port"),
-            _ => (Request::UplinkList, "uplink"),
+        let what = match self.conf.kind {
+            Kind::VhostUser | Kind::Tap => "port",
+            Kind::Netdev => "uplink",
         };
-        let have = self.agent("list its attachments", &list)?;
+        let have = self.agent("list its attachments", &self.list_request())?;
         if !have
             .as_array()
             .is_some_and(|a| a.iter().any(|p| p["name"] == names.agent.as_str()))

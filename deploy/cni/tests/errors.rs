@@ -183,7 +183,12 @@ fn every_error_before_the_agent_has_its_code() {
     );
     // 2: an unsupported field.
     assert_error(ADD, &conf(r#","device":"vf0""#), 2, "netdev");
-    assert_error(ADD, &conf(r#","tenant":"blue""#), 2, "tenant");
+    assert_error(
+        ADD,
+        &conf(r#","kind":"netdev","device":"vf0","representor":"rep0","tenant":"blue""#),
+        2,
+        "tenant",
+    );
     // 3: the container's netns is gone.
     assert_error(ADD, &conf(""), 3, "CNI_NETNS");
     // 7: IPAM that cannot be found or is not named.

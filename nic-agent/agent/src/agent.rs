@@ -326,9 +326,17 @@ impl Agent {
         if self.name_taken(&config.name) {
             return Err(AgentError::NameTaken(config.name));
         }
-        if let Some(p) = self.ports.iter().find(|p| p.config.socket == config.socket) {
+        let same_front = |p: &&Port| match (&config.tap, &p.config.tap) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => p.config.socket == config.socket,
+            _ => false,
+        };
+        if let Some(p) = self.ports.iter().find(same_front) {
             return Err(AgentError::SocketTaken {
-                socket: config.socket.display().to_string(),
+                front: match &config.tap {
+                    Some(t) => format!("TAP {t}"),
+                    None => format!("socket {}", config.socket.display()),
+                },
                 port: p.config.name.clone(),
             });
         }
@@ -877,10 +885,11 @@ impl Agent {
     fn port_info(&self, port: &Port) -> Value {
         let lib = self.stack.device_stats(&port.device).ok();
         let carrier = self.carrier(&port.device.ifname);
-        let g = port.guest().offloads();
+        let g = port.guest().map(|g| g.offloads()).unwrap_or_default();
         json!({
             "name": port.config.name,
-            "socket": port.config.socket,
+            "socket": port.config.tap.is_none().then_some(&port.config.socket),
+            "tap": port.config.tap,
             "role": port.config.role,
             "queue_pairs": port.config.queue_pairs,
             "guest_mac": port.guest_mac,
@@ -979,8 +988,17 @@ impl Agent {
         let mut ports = Vec::new();
         for p in &self.ports {
             let lib = self.stack.device_stats(&p.device)?;
-            let vhost = p.backend().stats();
-            let seam = p.seam().snapshot();
+            let (Some(backend), Some(seam)) = (p.backend(), p.seam()) else {
+                // A TAP port: the library device is all there is.
+                ports.push(json!({
+                    "name": p.config.name,
+                    "tap": p.config.tap,
+                    "library": library_stats(&lib),
+                }));
+                continue;
+            };
+            let vhost = backend.stats();
+            let seam = seam.snapshot();
             let guest_tx: u64 = vhost.iter().map(|q| q.tx_packets).sum();
             let guest_rx: u64 = vhost.iter().map(|q| q.rx_packets).sum();
             ports.push(json!({
@@ -1053,7 +1071,13 @@ impl Agent {
             Request::RouteList => self.routes(),
             Request::LinkList => self.links(),
             Request::Stats => self.stats(),
-            Request::TenantAdd { tenant } => self.add_tenant(tenant),
+            Request::TenantAdd { tenant } => {
+                // Through the API as from a file: its routes leak to its uplink at once.
+                let name = tenant.name.clone();
+                let info = self.add_tenant(tenant)?;
+                self.connect_uplinks()?;
+                Ok(self.tenant(&name).map(|t| t.info(&[])).unwrap_or(info))
+            }
             Request::TenantRemove { name } => self.remove_tenant(&name),
             Request::TenantList => Ok(self.tenants_info()),
             Request::Reload => self.reload(),

@@ -229,6 +229,7 @@ impl Checker<'_> {
             }
         }
         let mut sockets: BTreeMap<&Path, String> = BTreeMap::new();
+        let mut taps: BTreeMap<&str, String> = BTreeMap::new();
         for (i, p) in f.ports.iter().enumerate() {
             let field = format!("port[{i}]");
             p.validate()
@@ -236,7 +237,15 @@ impl Checker<'_> {
             if let Some(first) = names.insert(&p.name, field.clone()) {
                 return Err(self.taken(&field, &p.name, &first));
             }
-            if let Some(first) = sockets.insert(&p.socket, field.clone()) {
+            if let Some(tap) = &p.tap {
+                if let Some(first) = taps.insert(tap, field.clone()) {
+                    return Err(self.err(
+                        format!("{field}.tap"),
+                        tap,
+                        format!("a TAP no other port uses ({first} has it)"),
+                    ));
+                }
+            } else if let Some(first) = sockets.insert(&p.socket, field.clone()) {
                 return Err(self.err(
                     format!("{field}.socket"),
                     p.socket.display(),

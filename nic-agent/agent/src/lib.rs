@@ -112,8 +112,9 @@ pub enum AgentError {
     TenantInUse { name: String, ports: String },
     #[error("uplink {name} is tenant {tenant}'s way out; remove the tenant first")]
     UplinkInUse { name: String, tenant: String },
-    #[error("socket {socket} is already served by port {port}")]
-    SocketTaken { socket: String, port: String },
+    /// `front` names the vhost-user socket or the TAP.
+    #[error("{front} is already served by port {port}")]
+    SocketTaken { front: String, port: String },
     #[error("no port or uplink is named {name:?} (known: {known})")]
     UnknownDevice { name: String, known: String },
     #[error("port {port}: the vhost-user device cannot be built")]

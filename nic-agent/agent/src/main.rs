@@ -118,6 +118,7 @@ fn from_flags(args: Args) -> Result<AgentConfig, ExitCode> {
         ports.push(PortConfig {
             name: "vm0".into(),
             socket: PathBuf::from(RUN_DIR).join("vm0.sock"),
+            tap: None,
             role: Default::default(),
             queue_pairs: 1,
             mac: None,

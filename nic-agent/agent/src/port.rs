@@ -60,13 +60,29 @@ const MAC_KIND_GUEST: u8 = 0x01;
 const MAC_KIND_PORT: u8 = 0x02;
 const MAC_KIND_UPLINK: u8 = 0x03;
 
-/// A running vhost-user port and its library device.
+/// A running port and its library device.
 #[derive(Debug)]
 pub struct Port {
     pub config: PortConfig,
     pub device: DeviceHandle,
     pub guest_mac: Mac,
     pub library_mac: Mac,
+    front: Front,
+}
+
+/// The guest side of a port.
+#[derive(Debug)]
+enum Front {
+    /// A vhost-user device served on the port's socket.
+    VhostUser(Box<VhostUser>),
+    /// A TAP the agent created (`PortConfig::tap`), whose queues are the library device's
+    /// ports directly, as an uplink's are. Its carrier is the kernel's: the library link
+    /// is up from the start.
+    Tap,
+}
+
+#[derive(Debug)]
+struct VhostUser {
     backend: Arc<NetBackend>,
     guest: Arc<GuestLink>,
     seam: Arc<SeamStats>,
@@ -125,6 +141,9 @@ impl Port {
         changed: &Arc<EventFd>,
     ) -> Result<Port, AgentError> {
         config.validate()?;
+        if let Some(tap) = config.tap.clone() {
+            return Port::start_tap(config, &tap, seq, stack);
+        }
         // Bound before anything else is made, so a bad socket path costs nothing, and the
         // socket exists when the port is reported added.
         let serve_config = serve_config(&config);
@@ -202,54 +221,120 @@ impl Port {
             device,
             guest_mac,
             library_mac,
-            backend,
-            guest,
-            seam: stats,
-            stop,
-            serving: Some(serving),
-            library: LibraryLink {
-                narrows_offloads,
-                link_up: false,
-                tx_offloads: None,
-            },
+            front: Front::VhostUser(Box::new(VhostUser {
+                backend,
+                guest,
+                seam: stats,
+                stop,
+                serving: Some(serving),
+                library: LibraryLink {
+                    narrows_offloads,
+                    link_up: false,
+                    tx_offloads: None,
+                },
+            })),
+        })
+    }
+
+    /// A TAP port: the agent creates the TAP (a queue per pair), gives it the guest MAC,
+    /// and hands its queues to the library device. The TAP's offloads follow what the
+    /// library device negotiates, as for a TAP uplink.
+    fn start_tap(
+        config: PortConfig,
+        tap: &str,
+        seq: u16,
+        stack: &dyn StackInstance,
+    ) -> Result<Port, AgentError> {
+        let spec = knic_uplink::UplinkSpec::Tap(tap.to_owned());
+        let uplink_error = |source| AgentError::Uplink {
+            name: config.name.clone(),
+            source,
+        };
+        let ports = knic_uplink::open_uplinks(&spec, usize::from(config.queue_pairs))
+            .map_err(uplink_error)?;
+        let guest_mac = config.mac.unwrap_or(Mac(made_up_mac(MAC_KIND_GUEST, seq)));
+        knic_uplink::set_interface_mac(tap, guest_mac.0)
+            .map_err(|source| uplink_error(knic_uplink::UplinkError::Other { spec, source }))?;
+        let library_mac = Mac(made_up_mac(MAC_KIND_PORT, seq));
+        let device = add_queue_device(
+            stack,
+            &config.name,
+            ports,
+            library_mac,
+            QueueShape::of(config.mtu, config.offloads, config.queue_pairs),
+        )?;
+        info!(port = %config.name, tap, ifname = %device.ifname, "TAP port ready");
+        Ok(Port {
+            config,
+            device,
+            guest_mac,
+            library_mac,
+            front: Front::Tap,
         })
     }
 
     /// Gives the library device the guest's link state, if it changed; returns the state.
     pub fn refresh_link(&mut self, stack: &dyn StackInstance) -> Result<bool, AgentError> {
-        let was = self.library.link_up;
-        let up = self.library.refresh(&self.guest, &self.device, stack)?;
+        let Front::VhostUser(v) = &mut self.front else {
+            return Ok(true);
+        };
+        let was = v.library.link_up;
+        let up = v.library.refresh(&v.guest, &self.device, stack)?;
         if up != was {
             info!(port = %self.config.name, up, "guest link changed");
         }
         Ok(up)
     }
 
+    /// Whether a guest is attached (a TAP port: always, its carrier is the kernel's).
     pub fn link_up(&self) -> bool {
-        self.library.link_up
+        match &self.front {
+            Front::VhostUser(v) => v.library.link_up,
+            Front::Tap => true,
+        }
     }
 
-    pub fn guest(&self) -> &GuestLink {
-        &self.guest
+    /// The vhost-user guest's link (none for a TAP port).
+    pub fn guest(&self) -> Option<&GuestLink> {
+        match &self.front {
+            Front::VhostUser(v) => Some(&v.guest),
+            Front::Tap => None,
+        }
     }
 
-    pub fn seam(&self) -> &SeamStats {
-        &self.seam
+    /// What crossed the seam (none for a TAP port).
+    pub fn seam(&self) -> Option<&SeamStats> {
+        match &self.front {
+            Front::VhostUser(v) => Some(&v.seam),
+            Front::Tap => None,
+        }
     }
 
-    pub fn backend(&self) -> &NetBackend {
-        &self.backend
+    /// The vhost-user device (none for a TAP port).
+    pub fn backend(&self) -> Option<&NetBackend> {
+        match &self.front {
+            Front::VhostUser(v) => Some(&v.backend),
+            Front::Tap => None,
+        }
     }
 
-    /// Whether the serving thread has ended (an error it logged, or a stop).
+    /// Whether the port still serves: its vhost-user thread has not ended (an error it
+    /// logged, or a stop). A TAP port serves while it exists.
     pub fn serving(&self) -> bool {
-        self.serving.as_ref().is_some_and(|h| !h.is_finished())
+        match &self.front {
+            Front::VhostUser(v) => v.serving.as_ref().is_some_and(|h| !h.is_finished()),
+            Front::Tap => true,
+        }
     }
 
-    /// Stops serving: the frontend is cut, the workers joined, the sockets removed.
+    /// Stops serving: the frontend is cut, the workers joined, the sockets removed. (A
+    /// TAP port's TAP goes with its library device.)
     pub fn stop(&mut self) {
-        self.stop.request();
-        if let Some(h) = self.serving.take() {
+        let Front::VhostUser(v) = &mut self.front else {
+            return;
+        };
+        v.stop.request();
+        if let Some(h) = v.serving.take() {
             match h.join() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => warn!(port = %self.config.name, "serving ended: {e}"),
@@ -296,6 +381,45 @@ fn spawn_serve(
         .map_err(AgentError::Resources)
 }
 
+/// MTU, offloads and queue pairs of a library device fed by packet ports.
+struct QueueShape {
+    mtu: u16,
+    offloads: Offloads,
+    queue_pairs: u16,
+}
+
+impl QueueShape {
+    fn of(mtu: Option<u32>, mode: OffloadMode, queue_pairs: u16) -> QueueShape {
+        QueueShape {
+            mtu: mtu_of(mtu),
+            offloads: offloads(mode),
+            queue_pairs,
+        }
+    }
+}
+
+/// A library device whose queues are packet ports (an uplink's, a TAP port's), one per
+/// queue pair, added as [`add_library_device`] does.
+fn add_queue_device(
+    stack: &dyn StackInstance,
+    name: &str,
+    ports: Vec<Box<dyn PacketPort>>,
+    mac: Mac,
+    shape: QueueShape,
+) -> Result<DeviceHandle, AgentError> {
+    add_library_device(
+        stack,
+        name,
+        NetDeviceConfig {
+            backend: LibraryBackend::Port(DevicePort::per_queue_pair(ports)),
+            mac: mac.0,
+            mtu: shape.mtu,
+            offloads: shape.offloads,
+            queue_pairs: shape.queue_pairs,
+        },
+    )
+}
+
 /// Adds a device, brings its interface up and enables its queue pairs.
 fn add_library_device(
     stack: &dyn StackInstance,
@@ -334,16 +458,12 @@ impl Uplink {
             },
         )?;
         let library_mac = Mac(made_up_mac(MAC_KIND_UPLINK, seq));
-        let device = add_library_device(
+        let device = add_queue_device(
             stack,
             &config.name,
-            NetDeviceConfig {
-                backend: LibraryBackend::Port(DevicePort::per_queue_pair(ports)),
-                mac: library_mac.0,
-                mtu: mtu_of(config.mtu),
-                offloads: offloads(config.offloads),
-                queue_pairs: config.queue_pairs,
-            },
+            ports,
+            library_mac,
+            QueueShape::of(config.mtu, config.offloads, config.queue_pairs),
         )?;
         Ok(Uplink {
             config,

@@ -159,12 +159,24 @@ fn default_queue_pairs() -> u16 {
     1
 }
 
-/// A vhost-user port: a guest NIC served on a socket, and a library device behind it.
+fn path_is_empty(p: &std::path::Path) -> bool {
+    p.as_os_str().is_empty()
+}
+
+/// A port: a guest NIC and a library device behind it. The guest side is a vhost-user
+/// device served on `socket`, or (with `tap`) a TAP the agent creates for a container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortConfig {
     pub name: String,
+    /// The vhost-user socket (empty for a TAP port).
+    #[serde(default, skip_serializing_if = "path_is_empty")]
     pub socket: PathBuf,
+    /// A TAP port: the agent creates TAP `NAME` (with a virtio-net header) as the guest
+    /// side, for a container's namespace to take; `socket` and `role` do not apply. Its MAC
+    /// is set to the port's guest MAC, so anti-spoofing knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap: Option<String>,
     #[serde(default)]
     pub role: Role,
     #[serde(default = "default_queue_pairs")]
@@ -242,6 +254,25 @@ fn valid_name(what: &'static str, name: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// A Linux interface name: 1 to 15 bytes (IFNAMSIZ less the NUL), no '/', ':' or space.
+fn valid_ifname(what: &'static str, name: &str) -> Result<(), ConfigError> {
+    let ok = (1..=15).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            what,
+            name,
+            "an interface name of 1 to 15 characters without '/', ':' or spaces (like tap-vm1)",
+        ))
+    }
+}
+
 fn queue_pairs(v: &str) -> Result<u16, ConfigError> {
     match v.parse::<u16>() {
         Ok(n) if (1..=MAX_QUEUE_PAIRS).contains(&n) => Ok(n),
@@ -280,7 +311,7 @@ fn split_spec<'a>(
     Ok((name, first, opts))
 }
 
-const PORT_FORM: &str = "NAME=SOCKET[,role=server|client][,queues=N][,mac=MAC][,offloads=tso|off][,tenant=NAME][,mtu=N]";
+const PORT_FORM: &str = "NAME=SOCKET|tap:IFNAME[,role=server|client][,queues=N][,mac=MAC][,offloads=tso|off][,tenant=NAME][,mtu=N]";
 const UPLINK_FORM: &str =
     "NAME=tap:IFNAME|packet:IFNAME|xdp:IFNAME[,queues=N][,offloads=tso|off][,mtu=N]";
 
@@ -303,11 +334,16 @@ const ROUTE_FORM: &str = "DEST/PREFIX[,via=GATEWAY][,dev=DEVICE], like 0.0.0.0/0
 impl FromStr for PortConfig {
     type Err = ConfigError;
     fn from_str(s: &str) -> Result<Self, ConfigError> {
-        let (name, socket, opts) = split_spec("port", s, PORT_FORM)?;
+        let (name, front, opts) = split_spec("port", s, PORT_FORM)?;
         valid_name("port name", name)?;
+        let (socket, tap) = match front.strip_prefix("tap:") {
+            Some(ifname) => (PathBuf::new(), Some(ifname.to_owned())),
+            None => (PathBuf::from(front), None),
+        };
         let mut port = PortConfig {
             name: name.to_owned(),
-            socket: PathBuf::from(socket),
+            socket,
+            tap,
             role: Role::Server,
             queue_pairs: 1,
             mac: None,
@@ -336,6 +372,7 @@ impl FromStr for PortConfig {
                 _ => return Err(bad("port option", k, PORT_FORM)),
             }
         }
+        port.validate()?;
         Ok(port)
     }
 }
@@ -345,8 +382,32 @@ impl PortConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         valid_name("port name", &self.name)?;
         queue_pairs(&self.queue_pairs.to_string())?;
-        if self.socket.as_os_str().is_empty() {
-            return Err(bad("port socket", "", "a path like /run/knic/vm1.sock"));
+        match (&self.tap, self.socket.as_os_str().is_empty()) {
+            (None, true) => {
+                return Err(bad(
+                    "port socket",
+                    "",
+                    "a path like /run/knic/vm1.sock (or tap = \"IFNAME\" for a TAP port)",
+                ));
+            }
+            (Some(_), false) => {
+                return Err(bad(
+                    "port",
+                    &self.name,
+                    "either socket (vhost-user) or tap (a TAP port), not both",
+                ));
+            }
+            (Some(t), true) => {
+                valid_ifname("port TAP name", t)?;
+                if self.role == Role::Client {
+                    return Err(bad(
+                        "port role",
+                        "client",
+                        "server (the default): a TAP port has no vhost-user connection",
+                    ));
+                }
+            }
+            (None, false) => {}
         }
         if let Some(t) = &self.tenant {
             valid_name("tenant name", t)?;
@@ -677,6 +738,36 @@ mod tests {
         assert_eq!(p.queue_pairs, 2);
         assert_eq!(p.mac, Some(Mac([0x52, 0x54, 0, 0, 0, 2])));
         assert_eq!(p.offloads, OffloadMode::Off);
+        let p: PortConfig = "pod1=tap:kc0123,tenant=blue".parse().unwrap();
+        assert_eq!(p.tap.as_deref(), Some("kc0123"));
+        assert!(p.socket.as_os_str().is_empty());
+        assert_eq!(p.tenant.as_deref(), Some("blue"));
+    }
+
+    #[test]
+    fn a_port_is_vhost_user_or_tap_never_both_or_neither() {
+        let json = |extra: &str| format!(r#"{{"name": "p"{extra}}}"#);
+        let parse = |extra: &str| {
+            serde_json::from_str::<PortConfig>(&json(extra))
+                .unwrap()
+                .validate()
+        };
+        assert!(parse(r#", "socket": "/s""#).is_ok());
+        assert!(parse(r#", "tap": "tp0""#).is_ok());
+        let e = parse("").unwrap_err();
+        assert!(e.to_string().contains("tap"), "{e}");
+        let e = parse(r#", "socket": "/s", "tap": "tp0""#).unwrap_err();
+        assert!(e.to_string().contains("not both"), "{e}");
+        let e = parse(r#", "tap": "a/b""#).unwrap_err();
+        assert_eq!(e.what, "port TAP name");
+        let e = parse(r#", "tap": "sixteen-chars-xx""#).unwrap_err();
+        assert_eq!(e.what, "port TAP name");
+        let e = "pod=tap:tp0,role=client".parse::<PortConfig>().unwrap_err();
+        assert_eq!(e.what, "port role");
+        // A TAP port's JSON carries no empty socket.
+        let p: PortConfig = "pod=tap:tp0".parse().unwrap();
+        let v = serde_json::to_value(&p).unwrap();
+        assert!(v.get("socket").is_none(), "{v}");
     }
 
     #[test]

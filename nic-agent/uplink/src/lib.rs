@@ -232,6 +232,11 @@ pub fn open_xdp_uplinks(
     Ok(ports)
 }
 
+/// Sets interface `name`'s MAC (a TAP port's, to the guest MAC its anti-spoofing knows).
+pub fn set_interface_mac(name: &str, mac: [u8; 6]) -> std::io::Result<()> {
+    crate::sys::set_interface_mac(name, mac)
+}
+
 /// Opens one port per queue pair.
 pub fn open_uplinks(
     spec: &UplinkSpec,

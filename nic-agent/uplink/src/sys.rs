@@ -168,6 +168,32 @@ pub fn if_index(name: &str) -> io::Result<libc::c_int> {
     libc::c_int::try_from(idx).map_err(|_| io::Error::from_raw_os_error(libc::ERANGE))
 }
 
+/// Sets interface `name`'s MAC address (`SIOCSIFHWADDR`, through a datagram socket).
+pub fn set_interface_mac(name: &str, mac: [u8; 6]) -> io::Result<()> {
+    if name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    // SAFETY: an all-zero ifreq is valid (a C struct of integers and arrays).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: writing the `ifru_hwaddr` arm of a zeroed union; sockaddr is plain data.
+    let addr = unsafe { &mut req.ifr_ifru.ifru_hwaddr };
+    addr.sa_family = libc::ARPHRD_ETHER;
+    for (d, s) in addr.sa_data.iter_mut().zip(mac) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: socket takes no pointers; a non-negative result is a new fd we own.
+    let sock =
+        cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `sock` was just returned by socket and is owned by nothing else.
+    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+    // SAFETY: SIOCSIFHWADDR reads one `ifreq`, a live local that outlives the call.
+    cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFHWADDR, &req) })?;
+    Ok(())
+}
+
 fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
     // SAFETY: setsockopt reads exactly `size_of::<T>()` bytes from `value`, a live shared
     // borrow; the option layouts passed by this module are plain C integers/structs.

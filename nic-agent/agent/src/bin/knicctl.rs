@@ -88,7 +88,8 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum PortCommand {
-    /// Adds a port: `NAME=SOCKET[,role=server|client][,queues=N][,mac=MAC][,offloads=tso|off][,tenant=NAME][,mtu=N]`.
+    /// Adds a port: `NAME=SOCKET|tap:IFNAME[,role=server|client][,queues=N][,mac=MAC][,offloads=tso|off][,tenant=NAME][,mtu=N]`
+    /// (`tap:IFNAME`: a TAP port, the agent creates the TAP for a container).
     Add { port: PortConfig },
     /// Removes a port and its library device.
     Remove { name: String },
