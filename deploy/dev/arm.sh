@@ -7,9 +7,9 @@
 #   deploy/dev/arm.sh            build the workspace, run the Arm tests
 #   deploy/dev/arm.sh --build    build only
 #
-# Left out of the Arm build, and why:
-#   knic-offload-shim  x86-64 only: it intercepts raw syscalls (poll, epoll_wait, ...)
-#                      that arm64's syscall table does not have (see its lib.rs).
+# The offload shim's Arm test runs aarch64 programs with the aarch64 shim preloaded against
+# this machine's agent; their exec of themselves needs qemu-aarch64 in binfmt_misc, which
+# this script registers (as Debian's systemd-binfmt would at boot) when it is not there.
 # Built but not run under QEMU: tests that drive namespaces, TAP/AF_XDP, QEMU guests or
 # DPDK testpmd (guest-tests, the agent, the uplink, the device tests): they need a real
 # Arm kernel underneath, which user-mode QEMU does not give (its syscalls go to this
@@ -43,7 +43,7 @@ KNIC_KERNEL_ARCH=aarch64 lkl-netstack/lkl-sys/kernel/build-kernel.sh target/knic
 t_kernel=$(now)
 
 step "workspace build for $target (release; all targets)"
-cargo build --release --target "$target" --workspace --exclude knic-offload-shim --all-targets
+cargo build --release --target "$target" --workspace --all-targets
 t_build=$(now)
 [ "${1:-}" = --build ] && { echo "arm: built in $((t_build - t0)) s"; exit 0; }
 
@@ -72,6 +72,27 @@ timed "lkl-netstack boot" cargo test --release --target "$target" -p lkl-netstac
 timed "lkl-netstack tcp_loopback" cargo test --release --target "$target" -p lkl-netstack \
   --test tcp_loopback -- --nocapture
 timed "knic-virtio-net + packet-ring" cargo test --release --target "$target" -p knic-virtio-net -p packet-ring
+# qemu-aarch64 in binfmt_misc, with Debian's magic and mask, interpreted by the static
+# QEMU (so the shim in LD_PRELOAD is loaded by the guest's ld.so only); F: opened now,
+# usable inside network namespaces.
+register_binfmt() {
+  local dir=/proc/sys/fs/binfmt_misc conf=/usr/lib/binfmt.d/qemu-aarch64.conf line
+  [ -e "$dir/qemu-aarch64" ] && return 0
+  [ -e "$dir/register" ] || mount -t binfmt_misc binfmt_misc "$dir" ||
+    die "cannot mount binfmt_misc on $dir (needs root, and a kernel with CONFIG_BINFMT_MISC)"
+  [ -f "$conf" ] || die "$conf is missing (qemu-user-binfmt): run sudo deploy/dev/setup-debian.sh"
+  line=$(grep -v '^#' "$conf" | head -n 1)
+  IFS=: read -r _ _ _ offset magic mask _ <<<"$line"
+  printf ':qemu-aarch64:M:%s:%s:%s:%s:F' "$offset" "$magic" "$mask" \
+    "$(command -v qemu-aarch64-static)" >"$dir/register" ||
+    die "cannot register qemu-aarch64 in $dir/register"
+  echo "arm: registered qemu-aarch64-static in binfmt_misc"
+}
+register_binfmt
+# The x86-64 agent (test.sh built it) serves the aarch64 programs and shim.
+timed "offload shim (aarch64 cases.c against the agent)" env \
+  KNIC_ARM_SHIM="$PWD/target/$target/release/libknic_offload_shim.so" \
+  cargo test --release -p knic-agent --test offload -- --ignored --exact arm64_shim_c_cases_under_qemu_user
 printf 'arm: kernel %s s, workspace build %s s, tests %s s, total %s s\n' \
   "$((t_kernel - t0))" "$((t_build - t_kernel))" "$(($(now) - t_build))" "$(($(now) - t0))" |
   tee -a target/arm-timings.txt

@@ -262,17 +262,9 @@ pub fn dispatch(nr: i64, a: [i64; 6]) -> Option<i64> {
             None
         }
         libc::SYS_dup => dup_like(a[0], host(libc::SYS_dup, a)),
-        libc::SYS_dup2 | libc::SYS_dup3 => {
-            if a[0] != a[1] {
-                table::remove(a[1]);
-            }
-            let sock = table::get(a[0]);
-            let r = host(nr, a);
-            if let Some(s) = sock.filter(|_| r >= 0) {
-                table::insert(r, s);
-            }
-            sock_or_none(a[0], r)
-        }
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_dup2 => dup_onto(nr, a),
+        libc::SYS_dup3 => dup_onto(nr, a),
         libc::SYS_fcntl => {
             let cmd = a[1] as i32;
             if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC {
@@ -282,6 +274,7 @@ pub fn dispatch(nr: i64, a: [i64; 6]) -> Option<i64> {
                 None
             }
         }
+        #[cfg(target_arch = "x86_64")]
         libc::SYS_poll => poll_call(a[0], a[1], timeout_ms(a[2]), 0),
         libc::SYS_ppoll => {
             let t = match read_timespec(a[2]) {
@@ -290,9 +283,11 @@ pub fn dispatch(nr: i64, a: [i64; 6]) -> Option<i64> {
             };
             poll_call(a[0], a[1], t, a[3])
         }
+        #[cfg(target_arch = "x86_64")]
         libc::SYS_select => select_call(a, false),
         libc::SYS_pselect6 => select_call(a, true),
         libc::SYS_epoll_ctl => epoll_ctl(a),
+        #[cfg(target_arch = "x86_64")]
         libc::SYS_epoll_wait => epoll_wait(a[0], a[1], a[2], a[3], 0),
         libc::SYS_epoll_pwait => epoll_wait(a[0], a[1], a[2], a[3], a[4]),
         libc::SYS_sendfile => {
@@ -305,6 +300,19 @@ pub fn dispatch(nr: i64, a: [i64; 6]) -> Option<i64> {
             Some(socket_call(nr, fd as i32, &sock, a))
         }
     }
+}
+
+/// `dup2`/`dup3`: the placeholder `a[1]` had goes, `a[0]`'s socket follows to it.
+fn dup_onto(nr: i64, a: [i64; 6]) -> Option<i64> {
+    if a[0] != a[1] {
+        table::remove(a[1]);
+    }
+    let sock = table::get(a[0]);
+    let r = host(nr, a);
+    if let Some(s) = sock.filter(|_| r >= 0) {
+        table::insert(r, s);
+    }
+    sock_or_none(a[0], r)
 }
 
 fn sock_or_none(_fd: i64, r: i64) -> Option<i64> {
@@ -1132,6 +1140,7 @@ fn sendfile(fd: i32, sock: &Sock, in_fd: i64, offp: i64, count: i64) -> i64 {
     if r < 0 { r } else { done as i64 }
 }
 
+#[cfg(target_arch = "x86_64")]
 fn timeout_ms(ms: i64) -> Option<libc::timespec> {
     let ms = ms as i32;
     (ms >= 0).then(|| libc::timespec {
@@ -1359,17 +1368,24 @@ fn select_call(a: [i64; 6], pselect: bool) -> Option<i64> {
             mark(sets[2], p.fd);
         }
     }
-    // Linux's select writes back the time left.
-    if !pselect && a[4] != 0 {
-        if let Some(t) = timeout {
-            let left = (t.tv_sec * 1_000_000_000 + t.tv_nsec - (sys::now_ns() - start)).max(0);
-            let u = UserPtr(a[4] as usize);
-            let _ = u.write_u64((left / 1_000_000_000) as u64);
-            let _ = u.add(8).write_u64((left % 1_000_000_000 / 1000) as u64);
-        }
+    // Linux's select and pselect6 write back the time left (a timeval, a timespec).
+    if let (Some(t), true) = (timeout, a[4] != 0) {
+        let left = (t.tv_sec * 1_000_000_000 + t.tv_nsec - (sys::now_ns() - start)).max(0);
+        let sub = if pselect {
+            left % 1_000_000_000
+        } else {
+            left % 1_000_000_000 / 1000
+        };
+        let u = UserPtr(a[4] as usize);
+        let _ = u.write_u64((left / 1_000_000_000) as u64);
+        let _ = u.add(8).write_u64(sub as u64);
     }
     Some(count)
 }
+
+/// `struct epoll_event`: packed on x86-64 (12 bytes, data at 4), natural on arm64 (16, 8).
+const EPOLL_EVENT_SIZE: usize = std::mem::size_of::<libc::epoll_event>();
+const EPOLL_DATA_AT: usize = std::mem::offset_of!(libc::epoll_event, u64);
 
 /// Tag in the host registration's data: marks an offloaded fd's placeholder.
 const EPOLL_TAG: u64 = 0x6b6e_6f66 << 32;
@@ -1387,15 +1403,16 @@ fn epoll_ctl(a: [i64; 6]) -> Option<i64> {
         return Some(r);
     }
     let u = UserPtr(evp as usize);
-    let (Ok(events), Ok(data)) = (u.read_u32(), u.add(4).read_u64()) else {
+    let (Ok(events), Ok(data)) = (u.read_u32(), u.add(EPOLL_DATA_AT).read_u64()) else {
         return Some(sys::EFAULT);
     };
-    let mut ev = [0u8; 12];
-    ev[..4].copy_from_slice(&((libc::EPOLLIN as u32) | (events & EPOLL_HOST_FLAGS)).to_ne_bytes());
-    ev[4..].copy_from_slice(&(EPOLL_TAG | fd as u32 as u64).to_ne_bytes());
+    let ev = host_epoll_event(
+        (libc::EPOLLIN as u32) | (events & EPOLL_HOST_FLAGS),
+        EPOLL_TAG | fd as u32 as u64,
+    );
     let r = host(
         libc::SYS_epoll_ctl,
-        [a[0], a[1], a[2], ev.as_ptr() as i64, 0, 0],
+        [a[0], a[1], a[2], &ev as *const _ as i64, 0, 0],
     );
     if r < 0 {
         return Some(r);
@@ -1403,6 +1420,11 @@ fn epoll_ctl(a: [i64; 6]) -> Option<i64> {
     table::epoll_set(epfd, fd, EpollReg { events, data });
     let q = query(fd, &sock, events as i16 & WAITABLE, 0);
     Some(if q < 0 { q } else { 0 })
+}
+
+/// The event the shim registers with the host for a placeholder.
+fn host_epoll_event(events: u32, data: u64) -> libc::epoll_event {
+    libc::epoll_event { events, u64: data }
 }
 
 fn epoll_wait(epfd: i64, evs: i64, max: i64, timeout: i64, sigmask: i64) -> Option<i64> {
@@ -1422,8 +1444,8 @@ fn epoll_wait(epfd: i64, evs: i64, max: i64, timeout: i64, sigmask: i64) -> Opti
         }
         let mut kept = 0usize;
         for i in 0..n as usize {
-            let e = out.add(i * 12);
-            let (Ok(events), Ok(data)) = (e.read_u32(), e.add(4).read_u64()) else {
+            let e = out.add(i * EPOLL_EVENT_SIZE);
+            let (Ok(events), Ok(data)) = (e.read_u32(), e.add(EPOLL_DATA_AT).read_u64()) else {
                 return Some(sys::EFAULT);
             };
             let mut result = Some((events, data));
@@ -1445,19 +1467,17 @@ fn epoll_wait(epfd: i64, evs: i64, max: i64, timeout: i64, sigmask: i64) -> Opti
                         result = Some((got, reg.data));
                     } else if reg.events & libc::EPOLLONESHOT as u32 != 0 {
                         // The host disarmed it for a spurious wake-up: arm it again.
-                        let mut ev = [0u8; 12];
-                        ev[..4].copy_from_slice(
-                            &((libc::EPOLLIN as u32) | (reg.events & EPOLL_HOST_FLAGS))
-                                .to_ne_bytes(),
+                        let ev = host_epoll_event(
+                            (libc::EPOLLIN as u32) | (reg.events & EPOLL_HOST_FLAGS),
+                            data,
                         );
-                        ev[4..].copy_from_slice(&data.to_ne_bytes());
                         host(
                             libc::SYS_epoll_ctl,
                             [
                                 epfd,
                                 i64::from(libc::EPOLL_CTL_MOD),
                                 i64::from(fd),
-                                ev.as_ptr() as i64,
+                                &ev as *const _ as i64,
                                 0,
                                 0,
                             ],
@@ -1466,9 +1486,9 @@ fn epoll_wait(epfd: i64, evs: i64, max: i64, timeout: i64, sigmask: i64) -> Opti
                 }
             }
             if let Some((ev, d)) = result {
-                let o = out.add(kept * 12);
+                let o = out.add(kept * EPOLL_EVENT_SIZE);
                 let _ = o.write_u32(ev);
-                let _ = o.add(4).write_u64(d);
+                let _ = o.add(EPOLL_DATA_AT).write_u64(d);
                 kept += 1;
             }
         }

@@ -43,6 +43,16 @@ pub unsafe extern "C" fn knic_offload_syscall(nr: c_long, args: *const c_long) -
     dispatch(nr, a).unwrap_or_else(|| host(nr, a))
 }
 
+/// A copy of the program's timespec, `None` for null: the syscalls write the time left
+/// into theirs, where the libc functions' is const (glibc copies too).
+fn copy_timespec(t: *const c_void) -> Result<Option<[u64; 2]>, i64> {
+    let u = crate::sys::UserPtr(t as usize);
+    if u.is_null() {
+        return Ok(None);
+    }
+    Ok(Some([u.read_u64()?, u.add(8).read_u64()?]))
+}
+
 macro_rules! p {
     ($e:expr) => {
         $e as usize as i64
@@ -330,9 +340,25 @@ pub extern "C" fn dup(fd: c_int) -> c_int {
     run(libc::SYS_dup, [fd.into(), 0, 0, 0, 0, 0]) as c_int
 }
 
+#[cfg(target_arch = "x86_64")]
 #[unsafe(no_mangle)]
 pub extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
     run(libc::SYS_dup2, [old.into(), new.into(), 0, 0, 0, 0]) as c_int
+}
+
+/// Without a `dup2` syscall (arm64), as glibc does it: `dup3`, except that `dup2(fd, fd)`
+/// is `fd` when it is open (where `dup3` says EINVAL).
+#[cfg(not(target_arch = "x86_64"))]
+#[unsafe(no_mangle)]
+pub extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    if old == new {
+        let r = run(
+            libc::SYS_fcntl,
+            [old.into(), libc::F_GETFL.into(), 0, 0, 0, 0],
+        );
+        return if r < 0 { -1 } else { old };
+    }
+    dup3(old, new, 0)
 }
 
 #[unsafe(no_mangle)]
@@ -343,9 +369,22 @@ pub extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
     ) as c_int
 }
 
+#[cfg(target_arch = "x86_64")]
 #[unsafe(no_mangle)]
 pub extern "C" fn poll(fds: *mut c_void, n: c_ulong, timeout: c_int) -> c_int {
     run(libc::SYS_poll, [p!(fds), n as i64, timeout.into(), 0, 0, 0]) as c_int
+}
+
+/// Without a `poll` syscall (arm64): `ppoll` with the timeout as a timespec, no mask.
+#[cfg(not(target_arch = "x86_64"))]
+#[unsafe(no_mangle)]
+pub extern "C" fn poll(fds: *mut c_void, n: c_ulong, timeout: c_int) -> c_int {
+    let mut t = libc::timespec {
+        tv_sec: (timeout / 1000).into(),
+        tv_nsec: (i64::from(timeout % 1000) * 1_000_000) as _,
+    };
+    let tp = if timeout < 0 { 0 } else { p!(&mut t as *mut _) };
+    run(libc::SYS_ppoll, [p!(fds), n as i64, tp, 0, 8, 0]) as c_int
 }
 
 #[unsafe(no_mangle)]
@@ -360,9 +399,15 @@ pub extern "C" fn ppoll(
     t: *const c_void,
     mask: *const c_void,
 ) -> c_int {
-    run(libc::SYS_ppoll, [p!(fds), n as i64, p!(t), p!(mask), 8, 0]) as c_int
+    let mut ts = match copy_timespec(t) {
+        Ok(ts) => ts,
+        Err(e) => return ret(e) as c_int,
+    };
+    let tp = ts.as_mut().map_or(0, |t| p!(t.as_mut_ptr()));
+    run(libc::SYS_ppoll, [p!(fds), n as i64, tp, p!(mask), 8, 0]) as c_int
 }
 
+#[cfg(target_arch = "x86_64")]
 #[unsafe(no_mangle)]
 pub extern "C" fn select(
     n: c_int,
@@ -372,6 +417,46 @@ pub extern "C" fn select(
     t: *mut c_void,
 ) -> c_int {
     run(libc::SYS_select, [n.into(), p!(r), p!(w), p!(e), p!(t), 0]) as c_int
+}
+
+/// Without a `select` syscall (arm64), as glibc does it: `pselect6` with the timeval as a
+/// timespec and no mask, and the time left written back (Linux's `select` does).
+#[cfg(not(target_arch = "x86_64"))]
+#[unsafe(no_mangle)]
+pub extern "C" fn select(
+    n: c_int,
+    r: *mut c_void,
+    w: *mut c_void,
+    e: *mut c_void,
+    t: *mut c_void,
+) -> c_int {
+    let tv = crate::sys::UserPtr(t as usize);
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    if !tv.is_null() {
+        let (Ok(s), Ok(us)) = (tv.read_u64(), tv.add(8).read_u64()) else {
+            return ret(crate::sys::EFAULT) as c_int;
+        };
+        let (s, us) = (s as i64, us as i64);
+        if s < 0 || us < 0 {
+            return ret(-i64::from(libc::EINVAL)) as c_int;
+        }
+        ts.tv_sec = s + us / 1_000_000;
+        ts.tv_nsec = ((us % 1_000_000) * 1000) as _;
+    }
+    let tp = if tv.is_null() {
+        0
+    } else {
+        p!(&mut ts as *mut _)
+    };
+    let result = run(libc::SYS_pselect6, [n.into(), p!(r), p!(w), p!(e), tp, 0]);
+    if !tv.is_null() {
+        let _ = tv.write_u64(ts.tv_sec as u64);
+        let _ = tv.add(8).write_u64((ts.tv_nsec / 1000) as u64);
+    }
+    result as c_int
 }
 
 #[unsafe(no_mangle)]
@@ -386,10 +471,12 @@ pub extern "C" fn pselect(
     // The syscall's sixth argument is { const sigset_t *, size_t }.
     let data: [usize; 2] = [mask as usize, 8];
     let m = if mask.is_null() { 0 } else { p!(data.as_ptr()) };
-    run(
-        libc::SYS_pselect6,
-        [n.into(), p!(r), p!(w), p!(e), p!(t), m],
-    ) as c_int
+    let mut ts = match copy_timespec(t) {
+        Ok(ts) => ts,
+        Err(e) => return ret(e) as c_int,
+    };
+    let tp = ts.as_mut().map_or(0, |t| p!(t.as_mut_ptr()));
+    run(libc::SYS_pselect6, [n.into(), p!(r), p!(w), p!(e), tp, m]) as c_int
 }
 
 #[unsafe(no_mangle)]
@@ -400,12 +487,20 @@ pub extern "C" fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut c_void) 
     ) as c_int
 }
 
+#[cfg(target_arch = "x86_64")]
 #[unsafe(no_mangle)]
 pub extern "C" fn epoll_wait(epfd: c_int, evs: *mut c_void, max: c_int, timeout: c_int) -> c_int {
     run(
         libc::SYS_epoll_wait,
         [epfd.into(), p!(evs), max.into(), timeout.into(), 0, 0],
     ) as c_int
+}
+
+/// Without an `epoll_wait` syscall (arm64): `epoll_pwait` with no mask.
+#[cfg(not(target_arch = "x86_64"))]
+#[unsafe(no_mangle)]
+pub extern "C" fn epoll_wait(epfd: c_int, evs: *mut c_void, max: c_int, timeout: c_int) -> c_int {
+    epoll_pwait(epfd, evs, max, timeout, std::ptr::null())
 }
 
 #[unsafe(no_mangle)]

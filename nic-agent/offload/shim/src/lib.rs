@@ -44,7 +44,9 @@
 //! (kTLS record types, `IP_PKTINFO`, ...; no `MSG_ERRQUEUE` data), `SA_RESTART` is not
 //! honoured (a signal during a blocking wait returns `EINTR`), `SO_RCVTIMEO`/`SO_SNDTIMEO`
 //! are stored but not used for waits, one request at a time per socket per process (two
-//! processes using one socket at the same instant can take each other's replies), x86-64 only.
+//! processes using one socket at the same instant can take each other's replies). On arm64,
+//! which has no `poll`/`select`/`epoll_wait`/`dup2` syscalls, those libc functions make the
+//! calls glibc makes there (`exports.rs`).
 #![deny(unsafe_code)]
 
 mod dispatch;

@@ -189,16 +189,19 @@ pub fn poll_one(fd: i32, events: i16, timeout_ms: i32) -> i64 {
         events,
         revents: 0,
     };
-    let r = host(
-        libc::SYS_poll,
-        [&mut p as *mut _ as i64, 1, i64::from(timeout_ms), 0, 0, 0],
-    );
+    let t = (timeout_ms >= 0).then(|| libc::timespec {
+        tv_sec: (timeout_ms / 1000).into(),
+        tv_nsec: (i64::from(timeout_ms % 1000) * 1_000_000) as _,
+    });
+    let r = ppoll(std::slice::from_mut(&mut p), t, 0);
     if r < 0 { r } else { i64::from(p.revents) }
 }
 
 /// Host ppoll over `fds` with an optional timeout and signal mask (the program's).
 pub fn ppoll(fds: &mut [libc::pollfd], timeout: Option<libc::timespec>, sigmask: i64) -> i64 {
-    let t = timeout.as_ref().map_or(0, |t| t as *const _ as i64);
+    // The kernel writes the time left into the timespec: a copy of ours.
+    let mut timeout = timeout;
+    let t = timeout.as_mut().map_or(0, |t| t as *mut _ as i64);
     host(
         libc::SYS_ppoll,
         [fds.as_mut_ptr() as i64, fds.len() as i64, t, sigmask, 8, 0],
