@@ -39,7 +39,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -241,8 +241,34 @@ struct Shared {
     usage: Mutex<Usage>,
     next_id: AtomicU64,
     stopping: AtomicBool,
+    /// `offload-sock` threads alive: the kernel may only halt when none is left in a
+    /// library call.
+    socket_threads: AtomicUsize,
     /// Write end of the watcher's wake-up pipe (inside the library).
     wake: i32,
+}
+
+/// How long a stopping server waits for its socket threads to see their connections end.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Starts an `offload-sock` thread running `f`, counted in `socket_threads` while it runs.
+fn spawn_socket_thread(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(&Arc<Shared>) + Send + 'static,
+) -> io::Result<()> {
+    struct Counted(Arc<Shared>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.socket_threads.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    shared.socket_threads.fetch_add(1, Ordering::SeqCst);
+    // Made before the spawn: a failed spawn drops the closure, and with it the count.
+    let counted = Counted(Arc::clone(shared));
+    std::thread::Builder::new()
+        .name("offload-sock".into())
+        .spawn(move || f(&counted.0))
+        .map(drop)
 }
 
 impl Shared {
@@ -345,6 +371,7 @@ impl OffloadServer {
             usage: Mutex::new(Usage::default()),
             next_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
+            socket_threads: AtomicUsize::new(0),
             wake,
         });
         let mut threads = Vec::new();
@@ -389,11 +416,30 @@ impl Drop for OffloadServer {
         drop(sys::seqpacket_connect(&self.path));
         sys::shutdown(self.listener.as_raw_fd());
         self.shared.wake_watcher();
-        for c in lock(&self.shared.conns).values() {
-            sys::shutdown(c.host.as_raw_fd());
-        }
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        // Every socket thread ends its library socket and exits when its connection ends;
+        // the kernel must not halt under one still in a library call. Swept again while
+        // waiting: a thread may register its socket after a sweep (its Open in flight).
+        let deadline = std::time::Instant::now() + STOP_WAIT;
+        loop {
+            for c in lock(&self.shared.conns).values() {
+                sys::shutdown(c.host.as_raw_fd());
+            }
+            let left = self.shared.socket_threads.load(Ordering::SeqCst);
+            if left == 0 {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                warn!(
+                    threads = left,
+                    "offload: socket threads still running after {STOP_WAIT:?} (a connection \
+                     that never sent its first message); stopping anyway"
+                );
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
         self.shared.lkl.close(self.shared.wake);
         self.shared.lkl.close(self.wake_read);
@@ -435,11 +481,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: RawFd) {
             }
             Err(_) => continue,
         };
-        let s = Arc::clone(shared);
-        let spawned = std::thread::Builder::new()
-            .name("offload-sock".into())
-            .spawn(move || first_message(&s, conn, pid));
-        if let Err(e) = spawned {
+        if let Err(e) = spawn_socket_thread(shared, move |s| first_message(s, conn, pid)) {
             warn!(error = %e, "offload: cannot start a socket thread");
         }
     }
@@ -692,12 +734,13 @@ fn handle(
                 Some(theirs.as_raw_fd()),
             );
             drop(theirs);
-            let s = Arc::clone(shared);
-            let spawned = std::thread::Builder::new()
-                .name("offload-sock".into())
-                .spawn(move || serve(&s, id, &child, vec![0u8; MAX_MESSAGE]));
+            let served = Arc::clone(&child);
+            let spawned = spawn_socket_thread(shared, move |s| {
+                serve(s, id, &served, vec![0u8; MAX_MESSAGE]);
+            });
             if let Err(e) = spawned {
                 warn!(error = %e, "offload: cannot start a socket thread");
+                unregister(shared, id, &child);
             }
             Ok(sent)
         }
