@@ -93,6 +93,11 @@ register_binfmt
 timed "offload shim (aarch64 cases.c against the agent)" env \
   KNIC_ARM_SHIM="$PWD/target/$target/release/libknic_offload_shim.so" \
   cargo test --release -p knic-agent --test offload -- --ignored --exact arm64_shim_c_cases_under_qemu_user
+step "Linux's own unit tests (KUnit) inside the aarch64 library kernel (its kunit build)"
+timed "aarch64 kunit kernel (cached)" env KNIC_KERNEL_ARCH=aarch64 KNIC_KERNEL_VARIANT=kunit \
+  lkl-netstack/lkl-sys/kernel/build-kernel.sh target/knic-kernel-aarch64-kunit
+timed "KUnit (aarch64 kunit kernel)" env KNIC_KERNEL_VARIANT=kunit \
+  cargo test --release --target "$target" -p knic-kunit --target-dir target/kunit -- --nocapture
 printf 'arm: kernel %s s, workspace build %s s, tests %s s, total %s s\n' \
   "$((t_kernel - t0))" "$((t_build - t_kernel))" "$(($(now) - t_build))" "$(($(now) - t0))" |
   tee -a target/arm-timings.txt
