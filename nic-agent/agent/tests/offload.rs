@@ -493,3 +493,39 @@ fn a_program_past_its_socket_limit_gets_emfile_and_its_slots_back() {
     env.wait_no_sockets();
     env.assert_host_loopback_unused();
 }
+
+/// A client that connects to the offload socket and never says what it wants is closed
+/// after the agent's first-message wait (5 s) and counted, so silent connections cannot
+/// hold the agent's threads; a stop right after finds nothing left to wait for.
+#[test]
+fn a_silent_connection_is_closed_and_counted() {
+    let mut env = Env::start("silent");
+    let script = "import socket,sys,time\n\
+        s=socket.socket(socket.AF_UNIX,socket.SOCK_SEQPACKET); s.connect(sys.argv[1])\n\
+        s.settimeout(20)\n\
+        t=time.monotonic(); d=s.recv(16)\n\
+        print('closed' if d==b'' else 'data', round(time.monotonic()-t,1), flush=True)\n";
+    let start = std::time::Instant::now();
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .arg(&env.socket)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("closed"),
+        "the silent client: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(30),
+        "closed after {waited:?}, not after the first-message wait"
+    );
+    assert_eq!(env.stats()["silent_connections"], 1);
+    assert_eq!(env.stats()["protocol_errors"], 0);
+    assert!(
+        env.agent.stop("-TERM", Duration::from_secs(20)),
+        "the agent did not stop"
+    );
+}

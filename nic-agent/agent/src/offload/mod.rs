@@ -139,6 +139,7 @@ struct Counters {
     ready_signals: AtomicU64,
     protocol_errors: AtomicU64,
     sockets_limited: AtomicU64,
+    silent_connections: AtomicU64,
 }
 
 /// A snapshot of the counters, plus the library kernel's own view.
@@ -160,6 +161,9 @@ pub struct OffloadStats {
     pub protocol_errors: u64,
     /// `socket()`/`accept()` calls refused with `EMFILE` by [`OffloadLimits`].
     pub sockets_limited: u64,
+    /// Connections closed because their first message did not come within
+    /// [`FIRST_MESSAGE_WAIT`] (a shim sends it as soon as it connects).
+    pub silent_connections: u64,
     /// The limits in force.
     pub max_sockets_per_process: u32,
     pub max_sockets_total: u32,
@@ -315,6 +319,7 @@ impl Shared {
             ready_signals: g(&c.ready_signals),
             protocol_errors: g(&c.protocol_errors),
             sockets_limited: g(&c.sockets_limited),
+            silent_connections: g(&c.silent_connections),
             max_sockets_per_process: self.limits.per_process,
             max_sockets_total: self.limits.total,
             kernel_snmp: self.lkl.read_file(c"/proc/net/snmp").unwrap_or_default(),
@@ -434,8 +439,7 @@ impl Drop for OffloadServer {
             if std::time::Instant::now() >= deadline {
                 warn!(
                     threads = left,
-                    "offload: socket threads still running after {STOP_WAIT:?} (a connection \
-                     that never sent its first message); stopping anyway"
+                    "offload: socket threads still running after {STOP_WAIT:?}; stopping anyway"
                 );
                 break;
             }
@@ -493,13 +497,36 @@ fn send_reply(fd: RawFd, reply: Reply, payload: &[u8], pass: Option<RawFd>) -> i
     sys::send(fd, &[&head, payload], pass, false)
 }
 
+/// How long a new connection may take to send its first message: a shim sends it right
+/// after connecting; a connection that stays silent would hold a thread for ever.
+pub const FIRST_MESSAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The first message of a connection from `socket()`: Open (or Stats).
 fn first_message(shared: &Arc<Shared>, host: OwnedFd, pid: i32) {
     let mut buf = vec![0u8; MAX_MESSAGE];
-    let n = match sys::recv(host.as_raw_fd(), &mut buf) {
+    let fd = host.as_raw_fd();
+    if sys::set_recv_timeout(fd, Some(FIRST_MESSAGE_WAIT)).is_err() {
+        return;
+    }
+    let n = match sys::recv(fd, &mut buf) {
         Ok(n) if n > 0 && n <= buf.len() => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            shared
+                .counters
+                .silent_connections
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(
+                pid,
+                "offload: no first message in {FIRST_MESSAGE_WAIT:?}, closed"
+            );
+            return;
+        }
         _ => return,
     };
+    // The socket's own requests may come at any pace.
+    if sys::set_recv_timeout(fd, None).is_err() {
+        return;
+    }
     let req = match Request::decode(&buf[..n]) {
         Ok((req, _)) => req,
         Err(e) => {

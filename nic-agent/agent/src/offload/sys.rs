@@ -198,6 +198,27 @@ pub(super) fn seqpacket_connect(path: &Path) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Bounds how long a `recv` on `fd` waits (`SO_RCVTIMEO`; `None`: for ever). A wait that
+/// runs out fails with `WouldBlock`.
+pub(super) fn set_recv_timeout(fd: RawFd, wait: Option<std::time::Duration>) -> io::Result<()> {
+    let wait = wait.unwrap_or_default();
+    let tv = libc::timeval {
+        tv_sec: wait.as_secs() as libc::time_t,
+        tv_usec: libc::suseconds_t::from(wait.subsec_micros()),
+    };
+    // SAFETY: SO_RCVTIMEO reads one timeval, a live local of the size passed.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
 /// Wakes a thread blocked in `recv` on `fd` (used when the agent stops).
 pub(super) fn shutdown(fd: RawFd) {
     // SAFETY: plain syscall; a failure (already shut down) changes nothing.
