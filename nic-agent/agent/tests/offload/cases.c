@@ -1,6 +1,6 @@
 /* The offload suite's own cases, run unmodified under knic-offload (tests/offload.rs):
- * errno, partial I/O, sendmmsg/recvmmsg, dup/fork/exec, poll/select/epoll on mixes of host
- * and offloaded fds.
+ * errno, partial I/O, socket timeouts, sendmmsg/recvmmsg, dup/fork/exec, poll/select/epoll on
+ * mixes of host and offloaded fds.
  * Each case prints "ok NAME"; the first failure prints "FAIL NAME: why" and exits 1.
  * Run in a network namespace whose loopback is down, so a socket that reached the host
  * stack instead of the library fails. */
@@ -245,6 +245,54 @@ static void options(void)
 	char small[1];
 	l = 1;
 	CHECK(getsockopt(c, SOL_SOCKET, SO_TYPE, small, &l) == 0 && l == 1, "short getsockopt");
+	close(c), close(s);
+	OK();
+}
+
+/* SO_RCVTIMEO / SO_SNDTIMEO bound blocking recv, accept and send, as on Linux: EAGAIN
+ * after the timeout (a send that moved bytes returns their count), and a zero timeout is
+ * for ever again. */
+static void timeouts(void)
+{
+	CASE("timeouts");
+	int c, s;
+	pair(&c, &s);
+	struct timeval tv = { .tv_sec = 0, .tv_usec = 200000 }, back;
+	socklen_t l = sizeof back;
+	CHECK(setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0, "SO_RCVTIMEO");
+	CHECK(getsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &back, &l) == 0 && back.tv_usec == 200000,
+	      "SO_RCVTIMEO back %ld", (long)back.tv_usec);
+	struct timespec t0;
+	char b[64];
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	errno = 0;
+	CHECK(recv(c, b, sizeof b, 0) == -1 && errno == EAGAIN, "recv past SO_RCVTIMEO");
+	long ms = ms_since(&t0);
+	CHECK(ms >= 150 && ms < 5000, "recv waited %ld ms for a 200 ms timeout", ms);
+	/* Data that comes in time is read. */
+	CHECK(write(s, "x", 1) == 1, "write");
+	CHECK(recv(c, b, sizeof b, 0) == 1, "recv within SO_RCVTIMEO");
+	/* accept on a listener with a receive timeout. */
+	int port, lst = listener(&port);
+	CHECK(setsockopt(lst, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0, "listener SO_RCVTIMEO");
+	errno = 0;
+	CHECK(accept(lst, NULL, NULL) == -1 && errno == EAGAIN, "accept past SO_RCVTIMEO");
+	close(lst);
+	/* A send into a peer that never reads: some bytes, then EAGAIN, never a hang. */
+	CHECK(setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) == 0, "SO_SNDTIMEO");
+	static char big[1 << 20];
+	long sent = 0;
+	int calls = 0;
+	for (;;) {
+		ssize_t n = send(c, big, sizeof big, 0);
+		if (n < 0) {
+			CHECK(errno == EAGAIN, "send past SO_SNDTIMEO");
+			break;
+		}
+		sent += n;
+		CHECK(++calls < 256, "send never timed out (%ld bytes)", sent);
+	}
+	CHECK(sent > 0, "nothing sent before the timeout");
 	close(c), close(s);
 	OK();
 }
@@ -531,10 +579,13 @@ int main(int argc, char **argv)
 		CHECK(write(fd, "exec", 4) == 4, "write");
 		return 0;
 	}
+	/* A case that hangs (a wait that never ends) fails the run instead of stalling it. */
+	alarm(120);
 	errors();
 	nonblocking_connect();
 	partial_io();
 	options();
+	timeouts();
 	udp();
 	mmsg();
 	vectors();

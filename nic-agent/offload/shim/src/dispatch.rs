@@ -188,8 +188,9 @@ fn nonblocking(fd: i32) -> bool {
 }
 
 /// Blocks until the socket meets `events` (or has an error or hang-up); `Err(EINTR)` when a
-/// signal arrives first.
-fn wait(fd: i32, sock: &Sock, events: i16) -> Result<(), i64> {
+/// signal arrives first, `Err(EAGAIN)` when `deadline` (the call's `SO_RCVTIMEO` or
+/// `SO_SNDTIMEO`, [`Sock::deadline`]) passes first.
+fn wait(fd: i32, sock: &Sock, events: i16, deadline: Option<i64>) -> Result<(), i64> {
     loop {
         let r = query(fd, sock, 0, events);
         if r < 0 {
@@ -198,7 +199,17 @@ fn wait(fd: i32, sock: &Sock, events: i16) -> Result<(), i64> {
         if r as i16 & (events | libc::POLLERR | libc::POLLHUP) != 0 {
             return Ok(());
         }
-        let p = sys::poll_one(fd, libc::POLLIN, -1);
+        let timeout_ms = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d - sys::now_ns();
+                if left <= 0 {
+                    return Err(EAGAIN);
+                }
+                i32::try_from((left + 999_999) / 1_000_000).unwrap_or(i32::MAX)
+            }
+        };
+        let p = sys::poll_one(fd, libc::POLLIN, timeout_ms);
         if p == EINTR {
             return Err(EINTR);
         }
@@ -392,8 +403,11 @@ fn socket_call(nr: i64, fd: i32, sock: &Arc<Sock>, a: [i64; 6]) -> i64 {
                 Err(e) => e,
             };
             if op == Op::Connect && r == EINPROGRESS && !nonblocking(fd) {
-                if let Err(e) = wait(fd, sock, libc::POLLOUT) {
-                    return e;
+                // SO_SNDTIMEO bounds a blocking connect; Linux then says EINPROGRESS.
+                match wait(fd, sock, libc::POLLOUT, sock.deadline(libc::POLLOUT)) {
+                    Ok(()) => {}
+                    Err(e) if e == EAGAIN => return EINPROGRESS,
+                    Err(e) => return e,
                 }
                 let mut err = [0u8; 4];
                 let got = get_option(fd, sock, libc::SOL_SOCKET, libc::SO_ERROR, &mut err);
@@ -441,7 +455,11 @@ fn socket_call(nr: i64, fd: i32, sock: &Arc<Sock>, a: [i64; 6]) -> i64 {
             if let Err(e) = UserPtr(a[3] as usize).read(&mut val[..len as usize]) {
                 return e;
             }
-            set_option(fd, sock, [a[1], a[2], 0], &val[..len as usize])
+            let r = set_option(fd, sock, [a[1], a[2], 0], &val[..len as usize]);
+            if r == 0 {
+                note_timeout(sock, a[1], a[2], &val[..len as usize]);
+            }
+            r
         }
         libc::SYS_getsockopt => {
             let lp = UserPtr(a[4] as usize);
@@ -492,6 +510,33 @@ fn socket_call(nr: i64, fd: i32, sock: &Arc<Sock>, a: [i64; 6]) -> i64 {
         // Calls the placeholder answers correctly itself (fstat, fcntl flags, ...).
         _ => host(nr, a),
     }
+}
+
+/// Keeps a `SO_RCVTIMEO`/`SO_SNDTIMEO` the library kernel took, for the shim's own waits
+/// (the library's sockets never block). A `timeval` as `sock_set_timeout` reads it: zero is
+/// for ever, a negative second count is no wait at all.
+fn note_timeout(sock: &Sock, level: i64, name: i64, value: &[u8]) {
+    const SO_RCVTIMEO_NEW: i64 = 66;
+    const SO_SNDTIMEO_NEW: i64 = 67;
+    if level != i64::from(libc::SOL_SOCKET) {
+        return;
+    }
+    let slot = match name {
+        n if n == i64::from(libc::SO_RCVTIMEO) || n == SO_RCVTIMEO_NEW => &sock.rcv_timeout_ns,
+        n if n == i64::from(libc::SO_SNDTIMEO) || n == SO_SNDTIMEO_NEW => &sock.snd_timeout_ns,
+        _ => return,
+    };
+    let (Some(s), Some(us)) = (value.get(..8), value.get(8..16)) else {
+        return;
+    };
+    let s = i64::from_ne_bytes(s.try_into().unwrap_or_default());
+    let us = i64::from_ne_bytes(us.try_into().unwrap_or_default());
+    let ns = match (s, us) {
+        (s, _) if s < 0 => 0,
+        (0, 0) => table::FOREVER,
+        (s, us) => s.saturating_mul(1_000_000_000).saturating_add(us * 1000),
+    };
+    slot.store(ns, std::sync::atomic::Ordering::Relaxed);
 }
 
 fn set_option(fd: i32, sock: &Sock, args: [i64; 3], value: &[u8]) -> i64 {
@@ -556,6 +601,8 @@ fn accept(fd: i32, sock: &Sock, addr: i64, lenp: i64, flags: i64) -> i64 {
     }
     let cloexec = flags & i64::from(libc::SOCK_CLOEXEC) != 0;
     let mut peer = [0u8; ADDR_MAX];
+    // The call's SO_RCVTIMEO/SO_SNDTIMEO runs from its first wait, over all of them.
+    let mut deadline = None;
     loop {
         let parts = [(peer.as_mut_ptr() as usize, ADDR_MAX)];
         let ans = match call(
@@ -571,7 +618,8 @@ fn accept(fd: i32, sock: &Sock, addr: i64, lenp: i64, flags: i64) -> i64 {
         };
         let r = ans.reply.ret;
         if r == EAGAIN && !nonblocking(fd) {
-            if let Err(e) = wait(fd, sock, libc::POLLIN) {
+            let d = *deadline.get_or_insert_with(|| sock.deadline(libc::POLLIN));
+            if let Err(e) = wait(fd, sock, libc::POLLIN, d) {
                 return e;
             }
             continue;
@@ -643,6 +691,8 @@ fn recv(
         flags & i64::from(libc::MSG_WAITALL) != 0 && sock.stream() && block && control_room == 0;
     let want_addr = addr != 0;
     let mut done = 0usize;
+    // The call's SO_RCVTIMEO/SO_SNDTIMEO runs from its first wait, over all of them.
+    let mut deadline = None;
     loop {
         let room = (len - done).min(MAX_RECV - control_room);
         let mut slot = [0u8; ADDR_SLOT];
@@ -675,7 +725,8 @@ fn recv(
         };
         let r = ans.reply.ret;
         if r == EAGAIN && block {
-            if let Err(e) = wait(fd, sock, libc::POLLIN) {
+            let d = *deadline.get_or_insert_with(|| sock.deadline(libc::POLLIN));
+            if let Err(e) = wait(fd, sock, libc::POLLIN, d) {
                 return Received::err(if done > 0 { done as i64 } else { e });
             }
             continue;
@@ -742,6 +793,8 @@ fn send_from(
     }
     let block = flags & i64::from(libc::MSG_DONTWAIT) == 0 && !nonblocking(fd);
     let mut done = 0usize;
+    // The call's SO_RCVTIMEO/SO_SNDTIMEO runs from its first wait, over all of them.
+    let mut deadline = None;
     loop {
         let chunk = (len - done).min(room);
         let parts = [
@@ -758,7 +811,8 @@ fn send_from(
             Err(e) => e,
         };
         if r == EAGAIN && block {
-            if let Err(e) = wait(fd, sock, libc::POLLOUT) {
+            let d = *deadline.get_or_insert_with(|| sock.deadline(libc::POLLOUT));
+            if let Err(e) = wait(fd, sock, libc::POLLOUT, d) {
                 return if done > 0 { done as i64 } else { e };
             }
             continue;

@@ -43,7 +43,8 @@
 //! Listed in the README's *Kernel offload* section: control messages up to 1 KiB only
 //! (kTLS record types, `IP_PKTINFO`, ...; no `MSG_ERRQUEUE` data), `SA_RESTART` is not
 //! honoured (a signal during a blocking wait returns `EINTR`), `SO_RCVTIMEO`/`SO_SNDTIMEO`
-//! are stored but not used for waits, one request at a time per socket per process (two
+//! bound the waits only when this process set them (not across `exec` or from another
+//! process sharing the socket), one request at a time per socket per process (two
 //! processes using one socket at the same instant can take each other's replies). On arm64,
 //! which has no `poll`/`select`/`epoll_wait`/`dup2` syscalls, those libc functions make the
 //! calls glibc makes there (`exports.rs`).

@@ -9,7 +9,7 @@
 //! The per-fd flag makes the common case (a host fd) one relaxed load.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, RwLock};
 
 /// Fds at or above this number are never offloaded (socket() says EMFILE for them).
@@ -26,7 +26,14 @@ pub struct Sock {
     /// [`fork_generation`] when this process made or accepted the socket; [`INHERITED`] when
     /// it came across an `exec`. Another generation now means a child may share it.
     pub generation: u64,
+    /// `SO_RCVTIMEO` and `SO_SNDTIMEO` as this process set them, in ns ([`FOREVER`]: not
+    /// set, or set to zero): how long a blocking call's waits may take in all.
+    pub rcv_timeout_ns: AtomicI64,
+    pub snd_timeout_ns: AtomicI64,
 }
+
+/// A socket timeout that never runs out (the kernel's `MAX_SCHEDULE_TIMEOUT`).
+pub const FOREVER: i64 = -1;
 
 /// The generation of a socket found after `exec` (another process may hold it).
 pub const INHERITED: u64 = u64::MAX;
@@ -54,6 +61,8 @@ impl Sock {
             kind,
             lock: Mutex::new(()),
             generation,
+            rcv_timeout_ns: AtomicI64::new(FOREVER),
+            snd_timeout_ns: AtomicI64::new(FOREVER),
         })
     }
 
@@ -64,6 +73,20 @@ impl Sock {
 
     pub fn stream(&self) -> bool {
         self.kind == libc::SOCK_STREAM
+    }
+
+    /// The wait bound of a blocking call waiting for `events` (POLLOUT: the send timeout,
+    /// else the receive one), as a deadline on [`crate::sys::now_ns`]'s clock; `None`: none.
+    pub fn deadline(&self, events: i16) -> Option<i64> {
+        let t = if events & libc::POLLOUT != 0 {
+            &self.snd_timeout_ns
+        } else {
+            &self.rcv_timeout_ns
+        };
+        match t.load(Ordering::Relaxed) {
+            FOREVER => None,
+            ns => Some(crate::sys::now_ns().saturating_add(ns)),
+        }
     }
 }
 
