@@ -51,7 +51,7 @@ step "the library's debug build: TCP, UDP, hammer and device tests under the ker
 KNIC_KERNEL_VARIANT=debug lkl-netstack/lkl-sys/kernel/build-kernel.sh target/knic-kernel-debug
 KNIC_KERNEL_VARIANT=debug cargo test --release -p lkl-netstack --target-dir target/kdebug \
   --test tcp_loopback --test hammer --test port_device --test hotplug_device --test device_removal \
-  --test tap_device --test af_packet_device --test ktls
+  --test tap_device --test af_packet_device --test ktls --test ktls_ciphers
 
 step "the Arm build: the workspace and library kernel for aarch64, its tests under QEMU"
 # deploy/dev/arm.sh: cross build (cached aarch64 kernel), boot + TCP loopback + virtio-net

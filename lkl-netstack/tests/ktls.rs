@@ -7,26 +7,13 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::sync::OnceLock;
 use std::thread;
 
 use common::pki::{TestPki, client_config, server_config};
+use common::tls_record::{kernel, loopback_pair};
 use lkl_netstack::tls::{self, KtlsStream, TlsError, TlsVersion, TrafficCipher, TrafficKeys};
-use lkl_netstack::{BootConfig, Kernel, TcpListener, TcpStream};
 use rustls::pki_types::ServerName;
 use rustls::{AlertDescription, CipherSuite, SupportedProtocolVersion};
-
-fn kernel() -> &'static Kernel {
-    static KERNEL: OnceLock<Kernel> = OnceLock::new();
-    KERNEL.get_or_init(|| Kernel::boot(&BootConfig::default()).unwrap())
-}
-
-fn loopback_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind(kernel(), "127.0.0.1:0".parse().unwrap()).unwrap();
-    let client = TcpStream::connect(kernel(), listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    (client, server)
-}
 
 const CASES: [(&SupportedProtocolVersion, CipherSuite, TlsVersion, &str); 4] = [
     (

@@ -2,8 +2,8 @@
 //! host `curl` (plain HTTP and HTTPS) and `openssl s_client` fetch a file from an
 //! HTTP responder on library sockets, whose body goes out with sendfile through
 //! kTLS; a kTLS client in the library fetches a file from host `openssl
-//! s_server`. TLS 1.2 and 1.3, AES-GCM-128 and -256, content compared byte for
-//! byte. Needs root, curl and openssl (deploy/dev/setup-debian.sh).
+//! s_server`. TLS 1.2 and 1.3, AES-GCM-128 and -256 and ChaCha20-Poly1305, content
+//! compared byte for byte. Needs root, curl and openssl (deploy/dev/setup-debian.sh).
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // test code: a failed unwrap is a failed test; results are reported on stdout
 
 mod common;
@@ -24,7 +24,7 @@ use rustls::CipherSuite;
 use rustls::pki_types::ServerName;
 
 /// (name, OpenSSL's TLS 1.2 cipher or 1.3 suite, rustls suite, kernel's view).
-const CASES: [(&str, &str, CipherSuite, TlsVersion, &str); 4] = [
+const CASES: [(&str, &str, CipherSuite, TlsVersion, &str); 6] = [
     (
         "1.2",
         "ECDHE-ECDSA-AES128-GCM-SHA256",
@@ -52,6 +52,20 @@ const CASES: [(&str, &str, CipherSuite, TlsVersion, &str); 4] = [
         CipherSuite::TLS13_AES_256_GCM_SHA384,
         TlsVersion::Tls13,
         "AES-256-GCM",
+    ),
+    (
+        "1.2",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        TlsVersion::Tls12,
+        "CHACHA20-POLY1305",
+    ),
+    (
+        "1.3",
+        "TLS_CHACHA20_POLY1305_SHA256",
+        CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+        TlsVersion::Tls13,
+        "CHACHA20-POLY1305",
     ),
 ];
 

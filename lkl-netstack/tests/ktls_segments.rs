@@ -4,36 +4,21 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // test code: a failed unwrap is a failed test; results are reported on stdout
 
+mod common;
+
 use std::io::{Read, Write};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes128Gcm, Aes256Gcm};
+use common::tls_record::{APPLICATION_DATA, RecordLayer, kernel, loopback_pair};
+use lkl_netstack::host_crypto_counters;
 use lkl_netstack::tls::{KtlsStream, TlsVersion, TrafficCipher, TrafficKeys};
-use lkl_netstack::{BootConfig, Kernel, TcpListener, TcpStream, host_crypto_counters};
-
-const TLS13_AAD_LEN: usize = 5;
-const CONTENT_APPLICATION_DATA: u8 = 23;
-const TAG_LEN: usize = 16;
-
-fn kernel() -> &'static Kernel {
-    static KERNEL: OnceLock<Kernel> = OnceLock::new();
-    KERNEL.get_or_init(|| Kernel::boot(&BootConfig::default()).unwrap())
-}
 
 /// The tests here count host keys and paths: one at a time.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn loopback_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind(kernel(), "127.0.0.1:0".parse().unwrap()).unwrap();
-    let client = TcpStream::connect(kernel(), listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    (client, server)
 }
 
 fn keys(cipher: &TrafficCipher) -> TrafficKeys {
@@ -55,85 +40,6 @@ fn ciphers() -> [TrafficCipher; 2] {
             nonce: [4; 12],
         },
     ]
-}
-
-/// An independent TLS 1.3 record layer (RFC 8446 section 5.2) for one direction.
-struct Reference {
-    cipher: TrafficCipher,
-    sequence: u64,
-}
-
-impl Reference {
-    fn nonce(&self) -> [u8; 12] {
-        let base = match &self.cipher {
-            TrafficCipher::AesGcm128 { nonce, .. } | TrafficCipher::AesGcm256 { nonce, .. } => {
-                *nonce
-            }
-        };
-        let mut nonce = base;
-        for (n, s) in nonce[4..].iter_mut().zip(self.sequence.to_be_bytes()) {
-            *n ^= s;
-        }
-        nonce
-    }
-
-    fn run(
-        &mut self,
-        seal: bool,
-        aad: &[u8],
-        buf: &mut Vec<u8>,
-    ) -> Result<(), aes_gcm::aead::Error> {
-        let nonce = self.nonce();
-        self.sequence += 1;
-        let nonce = (&nonce).into();
-        match (&self.cipher, seal) {
-            (TrafficCipher::AesGcm128 { key, .. }, true) => {
-                Aes128Gcm::new(key.into()).encrypt_in_place(nonce, aad, buf)
-            }
-            (TrafficCipher::AesGcm128 { key, .. }, false) => {
-                Aes128Gcm::new(key.into()).decrypt_in_place(nonce, aad, buf)
-            }
-            (TrafficCipher::AesGcm256 { key, .. }, true) => {
-                Aes256Gcm::new(key.into()).encrypt_in_place(nonce, aad, buf)
-            }
-            (TrafficCipher::AesGcm256 { key, .. }, false) => {
-                Aes256Gcm::new(key.into()).decrypt_in_place(nonce, aad, buf)
-            }
-        }
-    }
-
-    /// One application-data record carrying `plain`.
-    fn seal(&mut self, plain: &[u8]) -> Vec<u8> {
-        let mut body = plain.to_vec();
-        body.push(CONTENT_APPLICATION_DATA);
-        let len = (body.len() + TAG_LEN) as u16;
-        let mut record = vec![CONTENT_APPLICATION_DATA, 3, 3];
-        record.extend_from_slice(&len.to_be_bytes());
-        self.run(true, &record.clone(), &mut body).unwrap();
-        record.extend_from_slice(&body);
-        record
-    }
-
-    /// Reads one record from `tcp` and returns its plaintext.
-    fn open(&mut self, mut tcp: &TcpStream) -> Vec<u8> {
-        let mut header = [0u8; TLS13_AAD_LEN];
-        tcp.read_exact(&mut header).unwrap();
-        assert_eq!(
-            header[..3],
-            [CONTENT_APPLICATION_DATA, 3, 3],
-            "record header"
-        );
-        let mut body = vec![0u8; usize::from(u16::from_be_bytes([header[3], header[4]]))];
-        tcp.read_exact(&mut body).unwrap();
-        self.run(false, &header, &mut body)
-            .expect("the kernel's record authenticates under the reference AES-GCM");
-        assert_eq!(
-            body.pop(),
-            Some(CONTENT_APPLICATION_DATA),
-            "inner content type"
-        );
-        body
-    }
 }
 
 fn pattern(len: usize, salt: u32) -> Vec<u8> {
@@ -158,10 +64,7 @@ fn records_in_many_pieces_open_in_the_kernel_like_the_reference_seals_them() {
         let (raw, tls) = loopback_pair();
         raw.set_nodelay(true).unwrap();
         let mut tls = KtlsStream::install(tls, &keys(&cipher), &keys(&cipher)).unwrap();
-        let mut reference = Reference {
-            cipher: cipher.clone(),
-            sequence: 0,
-        };
+        let mut reference = RecordLayer::new(cipher.clone(), TlsVersion::Tls13);
         let sizes = [1usize, 17, 4095, 16384, 333, 9000, 16383];
         let plain: Vec<Vec<u8>> = sizes
             .iter()
@@ -204,10 +107,7 @@ fn records_the_kernel_seals_from_pieces_open_with_the_reference() {
     for cipher in ciphers() {
         let (tls, raw) = loopback_pair();
         let tls = KtlsStream::install(tls, &keys(&cipher), &keys(&cipher)).unwrap();
-        let mut reference = Reference {
-            cipher: cipher.clone(),
-            sequence: 0,
-        };
+        let mut reference = RecordLayer::new(cipher.clone(), TlsVersion::Tls13);
         let written = pattern(50_003, 7);
         thread::scope(|s| {
             s.spawn(|| {
@@ -225,7 +125,9 @@ fn records_the_kernel_seals_from_pieces_open_with_the_reference() {
             });
             let mut got = Vec::new();
             while got.len() < content.len() - 3 + written.len() {
-                got.extend(reference.open(&raw));
+                let (content_type, plain) = reference.read(&raw);
+                assert_eq!(content_type, APPLICATION_DATA, "inner content type");
+                got.extend(plain);
             }
             assert!(
                 got[..content.len() - 3] == content[3..],

@@ -29,6 +29,9 @@ pub fn crypto_provider() -> CryptoProvider {
                 | CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
                 | CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
                 | CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384
+                | CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+                | CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+                | CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
         )
     });
     provider
@@ -102,9 +105,10 @@ fn traffic_keys(
             key: fixed(key.as_ref())?,
             nonce: fixed(iv.as_ref())?,
         },
-        ConnectionTrafficSecrets::Chacha20Poly1305 { .. } => {
-            return Err(TlsError::UnsupportedCipher("ChaCha20-Poly1305".into()));
-        }
+        ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => TrafficCipher::Chacha20Poly1305 {
+            key: fixed(key.as_ref())?,
+            nonce: fixed(iv.as_ref())?,
+        },
         _ => {
             return Err(TlsError::UnsupportedCipher(
                 "an AEAD without kTLS support".into(),

@@ -4,8 +4,9 @@
 //! record at a time so nothing after the handshake is left in its buffers; then
 //! the traffic secrets and sequence numbers go to the kernel's `tls` ULP
 //! (`setsockopt(SOL_TLS, TLS_TX/TLS_RX)`) and the connection carries on as a
-//! [`KtlsStream`]. TLS 1.2 and 1.3 with AES-GCM-128 and -256, the ciphers of the
-//! library's kernel; configs built on [`crypto_provider`] offer only those.
+//! [`KtlsStream`]. TLS 1.2 and 1.3 with every cipher of the kernel's TLS ULP
+//! ([`TrafficCipher`]); a handshake negotiates AES-GCM-128/256 or ChaCha20-Poly1305, the
+//! ones rustls has, and configs built on [`crypto_provider`] offer only those.
 
 mod control;
 mod handshake;
@@ -33,7 +34,7 @@ pub enum TlsError {
     SecretExtractionDisabled,
     #[error(
         "the peers agreed on {0}, which the kernel here cannot run; offer only \
-         AES-GCM suites (build the config on lkl_netstack::tls::crypto_provider())"
+         AES-GCM and ChaCha20-Poly1305 suites (build the config on lkl_netstack::tls::crypto_provider())"
     )]
     UnsupportedCipher(String),
     #[error("transmit and receive keys are for different TLS versions")]

@@ -16,7 +16,7 @@ const LANDING_LEN: usize = 64 << 10;
 
 /// A TLS connection after the handshake: the kernel's TLS ULP owns the record
 /// layer, so `send`, `recv` and `sendfile` move plaintext and the kernel does the
-/// AES-GCM and framing.
+/// AEAD and framing.
 #[derive(Debug)]
 pub struct KtlsStream {
     tcp: TcpStream,

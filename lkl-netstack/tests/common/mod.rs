@@ -8,6 +8,7 @@ pub mod frames;
 pub mod http;
 pub mod pki;
 pub mod tap_net;
+pub mod tls_record;
 
 use std::io::{Read, Write};
 use std::process::{Command, Output, Stdio};
