@@ -14,7 +14,7 @@
 //!   cmsg both ways, malformed cmsgs and sendfile into a kTLS socket.
 //! * `nginx_ktls_sendfile_serves_64_mib_to_curl_tls12_and_tls13`: Debian's nginx with
 //!   `ssl_conf_command Options KTLS;` and `sendfile on;` serves a 64 MiB file to curl over
-//!   TLS 1.2 and 1.3, byte-exact; each fetch adds one TX session (`TlsTxSw`; TLS 1.2 also
+//!   TLS 1.2 and 1.3 (AES-GCM) and TLS 1.3 with ChaCha20-Poly1305, byte-exact; each fetch adds one TX session (`TlsTxSw`; TLS 1.2 also
 //!   one RX, `TlsRxSw`, OpenSSL 3.0 does RX for 1.2 only) and no decryption error.
 //!
 //! Needs root, gcc, nginx, curl and openssl (deploy/dev/setup-debian.sh) and the workspace's
@@ -130,7 +130,7 @@ http {{
         ssl_certificate_key {d}/key.pem;
         ssl_protocols TLSv1.2 TLSv1.3;
         ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384;
-        ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384;
+        ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;
         ssl_conf_command Options KTLS;
         root {d}/www;
     }}
@@ -195,12 +195,25 @@ fn nginx_ktls_sendfile_serves_64_mib_to_curl_tls12_and_tls13() {
             .is_ok_and(|l| l.contains("start worker process"))
     });
 
-    for (version, flags, rx_sessions) in [
-        ("1.2", ["--tlsv1.2", "--tls-max", "1.2"], 1),
-        ("1.3", ["--tlsv1.3", "--tls-max", "1.3"], 0),
-    ] {
+    // AES-GCM on the host driver for 1.2 and 1.3; ChaCha20-Poly1305 in the kernel's C.
+    let cases: [(&str, &[&str], u64); 3] = [
+        ("1.2", &["--tlsv1.2", "--tls-max", "1.2"], 1),
+        ("1.3", &["--tlsv1.3", "--tls-max", "1.3"], 0),
+        (
+            "1.3 ChaCha20-Poly1305",
+            &[
+                "--tlsv1.3",
+                "--tls-max",
+                "1.3",
+                "--tls13-ciphers",
+                "TLS_CHACHA20_POLY1305_SHA256",
+            ],
+            0,
+        ),
+    ];
+    for (version, flags, rx_sessions) in cases {
         let before = stats(&env);
-        let out_path = dir.join(format!("got-{version}"));
+        let out_path = dir.join(format!("got-{}", version.replace(' ', "-")));
         let out = env
             .offload("curl")
             .args(["-sS", "--fail", "--max-time", "300"])
