@@ -858,5 +858,33 @@ fn scrape(addr: &str, path: &str) -> String {
     .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    out
+    dechunk(&out)
+}
+
+/// The response with a chunked body (RFC 9112 §7.1) decoded, as a scraper sees it: a
+/// line may lie across a chunk boundary, so matching lines of the raw bytes would fail
+/// or pass by where the server happened to cut.
+fn dechunk(response: &str) -> String {
+    let Some((head, mut body)) = response.split_once("\r\n\r\n") else {
+        return response.to_owned();
+    };
+    if !head
+        .lines()
+        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"))
+    {
+        return response.to_owned();
+    }
+    let mut out = format!("{head}\r\n\r\n");
+    loop {
+        let (size, rest) = body.split_once("\r\n").expect("a chunk size line");
+        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16)
+            .expect("a hexadecimal chunk size");
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..]
+            .strip_prefix("\r\n")
+            .expect("CRLF after a chunk");
+    }
 }
