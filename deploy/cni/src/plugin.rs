@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use knic_api::config::{
     AddressConfig, Cidr, Mac, OffloadMode, PortConfig, Role, RouteConfig, UplinkConfig,
+    is_interface_name,
 };
 use knic_api::{CallError, Request, call};
 use serde_json::Value;
@@ -144,7 +145,7 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
     if conf.kind == Kind::Netdev {
         for (field, v) in [("device", &conf.device), ("representor", &conf.representor)] {
             match v.as_deref() {
-                Some(name) if valid_ifname(name) => {}
+                Some(name) if is_interface_name(name) => {}
                 Some(name) => {
                     return Err(CniError::new(
                         Code::InvalidConfig,
@@ -779,17 +780,6 @@ impl Ctx<'_> {
     }
 }
 
-/// A Linux interface name: 1 to 15 bytes (IFNAMSIZ less its NUL), no '/', ':' or white
-/// space (the kernel's `dev_valid_name`), and not "." or "..".
-fn valid_ifname(name: &str) -> bool {
-    (1..16).contains(&name.len())
-        && name != "."
-        && name != ".."
-        && !name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -797,10 +787,10 @@ mod tests {
     #[test]
     fn interface_names_follow_the_kernels_rules() {
         for ok in ["eth0", "vf0", "pf0vf12", "a", "fifteen-chars-x"] {
-            assert!(valid_ifname(ok), "{ok}");
+            assert!(is_interface_name(ok), "{ok}");
         }
         for bad in ["", ".", "..", "a/b", "a:b", "a b", "sixteen-chars-xx"] {
-            assert!(!valid_ifname(bad), "{bad:?}");
+            assert!(!is_interface_name(bad), "{bad:?}");
         }
     }
 

@@ -254,15 +254,19 @@ fn valid_name(what: &'static str, name: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// A Linux interface name: 1 to 15 bytes (IFNAMSIZ less the NUL), no '/', ':' or space.
-fn valid_ifname(what: &'static str, name: &str) -> Result<(), ConfigError> {
-    let ok = (1..=15).contains(&name.len())
+/// Whether `name` is a name Linux takes for an interface: 1 to 15 bytes (IFNAMSIZ less its
+/// NUL), no '/', ':' or white space, and not "." or ".." (the kernel's `dev_valid_name`).
+pub fn is_interface_name(name: &str) -> bool {
+    (1..16).contains(&name.len())
         && name != "."
         && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
-    if ok {
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
+}
+
+fn valid_ifname(what: &'static str, name: &str) -> Result<(), ConfigError> {
+    if is_interface_name(name) {
         Ok(())
     } else {
         Err(bad(
