@@ -1074,9 +1074,9 @@ impl Agent {
             Request::TenantAdd { tenant } => {
                 // Through the API as from a file: its routes leak to its uplink at once.
                 let name = tenant.name.clone();
-                let info = self.add_tenant(tenant)?;
+                self.add_tenant(tenant)?;
                 self.connect_uplinks()?;
-                Ok(self.tenant(&name).map(|t| t.info(&[])).unwrap_or(info))
+                Ok(self.tenant(&name)?.info(&[]))
             }
             Request::TenantRemove { name } => self.remove_tenant(&name),
             Request::TenantList => Ok(self.tenants_info()),

@@ -170,14 +170,9 @@ pub fn if_index(name: &str) -> io::Result<libc::c_int> {
 
 /// Sets interface `name`'s MAC address (`SIOCSIFHWADDR`, through a datagram socket).
 pub fn set_interface_mac(name: &str, mac: [u8; 6]) -> io::Result<()> {
-    if name.len() >= libc::IFNAMSIZ {
-        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
-    }
     // SAFETY: an all-zero ifreq is valid (a C struct of integers and arrays).
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
-        *d = s as libc::c_char;
-    }
+    req.ifr_name = ifname(name)?;
     // SAFETY: writing the `ifru_hwaddr` arm of a zeroed union; sockaddr is plain data.
     let addr = unsafe { &mut req.ifr_ifru.ifru_hwaddr };
     addr.sa_family = libc::ARPHRD_ETHER;
