@@ -206,7 +206,7 @@ fn wait(fd: i32, sock: &Sock, events: i16, deadline: Option<i64>) -> Result<(), 
                 if left <= 0 {
                     return Err(EAGAIN);
                 }
-                i32::try_from((left + 999_999) / 1_000_000).unwrap_or(i32::MAX)
+                i32::try_from(left.saturating_add(999_999) / 1_000_000).unwrap_or(i32::MAX)
             }
         };
         let p = sys::poll_one(fd, libc::POLLIN, timeout_ms);
@@ -534,7 +534,9 @@ fn note_timeout(sock: &Sock, level: i64, name: i64, value: &[u8]) {
     let ns = match (s, us) {
         (s, _) if s < 0 => 0,
         (0, 0) => table::FOREVER,
-        (s, us) => s.saturating_mul(1_000_000_000).saturating_add(us * 1000),
+        (s, us) => s
+            .saturating_mul(1_000_000_000)
+            .saturating_add(us.saturating_mul(1000)),
     };
     slot.store(ns, std::sync::atomic::Ordering::Relaxed);
 }
@@ -1219,6 +1221,24 @@ fn read_timespec(p: i64) -> Result<Option<libc::timespec>, i64> {
     }))
 }
 
+/// `select`'s timeval as the kernel reads it (`kern_select`): negative parts are EINVAL,
+/// microseconds past a second carry into the seconds.
+pub(crate) fn read_timeval(p: i64) -> Result<Option<libc::timespec>, i64> {
+    if p == 0 {
+        return Ok(None);
+    }
+    let u = UserPtr(p as usize);
+    let s = u.read_u64()? as i64;
+    let us = u.add(8).read_u64()? as i64;
+    if s < 0 || us < 0 {
+        return Err(EINVAL);
+    }
+    Ok(Some(libc::timespec {
+        tv_sec: s.saturating_add(us / 1_000_000),
+        tv_nsec: (us % 1_000_000) * 1000,
+    }))
+}
+
 fn poll_call(fds: i64, nfds: i64, timeout: Option<libc::timespec>, sigmask: i64) -> Option<i64> {
     let n = usize::try_from(nfds).ok()?;
     if n > 4096 {
@@ -1361,25 +1381,13 @@ fn select_call(a: [i64; 6], pselect: bool) -> Option<i64> {
         return None;
     }
     let timeout = if pselect {
-        match read_timespec(a[4]) {
-            Ok(t) => t,
-            Err(e) => return Some(e),
-        }
-    } else if a[4] != 0 {
-        let u = UserPtr(a[4] as usize);
-        let (Ok(s), Ok(us)) = (u.read_u64(), u.add(8).read_u64()) else {
-            return Some(sys::EFAULT);
-        };
-        let (s, us) = (s as i64, us as i64);
-        if s < 0 || us < 0 {
-            return Some(EINVAL);
-        }
-        Some(libc::timespec {
-            tv_sec: s + us / 1_000_000,
-            tv_nsec: (us % 1_000_000) * 1000,
-        })
+        read_timespec(a[4])
     } else {
-        None
+        read_timeval(a[4])
+    };
+    let timeout = match timeout {
+        Ok(t) => t,
+        Err(e) => return Some(e),
     };
     let sigmask = if pselect && a[5] != 0 {
         UserPtr(a[5] as usize).read_u64().unwrap_or(0) as i64

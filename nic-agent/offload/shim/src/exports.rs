@@ -430,29 +430,14 @@ pub extern "C" fn select(
     e: *mut c_void,
     t: *mut c_void,
 ) -> c_int {
-    let tv = crate::sys::UserPtr(t as usize);
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
+    let mut ts = match crate::dispatch::read_timeval(p!(t)) {
+        Ok(ts) => ts,
+        Err(e) => return ret(e) as c_int,
     };
-    if !tv.is_null() {
-        let (Ok(s), Ok(us)) = (tv.read_u64(), tv.add(8).read_u64()) else {
-            return ret(crate::sys::EFAULT) as c_int;
-        };
-        let (s, us) = (s as i64, us as i64);
-        if s < 0 || us < 0 {
-            return ret(-i64::from(libc::EINVAL)) as c_int;
-        }
-        ts.tv_sec = s + us / 1_000_000;
-        ts.tv_nsec = ((us % 1_000_000) * 1000) as _;
-    }
-    let tp = if tv.is_null() {
-        0
-    } else {
-        p!(&mut ts as *mut _)
-    };
+    let tp = ts.as_mut().map_or(0, |ts| p!(ts as *mut libc::timespec));
     let result = run(libc::SYS_pselect6, [n.into(), p!(r), p!(w), p!(e), tp, 0]);
-    if !tv.is_null() {
+    if let Some(ts) = ts {
+        let tv = crate::sys::UserPtr(t as usize);
         let _ = tv.write_u64(ts.tv_sec as u64);
         let _ = tv.add(8).write_u64((ts.tv_nsec / 1000) as u64);
     }
