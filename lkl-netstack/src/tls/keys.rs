@@ -110,11 +110,6 @@ impl TrafficCipher {
         self.parts().2
     }
 
-    /// The key.
-    pub fn key(&self) -> &[u8] {
-        self.parts().1
-    }
-
     fn parts(&self) -> (u16, &[u8], &[u8; NONCE_LEN]) {
         match self {
             TrafficCipher::AesGcm128 { key, nonce } => (TLS_CIPHER_AES_GCM_128, key, nonce),
