@@ -27,8 +27,9 @@ PACKAGES=(
   # dpdk-testpmd (the virtio-user frontend the vhost e2e tests drive) ships in dpdk-dev
   dpdk-dev
   tcpdump curl openssl procps psmisc iputils-ping
-  # kernel offload: nginx with kTLS + sendfile (guest-tests offload_ktls)
-  nginx
+  # kernel offload: nginx with kTLS + sendfile (guest-tests offload_ktls); nft (with ip
+  # and ss) on the library kernel through netlink (knic-agent's offload tests)
+  nginx nftables
   # the AF_XDP uplink links Debian's libxdp (its default XDP program ships in libxdp1)
   libxdp-dev libbpf-dev
   # profiling the benchmarks (flame graphs: perf record -g, then inferno)

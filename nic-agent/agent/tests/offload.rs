@@ -529,3 +529,135 @@ fn a_silent_connection_is_closed_and_counted() {
         "the agent did not stop"
     );
 }
+
+/// The flags of `ip -j link show NAME`'s one interface.
+fn link_flags(json: &[u8]) -> Vec<String> {
+    let v: Value = serde_json::from_slice(json).unwrap();
+    v[0]["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// An offloaded program with a TCP listener, an established connection holding unread data
+/// and a UDP socket, all on an address only the library kernel has, that runs `ss` (which
+/// inherits the launcher's environment, so it is offloaded too) and prints what it said.
+const SS_SCRIPT: &str = "import socket,subprocess\n\
+    l=socket.socket(); l.bind(('198.51.100.7',18084)); l.listen()\n\
+    c=socket.create_connection(('198.51.100.7',18084)); a,_=l.accept()\n\
+    u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); u.bind(('198.51.100.7',18085))\n\
+    c.sendall(b'x'*5000)\n\
+    print(subprocess.run(['ss','-tuanie'],capture_output=True,text=True,check=True).stdout)\n";
+
+/// `ip`, `ss` and `nft` under the launcher speak netlink to the library kernel: they see its
+/// interfaces (its loopback is up, the namespace's is down), change it (an address, a route,
+/// an nftables table) where the host namespace sees none of it, get its errors as the
+/// kernel words them, and `ss` lists the offloaded sockets with their TCP_INFO — not the
+/// host's sockets (which it would show had sock_diag failed and it fallen back to /proc).
+#[test]
+fn ip_ss_and_nft_see_and_configure_the_library_kernel() {
+    require_tool("nft");
+    let env = Env::start("netlink");
+    let lib_lo = link_flags(&run(env.offload("ip").args(["-j", "link", "show", "lo"])).stdout);
+    let host_lo = link_flags(&run(env.ns.cmd("ip").args(["-j", "link", "show", "lo"])).stdout);
+    assert!(lib_lo.iter().any(|f| f == "UP"), "library lo: {lib_lo:?}");
+    assert!(!host_lo.iter().any(|f| f == "UP"), "host lo: {host_lo:?}");
+    let names = |json: &[u8]| -> Vec<String> {
+        let v: Value = serde_json::from_slice(json).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["ifname"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let lib_links = names(&run(env.offload("ip").args(["-j", "link"])).stdout);
+    let host_links = names(&run(env.ns.cmd("ip").args(["-j", "link"])).stdout);
+    assert_eq!(host_links, ["lo"]);
+    assert!(
+        lib_links.len() == 2 && lib_links[0] == "lo",
+        "the library's interfaces: lo and vm0's device, not {lib_links:?}"
+    );
+
+    // Changes land in the library kernel only; its errors come back worded by it.
+    run(env
+        .offload("ip")
+        .args(["addr", "add", "198.51.100.7/32", "dev", "lo"]));
+    run(env
+        .offload("ip")
+        .args(["route", "add", "blackhole", "203.0.113.0/24"]));
+    let again = env
+        .offload("ip")
+        .args(["route", "add", "blackhole", "203.0.113.0/24"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && said.contains("File exists"),
+        "a second identical route: {said}"
+    );
+    let lib_addrs = String::from_utf8(run(env.offload("ip").args(["-4", "addr"])).stdout).unwrap();
+    let lib_routes = String::from_utf8(run(env.offload("ip").arg("route")).stdout).unwrap();
+    let host_addrs = String::from_utf8(run(env.ns.cmd("ip").args(["-4", "addr"])).stdout).unwrap();
+    let host_routes = String::from_utf8(run(env.ns.cmd("ip").arg("route")).stdout).unwrap();
+    assert!(lib_addrs.contains("198.51.100.7/32"), "{lib_addrs}");
+    assert!(
+        lib_routes.contains("blackhole 203.0.113.0/24"),
+        "{lib_routes}"
+    );
+    assert!(!host_addrs.contains("198.51.100.7"), "{host_addrs}");
+    assert!(!host_routes.contains("203.0.113.0"), "{host_routes}");
+
+    // ss: the offloaded sockets, with TCP_INFO; not a host listener.
+    let mut host = env.ns.cmd("/usr/bin/python3");
+    host.args([
+        "-c",
+        "import socket,time\nl=socket.socket(); l.bind(('0.0.0.0',18086)); l.listen()\n\
+         time.sleep(120)\n",
+    ]);
+    let host_listener = Proc::spawn("a host listener", &mut host);
+    wait_for("the host listener", Duration::from_secs(10), || {
+        let out = run(env.ns.cmd("ss").args(["-tln"]));
+        String::from_utf8_lossy(&out.stdout).contains(":18086")
+    });
+    let out = run(env.offload("/usr/bin/python3").args(["-c", SS_SCRIPT]));
+    let ss = String::from_utf8(out.stdout).unwrap();
+    let line = |state: &str, local: &str| {
+        ss.lines()
+            .any(|l| l.contains(state) && l.split_whitespace().nth(4) == Some(local))
+    };
+    assert!(line("LISTEN", "198.51.100.7:18084"), "{ss}");
+    assert!(line("UNCONN", "198.51.100.7:18085"), "{ss}");
+    let established = ss
+        .lines()
+        .filter(|l| l.contains("ESTAB") && l.contains("198.51.100.7:18084"))
+        .count();
+    assert_eq!(established, 2, "both ends of the connection: {ss}");
+    assert!(
+        ss.contains("cubic") && ss.contains("rtt:"),
+        "TCP_INFO: {ss}"
+    );
+    assert!(!ss.contains("18086"), "ss listed a host socket: {ss}");
+    drop(host_listener);
+
+    // nftables: a table in the library kernel, none on the host.
+    let table = "knic_netlink_test";
+    run(env.offload("nft").args(["add", "table", "inet", table]));
+    let lib_tables =
+        String::from_utf8(run(env.offload("nft").args(["list", "tables"])).stdout).unwrap();
+    let host_tables =
+        String::from_utf8(run(env.ns.cmd("nft").args(["list", "tables"])).stdout).unwrap();
+    assert!(
+        lib_tables.contains(&format!("table inet {table}")),
+        "{lib_tables}"
+    );
+    assert!(!host_tables.contains(table), "{host_tables}");
+    run(env.offload("nft").args(["delete", "table", "inet", table]));
+    let lib_tables =
+        String::from_utf8(run(env.offload("nft").args(["list", "tables"])).stdout).unwrap();
+    assert!(!lib_tables.contains(table), "{lib_tables}");
+
+    env.assert_host_loopback_unused();
+    env.wait_no_sockets();
+}

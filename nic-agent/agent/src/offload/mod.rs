@@ -547,10 +547,7 @@ fn first_message(shared: &Arc<Shared>, host: OwnedFd, pid: i32) {
         Op::Open => {
             let (domain, kind, protocol) = (req.args[0], req.args[1], req.args[2]);
             let base = kind & 0xf;
-            let supported = (domain == i64::from(libc::AF_INET)
-                || domain == i64::from(libc::AF_INET6))
-                && (base == i64::from(libc::SOCK_STREAM) || base == i64::from(libc::SOCK_DGRAM));
-            let fd = if !supported {
+            let fd = if !knic_offload_protocol::offloaded(domain, kind, protocol) {
                 -i64::from(libc::EAFNOSUPPORT)
             } else if !shared.reserve(pid) {
                 -i64::from(libc::EMFILE)

@@ -1,5 +1,6 @@
 //! `knic-offload [--agent SOCKET] -- PROGRAM ARGS...`: runs PROGRAM with knic's shim preloaded,
-//! so its AF_INET/AF_INET6 TCP and UDP sockets are the library kernel's in the agent.
+//! so its AF_INET/AF_INET6 TCP and UDP sockets, and its route, sock_diag and netfilter
+//! netlink sockets, are the library kernel's in the agent.
 #![deny(unsafe_code)]
 
 mod sys;
@@ -21,11 +22,15 @@ const SHIM_INSTALLED: &str = "/usr/lib/knic/libknic_offload_shim.so";
 const SHIM_ENV: &str = "KNIC_OFFLOAD_SHIM";
 
 /// Runs PROGRAM with its AF_INET/AF_INET6 TCP and UDP sockets in the knic agent's Linux
-/// kernel (on the NIC); files, pipes and unix sockets stay on the host.
+/// kernel (on the NIC); files, pipes and unix sockets stay on the host. Its NETLINK_ROUTE,
+/// NETLINK_SOCK_DIAG and NETLINK_NETFILTER sockets go there too, so `ip`, `ss` and `nft`
+/// show and change the NIC's kernel.
 ///
 /// Examples:
 ///   knic-offload -- curl http://127.0.0.1:8080/
 ///   knic-offload --agent /tmp/offload.sock -- iperf3 -s
+///   knic-offload -- ip route
+///   knic-offload -- ss -tin
 ///   knic-offload --stats
 #[derive(Debug, Parser)]
 #[command(name = "knic-offload", version, verbatim_doc_comment)]

@@ -340,6 +340,32 @@ pub fn check_control(buf: &[u8]) -> Result<usize, ControlError> {
     Ok(count)
 }
 
+/// Whether `socket(domain, kind, protocol)` is the agent's (the one rule shim and server
+/// share; `kind` may carry `SOCK_NONBLOCK`/`SOCK_CLOEXEC`):
+/// * `AF_INET`/`AF_INET6` TCP and UDP sockets: the library kernel carries the traffic;
+/// * `AF_NETLINK` `NETLINK_ROUTE`, `NETLINK_SOCK_DIAG` and `NETLINK_NETFILTER` (raw or
+///   datagram, as the kernel accepts either): so `ip`, `ss` and `nft` see and configure the
+///   kernel the program's sockets live in. Other netlink families (uevents, audit, generic
+///   netlink) describe the host and stay there.
+///
+/// Everything else (unix sockets, packet sockets, raw IP) stays on the host kernel.
+pub fn offloaded(domain: i64, kind: i64, protocol: i64) -> bool {
+    let base = kind & 0xf;
+    match i32::try_from(domain) {
+        Ok(libc::AF_INET | libc::AF_INET6) => {
+            base == i64::from(libc::SOCK_STREAM) || base == i64::from(libc::SOCK_DGRAM)
+        }
+        Ok(libc::AF_NETLINK) => {
+            (base == i64::from(libc::SOCK_RAW) || base == i64::from(libc::SOCK_DGRAM))
+                && matches!(
+                    i32::try_from(protocol),
+                    Ok(libc::NETLINK_ROUTE | libc::NETLINK_SOCK_DIAG | libc::NETLINK_NETFILTER)
+                )
+        }
+        _ => false,
+    }
+}
+
 /// `SOL_TLS` (include/linux/socket.h) and its options (include/uapi/linux/tls.h).
 pub const SOL_TLS: i64 = 282;
 pub const TLS_TX: i64 = 1;
@@ -476,6 +502,32 @@ mod tests {
         assert_eq!(tls_crypto_info_len([0x04, 0x03, 58, 0]), Some(56));
         assert_eq!(tls_crypto_info_len([0x02, 0x03, 51, 0]), None);
         assert_eq!(tls_crypto_info_len([0x03, 0x03, 59, 0]), None);
+    }
+
+    #[test]
+    fn offloaded_families_are_inet_and_three_netlink_protocols() {
+        use libc::*;
+        let (inet, inet6, nl) = (AF_INET.into(), AF_INET6.into(), AF_NETLINK.into());
+        let stream = i64::from(SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC);
+        assert!(offloaded(inet, stream, 0));
+        assert!(offloaded(inet6, SOCK_DGRAM.into(), IPPROTO_UDP.into()));
+        assert!(!offloaded(inet, SOCK_RAW.into(), IPPROTO_ICMP.into()));
+        assert!(!offloaded(AF_UNIX.into(), SOCK_STREAM.into(), 0));
+        assert!(!offloaded(AF_PACKET.into(), SOCK_RAW.into(), 0));
+        for p in [NETLINK_ROUTE, NETLINK_SOCK_DIAG, NETLINK_NETFILTER] {
+            assert!(offloaded(nl, SOCK_RAW.into(), p.into()));
+            assert!(offloaded(
+                nl,
+                i64::from(SOCK_DGRAM | SOCK_CLOEXEC),
+                p.into()
+            ));
+            assert!(!offloaded(nl, SOCK_STREAM.into(), p.into()));
+        }
+        let others = [NETLINK_KOBJECT_UEVENT, NETLINK_AUDIT, NETLINK_GENERIC, -1];
+        for p in others.map(i64::from).into_iter().chain([1 << 40]) {
+            assert!(!offloaded(nl, SOCK_RAW.into(), p));
+        }
+        assert!(!offloaded(i64::from(AF_INET) + (1 << 32), stream, 0));
     }
 
     #[test]

@@ -340,12 +340,10 @@ fn dup_like(old: i64, r: i64) -> Option<i64> {
 }
 
 fn socket(domain: i64, kind: i64, protocol: i64) -> Option<i64> {
-    let base = kind & 0xf;
-    let ours = (domain == i64::from(libc::AF_INET) || domain == i64::from(libc::AF_INET6))
-        && (base == i64::from(libc::SOCK_STREAM) || base == i64::from(libc::SOCK_DGRAM));
-    if !ours {
+    if !knic_offload_protocol::offloaded(domain, kind, protocol) {
         return None;
     }
+    let base = kind & 0xf;
     let path = agent_path()?;
     let cloexec = kind & i64::from(libc::SOCK_CLOEXEC) != 0;
     let fd = sys::connect_agent(path, cloexec);
@@ -353,8 +351,8 @@ fn socket(domain: i64, kind: i64, protocol: i64) -> Option<i64> {
         static WARNED: std::sync::Once = std::sync::Once::new();
         WARNED.call_once(|| {
             sys::warn(&format!(
-                "knic-offload: no agent answers at {} (errno {}); AF_INET/AF_INET6 sockets fail \
-                 with ENETDOWN until knic-agent runs\n",
+                "knic-offload: no agent answers at {} (errno {}); AF_INET/AF_INET6/AF_NETLINK \
+                 sockets fail with ENETDOWN until knic-agent runs\n",
                 String::from_utf8_lossy(path),
                 -fd
             ));

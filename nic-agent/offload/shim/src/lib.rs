@@ -1,6 +1,8 @@
 //! knic's kernel offload shim: loaded with `LD_PRELOAD` by `knic-offload`, it carries a
-//! program's AF_INET/AF_INET6 TCP and UDP sockets to the agent's library kernel (Linux's own
-//! stack); files, pipes, unix sockets and other families stay on the host kernel.
+//! program's AF_INET/AF_INET6 TCP and UDP sockets, and its route, sock_diag and netfilter
+//! netlink sockets, to the agent's library kernel (Linux's own stack); files, pipes, unix
+//! sockets and other families stay on the host kernel (`knic_offload_protocol::offloaded`
+//! is the rule).
 //!
 //! # Design
 //! * **One raw-syscall entry.** Every intercepted libc function is a call of
