@@ -8,7 +8,7 @@ use std::sync::Arc;
 use lkl_netstack::{DropReason, NetDeviceStats, QueuePairStats};
 use serde::Serialize;
 use serde_json::{Value, json};
-use tracing::warn;
+use tracing::{info, warn};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::AgentError;
@@ -21,7 +21,7 @@ use crate::net::{Tenant, antispoof, conntrack, nat};
 use crate::port::{Port, Uplink};
 use crate::seam::SeamSnapshot;
 use crate::services::{ServiceLink, Services, ServicesConfig};
-use crate::stack::{DeviceHandle, StackInstance};
+use crate::stack::{DeviceHandle, StackError, StackInstance};
 use crate::state::{RunningConfig, StateFile};
 
 /// virtio-net feature bits (virtio 1.2 §5.1.3) named in listings.
@@ -1085,7 +1085,30 @@ impl Agent {
             Request::NatList => Ok(self.nat_info()),
             Request::ConntrackList => self.conntrack(),
             Request::LeaseList => Ok(self.leases()),
+            Request::Sysctl { name, value } => self.sysctl(&name, value.as_deref()),
         }
+    }
+
+    /// Writes a library kernel sysctl when `value` is given, then reads it back.
+    fn sysctl(&self, name: &str, value: Option<&str>) -> Result<Value, AgentError> {
+        if !knic_api::config::is_sysctl_name(name) {
+            return Err(AgentError::BadSysctlName { name: name.into() });
+        }
+        // Read first: a name the kernel lacks is said plainly, and a write never creates.
+        if let Err(StackError::Kernel { source, .. }) = self.stack.sysctl(name) {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                return Err(AgentError::NoSuchSysctl { name: name.into() });
+            }
+        }
+        if let Some(value) = value {
+            if !knic_api::config::is_sysctl_value(value) {
+                return Err(AgentError::BadSysctlValue { name: name.into() });
+            }
+            self.stack.set_sysctl(name, value)?;
+            info!(name, value, "sysctl set");
+        }
+        let value = self.stack.sysctl(name)?;
+        Ok(json!({ "name": name, "value": value }))
     }
 
     /// Stops every port (frontends cut, workers joined, sockets removed), then the kernel.

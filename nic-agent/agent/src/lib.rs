@@ -96,6 +96,18 @@ pub enum AgentError {
     NameTaken(String),
     #[error(transparent)]
     File(#[from] config_file::FileError),
+    #[error(
+        "{name:?} is not a sysctl name: dot-separated parts of letters, digits, '_' and '-' \
+         (net.ipv4.tcp_congestion_control)"
+    )]
+    BadSysctlName { name: String },
+    #[error(
+        "sysctl {name}: the value must be one line of at most {max} bytes",
+        max = knic_api::config::MAX_SYSCTL_VALUE
+    )]
+    BadSysctlValue { name: String },
+    #[error("the library kernel has no sysctl {name}")]
+    NoSuchSysctl { name: String },
     #[error("the agent was started without --config: there is no file to reload")]
     NoConfigFile,
     #[error("reload refused, nothing changed: {what}: {why}")]

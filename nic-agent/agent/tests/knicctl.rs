@@ -888,3 +888,68 @@ fn dechunk(response: &str) -> String {
             .expect("CRLF after a chunk");
     }
 }
+
+/// `knicctl sysctl` reads and writes the library kernel's sysctls as sysctl(8) does the
+/// host's, several per call, and names what is wrong with a bad one (going on with the rest).
+#[test]
+fn sysctls_are_read_and_written_in_the_library_kernel() {
+    let socks = sockets("sysctl");
+    let agent = Agent::start("sysctl", &[port_arg(&socks, "vm1", "")]);
+    let host_cc = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").unwrap();
+    let v = agent.json(&["sysctl", "net.ipv4.tcp_congestion_control"]);
+    assert_eq!(v["value"], "cubic", "{v}");
+    let out = ctl(
+        &agent.api,
+        &[
+            "sysctl",
+            "net.ipv4.tcp_congestion_control=bbr",
+            "net.ipv4.tcp_rmem=4096 131072 4194304",
+            "net.core.somaxconn",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "net.ipv4.tcp_congestion_control = bbr\n\
+         net.ipv4.tcp_rmem = 4096\t131072\t4194304\n\
+         net.core.somaxconn = 4096\n"
+    );
+    // The library's, not the host's.
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").unwrap(),
+        host_cc
+    );
+    let v = agent.json(&["sysctl", "net.ipv4.tcp_congestion_control"]);
+    assert_eq!(v["value"], "bbr", "{v}");
+
+    let msg = agent.refused(&["sysctl", "net.ipv4.no_such_thing"]);
+    assert!(msg.contains("no sysctl net.ipv4.no_such_thing"), "{msg}");
+    let msg = agent.refused(&["sysctl", "net.ipv4.tcp_congestion_control=warp"]);
+    assert!(
+        msg.contains("net.ipv4.tcp_congestion_control") && msg.contains("No such file"),
+        "{msg}"
+    );
+    for bad in ["../../etc/passwd", "net/ipv4/ip_forward", "net..ipv4"] {
+        let msg = agent.refused(&["sysctl", bad]);
+        assert!(msg.contains("is not a sysctl name"), "{bad}: {msg}");
+    }
+    // One bad setting among good ones: the others still happen, the exit status says no.
+    let out = ctl(
+        &agent.api,
+        &[
+            "sysctl",
+            "net.ipv4.nope=1",
+            "net.ipv4.tcp_congestion_control=cubic",
+        ],
+    );
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "net.ipv4.tcp_congestion_control = cubic\n"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("net.ipv4.nope"));
+}

@@ -265,6 +265,28 @@ pub fn is_interface_name(name: &str) -> bool {
             .any(|c| c == '/' || c == ':' || c.is_whitespace())
 }
 
+/// Longest sysctl value the agent writes (the kernel's proc handlers take a page).
+pub const MAX_SYSCTL_VALUE: usize = 4096;
+
+/// Whether `name` is a sysctl name the agent takes: dot-separated components (as
+/// `sysctl(8)` writes them, `net.ipv4.conf.eth0.forwarding`), each of ASCII letters,
+/// digits, `_` and `-`, at most 255 bytes in all — so it names a file under `/proc/sys`
+/// and nothing outside it.
+pub fn is_sysctl_name(name: &str) -> bool {
+    (1..256).contains(&name.len())
+        && name.split('.').all(|c| {
+            !c.is_empty()
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+}
+
+/// Whether `value` may be written to a sysctl: at most [`MAX_SYSCTL_VALUE`] bytes on one
+/// line (spaces and tabs separate the fields of a multi-value sysctl such as `tcp_rmem`).
+pub fn is_sysctl_value(value: &str) -> bool {
+    value.len() <= MAX_SYSCTL_VALUE && !value.chars().any(|c| c.is_control() && c != '\t')
+}
+
 fn valid_ifname(what: &'static str, name: &str) -> Result<(), ConfigError> {
     if is_interface_name(name) {
         Ok(())
@@ -728,6 +750,35 @@ impl FromStr for TenantConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sysctl_names_stay_under_proc_sys() {
+        for ok in [
+            "net.ipv4.tcp_congestion_control",
+            "net.ipv4.conf.vrf-blue.forwarding",
+            "net.core.somaxconn",
+        ] {
+            assert!(is_sysctl_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "net..ipv4",
+            ".net",
+            "net.",
+            "net/ipv4/ip_forward",
+            "net.ipv4.../x",
+            "net.ipv4 .x",
+            "net.ipv4.conf.eth0:1.x",
+            &"a".repeat(256),
+        ] {
+            assert!(!is_sysctl_name(bad), "{bad:?}");
+        }
+        assert!(is_sysctl_value("4096\t131072 6291456"));
+        assert!(is_sysctl_value(""));
+        assert!(!is_sysctl_value("1\n2"));
+        assert!(!is_sysctl_value("1\0"));
+        assert!(!is_sysctl_value(&"1".repeat(MAX_SYSCTL_VALUE + 1)));
+    }
 
     #[test]
     fn ports_parse_with_options_and_defaults() {

@@ -86,6 +86,14 @@ pub enum Request {
     Reload,
     /// The DHCP servers' leases.
     LeaseList,
+    /// Reads a sysctl of the library kernel (`net.ipv4.tcp_congestion_control`), after
+    /// writing `value` when there is one. Answers `{"name": ..., "value": ...}` with the
+    /// value the kernel then reports. Not kept across agent restarts.
+    Sysctl {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<String>,
+    },
 }
 
 /// One answer.

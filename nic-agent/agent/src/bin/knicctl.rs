@@ -84,6 +84,14 @@ enum Command {
     Stats,
     /// The DHCP servers' leases (device, MAC, address, state, expiry in Unix seconds).
     Leases,
+    /// Reads (`NAME`) or writes (`NAME=VALUE`) sysctls of the library kernel, as
+    /// `sysctl(8)` does the host's: `knicctl sysctl net.ipv4.tcp_congestion_control=bbr`.
+    /// Writes are not kept across agent restarts.
+    Sysctl {
+        /// `NAME` reads a sysctl, `NAME=VALUE` writes it (dots separate the parts).
+        #[arg(required = true, value_name = "NAME[=VALUE]")]
+        settings: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,8 +142,30 @@ enum RouteCommand {
     List,
 }
 
-fn request(command: Command) -> Request {
+/// The requests a command makes, in order (one, except for several sysctls).
+fn requests(command: Command) -> Vec<Request> {
     match command {
+        Command::Sysctl { settings } => settings
+            .into_iter()
+            .map(|s| match s.split_once('=') {
+                Some((name, value)) => Request::Sysctl {
+                    name: name.trim().into(),
+                    value: Some(value.trim().into()),
+                },
+                None => Request::Sysctl {
+                    name: s.trim().into(),
+                    value: None,
+                },
+            })
+            .collect(),
+        other => request(other).into_iter().collect(),
+    }
+}
+
+/// The one request of a command (none for `sysctl`, which `requests` makes).
+fn request(command: Command) -> Option<Request> {
+    Some(match command {
+        Command::Sysctl { .. } => return None,
         Command::Port(PortCommand::Add { port }) => Request::PortAdd { port },
         Command::Port(PortCommand::Remove { name }) => Request::PortRemove { name },
         Command::Port(PortCommand::List) => Request::PortList,
@@ -156,7 +186,7 @@ fn request(command: Command) -> Request {
         Command::Links => Request::LinkList,
         Command::Stats => Request::Stats,
         Command::Leases => Request::LeaseList,
-    }
+    })
 }
 
 /// A scalar as text; objects and arrays as compact JSON.
@@ -206,25 +236,32 @@ fn text(v: &Value) -> String {
 fn main() -> ExitCode {
     let args = Args::parse();
     let stats = matches!(args.command, Command::Stats);
-    let req = request(args.command);
-    match call(&args.api_socket, &req, Duration::from_secs(args.timeout)) {
-        Ok(v) => {
-            let out = match args.output {
-                Output::Json => format!("{v}\n"),
-                Output::Text if stats => {
-                    format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default())
+    let sysctl = matches!(args.command, Command::Sysctl { .. });
+    let mut status = ExitCode::SUCCESS;
+    // Several requests (sysctls) go on even after one is refused, as sysctl(8) does.
+    for req in requests(args.command) {
+        match call(&args.api_socket, &req, Duration::from_secs(args.timeout)) {
+            Ok(v) => {
+                let out = match args.output {
+                    Output::Json => format!("{v}\n"),
+                    Output::Text if stats => {
+                        format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default())
+                    }
+                    Output::Text if sysctl => {
+                        format!("{} = {}\n", cell(&v["name"]), cell(&v["value"]))
+                    }
+                    Output::Text => text(&v),
+                };
+                let mut stdout = std::io::stdout().lock();
+                if stdout.write_all(out.as_bytes()).is_err() {
+                    return ExitCode::FAILURE;
                 }
-                Output::Text => text(&v),
-            };
-            let mut stdout = std::io::stdout().lock();
-            if stdout.write_all(out.as_bytes()).is_err() {
-                return ExitCode::FAILURE;
             }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("knicctl: {}", error_chain(&e));
-            ExitCode::FAILURE
+            Err(e) => {
+                eprintln!("knicctl: {}", error_chain(&e));
+                status = ExitCode::FAILURE;
+            }
         }
     }
+    status
 }
