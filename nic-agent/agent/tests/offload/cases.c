@@ -1,6 +1,6 @@
 /* The offload suite's own cases, run unmodified under knic-offload (tests/offload.rs):
- * errno, partial I/O, socket timeouts, sendmmsg/recvmmsg, dup/fork/exec, poll/select/epoll on
- * mixes of host and offloaded fds.
+ * errno, partial I/O, socket timeouts, signals (SA_RESTART), sendmmsg/recvmmsg, dup/fork/exec,
+ * poll/select/epoll on mixes of host and offloaded fds.
  * Each case prints "ok NAME"; the first failure prints "FAIL NAME: why" and exits 1.
  * Run in a network namespace whose loopback is down, so a socket that reached the host
  * stack instead of the library fails. */
@@ -567,6 +567,106 @@ static void readiness(void)
 	OK();
 }
 
+static volatile sig_atomic_t usr1;
+static void on_usr1(int sig)
+{
+	(void)sig;
+	usr1++;
+}
+
+static void on_usr1_with(int flags)
+{
+	struct sigaction sa = { .sa_handler = on_usr1, .sa_flags = flags };
+	sigemptyset(&sa.sa_mask);
+	CHECK(sigaction(SIGUSR1, &sa, NULL) == 0, "sigaction");
+	usr1 = 0;
+}
+
+/* A child that sends this process SIGUSR1 every 50 ms, `count` times (-1: until killed),
+ * then writes `data` on `fd` (when not NULL) or connects to `port` (when not 0). Several
+ * signals, so that one lands while the call under test blocks even on a loaded machine. */
+static pid_t signaller(int count, int fd, const char *data, int port)
+{
+	pid_t parent = getpid(), pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		for (int i = 0; count < 0 || i < count; i++) {
+			usleep(50000);
+			if (kill(parent, SIGUSR1) != 0)
+				_exit(0);
+		}
+		usleep(100000);
+		if (data)
+			write(fd, data, strlen(data));
+		if (port) {
+			int c = socket(AF_INET, SOCK_STREAM, 0);
+			struct sockaddr_in a = loop4(port);
+			connect(c, (void *)&a, sizeof a);
+			usleep(500000);
+		}
+		_exit(0);
+	}
+	return pid;
+}
+
+static void reap(pid_t pid)
+{
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+}
+
+/* signal(7)'s rule for socket calls: a handler without SA_RESTART ends a blocking call with
+ * EINTR; with SA_RESTART the call goes on, unless the socket has a timeout or bytes have
+ * moved; poll is never restarted. */
+static void signals(void)
+{
+	CASE("signals");
+	int c, s;
+	char b[8];
+	pair(&c, &s);
+	on_usr1_with(0);
+	pid_t k = signaller(-1, -1, NULL, 0);
+	errno = 0;
+	CHECK(recv(s, b, sizeof b, 0) == -1 && errno == EINTR && usr1 >= 1, "recv EINTR (%d signals)", usr1);
+	reap(k);
+
+	on_usr1_with(SA_RESTART);
+	k = signaller(6, c, "z", 0);
+	CHECK(recv(s, b, sizeof b, 0) == 1 && b[0] == 'z', "recv restarted");
+	CHECK(usr1 == 6, "%d of 6 signals handled", usr1);
+	reap(k);
+	int port, lst = listener(&port);
+	on_usr1_with(SA_RESTART);
+	k = signaller(6, -1, NULL, port);
+	int a = accept(lst, NULL, NULL);
+	CHECK(a >= 0 && usr1 == 6, "accept restarted (%d signals)", usr1);
+	close(a);
+	close(lst);
+	reap(k);
+
+	/* Bytes already moved: MSG_WAITALL returns them, restart or not. */
+	CHECK(write(c, "ab", 2) == 2, "write");
+	k = signaller(-1, -1, NULL, 0);
+	CHECK(recv(s, b, 4, MSG_WAITALL) == 2 && !memcmp(b, "ab", 2), "a partial MSG_WAITALL");
+	reap(k);
+	/* A socket timeout: EINTR even with SA_RESTART. */
+	struct timeval tv = { .tv_sec = 30 };
+	CHECK(setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0, "SO_RCVTIMEO");
+	k = signaller(-1, -1, NULL, 0);
+	errno = 0;
+	CHECK(recv(s, b, sizeof b, 0) == -1 && errno == EINTR, "recv with a timeout: EINTR");
+	reap(k);
+	/* poll: never restarted. */
+	struct pollfd p = { .fd = s, .events = POLLIN };
+	k = signaller(-1, -1, NULL, 0);
+	errno = 0;
+	CHECK(poll(&p, 1, 30000) == -1 && errno == EINTR, "poll: EINTR");
+	reap(k);
+	signal(SIGUSR1, SIG_DFL);
+	close(c), close(s);
+	OK();
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
@@ -592,6 +692,7 @@ int main(int argc, char **argv)
 	dups();
 	forks(argv[0]);
 	readiness();
+	signals();
 	printf("all passed\n");
 	return 0;
 }

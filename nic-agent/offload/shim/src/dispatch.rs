@@ -5,8 +5,11 @@
 //!
 //! Blocking: the library sockets are non-blocking; a blocking call here is a loop of the
 //! non-blocking call and a wait for readiness on the placeholder (see the protocol crate),
-//! so a signal interrupts the wait on the host (`EINTR`) and the agent never holds a
-//! thread for a sleeping program.
+//! so a signal interrupts the wait on the host and the agent never holds a thread for a
+//! sleeping program. Signals follow Linux's rule for socket calls (signal(7)): a handler
+//! with `SA_RESTART` restarts a call that has moved nothing yet and has no
+//! `SO_RCVTIMEO`/`SO_SNDTIMEO` (the wait is then a host call the host kernel restarts);
+//! otherwise the call ends with `EINTR`, or with the bytes it moved.
 
 use std::cell::RefCell;
 use std::sync::{Arc, MutexGuard, OnceLock};
@@ -187,10 +190,17 @@ fn nonblocking(fd: i32) -> bool {
     fl >= 0 && fl & i64::from(libc::O_NONBLOCK) != 0
 }
 
-/// Blocks until the socket meets `events` (or has an error or hang-up); `Err(EINTR)` when a
-/// signal arrives first, `Err(EAGAIN)` when `deadline` (the call's `SO_RCVTIMEO` or
-/// `SO_SNDTIMEO`, [`Sock::deadline`]) passes first.
-fn wait(fd: i32, sock: &Sock, events: i16, deadline: Option<i64>) -> Result<(), i64> {
+/// Blocks until the socket meets `events` (or has an error or hang-up); `Err(EAGAIN)` when
+/// `deadline` (the call's `SO_RCVTIMEO` or `SO_SNDTIMEO`, [`Sock::deadline`]) passes first.
+/// A signal first: `Err(EINTR)`, unless `restartable` (the call has moved nothing yet),
+/// there is no deadline and its handler has `SA_RESTART`, when the wait goes on.
+fn wait(
+    fd: i32,
+    sock: &Sock,
+    events: i16,
+    deadline: Option<i64>,
+    restartable: bool,
+) -> Result<(), i64> {
     loop {
         let r = query(fd, sock, 0, events);
         if r < 0 {
@@ -209,7 +219,15 @@ fn wait(fd: i32, sock: &Sock, events: i16, deadline: Option<i64>) -> Result<(), 
                 i32::try_from(left.saturating_add(999_999) / 1_000_000).unwrap_or(i32::MAX)
             }
         };
-        let p = sys::poll_one(fd, libc::POLLIN, timeout_ms);
+        let mut p = if restartable && deadline.is_none() {
+            sys::wait_message(fd)
+        } else {
+            sys::poll_one(fd, libc::POLLIN, timeout_ms)
+        };
+        if p == EAGAIN {
+            // A placeholder made non-blocking meanwhile (another thread's fcntl).
+            p = sys::poll_one(fd, libc::POLLIN, timeout_ms);
+        }
         if p == EINTR {
             return Err(EINTR);
         }
@@ -402,7 +420,7 @@ fn socket_call(nr: i64, fd: i32, sock: &Arc<Sock>, a: [i64; 6]) -> i64 {
             };
             if op == Op::Connect && r == EINPROGRESS && !nonblocking(fd) {
                 // SO_SNDTIMEO bounds a blocking connect; Linux then says EINPROGRESS.
-                match wait(fd, sock, libc::POLLOUT, sock.deadline(libc::POLLOUT)) {
+                match wait(fd, sock, libc::POLLOUT, sock.deadline(libc::POLLOUT), true) {
                     Ok(()) => {}
                     Err(e) if e == EAGAIN => return EINPROGRESS,
                     Err(e) => return e,
@@ -619,7 +637,7 @@ fn accept(fd: i32, sock: &Sock, addr: i64, lenp: i64, flags: i64) -> i64 {
         let r = ans.reply.ret;
         if r == EAGAIN && !nonblocking(fd) {
             let d = *deadline.get_or_insert_with(|| sock.deadline(libc::POLLIN));
-            if let Err(e) = wait(fd, sock, libc::POLLIN, d) {
+            if let Err(e) = wait(fd, sock, libc::POLLIN, d, true) {
                 return e;
             }
             continue;
@@ -726,7 +744,7 @@ fn recv(
         let r = ans.reply.ret;
         if r == EAGAIN && block {
             let d = *deadline.get_or_insert_with(|| sock.deadline(libc::POLLIN));
-            if let Err(e) = wait(fd, sock, libc::POLLIN, d) {
+            if let Err(e) = wait(fd, sock, libc::POLLIN, d, done == 0) {
                 return Received::err(if done > 0 { done as i64 } else { e });
             }
             continue;
@@ -772,21 +790,31 @@ fn send(fd: i32, sock: &Sock, buf: i64, len: i64, flags: i64, addr: i64, alen: i
         Ok(l) => l,
         Err(e) => return e,
     };
-    send_from(fd, sock, buf as usize, len, flags, &to[..tolen], &[])
+    send_from(
+        fd,
+        sock,
+        (buf as usize, len),
+        flags,
+        &to[..tolen],
+        &[],
+        true,
+    )
 }
 
-/// Sends `len` bytes at program address (or staging buffer) `buf`, with `control` (checked
-/// control messages) on every request, as one `sendmsg` of the kernel carries them for all
-/// its bytes (a TLS record type, for one).
+/// Sends `data` (`(address, length)` in the program or a staging buffer), with `control`
+/// (checked control messages) on every request, as one `sendmsg` of the kernel carries them
+/// for all its bytes (a TLS record type, for one). `restartable`: nothing of the program's
+/// call has moved yet (see [`wait`]).
 fn send_from(
     fd: i32,
     sock: &Sock,
-    buf: usize,
-    len: usize,
+    data: (usize, usize),
     flags: i64,
     to: &[u8],
     control: &[u8],
+    restartable: bool,
 ) -> i64 {
+    let (buf, len) = data;
     let room = MAX_PAYLOAD - to.len() - control.len();
     if !sock.stream() && len > room {
         return neg(libc::EMSGSIZE);
@@ -812,7 +840,7 @@ fn send_from(
         };
         if r == EAGAIN && block {
             let d = *deadline.get_or_insert_with(|| sock.deadline(libc::POLLOUT));
-            if let Err(e) = wait(fd, sock, libc::POLLOUT, d) {
+            if let Err(e) = wait(fd, sock, libc::POLLOUT, d, restartable && done == 0) {
                 return if done > 0 { done as i64 } else { e };
             }
             continue;
@@ -933,11 +961,11 @@ fn writev(
         send_from(
             fd,
             sock,
-            stage.as_ptr() as usize,
-            at,
+            (stage.as_ptr() as usize, at),
             flags,
             &to[..tolen],
             control,
+            true,
         )
     })
 }
@@ -1162,7 +1190,8 @@ fn sendfile(fd: i32, sock: &Sock, in_fd: i64, offp: i64, count: i64) -> i64 {
             if got <= 0 {
                 return if done > 0 { 0 } else { got };
             }
-            let sent = send_from(fd, sock, stage.as_ptr() as usize, got as usize, 0, &[], &[]);
+            let data = (stage.as_ptr() as usize, got as usize);
+            let sent = send_from(fd, sock, data, 0, &[], &[], done == 0);
             if sent < 0 {
                 if pos.is_none() {
                     host(

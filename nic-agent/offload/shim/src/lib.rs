@@ -38,13 +38,14 @@
 //!   Linux's errno), and record types travel as control messages, so OpenSSL's own kTLS
 //!   path (nginx, `SSL_sendfile`) runs unchanged.
 //! * **Blocking calls** are the non-blocking library call plus a wait for readiness in the
-//!   host kernel, so signals interrupt the wait on the host (`EINTR`) and no agent thread
-//!   sleeps for a program.
+//!   host kernel, so signals interrupt the wait on the host and no agent thread sleeps for
+//!   a program. `SA_RESTART` is Linux's: a wait with nothing moved and no socket timeout is
+//!   a blocking host `recv(MSG_PEEK)` on the placeholder, which the host kernel restarts
+//!   exactly when it would restart the program's own call.
 //!
 //! # Known gaps of this slice
 //! Listed in the README's *Kernel offload* section: control messages up to 1 KiB only
-//! (kTLS record types, `IP_PKTINFO`, ...; no `MSG_ERRQUEUE` data), `SA_RESTART` is not
-//! honoured (a signal during a blocking wait returns `EINTR`), `SO_RCVTIMEO`/`SO_SNDTIMEO`
+//! (kTLS record types, `IP_PKTINFO`, ...; no `MSG_ERRQUEUE` data), `SO_RCVTIMEO`/`SO_SNDTIMEO`
 //! bound the waits only when this process set them (not across `exec` or from another
 //! process sharing the socket), one request at a time per socket per process (two
 //! processes using one socket at the same instant can take each other's replies). On arm64,

@@ -181,6 +181,26 @@ pub fn recv_parts(
     r
 }
 
+/// Waits until a message is queued on the blocking placeholder `fd` (or it hangs up),
+/// without taking it: a blocking `recv(MSG_PEEK)`, which the host kernel restarts after a
+/// handler installed with `SA_RESTART` and ends with `EINTR` after any other — the rule
+/// Linux applies to the program's blocking socket call itself. Returns >= 0, or `-errno`
+/// (`EINTR`; `EAGAIN` if `fd` is non-blocking after all).
+pub fn wait_message(fd: i32) -> i64 {
+    let mut byte = 0u8;
+    host(
+        libc::SYS_recvfrom,
+        [
+            i64::from(fd),
+            &mut byte as *mut u8 as i64,
+            1,
+            i64::from(libc::MSG_PEEK),
+            0,
+            0,
+        ],
+    )
+}
+
 /// Waits for `events` on one host fd; `timeout_ms` < 0 waits for ever. Returns revents or
 /// `-errno` (EINTR).
 pub fn poll_one(fd: i32, events: i16, timeout_ms: i32) -> i64 {
