@@ -458,7 +458,9 @@ static void forks(const char *self)
 	waitpid(pid, &st, 0);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child");
 	CHECK(write(c, "parent ", 7) == 7, "parent write");
-	/* exec: the new image finds the inherited socket again. */
+	/* exec: the new image finds the inherited socket again, with the SO_RCVTIMEO set here. */
+	struct timeval tv = { .tv_usec = 200000 }, none = { 0 };
+	CHECK(setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0, "SO_RCVTIMEO");
 	pid = fork();
 	if (pid == 0) {
 		char fd[16];
@@ -468,6 +470,7 @@ static void forks(const char *self)
 	}
 	waitpid(pid, &st, 0);
 	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exec child status %d", st);
+	CHECK(setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none) == 0, "SO_RCVTIMEO off");
 	char buf[64] = { 0 };
 	size_t got = 0, want = strlen("child parent exec");
 	while (got < want) {
@@ -677,6 +680,15 @@ int main(int argc, char **argv)
 		socklen_t l = sizeof t;
 		CHECK(getsockopt(fd, SOL_SOCKET, SO_TYPE, &t, &l) == 0 && t == SOCK_STREAM, "inherited socket");
 		CHECK(write(fd, "exec", 4) == 4, "write");
+		/* The timeout the parent set bounds this image's blocking recv too. */
+		alarm(20);
+		struct timespec t0;
+		char b;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		errno = 0;
+		CHECK(recv(fd, &b, 1, 0) == -1 && errno == EAGAIN, "recv past the inherited SO_RCVTIMEO");
+		long ms = ms_since(&t0);
+		CHECK(ms >= 150 && ms < 10000, "waited %ld ms for a 200 ms timeout", ms);
 		return 0;
 	}
 	/* A case that hangs (a wait that never ends) fails the run instead of stalling it. */

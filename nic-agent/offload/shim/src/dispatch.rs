@@ -420,7 +420,13 @@ fn socket_call(nr: i64, fd: i32, sock: &Arc<Sock>, a: [i64; 6]) -> i64 {
             };
             if op == Op::Connect && r == EINPROGRESS && !nonblocking(fd) {
                 // SO_SNDTIMEO bounds a blocking connect; Linux then says EINPROGRESS.
-                match wait(fd, sock, libc::POLLOUT, sock.deadline(libc::POLLOUT), true) {
+                match wait(
+                    fd,
+                    sock,
+                    libc::POLLOUT,
+                    deadline(fd, sock, libc::POLLOUT),
+                    true,
+                ) {
                     Ok(()) => {}
                     Err(e) if e == EAGAIN => return EINPROGRESS,
                     Err(e) => return e,
@@ -528,18 +534,57 @@ fn socket_call(nr: i64, fd: i32, sock: &Arc<Sock>, a: [i64; 6]) -> i64 {
     }
 }
 
+/// `SO_RCVTIMEO_NEW`/`SO_SNDTIMEO_NEW` (asm-generic/socket.h): a 64-bit `timeval` on every
+/// architecture.
+const SO_RCVTIMEO_NEW: i32 = 66;
+const SO_SNDTIMEO_NEW: i32 = 67;
+
+/// The wait bound of a blocking call waiting for `events` (POLLOUT: the send timeout, else
+/// the receive one) as a deadline on [`sys::now_ns`]'s clock, `None` for none. Asked of the
+/// library socket when the call first has to wait, so a timeout set before an `exec` or by
+/// another process holding the socket counts too. The kernel reports "no timeout" and "no
+/// wait at all" (a negative time set) both as zero: the second is known only when this
+/// process set it ([`Sock::set_no_wait`]).
+fn deadline(fd: i32, sock: &Sock, events: i16) -> Option<i64> {
+    let name = if events & libc::POLLOUT != 0 {
+        SO_SNDTIMEO_NEW
+    } else {
+        SO_RCVTIMEO_NEW
+    };
+    let mut tv = [0u8; 16];
+    let ns = match get_option(fd, sock, libc::SOL_SOCKET, name, &mut tv) {
+        Ok(16) => {
+            let s = i64::from_ne_bytes(tv[..8].try_into().unwrap_or_default());
+            let us = i64::from_ne_bytes(tv[8..].try_into().unwrap_or_default());
+            s.saturating_mul(1_000_000_000)
+                .saturating_add(us.saturating_mul(1000))
+        }
+        // The agent is gone or the answer is odd: the wait itself will see it.
+        _ => 0,
+    };
+    if ns > 0 {
+        Some(sys::now_ns().saturating_add(ns))
+    } else if sock.set_no_wait(events) {
+        Some(sys::now_ns())
+    } else {
+        None
+    }
+}
+
 /// Keeps a `SO_RCVTIMEO`/`SO_SNDTIMEO` the library kernel took, for the shim's own waits
 /// (the library's sockets never block). A `timeval` as `sock_set_timeout` reads it: zero is
 /// for ever, a negative second count is no wait at all.
 fn note_timeout(sock: &Sock, level: i64, name: i64, value: &[u8]) {
-    const SO_RCVTIMEO_NEW: i64 = 66;
-    const SO_SNDTIMEO_NEW: i64 = 67;
     if level != i64::from(libc::SOL_SOCKET) {
         return;
     }
     let slot = match name {
-        n if n == i64::from(libc::SO_RCVTIMEO) || n == SO_RCVTIMEO_NEW => &sock.rcv_timeout_ns,
-        n if n == i64::from(libc::SO_SNDTIMEO) || n == SO_SNDTIMEO_NEW => &sock.snd_timeout_ns,
+        n if n == i64::from(libc::SO_RCVTIMEO) || n == i64::from(SO_RCVTIMEO_NEW) => {
+            &sock.rcv_timeout_ns
+        }
+        n if n == i64::from(libc::SO_SNDTIMEO) || n == i64::from(SO_SNDTIMEO_NEW) => {
+            &sock.snd_timeout_ns
+        }
         _ => return,
     };
     let (Some(s), Some(us)) = (value.get(..8), value.get(8..16)) else {
@@ -636,7 +681,7 @@ fn accept(fd: i32, sock: &Sock, addr: i64, lenp: i64, flags: i64) -> i64 {
         };
         let r = ans.reply.ret;
         if r == EAGAIN && !nonblocking(fd) {
-            let d = *deadline.get_or_insert_with(|| sock.deadline(libc::POLLIN));
+            let d = *deadline.get_or_insert_with(|| self::deadline(fd, sock, libc::POLLIN));
             if let Err(e) = wait(fd, sock, libc::POLLIN, d, true) {
                 return e;
             }
@@ -743,7 +788,7 @@ fn recv(
         };
         let r = ans.reply.ret;
         if r == EAGAIN && block {
-            let d = *deadline.get_or_insert_with(|| sock.deadline(libc::POLLIN));
+            let d = *deadline.get_or_insert_with(|| self::deadline(fd, sock, libc::POLLIN));
             if let Err(e) = wait(fd, sock, libc::POLLIN, d, done == 0) {
                 return Received::err(if done > 0 { done as i64 } else { e });
             }
@@ -839,7 +884,7 @@ fn send_from(
             Err(e) => e,
         };
         if r == EAGAIN && block {
-            let d = *deadline.get_or_insert_with(|| sock.deadline(libc::POLLOUT));
+            let d = *deadline.get_or_insert_with(|| self::deadline(fd, sock, libc::POLLOUT));
             if let Err(e) = wait(fd, sock, libc::POLLOUT, d, restartable && done == 0) {
                 return if done > 0 { done as i64 } else { e };
             }

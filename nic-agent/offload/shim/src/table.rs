@@ -26,8 +26,9 @@ pub struct Sock {
     /// [`fork_generation`] when this process made or accepted the socket; [`INHERITED`] when
     /// it came across an `exec`. Another generation now means a child may share it.
     pub generation: u64,
-    /// `SO_RCVTIMEO` and `SO_SNDTIMEO` as this process set them, in ns ([`FOREVER`]: not
-    /// set, or set to zero): how long a blocking call's waits may take in all.
+    /// `SO_RCVTIMEO` and `SO_SNDTIMEO` as this process last set them, in ns ([`FOREVER`]:
+    /// not set, or set to zero). The waits ask the library socket for its timeouts; these
+    /// only tell "no wait at all" (0) from "none", which the kernel reports alike.
     pub rcv_timeout_ns: AtomicI64,
     pub snd_timeout_ns: AtomicI64,
 }
@@ -75,18 +76,16 @@ impl Sock {
         self.kind == libc::SOCK_STREAM
     }
 
-    /// The wait bound of a blocking call waiting for `events` (POLLOUT: the send timeout,
-    /// else the receive one), as a deadline on [`crate::sys::now_ns`]'s clock; `None`: none.
-    pub fn deadline(&self, events: i16) -> Option<i64> {
+    /// Whether this process set the timeout a blocking call waiting for `events` obeys
+    /// (POLLOUT: the send timeout, else the receive one) to "no wait at all" (a negative
+    /// time), which the kernel reads back as zero, the same as "none".
+    pub fn set_no_wait(&self, events: i16) -> bool {
         let t = if events & libc::POLLOUT != 0 {
             &self.snd_timeout_ns
         } else {
             &self.rcv_timeout_ns
         };
-        match t.load(Ordering::Relaxed) {
-            FOREVER => None,
-            ns => Some(crate::sys::now_ns().saturating_add(ns)),
-        }
+        t.load(Ordering::Relaxed) == 0
     }
 }
 
