@@ -480,6 +480,32 @@ impl Kernel {
         sys::syscall_values(nr::GETPID, [0; 6])
     }
 
+    /// The kernel's wall clock (`CLOCK_REALTIME`) as time since the Unix epoch: the host's
+    /// at boot, then running with the monotonic clock. Socket timestamps
+    /// (`SO_TIMESTAMP`, `SO_TIMESTAMPING`) are on it.
+    pub fn wall_clock(&self) -> io::Result<std::time::Duration> {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid timespec for the kernel to write, alive across the call.
+        unsafe {
+            sys::syscall(
+                nr::CLOCK_GETTIME,
+                [
+                    i64::from(libc::CLOCK_REALTIME),
+                    &mut ts as *mut libc::timespec as i64,
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
+            )?;
+        }
+        let secs = u64::try_from(ts.tv_sec).map_err(io::Error::other)?;
+        Ok(std::time::Duration::new(secs, ts.tv_nsec as u32))
+    }
+
     /// How many reports (BUG, WARNING, oops, list or slab corruption, lockdep) the kernel
     /// has printed since boot. Zero in a healthy kernel; the `debug` build aborts at the first.
     pub fn kernel_reports(&self) -> u64 {

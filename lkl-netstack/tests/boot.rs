@@ -25,6 +25,16 @@ fn boots_logs_debian_version_refuses_second_boot_and_halts() {
         "host threads are threads of PID 1"
     );
 
+    // The library's wall clock is the host's (SO_TIMESTAMPING, SO_TIMESTAMP are on it).
+    let host = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let library = kernel.wall_clock().expect("clock_gettime");
+    assert!(
+        host.abs_diff(library) < std::time::Duration::from_secs(5),
+        "the library's CLOCK_REALTIME is {library:?} since the epoch, the host's {host:?}"
+    );
+
     let second = Kernel::boot(&BootConfig::default());
     assert!(
         matches!(second, Err(BootError::AlreadyBooted)),
