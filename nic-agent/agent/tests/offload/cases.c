@@ -1,5 +1,6 @@
 /* The offload suite's own cases, run unmodified under knic-offload (tests/offload.rs):
- * errno, partial I/O, socket timeouts, signals (SA_RESTART), sendmmsg/recvmmsg, dup/fork/exec,
+ * errno, partial I/O, socket timeouts, signals (SA_RESTART), TX timestamps on the error
+ * queue, sendmmsg/recvmmsg, dup/fork/exec,
  * poll/select/epoll on mixes of host and offloaded fds.
  * Each case prints "ok NAME"; the first failure prints "FAIL NAME: why" and exits 1.
  * Run in a network namespace whose loopback is down, so a socket that reached the host
@@ -7,6 +8,8 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/errqueue.h>
+#include <linux/net_tstamp.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -670,6 +673,68 @@ static void signals(void)
 	OK();
 }
 
+/* SO_TIMESTAMPING: the library kernel's TX reports (SCHED, SND, ACK) reach the program on
+ * its error queue, with POLLERR while one waits, OPT_ID keys and times on the program's own
+ * CLOCK_REALTIME. */
+static void timestamping(void)
+{
+	CASE("timestamping");
+	int c, s;
+	pair(&c, &s);
+	int flags = SOF_TIMESTAMPING_TX_SCHED | SOF_TIMESTAMPING_TX_SOFTWARE |
+		    SOF_TIMESTAMPING_TX_ACK | SOF_TIMESTAMPING_SOFTWARE |
+		    SOF_TIMESTAMPING_OPT_ID | SOF_TIMESTAMPING_OPT_TSONLY;
+	CHECK(setsockopt(c, SOL_SOCKET, SO_TIMESTAMPING, &flags, sizeof flags) == 0, "SO_TIMESTAMPING");
+	struct timespec before, after;
+	clock_gettime(CLOCK_REALTIME, &before);
+	static char data[1000];
+	CHECK(send(c, data, sizeof data, 0) == (ssize_t)sizeof data, "send");
+	char b[2000];
+	size_t got = 0;
+	while (got < sizeof data) {
+		ssize_t n = recv(s, b, sizeof b, 0);
+		CHECK(n > 0, "recv");
+		got += n;
+	}
+	int seen = 0;
+	for (int i = 0; i < 3; i++) {
+		struct pollfd p = { .fd = c, .events = 0 };
+		CHECK(poll(&p, 1, 5000) == 1 && (p.revents & POLLERR), "POLLERR for report %d (revents %x)", i, p.revents);
+		char ctl[512];
+		struct msghdr m = { .msg_control = ctl, .msg_controllen = sizeof ctl };
+		CHECK(recvmsg(c, &m, MSG_ERRQUEUE) == 0, "recvmsg MSG_ERRQUEUE");
+		CHECK(m.msg_flags & MSG_ERRQUEUE, "msg_flags %x", m.msg_flags);
+		struct scm_timestamping *ts = NULL;
+		struct sock_extended_err *ee = NULL;
+		for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h)) {
+			if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_TIMESTAMPING)
+				ts = (void *)CMSG_DATA(h);
+			if (h->cmsg_level == SOL_IP && h->cmsg_type == IP_RECVERR)
+				ee = (void *)CMSG_DATA(h);
+		}
+		CHECK(ts && ee, "SCM_TIMESTAMPING and IP_RECVERR");
+		CHECK(ee->ee_errno == ENOMSG && ee->ee_origin == SO_EE_ORIGIN_TIMESTAMPING,
+		      "errno %u origin %u", ee->ee_errno, ee->ee_origin);
+		CHECK(ee->ee_data == sizeof data - 1, "OPT_ID key %u", ee->ee_data);
+		CHECK(ee->ee_info <= SCM_TSTAMP_ACK, "report type %u", ee->ee_info);
+		seen |= 1 << ee->ee_info;
+		clock_gettime(CLOCK_REALTIME, &after);
+		CHECK(ts->ts[0].tv_sec >= before.tv_sec - 1 && ts->ts[0].tv_sec <= after.tv_sec + 1,
+		      "a time of %ld s, the program's clock %ld..%ld s", (long)ts->ts[0].tv_sec,
+		      (long)before.tv_sec, (long)after.tv_sec);
+	}
+	CHECK(seen == (1 << SCM_TSTAMP_SND | 1 << SCM_TSTAMP_SCHED | 1 << SCM_TSTAMP_ACK),
+	      "SCHED, SND and ACK (seen %x)", seen);
+	char ctl[512];
+	struct msghdr m = { .msg_control = ctl, .msg_controllen = sizeof ctl };
+	errno = 0;
+	CHECK(recvmsg(c, &m, MSG_ERRQUEUE | MSG_DONTWAIT) == -1 && errno == EAGAIN, "the queue is empty");
+	struct pollfd p = { .fd = c, .events = 0 };
+	CHECK(poll(&p, 1, 0) == 0, "no POLLERR once read (revents %x)", p.revents);
+	close(c), close(s);
+	OK();
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
@@ -705,6 +770,7 @@ int main(int argc, char **argv)
 	forks(argv[0]);
 	readiness();
 	signals();
+	timestamping();
 	printf("all passed\n");
 	return 0;
 }
