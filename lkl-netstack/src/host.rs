@@ -56,7 +56,6 @@ const OPS: knic_host_ops = knic_host_ops {
     aes_gcm_key_new: Some(crate::host_crypto::aes_gcm_key_new),
     aes_gcm_key_free: Some(crate::host_crypto::aes_gcm_key_free),
     aes_gcm_crypt: Some(crate::host_crypto::aes_gcm_crypt),
-    realtime_ns: Some(realtime_ns),
 };
 
 // The C library's vectorised routines, with the kernel's size type.
@@ -475,22 +474,14 @@ unsafe extern "C" fn page_free(addr: *mut c_void, size: c_ulong) {
     unsafe { libc::munmap(addr, size) };
 }
 
-fn clock_ns(clock: libc::clockid_t) -> c_ulonglong {
+unsafe extern "C" fn time_ns() -> c_ulonglong {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid out pointer.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-unsafe extern "C" fn time_ns() -> c_ulonglong {
-    clock_ns(libc::CLOCK_MONOTONIC)
-}
-
-unsafe extern "C" fn realtime_ns() -> c_ulonglong {
-    clock_ns(libc::CLOCK_REALTIME)
 }
 
 /// The kernel's one-shot clockevent: a thread that sleeps until the deadline.

@@ -224,6 +224,8 @@ pub enum BootError {
     FdLimit(#[source] io::Error),
     #[error("bringing up the loopback interface inside the kernel failed")]
     Loopback(#[source] io::Error),
+    #[error("setting the kernel's wall clock to the host's failed")]
+    WallClock(#[source] io::Error),
 }
 
 static BOOTED: AtomicBool = AtomicBool::new(false);
@@ -329,6 +331,7 @@ impl Kernel {
         kernel.mount_proc().map_err(BootError::MountProc)?;
         kernel.raise_fd_limit().map_err(BootError::FdLimit)?;
         crate::netlink::set_link("lo", Some(true), None).map_err(BootError::Loopback)?;
+        kernel.set_wall_clock().map_err(BootError::WallClock)?;
         Ok(kernel)
     }
 
@@ -480,9 +483,37 @@ impl Kernel {
         sys::syscall_values(nr::GETPID, [0; 6])
     }
 
+    /// Sets the kernel's wall clock (`CLOCK_REALTIME`, which starts at the epoch: the port
+    /// has no persistent clock) to the host's, once at boot; it then runs with the host's
+    /// monotonic clock. Socket timestamps (`SO_TIMESTAMP`, `SO_TIMESTAMPING`) handed to
+    /// programs are on it.
+    fn set_wall_clock(&self) -> io::Result<()> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(io::Error::other)?;
+        let ts = libc::timespec {
+            tv_sec: now.as_secs() as libc::time_t,
+            tv_nsec: now.subsec_nanos().into(),
+        };
+        // SAFETY: `ts` is a valid timespec for the kernel to read, alive across the call.
+        unsafe {
+            sys::syscall(
+                nr::CLOCK_SETTIME,
+                [
+                    i64::from(libc::CLOCK_REALTIME),
+                    &ts as *const libc::timespec as i64,
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
     /// The kernel's wall clock (`CLOCK_REALTIME`) as time since the Unix epoch: the host's
-    /// at boot, then running with the monotonic clock. Socket timestamps
-    /// (`SO_TIMESTAMP`, `SO_TIMESTAMPING`) are on it.
+    /// from boot on ([`Kernel::boot`] sets it), then running with the monotonic clock.
     pub fn wall_clock(&self) -> io::Result<std::time::Duration> {
         let mut ts = libc::timespec {
             tv_sec: 0,

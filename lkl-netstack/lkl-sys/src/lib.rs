@@ -116,7 +116,6 @@ pub struct knic_host_ops {
             tag: *mut u8,
         ) -> c_int,
     >,
-    pub realtime_ns: Option<unsafe extern "C" fn() -> c_ulonglong>,
 }
 
 unsafe extern "C" {

@@ -91,14 +91,11 @@ void knic_time_halt(void)
 	knic_timer = NULL;
 }
 
-/* timekeeping_init() sets CLOCK_REALTIME from this: the host's wall clock, if it gives one. */
 void read_persistent_clock64(struct timespec64 *ts)
 {
-	u32 rem = 0;
-
-	ts->tv_sec = knic_host->realtime_ns ?
-		div_u64_rem(knic_host->realtime_ns(), NSEC_PER_SEC, &rem) : 0;
-	ts->tv_nsec = rem;
+	/* No wall clock from the host yet: the library's clock starts at the epoch. */
+	ts->tv_sec = 0;
+	ts->tv_nsec = 0;
 }
 
 void __ndelay(unsigned long nsecs)

@@ -106,14 +106,6 @@ struct knic_host_ops {
 			     const struct knic_crypt_seg *segs,
 			     unsigned int aad_segs, unsigned int data_segs,
 			     unsigned char *tag);
-
-	/*
-	 * Optional: the host's wall clock (CLOCK_REALTIME), nanoseconds since the
-	 * epoch. Read once at boot: the library's CLOCK_REALTIME (socket timestamps,
-	 * SO_TIMESTAMPING, file times) starts there and then runs with time_ns. Without
-	 * it the library's wall clock starts at the epoch.
-	 */
-	unsigned long long (*realtime_ns)(void);
 };
 
 /* Library entry points: the only global symbols of the kernel archive. */
