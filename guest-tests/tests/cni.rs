@@ -16,6 +16,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use guest_tests::agent::{KnicAgent, PEER_IP, Topology, UplinkKind};
 use guest_tests::{Scratch, require_root, run, serial, workspace_bin};
@@ -357,6 +358,93 @@ fn tap_pod_reaches_the_peer_through_the_agent_and_del_leaves_nothing() {
     net.each(&env, "DEL", &result);
 }
 
+/// The pod's `ifname`: its index and whether it has a carrier (`ip -j link`).
+fn pod_link(pod: &Pod, ifname: &str) -> Option<(u64, bool)> {
+    let out = Command::new("ip")
+        .args(["-n", &pod.name, "-j", "link", "show", "dev", ifname])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let l = &v[0];
+    let flags = l["flags"].as_array()?;
+    Some((
+        l["ifindex"].as_u64()?,
+        !flags.iter().any(|f| f == "NO-CARRIER"),
+    ))
+}
+
+/// A tap pod keeps its interface while the agent is down (killed with SIGKILL): the TAP is
+/// the agent's in the pod's namespace and persistent, so the restarted agent (same flags,
+/// its state file) attaches to the same device and the pod reaches the peer again. A pod
+/// removed while the agent was down does not stop it from starting; its DEL still works.
+#[test]
+fn a_tap_pod_keeps_its_interface_across_an_agent_restart() {
+    let _one = serial();
+    require_root();
+    let topo = Topology::new("cnirs");
+    let dir = Scratch::new("cnirs");
+    let mut args = Topology::agent_args(UplinkKind::Packet, &dir.0, 0, "");
+    args.push(format!("--state-dir={}", dir.0.join("state").display()));
+    let mut agent = KnicAgent::start(&topo.agent_ns, &dir.0, &args);
+    let ns = topo.agent_ns.name.clone();
+    let net = Net {
+        ns: ns.clone(),
+        knic: knic_conf(&agent.api, &dir.0, json!({ "kind": "tap" })),
+        chained: vec![],
+    };
+    let (pod, gone) = (Pod::new("stays"), Pod::new("goes"));
+    let (path, gone_path) = (pod.path(), gone.path());
+    let env = [
+        ("CNI_CONTAINERID", "stays"),
+        ("CNI_NETNS", path.as_str()),
+        ("CNI_IFNAME", "eth0"),
+    ];
+    let gone_env = [
+        ("CNI_CONTAINERID", "goes"),
+        ("CNI_NETNS", gone_path.as_str()),
+        ("CNI_IFNAME", "eth0"),
+    ];
+    let result = net.add(&env);
+    let gone_result = net.add(&gone_env);
+    pod.ping_peer(&agent, "6b6e69632d7273", 100);
+    let (index, carrier) = pod_link(&pod, "eth0").expect("the pod's eth0");
+    assert!(carrier, "a served TAP has a carrier");
+
+    assert!(
+        agent.proc.stop("-KILL", Duration::from_secs(10)),
+        "kill the agent"
+    );
+    let (still, carrier) = pod_link(&pod, "eth0").expect("eth0 outlived the agent");
+    assert_eq!(still, index, "the same device");
+    assert!(!carrier, "with nobody attached the TAP has no carrier");
+    drop(gone);
+
+    agent = KnicAgent::start(&topo.agent_ns, &dir.0, &args);
+    assert_eq!(
+        pod_link(&pod, "eth0"),
+        Some((index, true)),
+        "attached again"
+    );
+    let ports = names(&agent, "port");
+    assert_eq!(
+        ports.len(),
+        1,
+        "the gone pod's port is not restored: {ports:?}"
+    );
+    assert!(
+        agent.log_text().contains("its network namespace is gone"),
+        "{}",
+        agent.log_text()
+    );
+    pod.ping_peer(&agent, "6b6e69632d7273", 100);
+
+    net.each(&gone_env, "DEL", &gone_result);
+    net.each(&env, "DEL", &result);
+    assert_eq!(pod.links(), ["lo"], "DEL deletes the persistent TAP");
+    assert!(names(&agent, "port").is_empty());
+    assert!(leases(&dir.0).is_empty(), "host-local's leases released");
+}
+
 #[test]
 fn gc_vhost_user_and_the_agents_refusals() {
     let _one = serial();
@@ -543,7 +631,9 @@ fn tap_pods_in_a_tenant_reach_each_other_and_the_peer_and_cannot_spoof() {
             .iter()
             .find(|p| p["guest_mac"] == mac.as_str())
             .unwrap_or_else(|| panic!("no port has the pod's MAC {mac}: {list}"));
-        assert!(port["tap"].as_str().unwrap().starts_with("kc"), "{port}");
+        // The agent made the TAP in the pod, under the pod's interface name.
+        assert_eq!(port["tap"], "eth0", "{port}");
+        assert_eq!(port["netns"], paths[i].as_str(), "{port}");
         assert!(port["socket"].is_null(), "{port}");
         ports.push(port["name"].as_str().unwrap().to_owned());
     }

@@ -441,13 +441,20 @@ impl Ctx<'_> {
         };
         match self.conf.kind {
             Kind::Tap => {
+                // In the pod's namespace the agent makes the TAP itself, under the pod's
+                // interface name, and keeps it across its own restarts.
+                let (tap, tap_netns) = match netns {
+                    Some(ns) => (ifname.to_owned(), Some(ns.to_path_buf())),
+                    None => (names.host_if.clone(), None),
+                };
                 self.agent(
                     "add the TAP port",
                     &Request::PortAdd {
                         port: PortConfig {
                             name: names.agent.clone(),
                             socket: PathBuf::new(),
-                            tap: Some(names.host_if.clone()),
+                            tap: Some(tap),
+                            netns: tap_netns,
                             role: Role::Server,
                             queue_pairs: 1,
                             mac: mac.as_deref().and_then(|m| m.parse().ok()),
@@ -475,6 +482,7 @@ impl Ctx<'_> {
                             name: names.agent.clone(),
                             socket: socket.clone(),
                             tap: None,
+                            netns: None,
                             role: Role::Server,
                             queue_pairs: 1,
                             mac: mac.as_deref().and_then(|m| m.parse().ok()),
@@ -552,17 +560,18 @@ impl Ctx<'_> {
                 });
                 routes.push((r.dst.clone(), gw));
             }
-            let got_mac = sandbox::attach(
-                self.netdev().unwrap_or(&names.host_if),
-                &Setup {
-                    netns: ns,
-                    ifname,
-                    mac: mac.as_deref(),
-                    mtu: self.conf.mtu,
-                    addresses: &addresses,
-                    routes: &routes,
-                },
-            )?;
+            let setup = Setup {
+                netns: ns,
+                ifname,
+                mac: mac.as_deref(),
+                mtu: self.conf.mtu,
+                addresses: &addresses,
+                routes: &routes,
+            };
+            let got_mac = match (self.conf.kind, self.netdev()) {
+                (Kind::Tap, _) => sandbox::configure(&setup)?,
+                (_, device) => sandbox::attach(device.unwrap_or(&names.host_if), &setup)?,
+            };
             iface.mac = Some(got_mac);
             iface.sandbox = Some(ns.display().to_string());
         }

@@ -112,8 +112,17 @@ pub fn attach(host_if: &str, s: &Setup<'_>) -> Result<String, CniError> {
         )
     })?;
     ip(None, &["link", "set", "dev", host_if, "netns", ns])?;
+    ip(
+        Some(s.netns),
+        &["link", "set", "dev", host_if, "name", s.ifname],
+    )?;
+    configure(s)
+}
+
+/// Configures interface `s.ifname`, already in the container (a TAP the agent made
+/// there); returns its MAC.
+pub fn configure(s: &Setup<'_>) -> Result<String, CniError> {
     let n = Some(s.netns);
-    ip(n, &["link", "set", "dev", host_if, "name", s.ifname])?;
     if let Some(mac) = s.mac {
         ip(n, &["link", "set", "dev", s.ifname, "address", mac])?;
     }

@@ -327,14 +327,18 @@ impl Agent {
             return Err(AgentError::NameTaken(config.name));
         }
         let same_front = |p: &&Port| match (&config.tap, &p.config.tap) {
-            (Some(a), Some(b)) => a == b,
+            // A TAP name is unique within its namespace (pods all have an eth0).
+            (Some(a), Some(b)) => a == b && p.config.netns == config.netns,
             (None, None) => p.config.socket == config.socket,
             _ => false,
         };
         if let Some(p) = self.ports.iter().find(same_front) {
             return Err(AgentError::SocketTaken {
                 front: match &config.tap {
-                    Some(t) => format!("TAP {t}"),
+                    Some(t) => match &config.netns {
+                        Some(ns) => format!("TAP {t} in {}", ns.display()),
+                        None => format!("TAP {t}"),
+                    },
                     None => format!("socket {}", config.socket.display()),
                 },
                 port: p.config.name.clone(),
@@ -701,6 +705,12 @@ impl Agent {
         self.stack.remove_device(&self.ports[i].device)?;
         let mut port = self.ports.remove(i);
         port.stop();
+        // A pod's TAP was kept for restarts; a removed port's goes now.
+        if let (Some(netns), Some(tap)) = (&port.config.netns, &port.config.tap)
+            && let Err(e) = knic_uplink::delete_tap_in(netns, tap)
+        {
+            warn!(port = %name, netns = %netns.display(), "cannot delete its TAP: {e}");
+        }
         self.forget_device(name);
         // Its zone rule goes too (a later device may get its interface name); a failure
         // leaves a rule for a gone interface, replaced with the next rebuild.
@@ -890,6 +900,7 @@ impl Agent {
             "name": port.config.name,
             "socket": port.config.tap.is_none().then_some(&port.config.socket),
             "tap": port.config.tap,
+            "netns": port.config.netns,
             "role": port.config.role,
             "queue_pairs": port.config.queue_pairs,
             "guest_mac": port.guest_mac,

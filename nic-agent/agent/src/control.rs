@@ -348,7 +348,7 @@ fn configure(agent: &Shared, config: &AgentConfig) -> Result<(), AgentError> {
     };
     // What the last run added through the API, on top of the configuration (see `state`).
     let state = config.state_dir.as_deref().map(StateFile::in_dir);
-    let restored = match &state {
+    let mut restored = match &state {
         Some(file) => match file.load()? {
             Some(saved) => {
                 let extra = configured.missing_from(&saved);
@@ -367,11 +367,32 @@ fn configure(agent: &Shared, config: &AgentConfig) -> Result<(), AgentError> {
         },
         None => RunningConfig::default(),
     };
+    drop_gone_pods(&mut restored);
     a.add_all(configured.followed_by(restored))?;
     a.start_services(&config.services)?;
     a.set_state_file(state);
     a.save_state()?;
     Ok(())
+}
+
+/// Leaves out restored TAP ports whose pod's network namespace went while the agent was
+/// down (its TAP went with it), with their addresses and routes: the rest still starts,
+/// and the CNI DEL that follows finds nothing to remove.
+fn drop_gone_pods(restored: &mut RunningConfig) {
+    let gone: Vec<String> = restored
+        .ports
+        .iter()
+        .filter(|p| p.netns.as_deref().is_some_and(|ns| !ns.exists()))
+        .map(|p| p.name.clone())
+        .collect();
+    for name in &gone {
+        warn!(port = %name, "not restored: its network namespace is gone (the pod was removed)");
+    }
+    restored.ports.retain(|p| !gone.contains(&p.name));
+    restored.addresses.retain(|a| !gone.contains(&a.device));
+    restored
+        .routes
+        .retain(|r| r.device.as_ref().is_none_or(|d| !gone.contains(d)));
 }
 
 fn serve(

@@ -108,6 +108,16 @@ pub enum AgentError {
     BadSysctlValue { name: String },
     #[error("the library kernel has no sysctl {name}")]
     NoSuchSysctl { name: String },
+    #[error(
+        "port {port}: cannot make or find its TAP in network namespace {} (is the pod gone?)",
+        netns.display()
+    )]
+    PortNetns {
+        port: String,
+        netns: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the agent was started without --config: there is no file to reload")]
     NoConfigFile,
     #[error("reload refused, nothing changed: {what}: {why}")]

@@ -119,6 +119,7 @@ fn from_flags(args: Args) -> Result<AgentConfig, ExitCode> {
             name: "vm0".into(),
             socket: PathBuf::from(RUN_DIR).join("vm0.sock"),
             tap: None,
+            netns: None,
             role: Default::default(),
             queue_pairs: 1,
             mac: None,

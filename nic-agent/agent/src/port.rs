@@ -250,11 +250,27 @@ impl Port {
             name: config.name.clone(),
             source,
         };
-        let ports = knic_uplink::open_uplinks(&spec, usize::from(config.queue_pairs))
-            .map_err(uplink_error)?;
         let guest_mac = config.mac.unwrap_or(Mac(made_up_mac(MAC_KIND_GUEST, seq)));
-        knic_uplink::set_interface_mac(tap, guest_mac.0)
-            .map_err(|source| uplink_error(knic_uplink::UplinkError::Other { spec, source }))?;
+        let queues = usize::from(config.queue_pairs);
+        let ports = match &config.netns {
+            // A pod's TAP, made (or found again after a restart) in its namespace.
+            Some(netns) => knic_uplink::open_tap_in(netns, tap, queues, guest_mac.0)
+                .map_err(|source| AgentError::PortNetns {
+                    port: config.name.clone(),
+                    netns: netns.clone(),
+                    source,
+                })?
+                .into_iter()
+                .map(|p| Box::new(p) as Box<dyn PacketPort>)
+                .collect(),
+            None => {
+                let ports = knic_uplink::open_uplinks(&spec, queues).map_err(uplink_error)?;
+                knic_uplink::set_interface_mac(tap, guest_mac.0).map_err(|source| {
+                    uplink_error(knic_uplink::UplinkError::Other { spec, source })
+                })?;
+                ports
+            }
+        };
         let library_mac = Mac(made_up_mac(MAC_KIND_PORT, seq));
         let device = add_queue_device(
             stack,

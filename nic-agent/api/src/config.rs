@@ -177,6 +177,12 @@ pub struct PortConfig {
     /// is set to the port's guest MAC, so anti-spoofing knows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tap: Option<String>,
+    /// A TAP port's network namespace (a pod's, `/var/run/netns/NAME`): the agent makes
+    /// the TAP there, named `tap`, and keeps it (`TUNSETPERSIST`) while the port exists, so
+    /// a restarted agent attaches to the same device and the pod keeps its interface.
+    /// Without it the TAP is made in the agent's namespace and lives as long as the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<PathBuf>,
     #[serde(default)]
     pub role: Role,
     #[serde(default = "default_queue_pairs")]
@@ -337,7 +343,7 @@ fn split_spec<'a>(
     Ok((name, first, opts))
 }
 
-const PORT_FORM: &str = "NAME=SOCKET|tap:IFNAME[,role=server|client][,queues=N][,mac=MAC][,offloads=tso|off][,tenant=NAME][,mtu=N]";
+const PORT_FORM: &str = "NAME=SOCKET|tap:IFNAME[,netns=PATH][,role=server|client][,queues=N][,mac=MAC][,offloads=tso|off][,tenant=NAME][,mtu=N]";
 const UPLINK_FORM: &str =
     "NAME=tap:IFNAME|packet:IFNAME|xdp:IFNAME[,queues=N][,offloads=tso|off][,mtu=N]";
 
@@ -370,6 +376,7 @@ impl FromStr for PortConfig {
             name: name.to_owned(),
             socket,
             tap,
+            netns: None,
             role: Role::Server,
             queue_pairs: 1,
             mac: None,
@@ -395,6 +402,7 @@ impl FromStr for PortConfig {
                     port.tenant = Some(v.to_owned())
                 }
                 "mtu" => port.mtu = Some(mtu(v)?),
+                "netns" => port.netns = Some(PathBuf::from(v)),
                 _ => return Err(bad("port option", k, PORT_FORM)),
             }
         }
@@ -434,6 +442,22 @@ impl PortConfig {
                 }
             }
             (None, false) => {}
+        }
+        if let Some(ns) = &self.netns {
+            if self.tap.is_none() {
+                return Err(bad(
+                    "port netns",
+                    &ns.display().to_string(),
+                    "a TAP port's option (tap:IFNAME,netns=PATH); a vhost-user port has none",
+                ));
+            }
+            if !ns.is_absolute() {
+                return Err(bad(
+                    "port netns",
+                    &ns.display().to_string(),
+                    "an absolute path to a network namespace, like /var/run/netns/pod1",
+                ));
+            }
         }
         if let Some(t) = &self.tenant {
             valid_name("tenant name", t)?;
@@ -793,6 +817,17 @@ mod tests {
         assert_eq!(p.queue_pairs, 2);
         assert_eq!(p.mac, Some(Mac([0x52, 0x54, 0, 0, 0, 2])));
         assert_eq!(p.offloads, OffloadMode::Off);
+        let p: PortConfig = "pod2=tap:eth0,netns=/var/run/netns/pod2".parse().unwrap();
+        assert_eq!(
+            p.netns.as_deref(),
+            Some(std::path::Path::new("/var/run/netns/pod2"))
+        );
+        for bad in [
+            "pod2=tap:eth0,netns=pod2",
+            "vm1=/run/knic/vm1.sock,netns=/var/run/netns/x",
+        ] {
+            assert!(bad.parse::<PortConfig>().is_err(), "{bad}");
+        }
         let p: PortConfig = "pod1=tap:kc0123,tenant=blue".parse().unwrap();
         assert_eq!(p.tap.as_deref(), Some("kc0123"));
         assert!(p.socket.as_os_str().is_empty());

@@ -20,7 +20,7 @@ use thiserror::Error;
 
 pub use af_packet::{FanoutGroup, PacketSocketPort, PacketSocketSink, PacketSocketSource};
 pub use discard::{DiscardPort, DiscardSink, DiscardSource};
-pub use tap::{TapPort, TapSink, TapSource};
+pub use tap::{TapPort, TapSink, TapSource, delete_tap_in, open_tap_in};
 pub use xdp::{
     XDP_FRAME_SIZE, XDP_MAX_RX_FRAME, XDP_MAX_TX_FRAME, XdpBinding, XdpConfig, XdpMode, XdpPort,
     XdpSink, XdpSource, XdpStats,

@@ -104,6 +104,34 @@ pub fn tap_set_offload(fd: RawFd, flags: libc::c_uint) -> io::Result<()> {
     Ok(())
 }
 
+/// Keeps a TAP when its last fd closes (`TUNSETPERSIST` 1), or lets it go with it (0).
+pub fn tap_set_persist(fd: RawFd, persist: bool) -> io::Result<()> {
+    // SAFETY: TUNSETPERSIST takes its argument by value, not a pointer.
+    cvt(unsafe { libc::ioctl(fd, libc::TUNSETPERSIST as _, libc::c_ulong::from(persist)) })?;
+    Ok(())
+}
+
+/// Runs `f` on a thread of its own that has joined the network namespace at `netns` (a
+/// file such as `/var/run/netns/NAME` or `/proc/PID/ns/net`): what `f` creates by name
+/// (a TAP, an ioctl socket) is made there; fds it returns work from any thread.
+pub fn in_netns<T: Send>(
+    netns: &std::path::Path,
+    f: impl FnOnce() -> io::Result<T> + Send,
+) -> io::Result<T> {
+    let ns = std::fs::File::open(netns)?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: setns takes an fd we own (alive for the call) and a flag; it changes
+                // only this thread's namespace, and this thread ends with the scope.
+                cvt(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) })?;
+                f()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the namespace thread panicked")))
+    })
+}
+
 /// Writes `head` then `body` as one datagram. Returns bytes written.
 pub fn write2(fd: RawFd, head: &[u8], body: &[u8]) -> io::Result<usize> {
     let iov = [

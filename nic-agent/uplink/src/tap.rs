@@ -67,6 +67,61 @@ impl TapPort {
     }
 }
 
+impl TapPort {
+    /// Makes the TAP outlive this queue's fd (or not): see [`open_tap_in`].
+    pub fn set_persistent(&self, persist: bool) -> io::Result<()> {
+        sys::tap_set_persist(self.source.fd.as_raw_fd(), persist)
+    }
+}
+
+/// Opens `queue_pairs` queues of TAP `name` inside the network namespace at `netns` (a
+/// pod's), creating the TAP there or attaching to the one already there, gives it `mac`
+/// and makes it persistent: it stays in the pod, with no carrier, while no fd holds it (an
+/// agent restarting), until [`delete_tap_in`].
+pub fn open_tap_in(
+    netns: &std::path::Path,
+    name: &str,
+    queue_pairs: usize,
+    mac: [u8; 6],
+) -> io::Result<Vec<TapPort>> {
+    sys::in_netns(netns, || {
+        let ports = (0..queue_pairs)
+            .map(|_| TapPort::open(name, queue_pairs > 1))
+            .collect::<io::Result<Vec<_>>>()?;
+        if let Some(first) = ports.first() {
+            first.set_persistent(true)?;
+        }
+        sys::set_interface_mac(name, mac)?;
+        Ok(ports)
+    })
+}
+
+/// Deletes the persistent TAP `name` in the namespace at `netns` once nothing holds it
+/// (the port's queues closed): attaches, clears `TUNSETPERSIST`, closes. A namespace or TAP
+/// that is gone already is not an error (the pod went first).
+pub fn delete_tap_in(netns: &std::path::Path, name: &str) -> io::Result<()> {
+    if !netns.exists() {
+        return Ok(());
+    }
+    sys::in_netns(netns, || {
+        if sys::if_index(name).is_err() {
+            return Ok(());
+        }
+        // The port's own queues may take a moment to close (EBUSY until then).
+        let mut tries = 0;
+        let fd = loop {
+            match sys::tap_open(name, false).or_else(|_| sys::tap_open(name, true)) {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
+        sys::tap_set_persist(fd.as_raw_fd(), false)
+    })
+}
+
 /// Per-packet write failures that only cost that packet.
 fn is_refusal(e: &io::Error) -> bool {
     matches!(
