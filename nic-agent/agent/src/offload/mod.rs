@@ -44,8 +44,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use knic_offload_protocol::{
-    ADDR_SLOT, MAX_CONTROL, MAX_MESSAGE, MAX_PAYLOAD, Op, REPLY_LEN, Reply, Request, SOL_TLS,
-    TLS_RX, TLS_TX, check_control,
+    ADDR_SLOT, IFREQ_LEN, MAX_CONTROL, MAX_MESSAGE, MAX_PAYLOAD, Op, REPLY_LEN, Reply, Request,
+    SOL_TLS, TLS_RX, TLS_TX, check_control,
 };
 use lkl_netstack::UserBuffer;
 use lkl_netstack::raw::{RawCalls, nr};
@@ -905,6 +905,15 @@ fn handle(
             } else {
                 reply(-i64::from(libc::ENOTTY))
             }
+        }
+        Op::IoctlIfreq => {
+            if !knic_offload_protocol::ifreq_ioctl(a[0] as u64) {
+                return reply(-i64::from(libc::ENOTTY));
+            }
+            let mut ifreq: [u8; IFREQ_LEN] = payload.try_into().map_err(|_| BadRequest)?;
+            let r = lkl.ioctl_ifreq(fd, a[0], &mut ifreq);
+            let body: &[u8] = if r < 0 { &[] } else { &ifreq };
+            Ok(answer(shared, conn, Reply::new(r), &[body], None))
         }
         Op::Poll => {
             {

@@ -13,6 +13,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use knic_offload_protocol::IFREQ_LEN;
 use lkl_netstack::raw::{RawCalls, nr};
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -472,6 +473,19 @@ impl Lkl {
             )
         });
         if r < 0 { r } else { i64::from(v) }
+    }
+
+    /// An ioctl whose argument is the `struct ifreq` in `ifreq` (read and written in place;
+    /// the caller allows only requests that follow no pointer in it).
+    pub fn ioctl_ifreq(&self, fd: i32, request: i64, ifreq: &mut [u8; IFREQ_LEN]) -> i64 {
+        // SAFETY: the kernel reads and writes one ifreq (IFREQ_LEN bytes) at the pointer,
+        // which `ifreq` provides exclusively for the call.
+        err_to_ret(unsafe {
+            self.0.syscall(
+                nr::IOCTL,
+                [i64::from(fd), request, ifreq.as_mut_ptr() as i64, 0, 0, 0],
+            )
+        })
     }
 
     /// ppoll over `fds`; `wait` = false returns at once.

@@ -1,6 +1,6 @@
 /* The offload suite's own cases, run unmodified under knic-offload (tests/offload.rs):
  * errno, partial I/O, socket timeouts, signals (SA_RESTART), TX timestamps on the error
- * queue, sendmmsg/recvmmsg, dup/fork/exec,
+ * queue, interface ioctls, sendmmsg/recvmmsg, dup/fork/exec,
  * poll/select/epoll on mixes of host and offloaded fds.
  * Each case prints "ok NAME"; the first failure prints "FAIL NAME: why" and exits 1.
  * Run in a network namespace whose loopback is down, so a socket that reached the host
@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <linux/errqueue.h>
+#include <net/if.h>
 #include <linux/net_tstamp.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -735,6 +736,36 @@ static void timestamping(void)
 	OK();
 }
 
+/* Interface ioctls on an offloaded socket are the library kernel's: its lo is up (the
+ * namespace's is down), its errno for an unknown name; SIOCGIFCONF (a pointer inside) is
+ * not carried. */
+static void interfaces(void)
+{
+	CASE("interfaces");
+	int s = socket(AF_INET, SOCK_DGRAM, 0);
+	CHECK(s >= 0, "socket");
+	struct ifreq r = { 0 };
+	strcpy(r.ifr_name, "lo");
+	CHECK(ioctl(s, SIOCGIFINDEX, &r) == 0 && r.ifr_ifindex == 1, "SIOCGIFINDEX lo: %d", r.ifr_ifindex);
+	CHECK(ioctl(s, SIOCGIFFLAGS, &r) == 0 && (r.ifr_flags & IFF_UP) && (r.ifr_flags & IFF_LOOPBACK),
+	      "the library's lo is up (flags %x)", r.ifr_flags);
+	CHECK(ioctl(s, SIOCGIFADDR, &r) == 0 &&
+		      ((struct sockaddr_in *)&r.ifr_addr)->sin_addr.s_addr == htonl(INADDR_LOOPBACK),
+	      "lo's address");
+	CHECK(ioctl(s, SIOCGIFMTU, &r) == 0 && r.ifr_mtu == 65536, "lo's MTU %d", r.ifr_mtu);
+	memset(&r, 0, sizeof r);
+	r.ifr_ifindex = 1;
+	CHECK(ioctl(s, SIOCGIFNAME, &r) == 0 && !strcmp(r.ifr_name, "lo"), "SIOCGIFNAME 1: %s", r.ifr_name);
+	strcpy(r.ifr_name, "nosuch0");
+	errno = 0;
+	CHECK(ioctl(s, SIOCGIFINDEX, &r) == -1 && errno == ENODEV, "an unknown interface");
+	struct ifconf conf = { 0 };
+	errno = 0;
+	CHECK(ioctl(s, SIOCGIFCONF, &conf) == -1 && errno == ENOTTY, "SIOCGIFCONF");
+	close(s);
+	OK();
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
@@ -771,6 +802,7 @@ int main(int argc, char **argv)
 	readiness();
 	signals();
 	timestamping();
+	interfaces();
 	printf("all passed\n");
 	return 0;
 }

@@ -113,6 +113,42 @@ pub enum Op {
     /// other process shares), so a port is free when `close` returns, as in Linux. Later
     /// requests on the connection fail with `EBADF`.
     Close = 16,
+    /// `ioctl(args[0]=request)` for an interface request whose argument is one
+    /// `struct ifreq` with no pointer in it ([`ifreq_ioctl`]); payload and reply payload:
+    /// the [`IFREQ_LEN`]-byte `ifreq`, as given and as the kernel left it.
+    IoctlIfreq = 17,
+}
+
+/// Bytes of a `struct ifreq` (LP64).
+pub const IFREQ_LEN: usize = 40;
+
+/// Whether `request` is an interface ioctl of a socket that reads and writes one
+/// `struct ifreq` and nothing it points to (so the shim can carry it and the agent can run
+/// it on a copy): names, indices, flags, addresses, MTU, MAC, queue length. `SIOCGIFCONF`
+/// (a pointer to a buffer), `SIOCETHTOOL`, `SIOCSIFMAP` and the private and bridge ioctls
+/// (pointers in `ifr_data`) are not.
+pub fn ifreq_ioctl(request: u64) -> bool {
+    matches!(
+        request,
+        0x8910 // SIOCGIFNAME
+            | 0x8913 // SIOCGIFFLAGS
+            | 0x8914 // SIOCSIFFLAGS
+            | 0x8915 // SIOCGIFADDR
+            | 0x8916 // SIOCSIFADDR
+            | 0x8917 // SIOCGIFDSTADDR
+            | 0x8919 // SIOCGIFBRDADDR
+            | 0x891a // SIOCSIFBRDADDR
+            | 0x891b // SIOCGIFNETMASK
+            | 0x891c // SIOCSIFNETMASK
+            | 0x891d // SIOCGIFMETRIC
+            | 0x8921 // SIOCGIFMTU
+            | 0x8922 // SIOCSIFMTU
+            | 0x8923 // SIOCSIFNAME
+            | 0x8927 // SIOCGIFHWADDR
+            | 0x8933 // SIOCGIFINDEX
+            | 0x8942 // SIOCGIFTXQLEN
+            | 0x8943 // SIOCSIFTXQLEN
+    )
 }
 
 impl Op {
@@ -134,6 +170,7 @@ impl Op {
             14 => Op::Stats,
             15 => Op::Describe,
             16 => Op::Close,
+            17 => Op::IoctlIfreq,
             _ => return None,
         })
     }
@@ -528,6 +565,17 @@ mod tests {
             assert!(!offloaded(nl, SOCK_RAW.into(), p));
         }
         assert!(!offloaded(i64::from(AF_INET) + (1 << 32), stream, 0));
+    }
+
+    #[test]
+    fn only_pointer_free_ifreq_ioctls_are_carried() {
+        for ok in [libc::SIOCGIFINDEX, libc::SIOCGIFFLAGS, libc::SIOCSIFMTU] {
+            assert!(ifreq_ioctl(ok), "{ok:#x}");
+        }
+        // SIOCGIFCONF, SIOCETHTOOL, SIOCDEVPRIVATE, SIOCSIFMAP, FIONREAD.
+        for bad in [0x8912, 0x8946, 0x89f0, 0x8971, 0x541b] {
+            assert!(!ifreq_ioctl(bad), "{bad:#x}");
+        }
     }
 
     #[test]

@@ -15,8 +15,8 @@ use std::cell::RefCell;
 use std::sync::{Arc, MutexGuard, OnceLock};
 
 use knic_offload_protocol::{
-    ADDR_SLOT, Kind, MAX_CONTROL, MAX_PAYLOAD, MAX_RECV, Op, REPLY_LEN, REQUEST_LEN, Reply,
-    Request, SOCKET_ENV, SOL_TLS, TLS_RX, TLS_TX, check_control, tls_crypto_info_len,
+    ADDR_SLOT, IFREQ_LEN, Kind, MAX_CONTROL, MAX_PAYLOAD, MAX_RECV, Op, REPLY_LEN, REQUEST_LEN,
+    Reply, Request, SOCKET_ENV, SOL_TLS, TLS_RX, TLS_TX, check_control, tls_crypto_info_len,
 };
 
 use crate::sys::{self, UserPtr, host};
@@ -516,6 +516,9 @@ fn socket_call(nr: i64, fd: i32, sock: &Arc<Sock>, a: [i64; 6]) -> i64 {
                     Err(e) => e,
                 };
             }
+            if knic_offload_protocol::ifreq_ioctl(req) {
+                return ioctl_ifreq(fd, sock, req, a[2]);
+            }
             neg(libc::ENOTTY)
         }
         libc::SYS_read => recv(fd, sock, a[1], a[2], 0, (0, 0), &mut []).ret,
@@ -568,6 +571,30 @@ fn deadline(fd: i32, sock: &Sock, events: i16) -> Option<i64> {
         Some(sys::now_ns())
     } else {
         None
+    }
+}
+
+/// An interface ioctl (`SIOCGIFINDEX`, `SIOCGIFFLAGS`, ...) on the library socket: the
+/// program's `struct ifreq` goes over and comes back as the library kernel left it, so the
+/// program sees the library's interfaces, as its sockets do.
+fn ioctl_ifreq(fd: i32, sock: &Sock, req: u64, arg: i64) -> i64 {
+    let mut ifreq = [0u8; IFREQ_LEN];
+    let user = UserPtr(arg as usize);
+    if let Err(e) = user.read(&mut ifreq) {
+        return e;
+    }
+    let back = ifreq;
+    let parts_in = [(back.as_ptr() as usize, IFREQ_LEN)];
+    let parts_out = [(ifreq.as_mut_ptr() as usize, IFREQ_LEN)];
+    let req = Request::new(Op::IoctlIfreq, [req as i64, 0, 0, 0, 0, 0]);
+    match call(fd, sock, req, &parts_in, &parts_out, false) {
+        Ok(ans) if ans.reply.ret < 0 => ans.reply.ret,
+        Ok(ans) if ans.payload != IFREQ_LEN => neg(libc::EPROTO),
+        Ok(ans) => match user.write(&ifreq) {
+            Ok(()) => ans.reply.ret,
+            Err(e) => e,
+        },
+        Err(e) => e,
     }
 }
 
