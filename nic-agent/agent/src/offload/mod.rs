@@ -915,6 +915,19 @@ fn handle(
             let body: &[u8] = if r < 0 { &[] } else { &ifreq };
             Ok(answer(shared, conn, Reply::new(r), &[body], None))
         }
+        Op::IoctlIfconf => {
+            let out = &mut bufs.host;
+            let room = usize::try_from(a[0]).map_err(|_| BadRequest)?;
+            if room > MAX_PAYLOAD || room > out.len() {
+                return Err(BadRequest);
+            }
+            let (r, len) = lkl.ioctl_ifconf(fd, (room > 0).then(|| &mut out[..room]));
+            let used = usize::try_from(len).unwrap_or(0).min(room);
+            let mut rep = Reply::new(r);
+            rep.aux[0] = i64::from(len);
+            let body: &[u8] = if r < 0 { &[] } else { &out[..used] };
+            Ok(answer(shared, conn, rep, &[body], None))
+        }
         Op::Poll => {
             {
                 let mut r = lock(&conn.ready);

@@ -488,6 +488,44 @@ impl Lkl {
         })
     }
 
+    /// `SIOCGIFCONF` into `buf` (`None`: a null `ifc_buf`, asking for the size needed);
+    /// the result and the `ifc_len` the kernel set.
+    pub fn ioctl_ifconf(&self, fd: i32, buf: Option<&mut [u8]>) -> (i64, i32) {
+        const SIOCGIFCONF: i64 = 0x8912;
+        // struct ifconf (LP64): int ifc_len; 4 bytes of padding; char *ifc_buf.
+        #[repr(C)]
+        struct IfConf {
+            len: libc::c_int,
+            buf: *mut u8,
+        }
+        let mut conf = match buf {
+            Some(b) => IfConf {
+                len: libc::c_int::try_from(b.len()).unwrap_or(libc::c_int::MAX),
+                buf: b.as_mut_ptr(),
+            },
+            None => IfConf {
+                len: 0,
+                buf: std::ptr::null_mut(),
+            },
+        };
+        // SAFETY: the kernel reads and writes `conf` and writes at most `conf.len` bytes at
+        // `conf.buf`, a buffer of that length exclusively borrowed for the call (or null).
+        let r = err_to_ret(unsafe {
+            self.0.syscall(
+                nr::IOCTL,
+                [
+                    i64::from(fd),
+                    SIOCGIFCONF,
+                    &mut conf as *mut IfConf as i64,
+                    0,
+                    0,
+                    0,
+                ],
+            )
+        });
+        (r, conf.len)
+    }
+
     /// ppoll over `fds`; `wait` = false returns at once.
     pub fn poll(&self, fds: &mut [libc::pollfd], wait: bool) -> i64 {
         let zero = libc::timespec {

@@ -737,8 +737,7 @@ static void timestamping(void)
 }
 
 /* Interface ioctls on an offloaded socket are the library kernel's: its lo is up (the
- * namespace's is down), its errno for an unknown name; SIOCGIFCONF (a pointer inside) is
- * not carried. */
+ * namespace's is down), its errno for an unknown name, its SIOCGIFCONF list. */
 static void interfaces(void)
 {
 	CASE("interfaces");
@@ -759,9 +758,25 @@ static void interfaces(void)
 	strcpy(r.ifr_name, "nosuch0");
 	errno = 0;
 	CHECK(ioctl(s, SIOCGIFINDEX, &r) == -1 && errno == ENODEV, "an unknown interface");
+	/* SIOCGIFCONF: the size first (a null buffer), then the entries: the library's lo with
+	 * 127.0.0.1 (the namespace's lo is down, so it has no IPv4 address at all). */
 	struct ifconf conf = { 0 };
-	errno = 0;
-	CHECK(ioctl(s, SIOCGIFCONF, &conf) == -1 && errno == ENOTTY, "SIOCGIFCONF");
+	CHECK(ioctl(s, SIOCGIFCONF, &conf) == 0 && conf.ifc_len >= (int)sizeof(struct ifreq) &&
+		      conf.ifc_len % sizeof(struct ifreq) == 0,
+	      "SIOCGIFCONF size %d", conf.ifc_len);
+	struct ifreq all[16];
+	int need = conf.ifc_len;
+	conf.ifc_len = sizeof all;
+	conf.ifc_req = all;
+	CHECK(ioctl(s, SIOCGIFCONF, &conf) == 0 && conf.ifc_len == need, "SIOCGIFCONF %d of %d", conf.ifc_len, need);
+	int lo = 0;
+	for (int i = 0; i < conf.ifc_len / (int)sizeof(struct ifreq); i++)
+		lo |= !strcmp(all[i].ifr_name, "lo") &&
+		      ((struct sockaddr_in *)&all[i].ifr_addr)->sin_addr.s_addr == htonl(INADDR_LOOPBACK);
+	CHECK(lo, "lo with 127.0.0.1 among %d entries", conf.ifc_len / (int)sizeof(struct ifreq));
+	/* Room for one entry: one entry, as the kernel fills it. */
+	conf.ifc_len = sizeof(struct ifreq);
+	CHECK(ioctl(s, SIOCGIFCONF, &conf) == 0 && conf.ifc_len == sizeof(struct ifreq), "one entry");
 	close(s);
 	OK();
 }

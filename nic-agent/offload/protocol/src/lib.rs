@@ -117,6 +117,10 @@ pub enum Op {
     /// `struct ifreq` with no pointer in it ([`ifreq_ioctl`]); payload and reply payload:
     /// the [`IFREQ_LEN`]-byte `ifreq`, as given and as the kernel left it.
     IoctlIfreq = 17,
+    /// `ioctl(SIOCGIFCONF)` with `args[0]` bytes of room for `struct ifreq` entries (at
+    /// most [`MAX_PAYLOAD`]; 0: the program's `ifc_buf` is null, asking for the size).
+    /// `aux[0]` = the `ifc_len` the kernel set; reply payload: the entries it wrote.
+    IoctlIfconf = 18,
 }
 
 /// Bytes of a `struct ifreq` (LP64).
@@ -171,6 +175,7 @@ impl Op {
             15 => Op::Describe,
             16 => Op::Close,
             17 => Op::IoctlIfreq,
+            18 => Op::IoctlIfconf,
             _ => return None,
         })
     }

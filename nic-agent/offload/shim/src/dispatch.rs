@@ -519,6 +519,9 @@ fn socket_call(nr: i64, fd: i32, sock: &Arc<Sock>, a: [i64; 6]) -> i64 {
             if knic_offload_protocol::ifreq_ioctl(req) {
                 return ioctl_ifreq(fd, sock, req, a[2]);
             }
+            if req == 0x8912 {
+                return ioctl_ifconf(fd, sock, a[2]);
+            }
             neg(libc::ENOTTY)
         }
         libc::SYS_read => recv(fd, sock, a[1], a[2], 0, (0, 0), &mut []).ret,
@@ -596,6 +599,44 @@ fn ioctl_ifreq(fd: i32, sock: &Sock, req: u64, arg: i64) -> i64 {
         },
         Err(e) => e,
     }
+}
+
+/// `SIOCGIFCONF` (`struct ifconf`: `int ifc_len`, padding, `char *ifc_buf` at 8): the
+/// library's interfaces with IPv4 addresses, at most [`MAX_PAYLOAD`] bytes of them; a null
+/// `ifc_buf` asks for the size, as in Linux.
+fn ioctl_ifconf(fd: i32, sock: &Sock, arg: i64) -> i64 {
+    let conf = UserPtr(arg as usize);
+    let mut head = [0u8; 16];
+    if let Err(e) = conf.read(&mut head) {
+        return e;
+    }
+    let len = i32::from_ne_bytes([head[0], head[1], head[2], head[3]]);
+    let buf = u64::from_ne_bytes(head[8..16].try_into().unwrap_or_default()) as usize;
+    let room = if buf == 0 {
+        0
+    } else {
+        usize::try_from(len).unwrap_or(0).min(MAX_PAYLOAD)
+    };
+    with_stage(|stage| {
+        let parts = [(stage.as_mut_ptr() as usize, room)];
+        let req = Request::new(Op::IoctlIfconf, [room as i64, 0, 0, 0, 0, 0]);
+        let ans = match call(fd, sock, req, &[], &parts, false) {
+            Ok(a) if a.reply.ret < 0 => return a.reply.ret,
+            Ok(a) => a,
+            Err(e) => return e,
+        };
+        let used = ans.payload.min(room);
+        if used > 0 {
+            if let Err(e) = UserPtr(buf).write(&stage[..used]) {
+                return e;
+            }
+        }
+        let len = i32::try_from(ans.reply.aux[0]).unwrap_or(0);
+        match UserPtr(arg as usize).write(&len.to_ne_bytes()) {
+            Ok(()) => ans.reply.ret,
+            Err(e) => e,
+        }
+    })
 }
 
 /// Keeps a `SO_RCVTIMEO`/`SO_SNDTIMEO` the library kernel took, for the shim's own waits
