@@ -443,9 +443,12 @@ impl Ctx<'_> {
             Kind::Tap => {
                 // In the pod's namespace the agent makes the TAP itself, under the pod's
                 // interface name, and keeps it across its own restarts.
-                let (tap, tap_netns) = match netns {
-                    Some(ns) => (ifname.to_owned(), Some(ns.to_path_buf())),
-                    None => (names.host_if.clone(), None),
+                let Some(ns) = netns else {
+                    return Err(CniError::new(
+                        Code::InvalidEnvironment,
+                        "a tap attachment needs CNI_NETNS",
+                        "pass the container's network namespace path",
+                    ));
                 };
                 self.agent(
                     "add the TAP port",
@@ -453,8 +456,8 @@ impl Ctx<'_> {
                         port: PortConfig {
                             name: names.agent.clone(),
                             socket: PathBuf::new(),
-                            tap: Some(tap),
-                            netns: tap_netns,
+                            tap: Some(ifname.to_owned()),
+                            netns: Some(ns.to_path_buf()),
                             role: Role::Server,
                             queue_pairs: 1,
                             mac: mac.as_deref().and_then(|m| m.parse().ok()),

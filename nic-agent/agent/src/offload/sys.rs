@@ -491,7 +491,6 @@ impl Lkl {
     /// `SIOCGIFCONF` into `buf` (`None`: a null `ifc_buf`, asking for the size needed);
     /// the result and the `ifc_len` the kernel set.
     pub fn ioctl_ifconf(&self, fd: i32, buf: Option<&mut [u8]>) -> (i64, i32) {
-        const SIOCGIFCONF: i64 = 0x8912;
         // struct ifconf (LP64): int ifc_len; 4 bytes of padding; char *ifc_buf.
         #[repr(C)]
         struct IfConf {
@@ -515,7 +514,7 @@ impl Lkl {
                 nr::IOCTL,
                 [
                     i64::from(fd),
-                    SIOCGIFCONF,
+                    libc::SIOCGIFCONF as i64,
                     &mut conf as *mut IfConf as i64,
                     0,
                     0,

@@ -132,27 +132,28 @@ pub const IFREQ_LEN: usize = 40;
 /// (a pointer to a buffer), `SIOCETHTOOL`, `SIOCSIFMAP` and the private and bridge ioctls
 /// (pointers in `ifr_data`) are not.
 pub fn ifreq_ioctl(request: u64) -> bool {
-    matches!(
-        request,
-        0x8910 // SIOCGIFNAME
-            | 0x8913 // SIOCGIFFLAGS
-            | 0x8914 // SIOCSIFFLAGS
-            | 0x8915 // SIOCGIFADDR
-            | 0x8916 // SIOCSIFADDR
-            | 0x8917 // SIOCGIFDSTADDR
-            | 0x8919 // SIOCGIFBRDADDR
-            | 0x891a // SIOCSIFBRDADDR
-            | 0x891b // SIOCGIFNETMASK
-            | 0x891c // SIOCSIFNETMASK
-            | 0x891d // SIOCGIFMETRIC
-            | 0x8921 // SIOCGIFMTU
-            | 0x8922 // SIOCSIFMTU
-            | 0x8923 // SIOCSIFNAME
-            | 0x8927 // SIOCGIFHWADDR
-            | 0x8933 // SIOCGIFINDEX
-            | 0x8942 // SIOCGIFTXQLEN
-            | 0x8943 // SIOCSIFTXQLEN
-    )
+    use libc::*;
+    [
+        SIOCGIFNAME,
+        SIOCGIFFLAGS,
+        SIOCSIFFLAGS,
+        SIOCGIFADDR,
+        SIOCSIFADDR,
+        SIOCGIFDSTADDR,
+        SIOCGIFBRDADDR,
+        SIOCSIFBRDADDR,
+        SIOCGIFNETMASK,
+        SIOCSIFNETMASK,
+        SIOCGIFMETRIC,
+        SIOCGIFMTU,
+        SIOCSIFMTU,
+        SIOCSIFNAME,
+        SIOCGIFHWADDR,
+        SIOCGIFINDEX,
+        SIOCGIFTXQLEN,
+        SIOCSIFTXQLEN,
+    ]
+    .contains(&request)
 }
 
 impl Op {

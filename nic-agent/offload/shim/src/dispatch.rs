@@ -191,7 +191,7 @@ fn nonblocking(fd: i32) -> bool {
 }
 
 /// Blocks until the socket meets `events` (or has an error or hang-up); `Err(EAGAIN)` when
-/// `deadline` (the call's `SO_RCVTIMEO` or `SO_SNDTIMEO`, [`Sock::deadline`]) passes first.
+/// `deadline` (the call's `SO_RCVTIMEO` or `SO_SNDTIMEO`, [`deadline`]) passes first.
 /// A signal first: `Err(EINTR)`, unless `restartable` (the call has moved nothing yet),
 /// there is no deadline and its handler has `SA_RESTART`, when the wait goes on.
 fn wait(
@@ -519,7 +519,7 @@ fn socket_call(nr: i64, fd: i32, sock: &Arc<Sock>, a: [i64; 6]) -> i64 {
             if knic_offload_protocol::ifreq_ioctl(req) {
                 return ioctl_ifreq(fd, sock, req, a[2]);
             }
-            if req == 0x8912 {
+            if req == libc::SIOCGIFCONF {
                 return ioctl_ifconf(fd, sock, a[2]);
             }
             neg(libc::ENOTTY)
@@ -546,35 +546,41 @@ const SO_RCVTIMEO_NEW: i32 = 66;
 const SO_SNDTIMEO_NEW: i32 = 67;
 
 /// The wait bound of a blocking call waiting for `events` (POLLOUT: the send timeout, else
-/// the receive one) as a deadline on [`sys::now_ns`]'s clock, `None` for none. Asked of the
-/// library socket when the call first has to wait, so a timeout set before an `exec` or by
-/// another process holding the socket counts too. The kernel reports "no timeout" and "no
-/// wait at all" (a negative time set) both as zero: the second is known only when this
-/// process set it ([`Sock::set_no_wait`]).
+/// the receive one) as a deadline on [`sys::now_ns`]'s clock, `None` for none. A socket
+/// only this process holds has the timeouts it set ([`Sock::timeout_ns`]); one that came
+/// across an `exec` or a `fork` asks the library socket when the call first has to wait, so
+/// a timeout another process set counts too. The kernel reports "no timeout" and "no wait
+/// at all" (a negative time set) both as zero: the second is then known only when this
+/// process set it.
 fn deadline(fd: i32, sock: &Sock, events: i16) -> Option<i64> {
-    let name = if events & libc::POLLOUT != 0 {
-        SO_SNDTIMEO_NEW
+    let mine = sock.timeout_ns(events);
+    let ns = if sock.private() {
+        mine
     } else {
-        SO_RCVTIMEO_NEW
-    };
-    let mut tv = [0u8; 16];
-    let ns = match get_option(fd, sock, libc::SOL_SOCKET, name, &mut tv) {
-        Ok(16) => {
-            let s = i64::from_ne_bytes(tv[..8].try_into().unwrap_or_default());
-            let us = i64::from_ne_bytes(tv[8..].try_into().unwrap_or_default());
-            s.saturating_mul(1_000_000_000)
-                .saturating_add(us.saturating_mul(1000))
+        let name = if events & libc::POLLOUT != 0 {
+            SO_SNDTIMEO_NEW
+        } else {
+            SO_RCVTIMEO_NEW
+        };
+        let mut tv = [0u8; 16];
+        match get_option(fd, sock, libc::SOL_SOCKET, name, &mut tv) {
+            Ok(16) => {
+                let s = i64::from_ne_bytes(tv[..8].try_into().unwrap_or_default());
+                let us = i64::from_ne_bytes(tv[8..].try_into().unwrap_or_default());
+                match s
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(us.saturating_mul(1000))
+                {
+                    0 if mine == 0 => 0,
+                    0 => table::FOREVER,
+                    ns => ns,
+                }
+            }
+            // The agent is gone or the answer is odd: the wait itself will see it.
+            _ => mine,
         }
-        // The agent is gone or the answer is odd: the wait itself will see it.
-        _ => 0,
     };
-    if ns > 0 {
-        Some(sys::now_ns().saturating_add(ns))
-    } else if sock.set_no_wait(events) {
-        Some(sys::now_ns())
-    } else {
-        None
-    }
+    (ns != table::FOREVER).then(|| sys::now_ns().saturating_add(ns))
 }
 
 /// An interface ioctl (`SIOCGIFINDEX`, `SIOCGIFFLAGS`, ...) on the library socket: the

@@ -47,7 +47,8 @@
 //! Listed in the README's *Kernel offload* section: control messages up to 1 KiB only
 //! (kTLS record types, `IP_PKTINFO`, timestamps, extended errors), a negative
 //! `SO_RCVTIMEO`/`SO_SNDTIMEO` is "no wait" only in the process that set it (the kernel
-//! reads it back as "none"; positive ones are asked of the library socket), one request at a time per socket per process (two
+//! reads it back as "none"; for a shared or inherited socket positive ones are asked of
+//! the library socket), one request at a time per socket per process (two
 //! processes using one socket at the same instant can take each other's replies). On arm64,
 //! which has no `poll`/`select`/`epoll_wait`/`dup2` syscalls, those libc functions make the
 //! calls glibc makes there (`exports.rs`).

@@ -27,8 +27,8 @@ pub struct Sock {
     /// it came across an `exec`. Another generation now means a child may share it.
     pub generation: u64,
     /// `SO_RCVTIMEO` and `SO_SNDTIMEO` as this process last set them, in ns ([`FOREVER`]:
-    /// not set, or set to zero). The waits ask the library socket for its timeouts; these
-    /// only tell "no wait at all" (0) from "none", which the kernel reports alike.
+    /// not set, or set to zero; 0: no wait at all). Exact while the socket is
+    /// [`Sock::private`]; otherwise the waits ask the library socket.
     pub rcv_timeout_ns: AtomicI64,
     pub snd_timeout_ns: AtomicI64,
 }
@@ -76,16 +76,15 @@ impl Sock {
         self.kind == libc::SOCK_STREAM
     }
 
-    /// Whether this process set the timeout a blocking call waiting for `events` obeys
-    /// (POLLOUT: the send timeout, else the receive one) to "no wait at all" (a negative
-    /// time), which the kernel reads back as zero, the same as "none".
-    pub fn set_no_wait(&self, events: i16) -> bool {
+    /// The timeout a blocking call waiting for `events` obeys (POLLOUT: the send timeout,
+    /// else the receive one) as this process set it, in ns; [`FOREVER`]: none.
+    pub fn timeout_ns(&self, events: i16) -> i64 {
         let t = if events & libc::POLLOUT != 0 {
             &self.snd_timeout_ns
         } else {
             &self.rcv_timeout_ns
         };
-        t.load(Ordering::Relaxed) == 0
+        t.load(Ordering::Relaxed)
     }
 }
 
